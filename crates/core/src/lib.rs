@@ -1,1 +1,15 @@
-//! coverwatch-core
+//! The coverwatch domain, free of I/O: typed ids, the [`link`] state machine, [`event`] kinds and
+//! payloads, the normalized [`policy`] model, and the [`provider::Provider`] trait that hides each
+//! vendor. Every other crate of ours depends on this one; this one depends on none of them.
+
+pub mod event;
+pub mod ids;
+pub mod link;
+pub mod policy;
+pub mod provider;
+pub mod webhook;
+
+pub use event::{Event, EventKind, EventPayload, ProviderDetail};
+pub use ids::{EventId, IdError, LinkId, TenantId, UserId};
+pub use link::{IllegalTransition, Link, LinkState};
+pub use provider::{Provider, ProviderError, ProviderKind};

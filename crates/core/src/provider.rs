@@ -1,0 +1,275 @@
+//! The `Provider` trait: everything the engine needs from a vendor, and nothing vendor-shaped.
+//! A new vendor is a new crate implementing this trait plus one line in the wiring.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{LinkId, TenantId, UserId};
+use crate::policy::{AccountSnapshot, PolicySnapshot};
+use crate::webhook::{
+    AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Axle,
+    Canopy,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 2] = [ProviderKind::Axle, ProviderKind::Canopy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Axle => "axle",
+            ProviderKind::Canopy => "canopy",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProviderKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("unknown provider `{s}` (expected one of: axle, canopy)"))
+    }
+}
+
+/// What a vendor can do beyond the common ground; the engine asks before it offers a use-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The end-user can reconnect inside the caller's own app (credentials, MFA option, code).
+    pub in_app_reconnect: bool,
+    /// A refresh can be asked for on demand.
+    pub on_demand_refresh: bool,
+    /// Webhooks go to a per-link URL (so the path carries a per-link secret token); otherwise
+    /// they arrive on one shared URL and the delivery itself is signed.
+    pub per_link_webhook_url: bool,
+    /// How long the vendor may go without fresh data before a link counts as stale.
+    pub expected_refresh_interval: std::time::Duration,
+}
+
+/// Everything a vendor needs to open a session the end-user completes.
+#[derive(Debug, Clone)]
+pub struct LinkSessionRequest {
+    pub link_id: LinkId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    /// The caller's flat metadata; the provider adds our link id to what it sends the vendor.
+    pub metadata: BTreeMap<String, String>,
+    /// Where the vendor sends the user afterwards, when the caller gave one.
+    pub redirect_uri: Option<String>,
+    /// Where the vendor should send this link's webhooks, for vendors that take a per-link URL.
+    /// It holds the link's webhook secret, so it is a secret too.
+    pub webhook_url: SecretString,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSession {
+    /// The URL the end-user opens.
+    pub url: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How a session ended well, as a webhook or a caller tells it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// A one-time code to exchange, for vendors that use one.
+    pub code: Option<SecretString>,
+    /// Where the linked data is to be read.
+    pub data: DataRef,
+}
+
+/// What completing a link yields: the long-lived access and the vendor ids to remember.
+#[derive(Debug, Clone, Default)]
+pub struct LinkGrant {
+    /// Long-lived credentials (an Axle access token); encrypted at rest, never logged.
+    pub secret: Option<SecretString>,
+    /// Vendor ids by kind (`account`, `initial_pull`, `monitoring`, …). Later deliveries are
+    /// attributed through them, so each (provider, kind, value) belongs to one link at most.
+    pub external_ids: BTreeMap<String, String>,
+    /// The vendor's identity of the linked account: a relink with the same key is the same
+    /// account, a different key is a different account.
+    pub account_key: Option<String>,
+}
+
+/// A linked account as a provider needs it to call the vendor.
+#[derive(Debug, Clone)]
+pub struct LinkAccess {
+    pub link_id: LinkId,
+    pub secret: Option<SecretString>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// Data read from the vendor for one link.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedData {
+    pub account: Option<AccountSnapshot>,
+    pub policies: Vec<PolicySnapshot>,
+    /// Vendor ids learned while fetching (for example the latest pull), merged into the link's.
+    pub external_ids: BTreeMap<String, String>,
+}
+
+/// One step of an in-app reconnect.
+#[derive(Debug, Clone)]
+pub enum ReconnectStep {
+    /// Carrier credentials (vendor-tokenized where the vendor tokenizes them).
+    Credentials {
+        carrier: Option<String>,
+        username: SecretString,
+        password: Option<SecretString>,
+        third_field: Option<SecretString>,
+    },
+    /// Where the verification code should go, by option key.
+    VerificationOption {
+        key: String,
+    },
+    VerificationCode {
+        code: SecretString,
+    },
+}
+
+/// How a provider call can fail. The engine maps these to gRPC codes at the edge and keeps the
+/// vendor's code in the status details.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The vendor could not be reached or answered 5xx/429; worth trying again later.
+    #[error("{provider} is unavailable: {message}")]
+    Unavailable {
+        provider: ProviderKind,
+        message: String,
+        vendor: VendorErrorInfo,
+    },
+    /// The vendor refused the request for a reason trying again will not change.
+    #[error("{provider} refused the request: {message}")]
+    Rejected {
+        provider: ProviderKind,
+        kind: RejectionKind,
+        message: String,
+        vendor: VendorErrorInfo,
+    },
+    /// This vendor has no such capability.
+    #[error("{provider} does not support {capability}")]
+    Unsupported {
+        provider: ProviderKind,
+        capability: &'static str,
+    },
+    /// The vendor sent something we cannot read.
+    #[error("{provider} sent an unreadable response: {message}")]
+    Malformed {
+        provider: ProviderKind,
+        message: String,
+    },
+}
+
+impl ProviderError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Unavailable { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    InvalidArgument,
+    FailedPrecondition,
+    NotFound,
+    Unauthenticated,
+    PermissionDenied,
+}
+
+/// What the vendor said about an error, kept for the caller and for support tickets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VendorErrorInfo {
+    pub http_status: Option<u16>,
+    /// The vendor's own error code (`NOT_FOUND`, `MONITORING_INACTIVE`, …).
+    pub code: Option<String>,
+    /// The vendor's request id (`x-axle-request-id`), for support.
+    pub request_id: Option<String>,
+}
+
+/// One vendor, behind the common model.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    fn kind(&self) -> ProviderKind;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Open a session the end-user completes to link an account.
+    async fn start_link_session(
+        &self,
+        request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError>;
+
+    /// Turn a completed session into long-lived access (exchanging its code where there is one).
+    async fn complete_link(&self, completion: &Completion) -> Result<LinkGrant, ProviderError>;
+
+    /// Check that a delivery is genuine, looking only at the raw bytes and headers.
+    fn authenticate_webhook(
+        &self,
+        webhook: &InboundWebhook,
+    ) -> Result<AuthenticatedWebhook, WebhookRejection>;
+
+    /// Normalize an authenticated delivery. Unknown event types become
+    /// [`crate::webhook::Happening::Vendor`], never an error.
+    fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError>;
+
+    /// Read fresh account and policy data for a linked account.
+    async fn fetch(
+        &self,
+        access: &LinkAccess,
+        data: &DataRef,
+    ) -> Result<FetchedData, ProviderError>;
+
+    /// Make sure the vendor keeps watching a newly completed link; returns vendor ids to keep
+    /// (for example a monitoring id). Must be safe to call again after a failure.
+    async fn ensure_monitoring(
+        &self,
+        access: &LinkAccess,
+    ) -> Result<BTreeMap<String, String>, ProviderError>;
+
+    /// Open a session in which the end-user reconnects this link's account.
+    async fn start_reconnect(
+        &self,
+        access: &LinkAccess,
+        request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError>;
+
+    /// One step of an in-app reconnect (see [`Capabilities::in_app_reconnect`]).
+    async fn reconnect_step(
+        &self,
+        _access: &LinkAccess,
+        _step: &ReconnectStep,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: self.kind(),
+            capability: "in-app reconnect",
+        })
+    }
+
+    /// Stop the vendor monitoring this link. Stopping what is already stopped is not an error.
+    async fn descope(&self, access: &LinkAccess) -> Result<(), ProviderError>;
+
+    /// Ask the vendor for fresh data now (see [`Capabilities::on_demand_refresh`]).
+    async fn refresh(&self, _access: &LinkAccess) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: self.kind(),
+            capability: "on-demand refresh",
+        })
+    }
+}
