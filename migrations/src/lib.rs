@@ -1,1 +1,16 @@
-//! migrations
+//! The schema, one migration per change. Migrations run at start-up and with `coverwatch migrate`.
+//! They must work on SQLite and PostgreSQL alike: times are Unix milliseconds in BIGINT columns,
+//! JSON is kept as TEXT, and secrets as BLOB/BYTEA ciphertext.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}

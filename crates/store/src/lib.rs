@@ -1,1 +1,244 @@
-//! coverwatch-store
+//! Storage for coverwatch: sea-orm over SQLite (embedded default) and PostgreSQL (production).
+//!
+//! Every query that touches tenant data filters on `tenant_id`. Writes that change a link go
+//! through [`LinkTx`], which locks the link row first, so concurrent writers to one link queue up
+//! instead of overwriting each other, and so that a link's state, its events, its snapshots and
+//! the delivery that caused them commit together or not at all.
+
+pub mod crypto;
+pub mod entities;
+mod events;
+mod inbox;
+mod link_tx;
+mod links;
+mod snapshots;
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use coverwatch_migration::MigratorTrait;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement};
+
+pub use crypto::{Keyring, KeyringError};
+pub use events::{EventFilter, NewEvent};
+pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
+pub use link_tx::LinkTx;
+pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink};
+pub use snapshots::{SnapshotOutcome, StoredAccount, StoredPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; callers answer "try again" (503/UNAVAILABLE).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("{provider} {kind} `{value}` already belongs to another link")]
+    ExternalIdTaken {
+        provider: String,
+        kind: String,
+        value: String,
+    },
+    #[error("link {0} not found")]
+    LinkNotFound(String),
+    #[error("unsupported database URL `{0}`: expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        if is_connection_error(&err) {
+            StoreError::Unavailable(err.to_string())
+        } else {
+            StoreError::Database(err.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+fn is_connection_error(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => matches!(
+            e,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        ),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The store: a connection pool plus the keyring that seals vendor secrets.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    keyring: std::sync::Arc<Keyring>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.db.get_database_backend())
+            .finish()
+    }
+}
+
+impl Store {
+    pub async fn connect(options: &ConnectOptions, keyring: Keyring) -> Result<Self> {
+        let url = options.url.as_str();
+        let db = if url.starts_with("sqlite:") {
+            // WAL lets readers (event streams) run beside the one writer; the busy timeout makes
+            // writers queue instead of failing when another holds the write lock.
+            let connect = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 8))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = sqlx::postgres::PgConnectOptions::from_str(url)?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Self {
+            db,
+            keyring: std::sync::Arc::new(keyring),
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        coverwatch_migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.db.get_database_backend()
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        self.db
+            .execute(Statement::from_string(self.backend(), "SELECT 1"))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+
+    /// Record the configured tenants (rows are never removed: their data stays addressable).
+    pub async fn ensure_tenants(&self, tenants: &[coverwatch_core::TenantId]) -> Result<()> {
+        use entities::tenant;
+        use sea_orm::{EntityTrait, sea_query::OnConflict};
+        for id in tenants {
+            tenant::Entity::insert(tenant::ActiveModel {
+                id: sea_orm::Set(id.to_string()),
+                created_at: sea_orm::Set(now_ms()),
+            })
+            .on_conflict(
+                OnConflict::column(tenant::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec(&self.db)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Show a database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn to_ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+pub(crate) fn parse_column<T: FromStr>(what: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what} `{value}`")))
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
+    serde_json::from_str(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

@@ -1,0 +1,30 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "inbox")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub seq: i64,
+    #[sea_orm(unique)]
+    pub id: String,
+    pub provider: String,
+    pub dedupe_key: String,
+    pub tenant_id: Option<String>,
+    pub link_id: Option<String>,
+    pub path: String,
+    pub headers: String,
+    pub body: Option<Vec<u8>>,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: i64,
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub processed_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,26 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "links")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub state: String,
+    pub metadata: String,
+    pub session_url: Option<String>,
+    pub webhook_token_hash: Option<String>,
+    pub account_key: Option<String>,
+    pub replaces_link_id: Option<String>,
+    pub auth_sequence: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_refreshed_at: Option<i64>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

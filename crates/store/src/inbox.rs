@@ -1,0 +1,249 @@
+//! The inbox: raw vendor deliveries, stored before we acknowledge them and worked off by leased
+//! workers. A row leaves `pending` only by being processed (`done`), given up on (`dead`), or
+//! matching no link (`unmatched`); every one of those keeps the raw delivery.
+
+use chrono::{DateTime, Utc};
+use coverwatch_core::ids::DeliveryId;
+use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Set, Statement,
+    TryInsertResult,
+};
+
+use crate::entities::inbox;
+use crate::{Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json, to_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Done,
+    Dead,
+    Unmatched,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Done => "done",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Unmatched => "unmatched",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Done,
+            DeliveryStatus::Dead,
+            DeliveryStatus::Unmatched,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub provider: ProviderKind,
+    /// The vendor's event id, else a hash of the raw body: the same delivery twice is one row.
+    pub dedupe_key: String,
+    /// Known at receipt when the delivery's URL names its link.
+    pub link: Option<(TenantId, LinkId)>,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    Stored(DeliveryId),
+    /// Already in the inbox; nothing new was written.
+    Duplicate,
+}
+
+/// A delivery a worker holds a lease on.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub provider: ProviderKind,
+    pub link: Option<(TenantId, LinkId)>,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    /// Including this one.
+    pub attempts: u32,
+}
+
+fn claimed_from_model(model: inbox::Model) -> Result<ClaimedDelivery> {
+    let link = match (model.tenant_id, model.link_id) {
+        (Some(tenant), Some(link)) => Some((
+            parse_column("tenant id", &tenant)?,
+            parse_column("link id", &link)?,
+        )),
+        _ => None,
+    };
+    Ok(ClaimedDelivery {
+        id: parse_column("delivery id", &model.id)?,
+        provider: parse_column("provider", &model.provider)?,
+        link,
+        path: model.path,
+        headers: parse_json("delivery headers", &model.headers)?,
+        body: model.body.unwrap_or_default(),
+        received_at: from_ms(model.received_at),
+        attempts: model.attempts.max(0) as u32,
+    })
+}
+
+const CLAIM_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
+     WHERE seq IN (SELECT i.seq FROM inbox i WHERE i.status = 'pending' AND i.next_attempt_at <= ? \
+       AND (i.lease_expires_at IS NULL OR i.lease_expires_at < ?) \
+       AND (i.link_id IS NULL OR NOT EXISTS (SELECT 1 FROM inbox e WHERE e.link_id = i.link_id \
+             AND e.status = 'pending' AND e.seq < i.seq)) \
+       ORDER BY i.seq LIMIT ?) \
+     RETURNING *";
+
+// SKIP LOCKED lets replicas claim side by side without waiting on each other's rows.
+const CLAIM_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+     WHERE seq IN (SELECT i.seq FROM inbox i WHERE i.status = 'pending' AND i.next_attempt_at <= $3 \
+       AND (i.lease_expires_at IS NULL OR i.lease_expires_at < $4) \
+       AND (i.link_id IS NULL OR NOT EXISTS (SELECT 1 FROM inbox e WHERE e.link_id = i.link_id \
+             AND e.status = 'pending' AND e.seq < i.seq)) \
+       ORDER BY i.seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
+     RETURNING *";
+
+impl Store {
+    /// Store a delivery in one statement; a second copy of the same delivery writes nothing.
+    pub async fn ingest_delivery(&self, new: NewDelivery) -> Result<Ingested> {
+        let id = DeliveryId::new();
+        let headers =
+            serde_json::to_string(&new.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let received = to_ms(new.received_at);
+        let model = inbox::ActiveModel {
+            seq: sea_orm::NotSet,
+            id: Set(id.to_string()),
+            provider: Set(new.provider.to_string()),
+            dedupe_key: Set(new.dedupe_key),
+            tenant_id: Set(new.link.as_ref().map(|(t, _)| t.to_string())),
+            link_id: Set(new.link.as_ref().map(|(_, l)| l.to_string())),
+            path: Set(new.path),
+            headers: Set(headers),
+            body: Set(Some(new.body)),
+            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            last_error: Set(None),
+            received_at: Set(received),
+            next_attempt_at: Set(received),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            processed_at: Set(None),
+        };
+        let result = inbox::Entity::insert(model)
+            .on_conflict(
+                OnConflict::columns([inbox::Column::Provider, inbox::Column::DedupeKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec(&self.db)
+            .await?;
+        Ok(match result {
+            TryInsertResult::Inserted(_) => Ingested::Stored(id),
+            TryInsertResult::Conflicted | TryInsertResult::Empty => Ingested::Duplicate,
+        })
+    }
+
+    /// Lease up to `limit` ready deliveries for `owner` until `lease_until`, oldest first, never
+    /// more than one per link at a time, and never one whose link has an older one pending.
+    pub async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let now = now_ms();
+        let backend = self.backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => CLAIM_POSTGRES,
+            _ => CLAIM_SQLITE,
+        };
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                owner.into(),
+                to_ms(lease_until).into(),
+                now.into(),
+                now.into(),
+                (limit as i64).into(),
+            ],
+        );
+        let mut rows = inbox::Entity::find()
+            .from_raw_sql(stmt)
+            .all(&self.db)
+            .await?;
+        rows.sort_by_key(|row| row.seq);
+        rows.into_iter().map(claimed_from_model).collect()
+    }
+
+    /// Give a leased delivery back to be tried again at `retry_at`.
+    pub async fn retry_delivery(
+        &self,
+        id: &DeliveryId,
+        owner: &str,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = inbox::Entity::update_many()
+            .col_expr(inbox::Column::NextAttemptAt, to_ms(retry_at).into())
+            .col_expr(inbox::Column::LastError, Some(error.to_owned()).into())
+            .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
+            .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
+            .filter(inbox::Column::Id.eq(id.to_string()))
+            .filter(inbox::Column::LeaseOwner.eq(owner))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Settle a leased delivery outside a link transaction (dead-lettered or unmatched).
+    pub async fn settle_delivery(
+        &self,
+        id: &DeliveryId,
+        owner: &str,
+        status: DeliveryStatus,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        settle(&self.db, id, owner, status, error).await
+    }
+}
+
+/// Mark a leased delivery settled, only while `owner` still holds its lease: a worker whose
+/// lease expired and was taken over must not settle what the new owner is working on.
+pub(crate) async fn settle<C: ConnectionTrait>(
+    conn: &C,
+    id: &DeliveryId,
+    owner: &str,
+    status: DeliveryStatus,
+    error: Option<&str>,
+) -> Result<bool> {
+    let result = inbox::Entity::update_many()
+        .col_expr(inbox::Column::Status, status.as_str().into())
+        .col_expr(inbox::Column::ProcessedAt, Some(now_ms()).into())
+        .col_expr(inbox::Column::LastError, error.map(str::to_owned).into())
+        .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
+        .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
+        .filter(inbox::Column::Id.eq(id.to_string()))
+        .filter(inbox::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}

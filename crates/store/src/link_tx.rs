@@ -1,0 +1,254 @@
+//! One transaction over one link: lock it, change it, append its events, save its snapshots and
+//! settle the delivery that caused it, then commit all of it or none of it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use coverwatch_core::ids::DeliveryId;
+use coverwatch_core::policy::{Account, AccountSnapshot, Policy, PolicySnapshot};
+use coverwatch_core::{Event, LinkId, LinkState, TenantId};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, Set, TransactionTrait,
+};
+use secrecy::SecretString;
+
+use crate::entities::{link, link_credential, link_external_id};
+use crate::events::{NewEvent, insert_event};
+use crate::inbox::{DeliveryStatus, settle};
+use crate::links::{LinkRecord, open_secrets, record_from_model, seal_secrets};
+use crate::snapshots::{SnapshotOutcome, save_account, save_policy};
+use crate::{Keyring, Result, Store, StoreError, now_ms, to_ms};
+
+/// An open transaction holding the lock on one link. Never hold one across a vendor call:
+/// other writers of the same link (and on SQLite, every writer) wait for it.
+pub struct LinkTx {
+    txn: DatabaseTransaction,
+    keyring: std::sync::Arc<Keyring>,
+    record: LinkRecord,
+    changed: bool,
+}
+
+impl Store {
+    /// Open a transaction on a link, locking its row. `None` when the tenant has no such link.
+    pub async fn begin_link_update(
+        &self,
+        tenant: &TenantId,
+        id: &LinkId,
+    ) -> Result<Option<LinkTx>> {
+        let txn = self.db.begin().await?;
+        let mut query = link::Entity::find_by_id(id.to_string())
+            .filter(link::Column::TenantId.eq(tenant.as_str()));
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            query = query.lock_exclusive();
+        } else {
+            // SQLite has no row locks: taking the write lock up front (a no-op write) keeps two
+            // transactions from both reading and then failing to upgrade to writers.
+            link::Entity::update_many()
+                .col_expr(
+                    link::Column::UpdatedAt,
+                    sea_orm::sea_query::Expr::col(link::Column::UpdatedAt).into(),
+                )
+                .filter(link::Column::Id.eq(id.to_string()))
+                .exec(&txn)
+                .await?;
+        }
+        let Some(model) = query.one(&txn).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        Ok(Some(LinkTx {
+            txn,
+            keyring: self.keyring.clone(),
+            record: record_from_model(model)?,
+            changed: false,
+        }))
+    }
+}
+
+impl LinkTx {
+    pub fn record(&self) -> &LinkRecord {
+        &self.record
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.record.link.state
+    }
+
+    /// Set the state. The caller has checked the transition against the state machine.
+    pub fn set_state(&mut self, state: LinkState) {
+        self.record.link.state = state;
+        self.changed = true;
+    }
+
+    pub fn set_session_url(&mut self, url: Option<String>) {
+        self.record.link.session_url = url;
+        self.changed = true;
+    }
+
+    pub fn set_account_key(&mut self, key: Option<String>) {
+        self.record.account_key = key;
+        self.changed = true;
+    }
+
+    pub fn set_refreshed_at(&mut self, at: DateTime<Utc>) {
+        self.record.link.last_refreshed_at = Some(at);
+        self.changed = true;
+    }
+
+    pub fn set_auth_sequence(&mut self, session: &str, sequence: i64) {
+        self.record
+            .auth_sequences
+            .insert(session.to_owned(), sequence);
+        self.changed = true;
+    }
+
+    /// Record vendor ids for this link. An id already recorded for another link is refused:
+    /// deliveries are attributed through these, so each must name one link.
+    pub async fn put_external_ids(&mut self, ids: &BTreeMap<String, String>) -> Result<()> {
+        let provider = self.record.link.provider.to_string();
+        for (kind, value) in ids {
+            let existing = link_external_id::Entity::find_by_id((
+                provider.clone(),
+                kind.clone(),
+                value.clone(),
+            ))
+            .one(&self.txn)
+            .await?;
+            match existing {
+                Some(row) if row.link_id == self.record.link.id.to_string() => {}
+                Some(_) => {
+                    return Err(StoreError::ExternalIdTaken {
+                        provider,
+                        kind: kind.clone(),
+                        value: value.clone(),
+                    });
+                }
+                None => {
+                    link_external_id::Entity::insert(link_external_id::ActiveModel {
+                        provider: Set(provider.clone()),
+                        kind: Set(kind.clone()),
+                        value: Set(value.clone()),
+                        tenant_id: Set(self.record.link.tenant_id.to_string()),
+                        link_id: Set(self.record.link.id.to_string()),
+                    })
+                    .exec(&self.txn)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merge named secrets into the link's sealed secrets (`None` removes one).
+    pub async fn put_secrets(
+        &mut self,
+        secrets: Vec<(String, Option<SecretString>)>,
+    ) -> Result<()> {
+        let id = self.record.link.id;
+        let existing = link_credential::Entity::find_by_id(id.to_string())
+            .one(&self.txn)
+            .await?;
+        let mut all = match &existing {
+            Some(row) => open_secrets(&self.keyring, &id, row)?,
+            None => BTreeMap::new(),
+        };
+        for (name, value) in secrets {
+            match value {
+                Some(value) => all.insert(name, value),
+                None => all.remove(&name),
+            };
+        }
+        let (key_id, ciphertext) = seal_secrets(&self.keyring, &id, &all)?;
+        let model = link_credential::ActiveModel {
+            link_id: Set(id.to_string()),
+            tenant_id: Set(self.record.link.tenant_id.to_string()),
+            key_id: Set(key_id),
+            ciphertext: Set(ciphertext),
+            updated_at: Set(now_ms()),
+        };
+        if existing.is_some() {
+            link_credential::Entity::update(model)
+                .exec(&self.txn)
+                .await?;
+        } else {
+            link_credential::Entity::insert(model)
+                .exec(&self.txn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
+        insert_event(&self.txn, &self.record.link, event).await
+    }
+
+    pub async fn save_policy(
+        &mut self,
+        snapshot: &PolicySnapshot,
+        fetched_at: DateTime<Utc>,
+    ) -> Result<SnapshotOutcome<Policy>> {
+        let link = &self.record.link;
+        save_policy(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await
+    }
+
+    pub async fn save_account(
+        &mut self,
+        snapshot: &AccountSnapshot,
+        fetched_at: DateTime<Utc>,
+    ) -> Result<SnapshotOutcome<Account>> {
+        let link = &self.record.link;
+        save_account(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await
+    }
+
+    /// Mark the delivery that caused this change as done, in this transaction. Fails (and so
+    /// the whole transaction must be dropped) when `owner` no longer holds its lease.
+    pub async fn settle_delivery(&mut self, id: &DeliveryId, owner: &str) -> Result<()> {
+        let link = &self.record.link;
+        crate::entities::inbox::Entity::update_many()
+            .col_expr(
+                crate::entities::inbox::Column::TenantId,
+                Some(link.tenant_id.to_string()).into(),
+            )
+            .col_expr(
+                crate::entities::inbox::Column::LinkId,
+                Some(link.id.to_string()).into(),
+            )
+            .filter(crate::entities::inbox::Column::Id.eq(id.to_string()))
+            .exec(&self.txn)
+            .await?;
+        if settle(&self.txn, id, owner, DeliveryStatus::Done, None).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Database(format!(
+                "lease on delivery {id} was lost before it was settled"
+            )))
+        }
+    }
+
+    pub async fn commit(self) -> Result<LinkRecord> {
+        let mut record = self.record;
+        if self.changed {
+            let now = now_ms();
+            let link = &record.link;
+            link::Entity::update(link::ActiveModel {
+                id: Set(link.id.to_string()),
+                state: Set(link.state.to_string()),
+                session_url: Set(link.session_url.clone()),
+                account_key: Set(record.account_key.clone()),
+                auth_sequence: Set(Some(
+                    serde_json::to_string(&record.auth_sequences)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )),
+                last_refreshed_at: Set(link.last_refreshed_at.map(to_ms)),
+                updated_at: Set(now),
+                ..Default::default()
+            })
+            .exec(&self.txn)
+            .await?;
+            record.link.updated_at = crate::from_ms(now);
+        }
+        self.txn.commit().await?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,300 @@
+//! Reading links, and creating one together with its first event.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use coverwatch_core::provider::LinkAccess;
+use coverwatch_core::{Event, Link, LinkId, LinkState, ProviderKind, TenantId, UserId};
+use sea_orm::{
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::entities::{link, link_credential, link_external_id};
+use crate::events::{NewEvent, insert_event};
+use crate::{Result, Store, StoreError, from_ms, parse_column, parse_json, to_ms};
+
+/// A link with what the engine needs beyond what callers see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkRecord {
+    pub link: Link,
+    /// The vendor's identity of the linked account, once linked.
+    pub account_key: Option<String>,
+    /// The link this one replaces when the user links a different account.
+    pub replaces_link_id: Option<LinkId>,
+    /// Highest sign-in progress sequence seen, per vendor session (older deliveries are ignored).
+    pub auth_sequences: BTreeMap<String, i64>,
+}
+
+/// A link to create.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub id: LinkId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub provider: ProviderKind,
+    pub metadata: BTreeMap<String, String>,
+    pub session_url: Option<String>,
+    /// SHA-256 of the per-link webhook token (the token itself is never stored).
+    pub webhook_token_hash: Option<String>,
+    pub replaces_link_id: Option<LinkId>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LinkFilter {
+    pub user_id: Option<UserId>,
+    pub provider: Option<ProviderKind>,
+    pub states: Vec<LinkState>,
+    /// Return links after this id (ids sort by creation).
+    pub after: Option<LinkId>,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkPage {
+    pub links: Vec<LinkRecord>,
+    /// Set when more links may follow.
+    pub next_after: Option<LinkId>,
+}
+
+pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
+    Ok(LinkRecord {
+        link: Link {
+            id: parse_column("link id", &model.id)?,
+            tenant_id: parse_column("tenant id", &model.tenant_id)?,
+            user_id: parse_column("user id", &model.user_id)?,
+            provider: parse_column("provider", &model.provider)?,
+            state: parse_column("link state", &model.state)?,
+            metadata: parse_json("link metadata", &model.metadata)?,
+            session_url: model.session_url,
+            created_at: from_ms(model.created_at),
+            updated_at: from_ms(model.updated_at),
+            last_refreshed_at: model.last_refreshed_at.map(from_ms),
+        },
+        account_key: model.account_key,
+        replaces_link_id: model
+            .replaces_link_id
+            .as_deref()
+            .map(|id| parse_column("link id", id))
+            .transpose()?,
+        auth_sequences: model
+            .auth_sequence
+            .as_deref()
+            .map(|json| parse_json("auth sequences", json))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+impl Store {
+    /// Create a link and append its first event, atomically.
+    pub async fn create_link(
+        &self,
+        new: NewLink,
+        first_event: NewEvent,
+    ) -> Result<(LinkRecord, Event)> {
+        let created = to_ms(new.created_at);
+        let model = link::ActiveModel {
+            id: Set(new.id.to_string()),
+            tenant_id: Set(new.tenant_id.to_string()),
+            user_id: Set(new.user_id.to_string()),
+            provider: Set(new.provider.to_string()),
+            state: Set(LinkState::Pending.to_string()),
+            metadata: Set(serde_json::to_string(&new.metadata)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            session_url: Set(new.session_url.clone()),
+            webhook_token_hash: Set(new.webhook_token_hash.clone()),
+            account_key: Set(None),
+            replaces_link_id: Set(new.replaces_link_id.map(|id| id.to_string())),
+            auth_sequence: Set(None),
+            created_at: Set(created),
+            updated_at: Set(created),
+            last_refreshed_at: Set(None),
+        };
+        let txn = self.db.begin().await?;
+        let inserted = link::Entity::insert(model)
+            .exec_with_returning(&txn)
+            .await?;
+        let record = record_from_model(inserted)?;
+        let event = insert_event(&txn, &record.link, first_event).await?;
+        txn.commit().await?;
+        Ok((record, event))
+    }
+
+    pub async fn get_link(&self, tenant: &TenantId, id: &LinkId) -> Result<Option<LinkRecord>> {
+        link::Entity::find_by_id(id.to_string())
+            .filter(link::Column::TenantId.eq(tenant.as_str()))
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
+    pub async fn list_links(&self, tenant: &TenantId, filter: &LinkFilter) -> Result<LinkPage> {
+        let mut query = link::Entity::find().filter(link::Column::TenantId.eq(tenant.as_str()));
+        if let Some(user) = &filter.user_id {
+            query = query.filter(link::Column::UserId.eq(user.as_str()));
+        }
+        if let Some(provider) = filter.provider {
+            query = query.filter(link::Column::Provider.eq(provider.as_str()));
+        }
+        if !filter.states.is_empty() {
+            query =
+                query.filter(link::Column::State.is_in(filter.states.iter().map(|s| s.as_str())));
+        }
+        if let Some(after) = &filter.after {
+            query = query.filter(link::Column::Id.gt(after.to_string()));
+        }
+        let limit = filter.limit.max(1);
+        let mut rows = query
+            .order_by_asc(link::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let links = rows
+            .into_iter()
+            .map(record_from_model)
+            .collect::<Result<Vec<_>>>()?;
+        let next_after = if more {
+            links.last().map(|l| l.link.id)
+        } else {
+            None
+        };
+        Ok(LinkPage { links, next_after })
+    }
+
+    /// The link a per-link webhook token belongs to, across tenants (the token is the only
+    /// thing a vendor delivery carries that we gave it).
+    pub async fn find_link_by_webhook_token(
+        &self,
+        provider: ProviderKind,
+        token_hash: &str,
+    ) -> Result<Option<LinkRecord>> {
+        link::Entity::find()
+            .filter(link::Column::WebhookTokenHash.eq(token_hash))
+            .filter(link::Column::Provider.eq(provider.as_str()))
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
+    /// The link a vendor id was recorded for (see `LinkTx::put_external_ids`).
+    pub async fn find_link_by_external_id(
+        &self,
+        provider: ProviderKind,
+        kind: &str,
+        value: &str,
+    ) -> Result<Option<LinkRecord>> {
+        let Some(row) = link_external_id::Entity::find_by_id((
+            provider.to_string(),
+            kind.to_owned(),
+            value.to_owned(),
+        ))
+        .one(&self.db)
+        .await?
+        else {
+            return Ok(None);
+        };
+        link::Entity::find_by_id(row.link_id)
+            .filter(link::Column::TenantId.eq(row.tenant_id))
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
+    /// A link of this tenant and provider already holding the vendor account `account_key`.
+    pub async fn find_link_by_account_key(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+        account_key: &str,
+    ) -> Result<Option<LinkRecord>> {
+        link::Entity::find()
+            .filter(link::Column::TenantId.eq(tenant.as_str()))
+            .filter(link::Column::Provider.eq(provider.as_str()))
+            .filter(link::Column::AccountKey.eq(account_key))
+            .order_by_asc(link::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
+    /// What a provider needs to act for a link: its decrypted secrets and vendor ids.
+    pub async fn link_access(&self, tenant: &TenantId, id: &LinkId) -> Result<LinkAccess> {
+        let external_ids = link_external_id::Entity::find()
+            .filter(link_external_id::Column::TenantId.eq(tenant.as_str()))
+            .filter(link_external_id::Column::LinkId.eq(id.to_string()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (row.kind, row.value))
+            .collect();
+        let secrets = self.link_secrets(tenant, id).await?;
+        Ok(LinkAccess {
+            link_id: *id,
+            secret: secrets.get(ACCESS_SECRET).cloned(),
+            external_ids,
+        })
+    }
+
+    /// One named secret of a link (for example a reconnect token), decrypted.
+    pub async fn link_secret(
+        &self,
+        tenant: &TenantId,
+        id: &LinkId,
+        name: &str,
+    ) -> Result<Option<SecretString>> {
+        Ok(self.link_secrets(tenant, id).await?.remove(name))
+    }
+
+    pub(crate) async fn link_secrets(
+        &self,
+        tenant: &TenantId,
+        id: &LinkId,
+    ) -> Result<BTreeMap<String, SecretString>> {
+        let Some(row) = link_credential::Entity::find_by_id(id.to_string())
+            .filter(link_credential::Column::TenantId.eq(tenant.as_str()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(BTreeMap::new());
+        };
+        open_secrets(&self.keyring, id, &row)
+    }
+}
+
+/// The name under which a link's long-lived vendor access secret is sealed.
+pub const ACCESS_SECRET: &str = "access";
+
+pub(crate) fn open_secrets(
+    keyring: &crate::Keyring,
+    id: &LinkId,
+    row: &link_credential::Model,
+) -> Result<BTreeMap<String, SecretString>> {
+    let plain = keyring.open(&row.key_id, &row.ciphertext, id.to_string().as_bytes())?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&plain)
+        .map_err(|e| StoreError::Corrupt(format!("sealed secrets of {id}: {e}")))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, SecretString::from(v)))
+        .collect())
+}
+
+pub(crate) fn seal_secrets(
+    keyring: &crate::Keyring,
+    id: &LinkId,
+    secrets: &BTreeMap<String, SecretString>,
+) -> Result<(String, Vec<u8>)> {
+    let plain: BTreeMap<&str, &str> = secrets
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
+    let json = serde_json::to_vec(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(keyring.seal(&json, id.to_string().as_bytes())?)
+}

@@ -1,0 +1,49 @@
+//! Fresh databases for tests: SQLite by default, PostgreSQL when `COVERWATCH_TEST_DATABASE_URL`
+//! names a server. Each call gets a database of its own, so tests never see each other's rows.
+
+use std::str::FromStr;
+
+use sqlx::ConnectOptions as _;
+use sqlx::Connection as _;
+
+/// The variable that points the test suite at PostgreSQL.
+pub const TEST_DATABASE_URL_VAR: &str = "COVERWATCH_TEST_DATABASE_URL";
+
+/// The URL of a new, empty database.
+pub async fn fresh_database_url() -> String {
+    let name = format!("cw_test_{}", uuid_like());
+    match std::env::var(TEST_DATABASE_URL_VAR) {
+        Ok(server) if !server.trim().is_empty() => {
+            let options = sqlx::postgres::PgConnectOptions::from_str(&server)
+                .unwrap_or_else(|e| panic!("{TEST_DATABASE_URL_VAR} is not a PostgreSQL URL: {e}"));
+            let mut admin = options
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach the PostgreSQL test server: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+            let _ = admin.close().await;
+            options.database(&name).to_url_lossy().to_string()
+        }
+        _ => {
+            let path = std::env::temp_dir().join(format!("{name}.db"));
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    }
+}
+
+/// A fresh keyring with one random key.
+pub fn keyring() -> crate::Keyring {
+    crate::Keyring::from_base64(&[("test".into(), crate::Keyring::generate_key_base64())])
+        .expect("a generated key is valid")
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..16)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect()
+}

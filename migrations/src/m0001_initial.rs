@@ -1,0 +1,501 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Tenants {
+    Table,
+    Id,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Links {
+    Table,
+    Id,
+    TenantId,
+    UserId,
+    Provider,
+    State,
+    Metadata,
+    SessionUrl,
+    WebhookTokenHash,
+    AccountKey,
+    ReplacesLinkId,
+    AuthSequence,
+    CreatedAt,
+    UpdatedAt,
+    LastRefreshedAt,
+}
+
+#[derive(DeriveIden)]
+enum LinkExternalIds {
+    Table,
+    Provider,
+    Kind,
+    Value,
+    TenantId,
+    LinkId,
+}
+
+#[derive(DeriveIden)]
+enum LinkCredentials {
+    Table,
+    LinkId,
+    TenantId,
+    KeyId,
+    Ciphertext,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Inbox {
+    Table,
+    Seq,
+    Id,
+    Provider,
+    DedupeKey,
+    TenantId,
+    LinkId,
+    Path,
+    Headers,
+    Body,
+    Status,
+    Attempts,
+    LastError,
+    ReceivedAt,
+    NextAttemptAt,
+    LeaseOwner,
+    LeaseExpiresAt,
+    ProcessedAt,
+}
+
+#[derive(DeriveIden)]
+enum Events {
+    Table,
+    Cursor,
+    Id,
+    TenantId,
+    LinkId,
+    UserId,
+    Provider,
+    Kind,
+    OccurredAt,
+    RecordedAt,
+    Payload,
+    Detail,
+    DeliveryId,
+}
+
+#[derive(DeriveIden)]
+enum PolicySnapshots {
+    Table,
+    Id,
+    TenantId,
+    LinkId,
+    PolicyExternalId,
+    Term,
+    Version,
+    ContentHash,
+    Normalized,
+    Raw,
+    FetchedAt,
+}
+
+#[derive(DeriveIden)]
+enum AccountSnapshots {
+    Table,
+    Id,
+    TenantId,
+    LinkId,
+    AccountExternalId,
+    Version,
+    ContentHash,
+    Normalized,
+    Raw,
+    FetchedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tenants::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Tenants::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Tenants::CreatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Links::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Links::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Links::TenantId).string().not_null())
+                    .col(ColumnDef::new(Links::UserId).string().not_null())
+                    .col(ColumnDef::new(Links::Provider).string().not_null())
+                    .col(ColumnDef::new(Links::State).string().not_null())
+                    .col(ColumnDef::new(Links::Metadata).text().not_null())
+                    .col(ColumnDef::new(Links::SessionUrl).text())
+                    // Only a hash: the token itself is a bearer secret in the vendor's webhook URL.
+                    .col(
+                        ColumnDef::new(Links::WebhookTokenHash)
+                            .string()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Links::AccountKey).string())
+                    .col(ColumnDef::new(Links::ReplacesLinkId).string())
+                    .col(ColumnDef::new(Links::AuthSequence).text())
+                    .col(ColumnDef::new(Links::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Links::UpdatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Links::LastRefreshedAt).big_integer())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("links_by_tenant_user")
+                    .table(Links::Table)
+                    .col(Links::TenantId)
+                    .col(Links::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("links_by_tenant_created")
+                    .table(Links::Table)
+                    .col(Links::TenantId)
+                    .col(Links::CreatedAt)
+                    .col(Links::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(LinkExternalIds::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LinkExternalIds::Provider)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LinkExternalIds::Kind).string().not_null())
+                    .col(ColumnDef::new(LinkExternalIds::Value).string().not_null())
+                    .col(
+                        ColumnDef::new(LinkExternalIds::TenantId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LinkExternalIds::LinkId).string().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(LinkExternalIds::Provider)
+                            .col(LinkExternalIds::Kind)
+                            .col(LinkExternalIds::Value),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("link_external_ids_by_link")
+                    .table(LinkExternalIds::Table)
+                    .col(LinkExternalIds::LinkId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(LinkCredentials::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LinkCredentials::LinkId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(LinkCredentials::TenantId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LinkCredentials::KeyId).string().not_null())
+                    .col(
+                        ColumnDef::new(LinkCredentials::Ciphertext)
+                            .blob()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LinkCredentials::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Inbox::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Inbox::Seq)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Inbox::Id).string().not_null().unique_key())
+                    .col(ColumnDef::new(Inbox::Provider).string().not_null())
+                    .col(ColumnDef::new(Inbox::DedupeKey).string().not_null())
+                    .col(ColumnDef::new(Inbox::TenantId).string())
+                    .col(ColumnDef::new(Inbox::LinkId).string())
+                    .col(ColumnDef::new(Inbox::Path).text().not_null())
+                    .col(ColumnDef::new(Inbox::Headers).text().not_null())
+                    .col(ColumnDef::new(Inbox::Body).blob())
+                    .col(ColumnDef::new(Inbox::Status).string().not_null())
+                    .col(ColumnDef::new(Inbox::Attempts).integer().not_null())
+                    .col(ColumnDef::new(Inbox::LastError).text())
+                    .col(ColumnDef::new(Inbox::ReceivedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Inbox::NextAttemptAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Inbox::LeaseOwner).string())
+                    .col(ColumnDef::new(Inbox::LeaseExpiresAt).big_integer())
+                    .col(ColumnDef::new(Inbox::ProcessedAt).big_integer())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("inbox_dedupe")
+                    .table(Inbox::Table)
+                    .col(Inbox::Provider)
+                    .col(Inbox::DedupeKey)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("inbox_ready")
+                    .table(Inbox::Table)
+                    .col(Inbox::Status)
+                    .col(Inbox::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Events::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Events::Cursor)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Events::Id).string().not_null().unique_key())
+                    .col(ColumnDef::new(Events::TenantId).string().not_null())
+                    .col(ColumnDef::new(Events::LinkId).string().not_null())
+                    .col(ColumnDef::new(Events::UserId).string().not_null())
+                    .col(ColumnDef::new(Events::Provider).string().not_null())
+                    .col(ColumnDef::new(Events::Kind).string().not_null())
+                    .col(ColumnDef::new(Events::OccurredAt).big_integer().not_null())
+                    .col(ColumnDef::new(Events::RecordedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Events::Payload).text().not_null())
+                    .col(ColumnDef::new(Events::Detail).text().not_null())
+                    .col(ColumnDef::new(Events::DeliveryId).string())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("events_by_tenant")
+                    .table(Events::Table)
+                    .col(Events::TenantId)
+                    .col(Events::Cursor)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("events_by_link")
+                    .table(Events::Table)
+                    .col(Events::LinkId)
+                    .col(Events::Cursor)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(PolicySnapshots::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(PolicySnapshots::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(PolicySnapshots::TenantId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(PolicySnapshots::LinkId).string().not_null())
+                    .col(
+                        ColumnDef::new(PolicySnapshots::PolicyExternalId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(PolicySnapshots::Term).string().not_null())
+                    .col(
+                        ColumnDef::new(PolicySnapshots::Version)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PolicySnapshots::ContentHash)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PolicySnapshots::Normalized)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(PolicySnapshots::Raw).text().not_null())
+                    .col(
+                        ColumnDef::new(PolicySnapshots::FetchedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("policy_snapshots_version")
+                    .table(PolicySnapshots::Table)
+                    .col(PolicySnapshots::LinkId)
+                    .col(PolicySnapshots::PolicyExternalId)
+                    .col(PolicySnapshots::Term)
+                    .col(PolicySnapshots::Version)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(AccountSnapshots::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(AccountSnapshots::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AccountSnapshots::TenantId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AccountSnapshots::LinkId).string().not_null())
+                    .col(
+                        ColumnDef::new(AccountSnapshots::AccountExternalId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AccountSnapshots::Version)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AccountSnapshots::ContentHash)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AccountSnapshots::Normalized)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AccountSnapshots::Raw).text().not_null())
+                    .col(
+                        ColumnDef::new(AccountSnapshots::FetchedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("account_snapshots_version")
+                    .table(AccountSnapshots::Table)
+                    .col(AccountSnapshots::LinkId)
+                    .col(AccountSnapshots::AccountExternalId)
+                    .col(AccountSnapshots::Version)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            AccountSnapshots::Table.into_iden(),
+            PolicySnapshots::Table.into_iden(),
+            Events::Table.into_iden(),
+            Inbox::Table.into_iden(),
+            LinkCredentials::Table.into_iden(),
+            LinkExternalIds::Table.into_iden(),
+            Links::Table.into_iden(),
+            Tenants::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
