@@ -2,6 +2,7 @@
 //! payloads, the normalized [`policy`] model, and the [`provider::Provider`] trait that hides each
 //! vendor. Every other crate of ours depends on this one; this one depends on none of them.
 
+pub mod backoff;
 pub mod event;
 pub mod ids;
 pub mod link;
