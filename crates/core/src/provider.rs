@@ -113,8 +113,23 @@ pub struct LinkGrant {
 #[derive(Debug, Clone)]
 pub struct LinkAccess {
     pub link_id: LinkId,
+    /// The long-lived access secret from [`LinkGrant::secret`].
     pub secret: Option<SecretString>,
+    /// Other named secrets kept for the link: `reconnect` (the latest reconnect token from a
+    /// reconnect-required delivery) and whatever [`ReconnectOutcome::secrets`] asked to keep.
+    pub secrets: BTreeMap<String, SecretString>,
     pub external_ids: BTreeMap<String, String>,
+}
+
+/// The name under which the engine keeps the latest reconnect token of a link.
+pub const RECONNECT_SECRET: &str = "reconnect";
+
+/// What an in-app reconnect step wants kept for the next step.
+#[derive(Debug, Clone, Default)]
+pub struct ReconnectOutcome {
+    /// Named secrets to store (`Some`) or forget (`None`), for example a session token that
+    /// authorizes the following steps.
+    pub secrets: Vec<(String, Option<SecretString>)>,
 }
 
 /// Data read from the vendor for one link.
@@ -255,7 +270,7 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         _access: &LinkAccess,
         _step: &ReconnectStep,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<ReconnectOutcome, ProviderError> {
         Err(ProviderError::Unsupported {
             provider: self.kind(),
             capability: "in-app reconnect",

@@ -235,10 +235,11 @@ impl Store {
             .into_iter()
             .map(|row| (row.kind, row.value))
             .collect();
-        let secrets = self.link_secrets(tenant, id).await?;
+        let mut secrets = self.link_secrets(tenant, id).await?;
         Ok(LinkAccess {
             link_id: *id,
-            secret: secrets.get(ACCESS_SECRET).cloned(),
+            secret: secrets.remove(ACCESS_SECRET),
+            secrets,
             external_ids,
         })
     }
