@@ -1,1 +1,173 @@
-//! coverwatch-proto
+//! The coverwatch gRPC contract (package `coverwatch.v1`, sources in `proto/coverwatch/v1/`):
+//! generated prost messages, the tonic client and server, the descriptor set for reflection, and
+//! [`convert`]ions between these types and `coverwatch-core`.
+
+pub mod convert;
+
+/// Generated from `proto/coverwatch/v1/*.proto`; the `.proto` comments are the API reference.
+pub mod v1 {
+    tonic::include_proto!("coverwatch.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every `.proto` file (imports and comments included), for
+/// `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/coverwatch_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use prost::Message as _;
+    use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorSet};
+
+    use super::*;
+
+    fn descriptors() -> FileDescriptorSet {
+        FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap()
+    }
+
+    #[test]
+    fn descriptor_set_holds_the_service_and_its_imports() {
+        let set = descriptors();
+        let names: Vec<&str> = set.file.iter().map(|file| file.name()).collect();
+        assert!(
+            names.contains(&"google/protobuf/timestamp.proto"),
+            "{names:?}"
+        );
+        let service = set
+            .file
+            .iter()
+            .flat_map(|file| &file.service)
+            .find(|service| service.name() == "MonitoringService")
+            .unwrap();
+        let methods: Vec<&str> = service.method.iter().map(|method| method.name()).collect();
+        assert_eq!(
+            methods,
+            [
+                "StartLink",
+                "CompleteLink",
+                "GetLink",
+                "ListLinks",
+                "StartReconnect",
+                "Descope",
+                "RefreshLink",
+                "SubmitReconnectCredentials",
+                "SelectVerificationOption",
+                "SubmitVerificationCode",
+                "GetPolicy",
+                "ListPolicies",
+                "GetAccount",
+                "ListEvents",
+                "WatchEvents",
+            ]
+        );
+        let watch = service
+            .method
+            .iter()
+            .find(|method| method.name() == "WatchEvents")
+            .unwrap();
+        assert!(watch.server_streaming() && !watch.client_streaming());
+        assert_eq!(watch.output_type(), ".coverwatch.v1.Event");
+        assert_eq!(
+            v1::monitoring_service_server::SERVICE_NAME,
+            "coverwatch.v1.MonitoringService"
+        );
+    }
+
+    /// The `.proto` comments are the API reference, so nothing may go undocumented.
+    #[test]
+    fn every_element_of_the_contract_is_documented() {
+        // Descriptor field numbers that make up SourceCodeInfo paths.
+        const FILE_MESSAGE: i32 = 4;
+        const FILE_ENUM: i32 = 5;
+        const FILE_SERVICE: i32 = 6;
+        const MESSAGE_FIELD: i32 = 2;
+        const MESSAGE_NESTED: i32 = 3;
+        const MESSAGE_ENUM: i32 = 4;
+        const MESSAGE_ONEOF: i32 = 8;
+        const ENUM_VALUE: i32 = 2;
+        const SERVICE_METHOD: i32 = 2;
+
+        fn enum_paths(e: &EnumDescriptorProto, path: Vec<i32>, out: &mut Vec<(Vec<i32>, String)>) {
+            out.push((path.clone(), e.name().to_owned()));
+            for (i, value) in e.value.iter().enumerate() {
+                let mut p = path.clone();
+                p.extend([ENUM_VALUE, i as i32]);
+                out.push((p, format!("{}.{}", e.name(), value.name())));
+            }
+        }
+
+        fn message_paths(m: &DescriptorProto, path: Vec<i32>, out: &mut Vec<(Vec<i32>, String)>) {
+            if m.options.as_ref().is_some_and(|o| o.map_entry()) {
+                return;
+            }
+            out.push((path.clone(), m.name().to_owned()));
+            for (i, field) in m.field.iter().enumerate() {
+                let mut p = path.clone();
+                p.extend([MESSAGE_FIELD, i as i32]);
+                out.push((p, format!("{}.{}", m.name(), field.name())));
+            }
+            for (i, oneof) in m.oneof_decl.iter().enumerate() {
+                // proto3 `optional` fields hide in synthetic oneofs named `_field`.
+                if oneof.name().starts_with('_') {
+                    continue;
+                }
+                let mut p = path.clone();
+                p.extend([MESSAGE_ONEOF, i as i32]);
+                out.push((p, format!("{}.{}", m.name(), oneof.name())));
+            }
+            for (i, nested) in m.nested_type.iter().enumerate() {
+                let mut p = path.clone();
+                p.extend([MESSAGE_NESTED, i as i32]);
+                message_paths(nested, p, out);
+            }
+            for (i, e) in m.enum_type.iter().enumerate() {
+                let mut p = path.clone();
+                p.extend([MESSAGE_ENUM, i as i32]);
+                enum_paths(e, p, out);
+            }
+        }
+
+        let mut undocumented = Vec::new();
+        for file in descriptors().file {
+            if file.package() != "coverwatch.v1" {
+                continue;
+            }
+            let comments: HashMap<Vec<i32>, String> = file
+                .source_code_info
+                .as_ref()
+                .unwrap()
+                .location
+                .iter()
+                .map(|l| (l.path.clone(), l.leading_comments().trim().to_owned()))
+                .collect();
+            let mut elements = Vec::new();
+            for (i, m) in file.message_type.iter().enumerate() {
+                message_paths(m, vec![FILE_MESSAGE, i as i32], &mut elements);
+            }
+            for (i, e) in file.enum_type.iter().enumerate() {
+                enum_paths(e, vec![FILE_ENUM, i as i32], &mut elements);
+            }
+            for (i, service) in file.service.iter().enumerate() {
+                elements.push((vec![FILE_SERVICE, i as i32], service.name().to_owned()));
+                for (j, method) in service.method.iter().enumerate() {
+                    elements.push((
+                        vec![FILE_SERVICE, i as i32, SERVICE_METHOD, j as i32],
+                        format!("{}.{}", service.name(), method.name()),
+                    ));
+                }
+            }
+            for (path, name) in elements {
+                if comments.get(&path).is_none_or(String::is_empty) {
+                    undocumented.push(format!("{}: {name}", file.name()));
+                }
+            }
+        }
+        assert!(
+            undocumented.is_empty(),
+            "undocumented:\n{}",
+            undocumented.join("\n")
+        );
+    }
+}

@@ -1,0 +1,136 @@
+use coverwatch_core::Link;
+use coverwatch_core::ids::TenantId;
+
+use super::enums::{enum_value, to_i32};
+use super::{
+    FieldError, link_id, optional_datetime, optional_timestamp, required_datetime, timestamp,
+    user_id,
+};
+use crate::v1;
+
+impl From<Link> for v1::Link {
+    fn from(link: Link) -> Self {
+        v1::Link {
+            id: link.id.to_string(),
+            user_id: link.user_id.to_string(),
+            provider: to_i32::<v1::Provider>(link.provider),
+            state: to_i32::<v1::LinkState>(link.state),
+            metadata: link.metadata,
+            session_url: link.session_url,
+            created_at: Some(timestamp(link.created_at)),
+            updated_at: Some(timestamp(link.updated_at)),
+            last_refreshed_at: optional_timestamp(link.last_refreshed_at),
+        }
+    }
+}
+
+impl From<&Link> for v1::Link {
+    fn from(link: &Link) -> Self {
+        link.clone().into()
+    }
+}
+
+/// A link read back from the wire (for Rust callers and tests). The proto form has no tenant,
+/// since a caller only ever sees its own, so the tenant is supplied.
+pub fn link_from_proto(link: v1::Link, tenant_id: TenantId) -> Result<Link, FieldError> {
+    Ok(Link {
+        id: link_id(&link.id, "id")?,
+        tenant_id,
+        user_id: user_id(&link.user_id, "user_id")?,
+        provider: enum_value::<v1::Provider>(link.provider, "provider")?,
+        state: enum_value::<v1::LinkState>(link.state, "state")?,
+        metadata: link.metadata,
+        session_url: link.session_url,
+        created_at: required_datetime(link.created_at.as_ref(), "created_at")?,
+        updated_at: required_datetime(link.updated_at.as_ref(), "updated_at")?,
+        last_refreshed_at: optional_datetime(link.last_refreshed_at.as_ref(), "last_refreshed_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Utc};
+    use coverwatch_core::ids::LinkId;
+    use coverwatch_core::{LinkState, ProviderKind};
+
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 500).unwrap()
+    }
+
+    pub(crate) fn sample_link() -> Link {
+        Link {
+            id: LinkId::new(),
+            tenant_id: "acme-lending".parse().unwrap(),
+            user_id: "loan #7".parse().unwrap(),
+            provider: ProviderKind::Canopy,
+            state: LinkState::ReconnectRequired,
+            metadata: BTreeMap::from([
+                ("branch".to_owned(), "north".to_owned()),
+                ("loan".to_owned(), "7".to_owned()),
+            ]),
+            session_url: Some("https://app.usecanopy.com/c/acme".to_owned()),
+            created_at: at(1_700_000_000),
+            updated_at: at(1_700_000_100),
+            last_refreshed_at: Some(at(1_700_000_050)),
+        }
+    }
+
+    #[test]
+    fn links_round_trip() {
+        let link = sample_link();
+        let proto = v1::Link::from(&link);
+        assert_eq!(proto.id, link.id.to_string());
+        assert_eq!(proto.provider, v1::Provider::Canopy as i32);
+        assert_eq!(proto.state, v1::LinkState::ReconnectRequired as i32);
+        assert_eq!(
+            link_from_proto(proto, link.tenant_id.clone()),
+            Ok(link.clone())
+        );
+
+        let bare = Link {
+            session_url: None,
+            last_refreshed_at: None,
+            metadata: BTreeMap::new(),
+            ..link
+        };
+        let proto = v1::Link::from(&bare);
+        assert_eq!(proto.last_refreshed_at, None);
+        assert_eq!(link_from_proto(proto, bare.tenant_id.clone()), Ok(bare));
+    }
+
+    #[test]
+    fn malformed_links_name_the_field() {
+        let link = sample_link();
+        let tenant = link.tenant_id.clone();
+        let proto = v1::Link::from(&link);
+
+        let wrong = v1::Link {
+            state: 0,
+            ..proto.clone()
+        };
+        assert_eq!(
+            link_from_proto(wrong, tenant.clone()).unwrap_err().field,
+            "state"
+        );
+        let wrong = v1::Link {
+            id: "evt_1".into(),
+            ..proto.clone()
+        };
+        assert_eq!(
+            link_from_proto(wrong, tenant.clone()).unwrap_err().field,
+            "id"
+        );
+        let wrong = v1::Link {
+            created_at: None,
+            ..proto
+        };
+        assert_eq!(
+            link_from_proto(wrong, tenant).unwrap_err(),
+            FieldError::new("created_at", "is required")
+        );
+    }
+}
