@@ -25,7 +25,11 @@ impl Backoff {
     /// nor collapse to zero.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let ceiling = self.ceiling(attempt);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         ceiling.mul_f64(0.5 + 0.5 * unit)
     }
 }

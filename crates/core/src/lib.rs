@@ -3,6 +3,7 @@
 //! vendor. Every other crate of ours depends on this one; this one depends on none of them.
 
 pub mod backoff;
+pub mod change;
 pub mod event;
 pub mod ids;
 pub mod link;

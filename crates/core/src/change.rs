@@ -1,0 +1,420 @@
+//! Normalized differences between two versions of a policy or an account, in the same
+//! vocabulary whichever vendor the versions came from.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::event::{ChangeKind, FieldChange, PolicyChange};
+use crate::policy::{Account, AppliesTo, Coverage, CoverageCode, InterestedParty, Policy};
+
+fn change(
+    kind: ChangeKind,
+    subject: Option<String>,
+    field: Option<&str>,
+    before: Option<String>,
+    after: Option<String>,
+) -> PolicyChange {
+    PolicyChange {
+        kind,
+        subject,
+        field: field.map(str::to_owned),
+        before,
+        after,
+    }
+}
+
+fn date(value: Option<DateTime<Utc>>) -> Option<String> {
+    value.map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+fn cents(value: Option<i64>) -> Option<String> {
+    value.map(|c| c.to_string())
+}
+
+fn code_name(code: &CoverageCode) -> String {
+    match code {
+        CoverageCode::Other(vendor) => format!("other:{vendor}"),
+        known => serde_json::to_value(known)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+fn coverage_subject(coverage: &Coverage) -> String {
+    match &coverage.applies_to {
+        AppliesTo::AllProperties => code_name(&coverage.code),
+        AppliesTo::Property(id) => format!("{}@{id}", code_name(&coverage.code)),
+    }
+}
+
+/// Names compared the way a person would: case, spacing and punctuation do not matter.
+pub fn comparable_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn party_subject(party: &InterestedParty) -> String {
+    let kind = serde_json::to_value(party.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!("{kind}:{}", party.name.as_deref().unwrap_or(""))
+}
+
+fn keyed<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, &T> {
+    items.iter().map(|item| (key(item), item)).collect()
+}
+
+/// What changed from `before` to `after`, for `policy.updated`.
+pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
+    let mut out = Vec::new();
+    if before.status != after.status {
+        out.push(change(
+            ChangeKind::StatusChanged,
+            None,
+            Some("status"),
+            Some(before.status.as_str().into()),
+            Some(after.status.as_str().into()),
+        ));
+    }
+    for (field, b, a) in [
+        (
+            "effective_date",
+            before.effective_date,
+            after.effective_date,
+        ),
+        (
+            "expiration_date",
+            before.expiration_date,
+            after.expiration_date,
+        ),
+        (
+            "cancelled_date",
+            before.cancelled_date,
+            after.cancelled_date,
+        ),
+    ] {
+        if b != a {
+            out.push(change(
+                ChangeKind::DatesChanged,
+                None,
+                Some(field),
+                date(b),
+                date(a),
+            ));
+        }
+    }
+    if before.premium_cents != after.premium_cents {
+        out.push(change(
+            ChangeKind::PremiumChanged,
+            None,
+            Some("premium_cents"),
+            cents(before.premium_cents),
+            cents(after.premium_cents),
+        ));
+    }
+
+    let old = keyed(&before.coverages, coverage_subject);
+    let new = keyed(&after.coverages, coverage_subject);
+    for (subject, coverage) in &old {
+        match new.get(subject) {
+            None => out.push(change(
+                ChangeKind::CoverageRemoved,
+                Some(subject.clone()),
+                None,
+                None,
+                None,
+            )),
+            Some(now) => {
+                for (field, b, a) in [
+                    (
+                        "limit_per_person_cents",
+                        coverage.limit_per_person_cents,
+                        now.limit_per_person_cents,
+                    ),
+                    (
+                        "limit_per_accident_cents",
+                        coverage.limit_per_accident_cents,
+                        now.limit_per_accident_cents,
+                    ),
+                ] {
+                    if b != a {
+                        out.push(change(
+                            ChangeKind::CoverageLimitChanged,
+                            Some(subject.clone()),
+                            Some(field),
+                            cents(b),
+                            cents(a),
+                        ));
+                    }
+                }
+                if coverage.deductible_cents != now.deductible_cents {
+                    out.push(change(
+                        ChangeKind::CoverageDeductibleChanged,
+                        Some(subject.clone()),
+                        Some("deductible_cents"),
+                        cents(coverage.deductible_cents),
+                        cents(now.deductible_cents),
+                    ));
+                }
+                if coverage.declined != now.declined {
+                    let kind = if now.declined {
+                        ChangeKind::CoverageRemoved
+                    } else {
+                        ChangeKind::CoverageAdded
+                    };
+                    out.push(change(
+                        kind,
+                        Some(subject.clone()),
+                        Some("declined"),
+                        None,
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    for subject in new.keys().filter(|s| !old.contains_key(*s)) {
+        out.push(change(
+            ChangeKind::CoverageAdded,
+            Some(subject.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+
+    let vehicle_key = |v: &crate::policy::Vehicle| v.vin.clone().unwrap_or_else(|| v.id.clone());
+    let old = keyed(&before.vehicles, vehicle_key);
+    let new = keyed(&after.vehicles, vehicle_key);
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::VehicleRemoved,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+    for key in new.keys().filter(|k| !old.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::VehicleAdded,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+
+    let old = keyed(&before.dwellings, |d| d.id.clone());
+    let new = keyed(&after.dwellings, |d| d.id.clone());
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::DwellingRemoved,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+    for key in new.keys().filter(|k| !old.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::DwellingAdded,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+
+    let party_key =
+        |p: &InterestedParty| (p.kind, comparable_name(p.name.as_deref().unwrap_or("")));
+    let old = keyed(&before.interested_parties, party_key);
+    let new = keyed(&after.interested_parties, party_key);
+    for (key, party) in &old {
+        match new.get(key) {
+            None => out.push(change(
+                ChangeKind::InterestedPartyRemoved,
+                Some(party_subject(party)),
+                None,
+                None,
+                None,
+            )),
+            Some(now) if now != party => {
+                out.push(change(
+                    ChangeKind::InterestedPartyChanged,
+                    Some(party_subject(now)),
+                    None,
+                    None,
+                    None,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, party) in &new {
+        if !old.contains_key(key) {
+            out.push(change(
+                ChangeKind::InterestedPartyAdded,
+                Some(party_subject(party)),
+                None,
+                None,
+                None,
+            ));
+        }
+    }
+
+    let insured_key = |i: &crate::policy::Insured| {
+        comparable_name(&format!(
+            "{} {} {}",
+            i.first_name.as_deref().unwrap_or(""),
+            i.last_name.as_deref().unwrap_or(""),
+            i.full_name.as_deref().unwrap_or("")
+        ))
+    };
+    let old = keyed(&before.insureds, insured_key);
+    let new = keyed(&after.insureds, insured_key);
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::InsuredRemoved,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+    for key in new.keys().filter(|k| !old.contains_key(*k)) {
+        out.push(change(
+            ChangeKind::InsuredAdded,
+            Some(key.clone()),
+            None,
+            None,
+            None,
+        ));
+    }
+    out
+}
+
+/// What changed in an account's identifying details, for `account.updated`.
+pub fn diff_accounts(before: &Account, after: &Account) -> Vec<FieldChange> {
+    let text = |v: &Option<String>| v.clone();
+    let mut out = Vec::new();
+    for (field, b, a) in [
+        (
+            "first_name",
+            text(&before.first_name),
+            text(&after.first_name),
+        ),
+        ("last_name", text(&before.last_name), text(&after.last_name)),
+        ("email", text(&before.email), text(&after.email)),
+        ("phone", text(&before.phone), text(&after.phone)),
+        (
+            "connection",
+            serde_json::to_value(before.connection)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            serde_json::to_value(after.connection)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+        ),
+    ] {
+        if b != a {
+            out.push(FieldChange {
+                field: field.into(),
+                before: b,
+                after: a,
+            });
+        }
+    }
+    if before.policy_ids != after.policy_ids {
+        out.push(FieldChange {
+            field: "policy_ids".into(),
+            before: Some(before.policy_ids.join(",")),
+            after: Some(after.policy_ids.join(",")),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Carrier, PartyKind, PolicyStatus, PolicyType};
+
+    fn base() -> Policy {
+        Policy {
+            external_id: "pol_1".into(),
+            policy_type: PolicyType::Auto,
+            carrier: Carrier {
+                id: "acme".into(),
+                name: None,
+            },
+            policy_number: None,
+            status: PolicyStatus::Active,
+            effective_date: None,
+            expiration_date: None,
+            cancelled_date: None,
+            premium_cents: Some(10_000),
+            address: None,
+            vehicles: vec![],
+            dwellings: vec![],
+            coverages: vec![Coverage {
+                code: CoverageCode::BodilyInjury,
+                vendor_code: "BI".into(),
+                label: None,
+                limit_per_person_cents: Some(5_000_000),
+                limit_per_accident_cents: Some(10_000_000),
+                deductible_cents: None,
+                premium_cents: None,
+                applies_to: AppliesTo::AllProperties,
+                declined: false,
+            }],
+            insureds: vec![],
+            interested_parties: vec![InterestedParty {
+                kind: PartyKind::Lienholder,
+                name: Some("Acme Bank, N.A.".into()),
+                address: None,
+                loan_number: None,
+                applies_to: AppliesTo::AllProperties,
+            }],
+            documents: vec![],
+        }
+    }
+
+    #[test]
+    fn identical_policies_have_no_changes() {
+        assert!(diff_policies(&base(), &base()).is_empty());
+    }
+
+    #[test]
+    fn cancellation_and_coverage_reduction_are_named() {
+        let mut after = base();
+        after.status = PolicyStatus::Cancelled;
+        after.coverages[0].limit_per_person_cents = Some(2_500_000);
+        let changes = diff_policies(&base(), &after);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].kind, ChangeKind::StatusChanged);
+        assert_eq!(changes[0].before.as_deref(), Some("active"));
+        assert_eq!(changes[0].after.as_deref(), Some("cancelled"));
+        assert_eq!(changes[1].kind, ChangeKind::CoverageLimitChanged);
+        assert_eq!(changes[1].subject.as_deref(), Some("bodily_injury"));
+        assert_eq!(changes[1].field.as_deref(), Some("limit_per_person_cents"));
+        assert_eq!(changes[1].after.as_deref(), Some("2500000"));
+    }
+
+    #[test]
+    fn parties_match_by_name_regardless_of_punctuation() {
+        let mut after = base();
+        after.interested_parties[0].name = Some("ACME BANK NA".into());
+        let changes = diff_policies(&base(), &after);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::InterestedPartyChanged);
+        after.interested_parties.clear();
+        let changes = diff_policies(&base(), &after);
+        assert_eq!(changes[0].kind, ChangeKind::InterestedPartyRemoved);
+    }
+}
