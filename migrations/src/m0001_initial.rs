@@ -20,7 +20,6 @@ enum Links {
     State,
     Metadata,
     SessionUrl,
-    WebhookTokenHash,
     AccountKey,
     ReplacesLinkId,
     AuthSequence,
@@ -148,12 +147,6 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Links::State).string().not_null())
                     .col(ColumnDef::new(Links::Metadata).text().not_null())
                     .col(ColumnDef::new(Links::SessionUrl).text())
-                    // Only a hash: the token itself is a bearer secret in the vendor's webhook URL.
-                    .col(
-                        ColumnDef::new(Links::WebhookTokenHash)
-                            .string()
-                            .unique_key(),
-                    )
                     .col(ColumnDef::new(Links::AccountKey).string())
                     .col(ColumnDef::new(Links::ReplacesLinkId).string())
                     .col(ColumnDef::new(Links::AuthSequence).text())

@@ -25,7 +25,7 @@ pub use crypto::{Keyring, KeyringError};
 pub use events::{EventFilter, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
-pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink};
+pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, WEBHOOK_TOKEN_KIND};
 pub use snapshots::{SnapshotOutcome, StoredAccount, StoredPolicy};
 
 #[derive(Debug, thiserror::Error)]

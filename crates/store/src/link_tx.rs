@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, insert_event};
 use crate::inbox::{DeliveryStatus, settle};
-use crate::links::{LinkRecord, open_secrets, record_from_model, seal_secrets};
+use crate::links::{LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets};
 use crate::snapshots::{SnapshotOutcome, save_account, save_policy};
 use crate::{Keyring, Result, Store, StoreError, now_ms, to_ms};
 
@@ -124,17 +124,7 @@ impl LinkTx {
                         value: value.clone(),
                     });
                 }
-                None => {
-                    link_external_id::Entity::insert(link_external_id::ActiveModel {
-                        provider: Set(provider.clone()),
-                        kind: Set(kind.clone()),
-                        value: Set(value.clone()),
-                        tenant_id: Set(self.record.link.tenant_id.to_string()),
-                        link_id: Set(self.record.link.id.to_string()),
-                    })
-                    .exec(&self.txn)
-                    .await?;
-                }
+                None => insert_external_id(&self.txn, &self.record.link, kind, value).await?,
             }
         }
         Ok(())

@@ -104,7 +104,6 @@ impl Store {
             metadata: Set(serde_json::to_string(&new.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?),
             session_url: Set(new.session_url.clone()),
-            webhook_token_hash: Set(new.webhook_token_hash.clone()),
             account_key: Set(None),
             replaces_link_id: Set(new.replaces_link_id.map(|id| id.to_string())),
             auth_sequence: Set(None),
@@ -117,6 +116,9 @@ impl Store {
             .exec_with_returning(&txn)
             .await?;
         let record = record_from_model(inserted)?;
+        if let Some(hash) = &new.webhook_token_hash {
+            insert_external_id(&txn, &record.link, WEBHOOK_TOKEN_KIND, hash).await?;
+        }
         let event = insert_event(&txn, &record.link, first_event).await?;
         txn.commit().await?;
         Ok((record, event))
@@ -173,13 +175,8 @@ impl Store {
         provider: ProviderKind,
         token_hash: &str,
     ) -> Result<Option<LinkRecord>> {
-        link::Entity::find()
-            .filter(link::Column::WebhookTokenHash.eq(token_hash))
-            .filter(link::Column::Provider.eq(provider.as_str()))
-            .one(&self.db)
-            .await?
-            .map(record_from_model)
-            .transpose()
+        self.find_link_by_external_id(provider, WEBHOOK_TOKEN_KIND, token_hash)
+            .await
     }
 
     /// The link a vendor id was recorded for (see `LinkTx::put_external_ids`).
@@ -268,6 +265,29 @@ impl Store {
         };
         open_secrets(&self.keyring, id, &row)
     }
+}
+
+/// The external-id kind under which hashes of a link's webhook tokens are kept. A link may have
+/// several: each session (the first and every reconnect) gets its own URL, and the vendor may
+/// keep using an older one.
+pub const WEBHOOK_TOKEN_KIND: &str = "webhook_token_sha256";
+
+pub(crate) async fn insert_external_id<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    link: &Link,
+    kind: &str,
+    value: &str,
+) -> Result<()> {
+    link_external_id::Entity::insert(link_external_id::ActiveModel {
+        provider: Set(link.provider.to_string()),
+        kind: Set(kind.to_owned()),
+        value: Set(value.to_owned()),
+        tenant_id: Set(link.tenant_id.to_string()),
+        link_id: Set(link.id.to_string()),
+    })
+    .exec(conn)
+    .await?;
+    Ok(())
 }
 
 /// The name under which a link's long-lived vendor access secret is sealed.

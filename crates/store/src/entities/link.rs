@@ -11,7 +11,6 @@ pub struct Model {
     pub state: String,
     pub metadata: String,
     pub session_url: Option<String>,
-    pub webhook_token_hash: Option<String>,
     pub account_key: Option<String>,
     pub replaces_link_id: Option<String>,
     pub auth_sequence: Option<String>,
