@@ -1,1 +1,134 @@
-//! coverwatch-engine
+//! The use-cases of coverwatch: start and complete links, take in vendor webhooks, work off the
+//! inbox, reconnect, descope, refresh, and serve event streams. Written against the `Provider`
+//! trait only; the transports (gRPC, HTTP) call in here and hold no rules of their own.
+
+mod apply;
+mod error;
+mod events;
+mod inbox;
+mod links;
+mod registry;
+mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coverwatch_core::backoff::Backoff;
+use coverwatch_store::Store;
+use tokio::sync::{Notify, watch};
+
+pub use error::{EngineError, IngestError};
+pub use events::EventQuery;
+pub use links::{LinkRequest, StartedSession};
+pub use registry::ProviderRegistry;
+
+/// How the inbox worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this process's leases; unique per replica.
+    pub owner: String,
+    /// How long a claimed delivery stays ours before another worker may take it over.
+    pub lease: Duration,
+    /// Deliveries claimed per round.
+    pub batch: u64,
+    /// Deliveries processed at once (different links; one link's stay in order).
+    pub concurrency: usize,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// How often to look for work when nothing woke us (other replicas, retries coming due).
+    pub idle_poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            owner: format!("worker-{}", uuid_like()),
+            lease: Duration::from_secs(60),
+            batch: 32,
+            concurrency: 8,
+            max_attempts: 8,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The public base URL of the webhook listener, as vendors reach it.
+    pub public_base_url: String,
+    pub worker: WorkerConfig,
+    /// How often an idle event stream re-reads the log, for events written by other replicas.
+    pub stream_poll: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(public_base_url: impl Into<String>) -> Self {
+        Self {
+            public_base_url: public_base_url.into(),
+            worker: WorkerConfig::default(),
+            stream_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The engine: cheap to clone, shared by the gRPC service, the webhook listener and the workers.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    providers: ProviderRegistry,
+    config: EngineConfig,
+    /// The highest event cursor this process has committed; streams wait on it.
+    latest_event: watch::Sender<i64>,
+    /// Wakes the inbox worker when a delivery was stored.
+    inbox_wake: Notify,
+}
+
+impl Engine {
+    pub fn new(store: Store, providers: ProviderRegistry, config: EngineConfig) -> Self {
+        let (latest_event, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                config,
+                latest_event,
+                inbox_wake: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.inner.providers
+    }
+
+    fn announce(&self, events: &[coverwatch_core::Event]) {
+        if let Some(max) = events.iter().map(|e| e.cursor).max() {
+            self.inner.latest_event.send_if_modified(|latest| {
+                if max > *latest {
+                    *latest = max;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..12)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect()
+}

@@ -133,6 +133,16 @@ impl Store {
             .transpose()
     }
 
+    /// A link by id alone, for vendor deliveries that carry our link id (authenticated by the
+    /// vendor's signature, not by a tenant's key).
+    pub async fn find_link_by_id_any_tenant(&self, id: &LinkId) -> Result<Option<LinkRecord>> {
+        link::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
     pub async fn list_links(&self, tenant: &TenantId, filter: &LinkFilter) -> Result<LinkPage> {
         let mut query = link::Entity::find().filter(link::Column::TenantId.eq(tenant.as_str()));
         if let Some(user) = &filter.user_id {

@@ -1,0 +1,92 @@
+//! Reading the event log: pages from a cursor, and streams that replay what is stored after the
+//! cursor and then follow live events. Both read the same log in cursor order, so there is no
+//! gap and no duplicate at the switch from stored to live, across restarts and replicas.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use coverwatch_core::{Event, TenantId};
+use coverwatch_store::EventFilter;
+use futures::Stream;
+
+use crate::{Engine, EngineError};
+
+const STREAM_PAGE: u64 = 500;
+
+/// A position in a tenant's event log plus a filter.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub after_cursor: i64,
+    pub filter: EventFilter,
+}
+
+impl Engine {
+    pub async fn list_events(
+        &self,
+        tenant: &TenantId,
+        query: &EventQuery,
+        limit: u64,
+    ) -> Result<Vec<Event>, EngineError> {
+        Ok(self
+            .inner
+            .store
+            .list_events(tenant, query.after_cursor, &query.filter, limit)
+            .await?)
+    }
+
+    /// Every event after the query's cursor, then live ones as they commit. The stream ends
+    /// after yielding an error; the caller resumes from the last cursor it saw.
+    pub fn watch_events(
+        &self,
+        tenant: TenantId,
+        query: EventQuery,
+    ) -> impl Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        struct State {
+            engine: Engine,
+            tenant: TenantId,
+            query: EventQuery,
+            buffer: VecDeque<Event>,
+            wake: tokio::sync::watch::Receiver<i64>,
+            poll: Duration,
+            failed: bool,
+        }
+        let state = State {
+            wake: self.inner.latest_event.subscribe(),
+            poll: self.inner.config.stream_poll,
+            engine: self.clone(),
+            tenant,
+            query,
+            buffer: VecDeque::new(),
+            failed: false,
+        };
+        futures::stream::unfold(state, |mut state| async move {
+            if state.failed {
+                return None;
+            }
+            loop {
+                if let Some(event) = state.buffer.pop_front() {
+                    state.query.after_cursor = event.cursor;
+                    return Some((Ok(event), state));
+                }
+                // Mark what we have seen before reading, so a commit that lands during the read
+                // still wakes us afterwards.
+                state.wake.borrow_and_update();
+                match state
+                    .engine
+                    .list_events(&state.tenant, &state.query, STREAM_PAGE)
+                    .await
+                {
+                    Ok(page) if !page.is_empty() => state.buffer.extend(page),
+                    Ok(_) => {
+                        // Other replicas' commits do not reach our watch channel: poll as well.
+                        let _ = tokio::time::timeout(state.poll, state.wake.changed()).await;
+                    }
+                    Err(err) => {
+                        state.failed = true;
+                        return Some((Err(err), state));
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! The inbox worker: claims stored deliveries under a lease, turns each into state changes and
+//! events through its provider, and settles it in the same transaction. Transient failures
+//! retry with capped exponential backoff and jitter; past the limit a delivery is dead-lettered
+//! (kept, with its last error, for replay). A delivery that matches no link is kept as
+//! `unmatched`, never dropped.
+
+use chrono::Utc;
+use coverwatch_core::provider::ProviderError;
+use coverwatch_core::webhook::{Attribution, InboundWebhook};
+use coverwatch_store::{ClaimedDelivery, DeliveryStatus, LinkRecord};
+use futures::StreamExt;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::apply::Origin;
+use crate::{Engine, EngineError};
+
+enum Outcome {
+    Done,
+    Unmatched(String),
+    Failed { error: String, transient: bool },
+}
+
+impl Engine {
+    /// Work off the inbox until `shutdown` turns true; in-flight deliveries are finished first.
+    pub async fn run_inbox_worker(&self, mut shutdown: watch::Receiver<bool>) {
+        let config = self.inner.config.worker.clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let processed = match self.process_inbox_batch().await {
+                Ok(n) => n,
+                Err(err) => {
+                    tracing::warn!(error = %err, "inbox: could not claim deliveries");
+                    0
+                }
+            };
+            if processed > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = self.inner.inbox_wake.notified() => {}
+                _ = tokio::time::sleep(config.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Claim one batch and process it; returns how many deliveries were claimed.
+    pub async fn process_inbox_batch(&self) -> Result<usize, EngineError> {
+        let config = &self.inner.config.worker;
+        let lease_until = Utc::now()
+            + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
+        let claimed = self
+            .inner
+            .store
+            .claim_deliveries(&config.owner, lease_until, config.batch)
+            .await?;
+        let count = claimed.len();
+        futures::stream::iter(claimed)
+            .for_each_concurrent(config.concurrency.max(1), |delivery| async move {
+                self.settle(delivery).await;
+            })
+            .await;
+        Ok(count)
+    }
+
+    async fn settle(&self, delivery: ClaimedDelivery) {
+        let config = &self.inner.config.worker;
+        let store = &self.inner.store;
+        let owner = config.owner.as_str();
+        let id = delivery.id;
+        let attempts = delivery.attempts;
+        let outcome = self.process_delivery(&delivery).await;
+        let result = match outcome {
+            Outcome::Done => Ok(true),
+            Outcome::Unmatched(reason) => {
+                tracing::warn!(delivery = %id, provider = %delivery.provider, %reason, "inbox: delivery matches no link; kept as unmatched");
+                store
+                    .settle_delivery(&id, owner, DeliveryStatus::Unmatched, Some(&reason))
+                    .await
+            }
+            Outcome::Failed { error, transient } if transient && attempts < config.max_attempts => {
+                let delay = config
+                    .backoff
+                    .delay(attempts, rand::thread_rng().r#gen::<f64>());
+                let retry_at = Utc::now()
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1));
+                tracing::info!(delivery = %id, attempts, %error, retry_in_ms = delay.as_millis() as u64, "inbox: will retry");
+                store.retry_delivery(&id, owner, &error, retry_at).await
+            }
+            Outcome::Failed { error, .. } => {
+                tracing::error!(delivery = %id, attempts, %error, "inbox: delivery dead-lettered");
+                store
+                    .settle_delivery(&id, owner, DeliveryStatus::Dead, Some(&error))
+                    .await
+            }
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it")
+            }
+            Err(err) => {
+                tracing::warn!(delivery = %id, error = %err, "inbox: could not settle; the lease will expire and it is retried")
+            }
+        }
+    }
+
+    async fn process_delivery(&self, delivery: &ClaimedDelivery) -> Outcome {
+        match self.try_process(delivery).await {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Failed {
+                transient: err.is_transient(),
+                error: err.to_string(),
+            },
+        }
+    }
+
+    async fn try_process(&self, delivery: &ClaimedDelivery) -> Result<Outcome, EngineError> {
+        let provider = self.inner.providers.get(delivery.provider)?.clone();
+        let inbound = InboundWebhook {
+            path: delivery.path.clone(),
+            headers: delivery.headers.clone(),
+            body: delivery.body.clone(),
+            received_at: delivery.received_at,
+        };
+        let parsed = match provider.parse_webhook(&inbound) {
+            Ok(parsed) => parsed,
+            Err(err @ ProviderError::Malformed { .. }) => {
+                return Ok(Outcome::Failed {
+                    error: err.to_string(),
+                    transient: false,
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Some(record) = self.attribute(delivery, &parsed.attribution).await? else {
+            return Ok(Outcome::Unmatched(format!(
+                "no link matches {:?}",
+                parsed.attribution
+            )));
+        };
+        let mut prepared = Vec::with_capacity(parsed.happenings.len());
+        for happening in parsed.happenings {
+            prepared.push(self.prepare(&record, happening, &parsed.detail).await?);
+        }
+        let origin = Origin {
+            delivery: Some((delivery.id, self.inner.config.worker.owner.clone())),
+            detail: parsed.detail,
+            occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
+        };
+        self.commit_prepared(&record.link, prepared, origin).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// The link a delivery is about: named by its URL, else by what the vendor put in it.
+    async fn attribute(
+        &self,
+        delivery: &ClaimedDelivery,
+        candidates: &[Attribution],
+    ) -> Result<Option<LinkRecord>, EngineError> {
+        let store = &self.inner.store;
+        if let Some((tenant, link)) = &delivery.link {
+            return Ok(store.get_link(tenant, link).await?);
+        }
+        for candidate in candidates {
+            let found = match candidate {
+                Attribution::Link(id) => store.find_link_by_id_any_tenant(id).await?,
+                Attribution::External { kind, value } => {
+                    store
+                        .find_link_by_external_id(delivery.provider, kind, value)
+                        .await?
+                }
+                Attribution::Unknown => None,
+            };
+            if let Some(record) = found.filter(|r| r.link.provider == delivery.provider) {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,97 @@
+//! Taking in a vendor delivery: authenticate the raw bytes, store them durably, and only then
+//! acknowledge. Processing happens later, in the inbox worker.
+
+use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
+use coverwatch_core::{LinkState, ProviderKind};
+use coverwatch_store::{Ingested, NewDelivery, StoreError};
+use sha2::{Digest, Sha256};
+
+use crate::links::token_hash;
+use crate::{Engine, EngineError, IngestError};
+
+/// The largest delivery we store. Vendor events are small JSON documents; anything near this is
+/// not one of them.
+pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
+
+impl Engine {
+    /// Authenticate and store a delivery. `Ok` means it is durably stored (or was already):
+    /// the caller may acknowledge it.
+    pub async fn ingest_webhook(
+        &self,
+        provider: &str,
+        webhook: InboundWebhook,
+    ) -> Result<Ingested, IngestError> {
+        if webhook.body.len() > MAX_WEBHOOK_BYTES {
+            return Err(IngestError::TooLarge {
+                size: webhook.body.len(),
+                limit: MAX_WEBHOOK_BYTES,
+            });
+        }
+        let kind: ProviderKind = provider
+            .parse()
+            .map_err(|_| IngestError::UnknownProvider(provider.to_owned()))?;
+        let implementation = match self.inner.providers.get(kind) {
+            Ok(p) => p.clone(),
+            Err(_) => return Err(IngestError::UnknownProvider(provider.to_owned())),
+        };
+        let authenticated = implementation
+            .authenticate_webhook(&webhook)
+            .map_err(IngestError::Unauthenticated)?;
+
+        let mut link = None;
+        if implementation.capabilities().per_link_webhook_url {
+            let token = authenticated
+                .link_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
+            let record = self
+                .inner
+                .store
+                .find_link_by_webhook_token(kind, &token_hash(token))
+                .await
+                .map_err(unavailable)?
+                .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
+            if record.link.state == LinkState::Descoped {
+                tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
+            }
+            link = Some((record.link.tenant_id, record.link.id));
+        }
+
+        let dedupe_key = match authenticated.vendor_event_id {
+            Some(id) if !id.is_empty() => format!("id:{id}"),
+            _ => format!("sha256:{}", hex::encode(Sha256::digest(&webhook.body))),
+        };
+        let ingested = self
+            .inner
+            .store
+            .ingest_delivery(NewDelivery {
+                provider: kind,
+                dedupe_key,
+                link,
+                path: webhook.path,
+                headers: webhook.headers,
+                body: webhook.body,
+                received_at: webhook.received_at,
+            })
+            .await
+            .map_err(unavailable)?;
+        if matches!(ingested, Ingested::Stored(_)) {
+            self.inner.inbox_wake.notify_one();
+        }
+        Ok(ingested)
+    }
+}
+
+fn unavailable(err: StoreError) -> IngestError {
+    IngestError::Unavailable(err)
+}
+
+impl From<EngineError> for IngestError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Store(e) => IngestError::Unavailable(e),
+            other => IngestError::Unavailable(StoreError::Database(other.to_string())),
+        }
+    }
+}
