@@ -73,7 +73,9 @@ mod tests {
 
     #[test]
     fn timestamps_use_millis_and_z() {
-        let t = DateTime::parse_from_rfc3339("2022-10-05T14:48:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2022-10-05T14:48:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(format_ts(t), "2022-10-05T14:48:00.000Z");
     }
 }

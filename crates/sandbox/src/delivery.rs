@@ -33,18 +33,33 @@ pub struct RetrySchedule {
 impl RetrySchedule {
     /// Canopy: up to 10 retries on a non-200, `60 s + attempt^4 s` apart.
     pub fn canopy() -> Self {
-        Self { max_retries: 10, base_secs: 60.0, power: 4, time_scale: 1.0 }
+        Self {
+            max_retries: 10,
+            base_secs: 60.0,
+            power: 4,
+            time_scale: 1.0,
+        }
     }
 
     /// Axle documents no retry policy. The simulator assumes a modest at-least-once sender:
     /// 3 retries, `30 s + attempt^2 s` apart, so integrations are exercised against retries
     /// without depending on a specific schedule.
     pub fn axle() -> Self {
-        Self { max_retries: 3, base_secs: 30.0, power: 2, time_scale: 1.0 }
+        Self {
+            max_retries: 3,
+            base_secs: 30.0,
+            power: 2,
+            time_scale: 1.0,
+        }
     }
 
     pub fn none() -> Self {
-        Self { max_retries: 0, base_secs: 0.0, power: 0, time_scale: 1.0 }
+        Self {
+            max_retries: 0,
+            base_secs: 0.0,
+            power: 0,
+            time_scale: 1.0,
+        }
     }
 
     pub fn with_time_scale(mut self, time_scale: f64) -> Self {
@@ -154,7 +169,10 @@ impl DeliveryAttempt {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -179,7 +197,10 @@ impl Default for DeliveryLog {
 
 impl DeliveryLog {
     pub fn new() -> Self {
-        Self { entries: Arc::default(), version: watch::channel(0).0 }
+        Self {
+            entries: Arc::default(),
+            version: watch::channel(0).0,
+        }
     }
 
     pub fn entries(&self) -> Vec<DeliveryAttempt> {
@@ -229,7 +250,9 @@ impl DeliveryLog {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| DeliveryError::WaitTimeout(timeout))
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| DeliveryError::WaitTimeout(timeout))
     }
 
     /// The first attempt matching `pred`, waiting up to `timeout` for it.
@@ -238,7 +261,8 @@ impl DeliveryLog {
         timeout: Duration,
         pred: impl Fn(&DeliveryAttempt) -> bool,
     ) -> Result<DeliveryAttempt, DeliveryError> {
-        self.wait_until(timeout, |all| all.iter().find(|a| pred(a)).cloned()).await
+        self.wait_until(timeout, |all| all.iter().find(|a| pred(a)).cloned())
+            .await
     }
 
     /// The first `n` attempts matching `pred`, waiting up to `timeout` for them.
@@ -300,7 +324,13 @@ impl WebhookSender {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("reqwest client");
-        let shared = Arc::new(Shared { client, faults, clock, log, next_id: Mutex::new(0) });
+        let shared = Arc::new(Shared {
+            client,
+            faults,
+            clock,
+            log,
+            next_id: Mutex::new(0),
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(worker(rx, tx.clone(), shared.clone()));
         Self { tx, shared }
@@ -314,8 +344,16 @@ impl WebhookSender {
             *next += 1;
             *next
         };
-        let effects = self.shared.faults.take_for_webhook(&req.vendor, &req.event_type, &req.url);
-        let pending = Pending { id, req, effects, tags: Vec::new() };
+        let effects = self
+            .shared
+            .faults
+            .take_for_webhook(&req.vendor, &req.event_type, &req.url);
+        let pending = Pending {
+            id,
+            req,
+            effects,
+            tags: Vec::new(),
+        };
         if self.tx.send(Job::Deliver(Box::new(pending))).is_err() {
             tracing::warn!("webhook worker gone; delivery {id} not sent");
         }
@@ -336,7 +374,9 @@ async fn worker(
     while let Some(job) = rx.recv().await {
         match job {
             Job::Release { url, delivery_id } => {
-                let Some(queue) = held.get_mut(&url) else { continue };
+                let Some(queue) = held.get_mut(&url) else {
+                    continue;
+                };
                 if let Some(pos) = queue.iter().position(|p| p.id == delivery_id) {
                     let pending = queue.remove(pos);
                     deliver(&shared, pending).await;
@@ -344,10 +384,13 @@ async fn worker(
             }
             Job::Deliver(pending) => {
                 let mut pending = *pending;
-                if let Some(pos) =
-                    pending.effects.iter().position(|e| matches!(e, FaultEffect::OutOfOrder { .. }))
+                if let Some(pos) = pending
+                    .effects
+                    .iter()
+                    .position(|e| matches!(e, FaultEffect::OutOfOrder { .. }))
                 {
-                    let FaultEffect::OutOfOrder { max_hold_ms } = pending.effects.remove(pos) else {
+                    let FaultEffect::OutOfOrder { max_hold_ms } = pending.effects.remove(pos)
+                    else {
                         unreachable!()
                     };
                     pending.tags.push("out_of_order".into());
@@ -361,8 +404,11 @@ async fn worker(
                     continue;
                 }
                 let url = pending.req.url.clone();
-                if let Some(FaultEffect::Latency { ms }) =
-                    pending.effects.iter().find(|e| matches!(e, FaultEffect::Latency { .. })).cloned()
+                if let Some(FaultEffect::Latency { ms }) = pending
+                    .effects
+                    .iter()
+                    .find(|e| matches!(e, FaultEffect::Latency { .. }))
+                    .cloned()
                 {
                     pending.tags.push("latency".into());
                     let shared = shared.clone();
@@ -383,7 +429,12 @@ async fn worker(
 
 /// First attempt plus duplicates inline; retries on their own task.
 async fn deliver(shared: &Arc<Shared>, pending: Pending) {
-    let Pending { id, req, effects, mut tags } = pending;
+    let Pending {
+        id,
+        req,
+        effects,
+        mut tags,
+    } = pending;
     let mut status_fault = None;
     let mut malformed = false;
     let mut copies = 0;
@@ -394,7 +445,9 @@ async fn deliver(shared: &Arc<Shared>, pending: Pending) {
             FaultEffect::Malformed => malformed = true,
             FaultEffect::Duplicate { copies: n } => copies += n,
             FaultEffect::Drop => dropped = true,
-            FaultEffect::Latency { .. } | FaultEffect::Hang { .. } | FaultEffect::OutOfOrder { .. } => {}
+            FaultEffect::Latency { .. }
+            | FaultEffect::Hang { .. }
+            | FaultEffect::OutOfOrder { .. } => {}
         }
     }
     let body = if malformed {
@@ -405,7 +458,17 @@ async fn deliver(shared: &Arc<Shared>, pending: Pending) {
     };
     if dropped {
         tags.push("drop".into());
-        shared.record(id, 1, 0, &req, req.headers.clone(), &body, None, Some("dropped by fault".into()), tags);
+        shared.record(
+            id,
+            1,
+            0,
+            &req,
+            req.headers.clone(),
+            &body,
+            None,
+            Some("dropped by fault".into()),
+            tags,
+        );
         return;
     }
     let ok = attempt(shared, id, 1, 0, &req, &body, status_fault, tags.clone()).await;
@@ -431,7 +494,18 @@ async fn deliver(shared: &Arc<Shared>, pending: Pending) {
                         FaultEffect::Status { status, .. } => Some(status),
                         _ => None,
                     });
-                if attempt(&shared, id, n + 1, 0, &req, &body, status_fault, tags.clone()).await {
+                if attempt(
+                    &shared,
+                    id,
+                    n + 1,
+                    0,
+                    &req,
+                    &body,
+                    status_fault,
+                    tags.clone(),
+                )
+                .await
+                {
                     break;
                 }
             }
@@ -451,7 +525,10 @@ async fn attempt(
     mut tags: Vec<String>,
 ) -> bool {
     let mut headers = req.headers.clone();
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         headers.push(("content-type".into(), "application/json".into()));
     }
     if let Some(signer) = &req.signer {
@@ -459,7 +536,17 @@ async fn attempt(
     }
     if let Some(status) = status_fault {
         tags.push("status".into());
-        shared.record(id, n, copy, req, headers, body, Some(status), Some("injected status".into()), tags);
+        shared.record(
+            id,
+            n,
+            copy,
+            req,
+            headers,
+            body,
+            Some(status),
+            Some("injected status".into()),
+            tags,
+        );
         return false;
     }
     let mut builder = shared.client.post(&req.url).body(body.clone());

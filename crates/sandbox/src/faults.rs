@@ -48,7 +48,11 @@ impl FaultTarget {
 
     /// Every webhook of one vendor (`"axle"` or `"canopy"`).
     pub fn webhooks(vendor: impl Into<String>) -> Self {
-        Self::Webhook { vendor: Some(vendor.into()), event_type: None, url_contains: None }
+        Self::Webhook {
+            vendor: Some(vendor.into()),
+            event_type: None,
+            url_contains: None,
+        }
     }
 
     /// Webhooks of one vendor and one event type (`ignition.completed`, `COMPLETE`, …).
@@ -70,7 +74,11 @@ impl FaultTarget {
     fn matches_webhook(&self, vendor: &str, event_type: &str, url: &str) -> bool {
         match self {
             Self::Endpoint { .. } => false,
-            Self::Webhook { vendor: v, event_type: e, url_contains: u } => {
+            Self::Webhook {
+                vendor: v,
+                event_type: e,
+                url_contains: u,
+            } => {
                 v.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(vendor))
                     && e.as_deref().is_none_or(|e| name_matches(e, event_type))
                     && u.as_deref().is_none_or(|u| url.contains(u))
@@ -139,15 +147,25 @@ fn default_hold_ms() -> u64 {
 
 impl FaultEffect {
     pub fn status(status: u16) -> Self {
-        Self::Status { status, retry_after_secs: None, body: None }
+        Self::Status {
+            status,
+            retry_after_secs: None,
+            body: None,
+        }
     }
 
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        Self::Status { status: 429, retry_after_secs: Some(retry_after_secs), body: None }
+        Self::Status {
+            status: 429,
+            retry_after_secs: Some(retry_after_secs),
+            body: None,
+        }
     }
 
     pub fn latency(d: Duration) -> Self {
-        Self::Latency { ms: d.as_millis() as u64 }
+        Self::Latency {
+            ms: d.as_millis() as u64,
+        }
     }
 
     fn order(&self) -> u8 {
@@ -178,7 +196,12 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(target: FaultTarget, effect: FaultEffect) -> Self {
-        Self { id: 0, target, effect, times: None }
+        Self {
+            id: 0,
+            target,
+            effect,
+            times: None,
+        }
     }
 
     /// Limit the rule to the next `n` matching occurrences.
@@ -211,7 +234,10 @@ impl Default for Faults {
 
 impl Faults {
     pub fn new() -> Self {
-        Self { inner: Arc::default(), released: watch::channel(false).0 }
+        Self {
+            inner: Arc::default(),
+            released: watch::channel(false).0,
+        }
     }
 
     /// Registers a rule and returns its id.
@@ -320,16 +346,26 @@ impl Faults {
                     self.hang(ms.map(Duration::from_millis)).await;
                     return StatusCode::GATEWAY_TIMEOUT.into_response();
                 }
-                FaultEffect::Status { status, retry_after_secs, body } => {
+                FaultEffect::Status {
+                    status,
+                    retry_after_secs,
+                    body,
+                } => {
                     return error_response(endpoint, *status, *retry_after_secs, body.as_deref());
                 }
                 FaultEffect::Malformed => malformed = true,
                 // Webhook-only effects have no meaning for an endpoint.
-                FaultEffect::Duplicate { .. } | FaultEffect::OutOfOrder { .. } | FaultEffect::Drop => {}
+                FaultEffect::Duplicate { .. }
+                | FaultEffect::OutOfOrder { .. }
+                | FaultEffect::Drop => {}
             }
         }
         let response = next.run(req).await;
-        if malformed { malform_response(response).await } else { response }
+        if malformed {
+            malform_response(response).await
+        } else {
+            response
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -348,10 +384,12 @@ where
 {
     faults.register_endpoint(endpoint);
     let faults = faults.clone();
-    route.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let faults = faults.clone();
-        async move { faults.apply_endpoint(endpoint, req, next).await }
-    }))
+    route.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let faults = faults.clone();
+            async move { faults.apply_endpoint(endpoint, req, next).await }
+        },
+    ))
 }
 
 /// Same as [`guard`] for every route of a router (for example a hosted page with many routes):
@@ -362,10 +400,12 @@ where
 {
     faults.register_endpoint(endpoint);
     let faults = faults.clone();
-    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let faults = faults.clone();
-        async move { faults.apply_endpoint(endpoint, req, next).await }
-    }))
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let faults = faults.clone();
+            async move { faults.apply_endpoint(endpoint, req, next).await }
+        },
+    ))
 }
 
 /// The injected error response, shaped like the vendor's own errors unless a body is given.
@@ -381,11 +421,14 @@ pub fn error_response(
         None => default_error_body(endpoint, status),
     };
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     if let Some(secs) = retry_after_secs {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }
@@ -434,7 +477,11 @@ mod tests {
     #[test]
     fn times_limits_occurrences() {
         let faults = Faults::new();
-        faults.inject_times(FaultTarget::endpoint("axle.token.exchange"), FaultEffect::status(500), 2);
+        faults.inject_times(
+            FaultTarget::endpoint("axle.token.exchange"),
+            FaultEffect::status(500),
+            2,
+        );
         assert_eq!(faults.take_for_endpoint("axle.token.exchange").len(), 1);
         assert_eq!(faults.take_for_endpoint("axle.accounts.get").len(), 0);
         assert_eq!(faults.take_for_endpoint("axle.token.exchange").len(), 1);
@@ -446,11 +493,24 @@ mod tests {
     fn prefix_and_webhook_matching() {
         let faults = Faults::new();
         faults.inject(FaultTarget::endpoint("axle.*"), FaultEffect::Malformed);
-        faults.inject(FaultTarget::webhook_event("canopy", "COMPLETE"), FaultEffect::Drop);
-        assert_eq!(faults.take_for_endpoint("axle.policies.get"), vec![FaultEffect::Malformed]);
+        faults.inject(
+            FaultTarget::webhook_event("canopy", "COMPLETE"),
+            FaultEffect::Drop,
+        );
+        assert_eq!(
+            faults.take_for_endpoint("axle.policies.get"),
+            vec![FaultEffect::Malformed]
+        );
         assert!(faults.take_for_endpoint("canopy.pulls.get").is_empty());
-        assert_eq!(faults.take_for_webhook("canopy", "COMPLETE", "http://x"), vec![FaultEffect::Drop]);
-        assert!(faults.take_for_webhook("canopy", "ERROR", "http://x").is_empty());
+        assert_eq!(
+            faults.take_for_webhook("canopy", "COMPLETE", "http://x"),
+            vec![FaultEffect::Drop]
+        );
+        assert!(
+            faults
+                .take_for_webhook("canopy", "ERROR", "http://x")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -469,9 +529,17 @@ mod tests {
 
     #[test]
     fn malformed_bytes_do_not_parse() {
-        for body in [&b"{\"success\":true,\"data\":{}}"[..], b"[1,2]", b"{}", b"x"] {
+        for body in [
+            &b"{\"success\":true,\"data\":{}}"[..],
+            b"[1,2]",
+            b"{}",
+            b"x",
+        ] {
             let m = malform_bytes(body);
-            assert!(serde_json::from_slice::<serde_json::Value>(&m).is_err(), "{m:?}");
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&m).is_err(),
+                "{m:?}"
+            );
         }
     }
 }

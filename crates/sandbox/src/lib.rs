@@ -61,14 +61,20 @@ impl Default for SandboxConfig {
 impl SandboxConfig {
     /// The default config on `127.0.0.1:0`, for tests.
     pub fn for_tests() -> Self {
-        Self { addr: "127.0.0.1:0".parse().expect("valid addr"), ..Self::default() }
+        Self {
+            addr: "127.0.0.1:0".parse().expect("valid addr"),
+            ..Self::default()
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -93,7 +99,13 @@ impl SimContext {
         let faults = Faults::new();
         let deliveries = DeliveryLog::new();
         let webhooks = WebhookSender::start(faults.clone(), clock.clone(), deliveries.clone());
-        Self { base_url: base_url.into(), clock, faults, webhooks, deliveries }
+        Self {
+            base_url: base_url.into(),
+            clock,
+            faults,
+            webhooks,
+            deliveries,
+        }
     }
 }
 
@@ -104,7 +116,10 @@ impl Sandbox {
     pub async fn start(cfg: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
         let listener = tokio::net::TcpListener::bind(cfg.addr)
             .await
-            .map_err(|source| SandboxError::Bind { addr: cfg.addr, source })?;
+            .map_err(|source| SandboxError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let base_url = cfg
             .public_base_url
@@ -127,7 +142,14 @@ impl Sandbox {
             }
         });
         tracing::info!(%addr, base_url = %ctx.base_url, "sandbox listening");
-        Ok(SandboxHandle { addr, ctx, axle, canopy, stop: Some(stop_tx), task: Some(task) })
+        Ok(SandboxHandle {
+            addr,
+            ctx,
+            axle,
+            canopy,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
     }
 
     /// The full router (vendor APIs, hosted pages and controls), for embedding in another server.
@@ -214,7 +236,9 @@ impl SandboxHandle {
         }
         self.ctx.faults.release_hangs();
         if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
         {
             task.abort();
         }
@@ -237,11 +261,20 @@ impl Drop for SandboxHandle {
 
 fn control_router(ctx: SimContext) -> Router {
     Router::new()
-        .route("/_sandbox/health", get(|| async { Json(json!({"ok": true})) }))
-        .route("/_sandbox/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route(
+            "/_sandbox/health",
+            get(|| async { Json(json!({"ok": true})) }),
+        )
+        .route(
+            "/_sandbox/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/_sandbox/faults/endpoints", get(list_endpoints))
         .route("/_sandbox/faults/{id}", delete(remove_fault))
-        .route("/_sandbox/deliveries", get(list_deliveries).delete(clear_deliveries))
+        .route(
+            "/_sandbox/deliveries",
+            get(list_deliveries).delete(clear_deliveries),
+        )
         .route("/_sandbox/clock", get(get_clock))
         .route("/_sandbox/clock/advance", post(advance_clock))
         .route("/_sandbox/clock/reset", post(reset_clock))
@@ -264,7 +297,11 @@ async fn clear_faults(State(ctx): State<SimContext>) -> StatusCode {
 }
 
 async fn remove_fault(State(ctx): State<SimContext>, Path(id): Path<u64>) -> StatusCode {
-    if ctx.faults.remove(id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+    if ctx.faults.remove(id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 async fn list_endpoints(State(ctx): State<SimContext>) -> Json<Vec<String>> {
@@ -281,7 +318,10 @@ async fn list_deliveries(
     State(ctx): State<SimContext>,
     Query(filter): Query<DeliveryFilter>,
 ) -> Json<Vec<DeliveryAttempt>> {
-    Json(ctx.deliveries.filtered(filter.vendor.as_deref(), filter.event_type.as_deref()))
+    Json(
+        ctx.deliveries
+            .filtered(filter.vendor.as_deref(), filter.event_type.as_deref()),
+    )
 }
 
 async fn clear_deliveries(State(ctx): State<SimContext>) -> StatusCode {
@@ -305,7 +345,10 @@ struct Advance {
     seconds: i64,
 }
 
-async fn advance_clock(State(ctx): State<SimContext>, Json(by): Json<Advance>) -> Json<serde_json::Value> {
+async fn advance_clock(
+    State(ctx): State<SimContext>,
+    Json(by): Json<Advance>,
+) -> Json<serde_json::Value> {
     ctx.clock.advance(chrono::Duration::seconds(by.seconds));
     clock_json(&ctx)
 }

@@ -1,0 +1,335 @@
+//! Axle's REST API, mounted under `/axle` (so `{base}/axle` replaces `https://sandbox.axle.insure`).
+//!
+//! Fault endpoint names: `axle.ignition.start`, `axle.token.exchange`, `axle.token.descope`,
+//! `axle.accounts.get`, `axle.policies.get`, `axle.sandbox.account_event`,
+//! `axle.sandbox.policy_event`, `axle.documents.get`, `axle.ignition_ui`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AxleError, AxleSim, StartIgnition, new_id, ui};
+use crate::faults::guard;
+
+pub fn router(sim: AxleSim) -> Router {
+    let f = sim.context().faults.clone();
+    Router::new()
+        .route(
+            "/ignition",
+            guard(&f, "axle.ignition.start", post(start_ignition)),
+        )
+        .route(
+            "/token/exchange",
+            guard(&f, "axle.token.exchange", post(exchange)),
+        )
+        .route(
+            "/token/descope",
+            guard(&f, "axle.token.descope", post(descope)),
+        )
+        .route(
+            "/accounts/{id}",
+            guard(&f, "axle.accounts.get", get(get_account)),
+        )
+        .route(
+            "/policies/{id}",
+            guard(&f, "axle.policies.get", get(get_policy)),
+        )
+        .route(
+            "/sandbox/accounts/{id}/event",
+            guard(&f, "axle.sandbox.account_event", post(account_event)),
+        )
+        // The sandbox guide spells it in the singular; the API reference in the plural.
+        .route(
+            "/sandbox/account/{id}/event",
+            guard(&f, "axle.sandbox.account_event", post(account_event)),
+        )
+        .route(
+            "/sandbox/policies/{id}/event",
+            guard(&f, "axle.sandbox.policy_event", post(policy_event)),
+        )
+        .route(
+            "/documents/{policy_id}/{index}",
+            guard(&f, "axle.documents.get", get(document)),
+        )
+        .merge(ui::router(&f))
+        .fallback(|| async { AxleError::NotFound("Not found".into()) })
+        .layer(from_fn(request_id))
+        .with_state(sim)
+}
+
+/// Every Axle response carries a fresh `x-axle-request-id`, injected faults included.
+async fn request_id(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&new_id("req_")) {
+        response.headers_mut().insert("x-axle-request-id", v);
+    }
+    response
+}
+
+impl IntoResponse for AxleError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            axum::Json(json!({ "success": false, "message": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+fn ok(data: impl serde::Serialize) -> Response {
+    axum::Json(json!({ "success": true, "data": data })).into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn client(sim: &AxleSim, headers: &HeaderMap) -> Result<(), AxleError> {
+    sim.check_client(
+        header(headers, "x-client-id"),
+        header(headers, "x-client-secret"),
+    )
+}
+
+fn access_token(headers: &HeaderMap) -> Result<&str, AxleError> {
+    match header(headers, "x-access-token") {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(AxleError::BadRequest(
+            "x-access-token header is required".into(),
+        )),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AxleError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| AxleError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+async fn start_ignition(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    if headers.contains_key("x-access-token") {
+        return Err(AxleError::BadRequest(
+            "x-access-token is no longer accepted by Start Ignition; use Descope Token instead"
+                .into(),
+        ));
+    }
+    let req: StartIgnition = json_body(&body)?;
+    let started = sim.start_ignition(req, header(&headers, "x-destination-client-id"))?;
+    Ok(ok(started))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeBody {
+    auth_code: Option<String>,
+}
+
+async fn exchange(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let body: ExchangeBody = json_body(&body)?;
+    let code = body
+        .auth_code
+        .ok_or_else(|| AxleError::BadRequest("authCode is required".into()))?;
+    Ok(ok(sim.exchange(&code)?))
+}
+
+#[derive(Deserialize)]
+struct DescopeBody {
+    scope: Option<String>,
+}
+
+async fn descope(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let token = access_token(&headers)?;
+    let body: DescopeBody = json_body(&body)?;
+    match body.scope.as_deref() {
+        Some("monitoring") => {}
+        Some(other) => {
+            return Err(AxleError::BadRequest(format!(
+                "Invalid scope {other:?}: must be \"monitoring\""
+            )));
+        }
+        None => return Err(AxleError::BadRequest("scope is required".into())),
+    }
+    let token = sim.descope(token)?;
+    Ok(ok(json!({ "accessToken": token })))
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    expand: Option<String>,
+    term: Option<String>,
+}
+
+fn parse_expand(q: &ReadQuery) -> Result<bool, AxleError> {
+    match q.expand.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(AxleError::BadRequest(format!(
+            "Invalid expand {other:?}: must be true or false"
+        ))),
+    }
+}
+
+async fn get_account(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let token = access_token(&headers)?;
+    let expand = parse_expand(&q)?;
+    Ok(ok(sim.read_account(token, &id, expand)?))
+}
+
+async fn get_policy(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let token = access_token(&headers)?;
+    let expand = parse_expand(&q)?;
+    let renewal = match q.term.as_deref() {
+        None | Some("current") => false,
+        Some("renewal") => true,
+        Some(other) => {
+            return Err(AxleError::BadRequest(format!(
+                "Invalid term {other:?}: must be current or renewal"
+            )));
+        }
+    };
+    Ok(ok(sim.read_policy(token, &id, expand, renewal)?))
+}
+
+/// Checks that the token may act on `account_id`.
+fn owns_account(sim: &AxleSim, token: &str, account_id: &str) -> Result<(), AxleError> {
+    if sim.account_for_token(token)? == account_id {
+        Ok(())
+    } else {
+        Err(AxleError::NotFound("Account not found".into()))
+    }
+}
+
+async fn account_event(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let token = access_token(&headers)?;
+    owns_account(&sim, token, &id)?;
+    let fields: Value = json_body(&body)?;
+    let outcome = sim.modify_account(&id, &fields)?;
+    Ok(ok(outcome.data))
+}
+
+async fn policy_event(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let token = access_token(&headers)?;
+    let account = sim.account_for_token(token)?;
+    let owner = sim
+        .policy(&id)
+        .and_then(|p| p.get("account").and_then(Value::as_str).map(str::to_owned));
+    if owner.as_deref() != Some(account.as_str()) {
+        return Err(AxleError::NotFound("Policy not found".into()));
+    }
+    let fields: Value = json_body(&body)?;
+    let outcome = sim.modify_policy(&id, &fields)?;
+    Ok(ok(outcome.data))
+}
+
+#[derive(Deserialize)]
+struct DocQuery {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+/// The signed document URL (`documents[].url`): no Axle credentials, only the signature.
+async fn document(
+    State(sim): State<AxleSim>,
+    Path((policy_id, index)): Path<(String, usize)>,
+    Query(q): Query<DocQuery>,
+) -> Response {
+    let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
+        return (StatusCode::FORBIDDEN, "Missing signature").into_response();
+    };
+    match sim.verify_document(&policy_id, index, expires, &signature) {
+        Some(name) => {
+            let pdf = minimal_pdf(&format!("{name} - {policy_id}"));
+            ([(header::CONTENT_TYPE, "application/pdf")], pdf).into_response()
+        }
+        None => (StatusCode::FORBIDDEN, "Invalid or expired signature").into_response(),
+    }
+}
+
+/// A tiny valid one-page PDF with one line of text.
+fn minimal_pdf(text: &str) -> Vec<u8> {
+    let text: String = text
+        .chars()
+        .filter(|c| c.is_ascii() && !matches!(c, '(' | ')' | '\\'))
+        .collect();
+    let stream = format!("BT /F1 18 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, obj) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{obj}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for off in offsets {
+        out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
