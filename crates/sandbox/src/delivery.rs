@@ -486,14 +486,10 @@ async fn deliver(shared: &Arc<Shared>, pending: Pending) {
                 tokio::time::sleep(req.retry.delay(n)).await;
                 // Each retry is its own occurrence for `status` rules, so "fail the next 3
                 // attempts" can be expressed with `times: 3`.
-                let status_fault = shared
-                    .faults
-                    .take_for_webhook(&req.vendor, &req.event_type, &req.url)
-                    .into_iter()
-                    .find_map(|e| match e {
-                        FaultEffect::Status { status, .. } => Some(status),
-                        _ => None,
-                    });
+                let status_fault =
+                    shared
+                        .faults
+                        .take_status_for_webhook(&req.vendor, &req.event_type, &req.url);
                 if attempt(
                     &shared,
                     id,

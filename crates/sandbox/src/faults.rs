@@ -296,11 +296,38 @@ impl Faults {
         self.take(|t| t.matches_webhook(vendor, event_type, url))
     }
 
-    fn take(&self, mut pred: impl FnMut(&FaultTarget) -> bool) -> Vec<FaultEffect> {
+    /// Like [`Faults::take_for_webhook`], but only `status` rules: a retry attempt is an
+    /// occurrence for them and for nothing else.
+    pub fn take_status_for_webhook(
+        &self,
+        vendor: &str,
+        event_type: &str,
+        url: &str,
+    ) -> Option<u16> {
+        self.take_where(
+            |t| t.matches_webhook(vendor, event_type, url),
+            |e| matches!(e, FaultEffect::Status { .. }),
+        )
+        .into_iter()
+        .find_map(|e| match e {
+            FaultEffect::Status { status, .. } => Some(status),
+            _ => None,
+        })
+    }
+
+    fn take(&self, pred: impl FnMut(&FaultTarget) -> bool) -> Vec<FaultEffect> {
+        self.take_where(pred, |_| true)
+    }
+
+    fn take_where(
+        &self,
+        mut pred: impl FnMut(&FaultTarget) -> bool,
+        effect_pred: impl Fn(&FaultEffect) -> bool,
+    ) -> Vec<FaultEffect> {
         let mut inner = self.lock();
         let mut effects = Vec::new();
         for rule in inner.rules.iter_mut() {
-            if rule.times == Some(0) || !pred(&rule.target) {
+            if rule.times == Some(0) || !effect_pred(&rule.effect) || !pred(&rule.target) {
                 continue;
             }
             if let Some(n) = rule.times.as_mut() {
@@ -510,6 +537,23 @@ mod tests {
             faults
                 .take_for_webhook("canopy", "ERROR", "http://x")
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn retries_consume_only_status_rules() {
+        let faults = Faults::new();
+        faults.inject_times(
+            FaultTarget::webhooks("axle"),
+            FaultEffect::Duplicate { copies: 1 },
+            1,
+        );
+        faults.inject_times(FaultTarget::webhooks("axle"), FaultEffect::status(500), 1);
+        assert_eq!(faults.take_status_for_webhook("axle", "x", "u"), Some(500));
+        assert_eq!(faults.take_status_for_webhook("axle", "x", "u"), None);
+        assert_eq!(
+            faults.take_for_webhook("axle", "x", "u"),
+            vec![FaultEffect::Duplicate { copies: 1 }]
         );
     }
 
