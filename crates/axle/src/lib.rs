@@ -1,1 +1,23 @@
-//! coverwatch-axle
+//! Axle (axle.insure) behind the coverwatch [`Provider`](coverwatch_core::Provider) trait.
+//!
+//! - [`config`]: [`AxleConfig`] (base URL, client credentials, timeouts, retries, the optional
+//!   shared webhook header) and its validation.
+//! - [`client`]: the HTTP client: `{success, data}` envelopes, retries of idempotent calls with
+//!   the shared backoff, typed errors that keep Axle's status and `x-axle-request-id`.
+//! - [`model`]: Axle's JSON, read leniently.
+//! - [`normalize`]: Axle objects → the core Policy and Account (pure).
+//! - [`webhook`]: authentication of raw deliveries and their normalization.
+//! - [`provider`]: [`AxleProvider`], the trait implementation.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod normalize;
+pub mod provider;
+pub mod webhook;
+
+pub use client::AxleClient;
+pub use config::{AxleConfig, ConfigError};
+pub use error::AxleError;
+pub use provider::AxleProvider;

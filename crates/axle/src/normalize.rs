@@ -1,0 +1,861 @@
+//! Axle objects → the core [`Policy`] and [`Account`]. Pure: no I/O, no clock.
+//!
+//! Decisions worth knowing:
+//! - Amounts are dollars (Axle says "number"; its examples are dollar figures) → integer cents.
+//! - `isActive`: `true` → Active, `false` → Inactive (Axle does not say cancelled or expired),
+//!   present but `null` → Removed (Axle: the policy may have left the account), missing →
+//!   Unknown (a `manual` result carries no status).
+//! - Coverage codes: `BI`, `PD`, `UMBI`, `UMPD`, `COMP`, `COLL` map to their core codes, an
+//!   explicit `CSL` to `CombinedSingleLimit`, anything else (home codes are undocumented) to
+//!   `Other(code)`. Labels vary between Axle examples, so only the code is read.
+//! - Combined single limit (axle.md §6.3): Axle writes a CSL as the same `limitPerAccident` on
+//!   `BI` and `PD` with no `limitPerPerson` on `BI`. Both stay as Axle wrote them (each limit is
+//!   true for its coverage) and a `CombinedSingleLimit` coverage (vendor code `BI+PD`) is added
+//!   after them, so that a rule can tell a CSL from a split limit whose per-person part is unknown.
+//! - Properties of type `vehicle` are vehicles; other property types Axle may use for homes
+//!   (its dwelling schema is undocumented) are dwellings, with the address read from `data`.
+//! - Documents keep metadata only; the signed `url` is never read.
+//! - A license number that does not look masked is masked here, all but the last four.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use coverwatch_core::policy::{
+    Account, AccountSnapshot, Address, AppliesTo, Carrier, ConnectionStatus, Coverage,
+    CoverageCode, DocumentInfo, Dwelling, Insured, InsuredRole, InterestedParty, PartyKind, Policy,
+    PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType, Vehicle, dollars_to_cents,
+};
+use serde_json::Value;
+
+use crate::model;
+
+/// A Policy snapshot from the `data` of `GET /policies/{id}`; `requested_id` stands in for a
+/// missing `id`. `None` when the value is not an object.
+pub fn policy_snapshot(raw: Value, requested_id: &str, term: PolicyTerm) -> Option<PolicySnapshot> {
+    if !raw.is_object() {
+        return None;
+    }
+    let parsed: model::Policy = serde_json::from_value(raw.clone()).ok()?;
+    Some(PolicySnapshot {
+        policy: policy(&parsed, requested_id),
+        term,
+        raw,
+    })
+}
+
+/// An Account snapshot from the `data` of `GET /accounts/{id}`.
+pub fn account_snapshot(raw: Value, requested_id: &str) -> Option<AccountSnapshot> {
+    if !raw.is_object() {
+        return None;
+    }
+    let parsed: model::Account = serde_json::from_value(raw.clone()).ok()?;
+    Some(AccountSnapshot {
+        account: account(&parsed, requested_id),
+        raw,
+    })
+}
+
+pub fn policy(p: &model::Policy, requested_id: &str) -> Policy {
+    let mut vehicles = Vec::new();
+    let mut dwellings = Vec::new();
+    for (index, property) in p.properties.iter().enumerate() {
+        let id = property
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("property-{index}"));
+        match property
+            .property_type
+            .as_deref()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("vehicle" | "auto" | "car" | "motorcycle") => vehicles.push(vehicle(id, property)),
+            Some(
+                "dwelling" | "home" | "house" | "residence" | "condo" | "unit" | "building"
+                | "property" | "rental",
+            ) => dwellings.push(dwelling(id, property)),
+            _ => {}
+        }
+    }
+    Policy {
+        external_id: p.id.clone().unwrap_or_else(|| requested_id.to_owned()),
+        policy_type: policy_type(p.policy_type.as_deref()),
+        carrier: carrier(p.carrier.as_deref()),
+        policy_number: p.policy_number.as_deref().and_then(clean),
+        status: status(p.is_active),
+        effective_date: p.effective_date.as_deref().and_then(parse_date),
+        expiration_date: p.expiration_date.as_deref().and_then(parse_date),
+        cancelled_date: None,
+        premium_cents: p.premium.and_then(dollars_to_cents),
+        address: p.address.as_ref().and_then(address),
+        vehicles,
+        dwellings,
+        coverages: coverages(&p.coverages),
+        insureds: p.insureds.iter().map(insured).collect(),
+        interested_parties: p.third_parties.iter().map(party).collect(),
+        documents: p.documents.iter().map(document).collect(),
+    }
+}
+
+pub fn account(a: &model::Account, requested_id: &str) -> Account {
+    Account {
+        external_id: a.id.clone().unwrap_or_else(|| requested_id.to_owned()),
+        carrier: carrier(a.carrier.as_deref()),
+        first_name: a.first_name.as_deref().and_then(clean),
+        last_name: a.last_name.as_deref().and_then(clean),
+        email: a.email.as_deref().and_then(clean),
+        phone: a.phone.as_deref().and_then(clean),
+        connection: connection(a.connection.as_ref()),
+        policy_ids: a.policies.clone(),
+        refreshed_at: a.refreshed_at.as_deref().and_then(parse_date),
+    }
+}
+
+pub fn connection(c: Option<&model::Connection>) -> ConnectionStatus {
+    match c.and_then(|c| c.status.as_deref()).map(str::trim) {
+        None | Some("") => ConnectionStatus::Unknown,
+        Some(s) if s.eq_ignore_ascii_case("active") => ConnectionStatus::Active,
+        Some(_) => ConnectionStatus::Disconnected,
+    }
+}
+
+pub fn status(is_active: Option<Option<bool>>) -> PolicyStatus {
+    match is_active {
+        Some(Some(true)) => PolicyStatus::Active,
+        Some(Some(false)) => PolicyStatus::Inactive,
+        Some(None) => PolicyStatus::Removed,
+        None => PolicyStatus::Unknown,
+    }
+}
+
+pub fn policy_type(t: Option<&str>) -> PolicyType {
+    let Some(raw) = t.map(str::trim).filter(|t| !t.is_empty()) else {
+        return PolicyType::Other("unknown".to_owned());
+    };
+    match raw.to_ascii_lowercase().as_str() {
+        "auto" | "automobile" | "car" => PolicyType::Auto,
+        "motorcycle" => PolicyType::Motorcycle,
+        "home" | "homeowners" | "homeowner" => PolicyType::Homeowners,
+        "condo" => PolicyType::Condo,
+        "renters" | "renter" => PolicyType::Renters,
+        "landlord" | "dwelling-fire" => PolicyType::Landlord,
+        "flood" => PolicyType::Flood,
+        "umbrella" => PolicyType::Umbrella,
+        _ => PolicyType::Other(raw.to_owned()),
+    }
+}
+
+fn carrier(slug: Option<&str>) -> Carrier {
+    Carrier {
+        id: slug.and_then(clean).unwrap_or_else(|| "unknown".to_owned()),
+        name: None,
+    }
+}
+
+pub fn coverage_code(code: &str) -> CoverageCode {
+    match code.trim().to_ascii_uppercase().as_str() {
+        "BI" => CoverageCode::BodilyInjury,
+        "PD" => CoverageCode::PropertyDamage,
+        "UMBI" => CoverageCode::UninsuredMotoristBodilyInjury,
+        "UMPD" => CoverageCode::UninsuredMotoristPropertyDamage,
+        "COMP" => CoverageCode::Comprehensive,
+        "COLL" => CoverageCode::Collision,
+        "CSL" => CoverageCode::CombinedSingleLimit,
+        _ => CoverageCode::Other(code.trim().to_owned()),
+    }
+}
+
+/// The vendor code of the coverage added for a combined single limit.
+pub const CSL_VENDOR_CODE: &str = "BI+PD";
+
+fn coverages(items: &[model::Coverage]) -> Vec<Coverage> {
+    let mut out: Vec<Coverage> = items
+        .iter()
+        .filter_map(|c| {
+            let vendor_code = c.code.as_deref().and_then(clean);
+            let code = match (&vendor_code, c.label.as_deref().and_then(clean)) {
+                (Some(code), _) => coverage_code(code),
+                // No code to key on: keep it, under its label, rather than lose it.
+                (None, Some(label)) => CoverageCode::Other(label),
+                (None, None) => return None,
+            };
+            Some(Coverage {
+                code,
+                vendor_code: vendor_code.unwrap_or_default(),
+                label: c.label.as_deref().and_then(clean),
+                limit_per_person_cents: c.limit_per_person.and_then(dollars_to_cents),
+                limit_per_accident_cents: c.limit_per_accident.and_then(dollars_to_cents),
+                deductible_cents: c.deductible.and_then(dollars_to_cents),
+                premium_cents: c.premium.and_then(dollars_to_cents),
+                applies_to: applies_to(c.property.as_deref()),
+                declined: false,
+            })
+        })
+        .collect();
+    add_combined_single_limits(&mut out);
+    out
+}
+
+fn add_combined_single_limits(coverages: &mut Vec<Coverage>) {
+    if coverages
+        .iter()
+        .any(|c| c.code == CoverageCode::CombinedSingleLimit)
+    {
+        return;
+    }
+    let mut additions = Vec::new();
+    for (bi_index, bi) in coverages.iter().enumerate() {
+        if bi.code != CoverageCode::BodilyInjury || bi.limit_per_person_cents.is_some() {
+            continue;
+        }
+        let Some(limit) = bi.limit_per_accident_cents else {
+            continue;
+        };
+        let pd = coverages.iter().position(|pd| {
+            pd.code == CoverageCode::PropertyDamage
+                && pd.applies_to == bi.applies_to
+                && pd.limit_per_accident_cents == Some(limit)
+        });
+        if let Some(pd_index) = pd {
+            additions.push((
+                bi_index.max(pd_index) + 1,
+                Coverage {
+                    code: CoverageCode::CombinedSingleLimit,
+                    vendor_code: CSL_VENDOR_CODE.to_owned(),
+                    label: Some("Combined Single Limit".to_owned()),
+                    limit_per_person_cents: None,
+                    limit_per_accident_cents: Some(limit),
+                    deductible_cents: None,
+                    premium_cents: None,
+                    applies_to: bi.applies_to.clone(),
+                    declined: false,
+                },
+            ));
+        }
+    }
+    for (at, coverage) in additions.into_iter().rev() {
+        coverages.insert(at, coverage);
+    }
+}
+
+fn applies_to(property: Option<&str>) -> AppliesTo {
+    match property.and_then(clean) {
+        Some(id) => AppliesTo::Property(id),
+        None => AppliesTo::AllProperties,
+    }
+}
+
+fn vehicle(id: String, property: &model::Property) -> Vehicle {
+    let data: model::VehicleData =
+        serde_json::from_value(Value::Object(property.data.clone())).unwrap_or_default();
+    Vehicle {
+        id,
+        vin: data.vin.as_deref().and_then(clean),
+        year: data.year.as_deref().and_then(parse_year),
+        make: data.make.as_deref().and_then(clean),
+        model: data.model.as_deref().and_then(clean),
+        body_style: data.body_style.as_deref().and_then(clean),
+        garaging_address: None,
+    }
+}
+
+fn dwelling(id: String, property: &model::Property) -> Dwelling {
+    // The address is either inline in `data` (as the Policy address is spelled) or nested.
+    let inline: model::Address =
+        serde_json::from_value(Value::Object(property.data.clone())).unwrap_or_default();
+    let nested = property
+        .data
+        .get("address")
+        .and_then(|a| serde_json::from_value::<model::Address>(a.clone()).ok());
+    let replacement = ["replacementCost", "dwellingReplacementCost"]
+        .iter()
+        .find_map(|key| property.data.get(*key).and_then(model::f64_of));
+    Dwelling {
+        id,
+        address: address(&inline).or_else(|| nested.as_ref().and_then(address)),
+        replacement_cost_cents: replacement.and_then(dollars_to_cents),
+    }
+}
+
+pub fn address(a: &model::Address) -> Option<Address> {
+    let out = Address {
+        line1: a.address_line1.as_deref().and_then(clean),
+        line2: a.address_line2.as_deref().and_then(clean),
+        city: a.city.as_deref().and_then(clean),
+        state: a.state.as_deref().and_then(clean),
+        postal_code: a.postal_code.as_deref().and_then(clean),
+        country: a.country.as_deref().and_then(clean),
+    };
+    (out != Address::default()).then_some(out)
+}
+
+fn insured(i: &model::Insured) -> Insured {
+    let role = match i
+        .insured_type
+        .as_deref()
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("primary") => InsuredRole::Primary,
+        Some("secondary") => InsuredRole::Secondary,
+        Some("driver") => InsuredRole::Driver,
+        Some("excluded" | "excluded-driver" | "excluded_driver") => InsuredRole::ExcludedDriver,
+        _ => InsuredRole::NamedInsured,
+    };
+    Insured {
+        first_name: i.first_name.as_deref().and_then(clean),
+        last_name: i.last_name.as_deref().and_then(clean),
+        full_name: None,
+        role,
+        license_masked: i
+            .license_no
+            .as_deref()
+            .and_then(clean)
+            .map(|l| mask_license(&l)),
+        license_state: i.license_state.as_deref().and_then(clean),
+        applies_to: applies_to(i.property.as_deref()),
+    }
+}
+
+/// Axle masks license numbers (`•••••1234`); one that arrives in the clear is masked here so
+/// that a full number is never stored.
+pub fn mask_license(license: &str) -> String {
+    // `X` and `x` occur in real numbers, so only a run of them counts as a mask.
+    let masked = license.chars().any(|c| matches!(c, '•' | '*' | '#' | '●'))
+        || license.to_ascii_uppercase().contains("XXX");
+    if masked {
+        return license.to_owned();
+    }
+    let chars: Vec<char> = license.chars().collect();
+    let keep = chars.len().saturating_sub(4);
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep { '•' } else { *c })
+        .collect()
+}
+
+fn party(t: &model::ThirdParty) -> InterestedParty {
+    let kind = match t
+        .party_type
+        .as_deref()
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("lienholder") => PartyKind::Lienholder,
+        Some("lessor") => PartyKind::Lessor,
+        Some("mortgagee") => PartyKind::Mortgagee,
+        _ => PartyKind::AdditionalInterest,
+    };
+    InterestedParty {
+        kind,
+        name: t.name.as_deref().and_then(clean),
+        address: t.address.as_ref().and_then(address),
+        loan_number: t.loan_number.as_deref().and_then(clean),
+        applies_to: applies_to(t.property.as_deref()),
+    }
+}
+
+fn document(d: &model::Document) -> DocumentInfo {
+    DocumentInfo {
+        id: d.id.as_deref().and_then(clean),
+        name: d.name.as_deref().and_then(clean),
+        kinds: d
+            .kinds
+            .iter()
+            .filter_map(|k| clean(k))
+            .map(|k| k.to_ascii_lowercase().replace(['-', ' '], "_"))
+            .collect(),
+        source: d.source.as_deref().and_then(clean),
+        created_at: d.created_at.as_deref().and_then(parse_date),
+    }
+}
+
+/// ISO 8601 as Axle writes it (`2022-10-05T14:48:00.000Z`), plus the looser forms carriers
+/// produce: no zone (read as UTC) or a bare date (midnight UTC).
+pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, format) {
+            return Some(naive.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+}
+
+fn parse_year(s: &str) -> Option<i32> {
+    let s = s.trim();
+    let year = s.parse::<i32>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|y| y.fract() == 0.0)
+            .map(|y| y as i32)
+    })?;
+    (1800..=3000).contains(&year).then_some(year)
+}
+
+fn clean(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn date(s: &str) -> Option<DateTime<Utc>> {
+        Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+
+    /// The sandbox's `username` / `password` main auto policy, as Axle serves it.
+    fn simple_auto() -> Value {
+        json!({
+            "id": "pol_main", "account": "acc_1", "type": "auto", "carrier": "state-farm",
+            "policyNumber": "AUTO-100-2001", "isActive": true,
+            "effectiveDate": "2026-01-09T04:00:00.000Z", "expirationDate": "2026-07-09T04:00:00.000Z",
+            "premium": 1342.5,
+            "address": {"addressLine1": "123 Fake St.", "addressLine2": "Unit 456", "city": "Atlanta",
+                        "state": "Georgia", "postalCode": "30315", "country": "USA"},
+            "properties": [
+                {"id": "prp_a", "type": "vehicle", "data": {"year": "2017", "make": "HONDA", "model": "CR-V",
+                 "vin": "SMTD44GN3HT812287", "bodyStyle": "SUV"}},
+                {"id": "prp_b", "type": "vehicle", "data": {"year": "2020", "make": "TOYOTA", "model": "CAMRY",
+                 "vin": "4T1B11HK5LU000002", "bodyStyle": "Sedan"}}
+            ],
+            "coverages": [
+                {"code": "BI", "label": "Bodily Injury", "limitPerPerson": 250000, "limitPerAccident": 500000},
+                {"code": "PD", "label": "Property Damage", "limitPerAccident": 100000},
+                {"code": "UMBI", "label": "Uninsured Motorists Bodily Injury", "limitPerPerson": 100000, "limitPerAccident": 300000},
+                {"code": "UMPD", "label": "Uninsured Motorists Property Damage", "limitPerAccident": 25000, "deductible": 250},
+                {"code": "COMP", "label": "Comprehensive", "deductible": 500, "property": "prp_a"},
+                {"code": "COLL", "label": "Collision", "deductible": 500, "property": "prp_a"}
+            ],
+            "insureds": [
+                {"firstName": "John", "lastName": "Smith", "type": "primary", "dateOfBirthYear": "1985",
+                 "licenseNo": "•••••1234", "licenseState": "GA", "dateOfBirth": null},
+                {"firstName": "Jane", "lastName": "Smith", "type": "secondary", "licenseNo": "D1234567"}
+            ],
+            "thirdParties": [{"type": "lienholder", "name": "Capital One Auto Finance", "property": "prp_a",
+                "address": {"addressLine1": "Po Box 105205", "addressLine2": null, "city": "Atlanta",
+                            "state": "GA", "postalCode": "30348-5205", "country": "USA"}}],
+            "documents": [{"createdAt": "2026-01-09T04:00:00.000Z", "name": "Declaration Page",
+                "source": "carrier", "type": ["declaration-page"], "url": "https://signed.example/doc?sig=abc"}],
+            "createdAt": "2026-03-10T15:00:00.000Z", "modifiedAt": "2026-03-10T15:00:00.000Z",
+            "refreshedAt": "2026-03-10T15:00:00.000Z"
+        })
+    }
+
+    #[test]
+    fn an_auto_policy_maps_field_by_field() {
+        let snap = policy_snapshot(simple_auto(), "pol_requested", PolicyTerm::Current).unwrap();
+        assert_eq!(snap.raw, simple_auto());
+        assert_eq!(snap.term, PolicyTerm::Current);
+        let p = snap.policy;
+        assert_eq!(p.external_id, "pol_main");
+        assert_eq!(p.policy_type, PolicyType::Auto);
+        assert_eq!(
+            p.carrier,
+            Carrier {
+                id: "state-farm".into(),
+                name: None
+            }
+        );
+        assert_eq!(p.policy_number.as_deref(), Some("AUTO-100-2001"));
+        assert_eq!(p.status, PolicyStatus::Active);
+        assert_eq!(p.effective_date, date("2026-01-09T04:00:00Z"));
+        assert_eq!(p.expiration_date, date("2026-07-09T04:00:00Z"));
+        assert_eq!(p.cancelled_date, None);
+        assert_eq!(p.premium_cents, Some(134_250));
+        assert_eq!(
+            p.address,
+            Some(Address {
+                line1: Some("123 Fake St.".into()),
+                line2: Some("Unit 456".into()),
+                city: Some("Atlanta".into()),
+                state: Some("Georgia".into()),
+                postal_code: Some("30315".into()),
+                country: Some("USA".into()),
+            })
+        );
+        assert_eq!(
+            p.vehicles,
+            vec![
+                Vehicle {
+                    id: "prp_a".into(),
+                    vin: Some("SMTD44GN3HT812287".into()),
+                    year: Some(2017),
+                    make: Some("HONDA".into()),
+                    model: Some("CR-V".into()),
+                    body_style: Some("SUV".into()),
+                    garaging_address: None,
+                },
+                Vehicle {
+                    id: "prp_b".into(),
+                    vin: Some("4T1B11HK5LU000002".into()),
+                    year: Some(2020),
+                    make: Some("TOYOTA".into()),
+                    model: Some("CAMRY".into()),
+                    body_style: Some("Sedan".into()),
+                    garaging_address: None,
+                },
+            ]
+        );
+        assert!(p.dwellings.is_empty());
+
+        let codes: Vec<_> = p.coverages.iter().map(|c| c.code.clone()).collect();
+        assert_eq!(
+            codes,
+            vec![
+                CoverageCode::BodilyInjury,
+                CoverageCode::PropertyDamage,
+                CoverageCode::UninsuredMotoristBodilyInjury,
+                CoverageCode::UninsuredMotoristPropertyDamage,
+                CoverageCode::Comprehensive,
+                CoverageCode::Collision,
+            ]
+        );
+        assert_eq!(
+            p.coverages[0],
+            Coverage {
+                code: CoverageCode::BodilyInjury,
+                vendor_code: "BI".into(),
+                label: Some("Bodily Injury".into()),
+                limit_per_person_cents: Some(25_000_000),
+                limit_per_accident_cents: Some(50_000_000),
+                deductible_cents: None,
+                premium_cents: None,
+                applies_to: AppliesTo::AllProperties,
+                declined: false,
+            }
+        );
+        assert_eq!(p.coverages[3].deductible_cents, Some(25_000));
+        assert_eq!(
+            p.coverages[4].applies_to,
+            AppliesTo::Property("prp_a".into())
+        );
+        assert_eq!(p.coverages[4].deductible_cents, Some(50_000));
+
+        assert_eq!(
+            p.insureds[0],
+            Insured {
+                first_name: Some("John".into()),
+                last_name: Some("Smith".into()),
+                full_name: None,
+                role: InsuredRole::Primary,
+                license_masked: Some("•••••1234".into()),
+                license_state: Some("GA".into()),
+                applies_to: AppliesTo::AllProperties,
+            }
+        );
+        assert_eq!(p.insureds[1].role, InsuredRole::Secondary);
+        // A license that arrives in the clear is masked before it is stored.
+        assert_eq!(p.insureds[1].license_masked.as_deref(), Some("••••4567"));
+        assert_eq!(mask_license("XXXXX1234"), "XXXXX1234");
+        assert_eq!(mask_license("X1234567"), "••••4567");
+        assert_eq!(mask_license("123"), "123");
+
+        assert_eq!(
+            p.interested_parties,
+            vec![InterestedParty {
+                kind: PartyKind::Lienholder,
+                name: Some("Capital One Auto Finance".into()),
+                address: Some(Address {
+                    line1: Some("Po Box 105205".into()),
+                    line2: None,
+                    city: Some("Atlanta".into()),
+                    state: Some("GA".into()),
+                    postal_code: Some("30348-5205".into()),
+                    country: Some("USA".into()),
+                }),
+                loan_number: None,
+                applies_to: AppliesTo::Property("prp_a".into()),
+            }]
+        );
+        assert_eq!(
+            p.documents,
+            vec![DocumentInfo {
+                id: None,
+                name: Some("Declaration Page".into()),
+                kinds: vec!["declaration_page".into()],
+                source: Some("carrier".into()),
+                created_at: date("2026-01-09T04:00:00Z"),
+            }]
+        );
+        let mapped = serde_json::to_string(&p).unwrap();
+        assert!(
+            !mapped.contains("signed.example"),
+            "document URLs are never kept"
+        );
+    }
+
+    #[test]
+    fn is_active_null_and_missing_differ() {
+        let mut raw = simple_auto();
+        raw["isActive"] = json!(false);
+        assert_eq!(
+            policy_snapshot(raw.clone(), "x", PolicyTerm::Current)
+                .unwrap()
+                .policy
+                .status,
+            PolicyStatus::Inactive
+        );
+        raw["isActive"] = Value::Null;
+        assert_eq!(
+            policy_snapshot(raw.clone(), "x", PolicyTerm::Current)
+                .unwrap()
+                .policy
+                .status,
+            PolicyStatus::Removed
+        );
+        raw.as_object_mut().unwrap().remove("isActive");
+        assert_eq!(
+            policy_snapshot(raw, "x", PolicyTerm::Current)
+                .unwrap()
+                .policy
+                .status,
+            PolicyStatus::Unknown
+        );
+    }
+
+    #[test]
+    fn a_combined_single_limit_is_recognized() {
+        let raw = json!({"id": "pol_csl", "coverages": [
+            {"code": "BI", "label": "Bodily Injury", "limitPerAccident": 300000},
+            {"code": "PD", "label": "Property Damage", "limitPerAccident": 300000, "deductible": 500},
+            {"code": "UMBI", "label": "Uninsured Motorists Bodily Injury", "limitPerAccident": 300000},
+            {"code": "COMP", "deductible": 250, "property": "prp_c"}
+        ]});
+        let p = policy_snapshot(raw, "x", PolicyTerm::Current)
+            .unwrap()
+            .policy;
+        let codes: Vec<_> = p.coverages.iter().map(|c| c.code.clone()).collect();
+        assert_eq!(
+            codes,
+            vec![
+                CoverageCode::BodilyInjury,
+                CoverageCode::PropertyDamage,
+                CoverageCode::CombinedSingleLimit,
+                CoverageCode::UninsuredMotoristBodilyInjury,
+                CoverageCode::Comprehensive,
+            ]
+        );
+        assert_eq!(p.coverages[0].limit_per_person_cents, None);
+        assert_eq!(p.coverages[0].limit_per_accident_cents, Some(30_000_000));
+        assert_eq!(p.coverages[1].deductible_cents, Some(50_000));
+        let csl = &p.coverages[2];
+        assert_eq!(csl.vendor_code, CSL_VENDOR_CODE);
+        assert_eq!(csl.limit_per_accident_cents, Some(30_000_000));
+        assert_eq!(csl.limit_per_person_cents, None);
+        assert_eq!(csl.applies_to, AppliesTo::AllProperties);
+        assert_eq!(p.coverages[3].limit_per_person_cents, None);
+    }
+
+    #[test]
+    fn split_and_single_limits_are_not_a_csl() {
+        for coverages in [
+            json!([{"code": "BI", "limitPerPerson": 25000, "limitPerAccident": 50000},
+                   {"code": "PD", "limitPerAccident": 50000}]),
+            json!([{"code": "BI", "limitPerAccident": 100000}, {"code": "PD", "limitPerAccident": 50000}]),
+            json!([{"code": "BI", "limitPerAccident": 100000}]),
+            json!([{"code": "BI", "limitPerAccident": 100000, "property": "prp_1"},
+                   {"code": "PD", "limitPerAccident": 100000}]),
+        ] {
+            let p = policy_snapshot(json!({"coverages": coverages}), "x", PolicyTerm::Current)
+                .unwrap()
+                .policy;
+            assert!(
+                !p.coverages
+                    .iter()
+                    .any(|c| c.code == CoverageCode::CombinedSingleLimit),
+                "{coverages}"
+            );
+        }
+        // An explicit CSL is taken as is, with nothing added.
+        let p = policy_snapshot(
+            json!({"coverages": [{"code": "csl", "limitPerAccident": 300000},
+                                 {"code": "BI", "limitPerAccident": 300000},
+                                 {"code": "PD", "limitPerAccident": 300000}]}),
+            "x",
+            PolicyTerm::Current,
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(p.coverages.len(), 3);
+        assert_eq!(p.coverages[0].code, CoverageCode::CombinedSingleLimit);
+    }
+
+    #[test]
+    fn coverage_codes() {
+        for (code, want) in [
+            ("BI", CoverageCode::BodilyInjury),
+            ("PD", CoverageCode::PropertyDamage),
+            ("UMBI", CoverageCode::UninsuredMotoristBodilyInjury),
+            ("UMPD", CoverageCode::UninsuredMotoristPropertyDamage),
+            ("COMP", CoverageCode::Comprehensive),
+            ("coll", CoverageCode::Collision),
+            ("CSL", CoverageCode::CombinedSingleLimit),
+            ("DWELL", CoverageCode::Other("DWELL".into())),
+            (" MED ", CoverageCode::Other("MED".into())),
+        ] {
+            assert_eq!(coverage_code(code), want, "{code}");
+        }
+        let p = policy_snapshot(
+            json!({"coverages": [{"label": "Roadside"}, {"limitPerAccident": 1}]}),
+            "x",
+            PolicyTerm::Current,
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(p.coverages.len(), 1);
+        assert_eq!(p.coverages[0].code, CoverageCode::Other("Roadside".into()));
+        assert_eq!(p.coverages[0].vendor_code, "");
+    }
+
+    #[test]
+    fn a_home_policy_maps_dwellings_and_interests() {
+        let raw = json!({
+            "id": "pol_home", "type": "home", "carrier": "allstate", "policyNumber": "HOME-300-4001",
+            "isActive": true, "premium": "1850.00",
+            "address": {"addressLine1": "500 Oak Ave.", "addressLine2": null, "city": "Decatur",
+                        "state": "Georgia", "postalCode": "30030", "country": "USA"},
+            "properties": [{"id": "prp_h", "type": "dwelling", "data": {"addressLine1": "500 Oak Ave.",
+                "city": "Decatur", "state": "Georgia", "postalCode": "30030", "yearBuilt": "1998"}},
+                {"id": "prp_boat", "type": "watercraft", "data": {}}],
+            "coverages": [{"code": "DWELL", "label": "Dwelling", "limitPerAccident": 350000, "deductible": 1000}],
+            "thirdParties": [{"type": "interest", "name": "Sandbox Home Lending"},
+                             {"type": "lessor", "name": "Lease Co"}, {"type": "mortgagee"}],
+            "insureds": [{"firstName": "Harper", "lastName": "Holmes", "type": "primary", "licenseNo": null}]
+        });
+        let p = policy_snapshot(raw, "x", PolicyTerm::Renewal)
+            .unwrap()
+            .policy;
+        assert_eq!(p.policy_type, PolicyType::Homeowners);
+        assert_eq!(p.premium_cents, Some(185_000));
+        assert!(p.vehicles.is_empty());
+        assert_eq!(
+            p.dwellings,
+            vec![Dwelling {
+                id: "prp_h".into(),
+                address: Some(Address {
+                    line1: Some("500 Oak Ave.".into()),
+                    line2: None,
+                    city: Some("Decatur".into()),
+                    state: Some("Georgia".into()),
+                    postal_code: Some("30030".into()),
+                    country: None,
+                }),
+                replacement_cost_cents: None,
+            }]
+        );
+        assert_eq!(p.coverages[0].code, CoverageCode::Other("DWELL".into()));
+        assert_eq!(p.coverages[0].limit_per_accident_cents, Some(35_000_000));
+        let kinds: Vec<_> = p.interested_parties.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                PartyKind::AdditionalInterest,
+                PartyKind::Lessor,
+                PartyKind::Mortgagee
+            ]
+        );
+        assert_eq!(p.interested_parties[0].applies_to, AppliesTo::AllProperties);
+        assert_eq!(p.insureds[0].license_masked, None);
+    }
+
+    #[test]
+    fn a_sparse_policy_still_maps() {
+        let p = policy_snapshot(
+            json!({"isActive": null, "type": "boat"}),
+            "pol_req",
+            PolicyTerm::Current,
+        )
+        .unwrap()
+        .policy;
+        assert_eq!(p.external_id, "pol_req");
+        assert_eq!(p.policy_type, PolicyType::Other("boat".into()));
+        assert_eq!(p.carrier.id, "unknown");
+        assert_eq!(p.status, PolicyStatus::Removed);
+        assert_eq!(p.premium_cents, None);
+        assert_eq!(p.address, None);
+        assert!(policy_snapshot(json!([1, 2]), "x", PolicyTerm::Current).is_none());
+        assert_eq!(policy_type(None), PolicyType::Other("unknown".into()));
+        for (t, want) in [
+            ("motorcycle", PolicyType::Motorcycle),
+            ("condo", PolicyType::Condo),
+            ("renters", PolicyType::Renters),
+            ("flood", PolicyType::Flood),
+        ] {
+            assert_eq!(policy_type(Some(t)), want);
+        }
+    }
+
+    #[test]
+    fn vehicle_years_and_dates_are_read_loosely() {
+        assert_eq!(parse_year("2017"), Some(2017));
+        assert_eq!(parse_year(" 2017.0 "), Some(2017));
+        assert_eq!(parse_year("twenty"), None);
+        assert_eq!(parse_year("17"), None);
+        assert_eq!(
+            parse_date("2022-10-05T14:48:00.000Z"),
+            date("2022-10-05T14:48:00Z")
+        );
+        assert_eq!(
+            parse_date("2022-10-05T10:48:00-04:00"),
+            date("2022-10-05T14:48:00Z")
+        );
+        assert_eq!(
+            parse_date("2022-10-05T14:48:00"),
+            date("2022-10-05T14:48:00Z")
+        );
+        assert_eq!(parse_date("2022-10-05"), date("2022-10-05T00:00:00Z"));
+        assert_eq!(parse_date("soon"), None);
+    }
+
+    #[test]
+    fn an_account_maps_field_by_field() {
+        let raw = json!({
+            "id": "acc_1", "carrier": "state-farm", "firstName": "John", "lastName": "Smith",
+            "email": "john.smith@example.com", "phone": "+14045550101",
+            "policies": ["pol_1", "pol_2"],
+            "connection": {"status": "active", "updatedAt": "2026-03-10T15:00:00.000Z"},
+            "createdAt": "2026-03-10T15:00:00.000Z", "modifiedAt": "2026-03-10T15:00:00.000Z",
+            "refreshedAt": "2026-03-11T15:00:00.000Z"
+        });
+        let snap = account_snapshot(raw.clone(), "acc_req").unwrap();
+        assert_eq!(snap.raw, raw);
+        assert_eq!(
+            snap.account,
+            Account {
+                external_id: "acc_1".into(),
+                carrier: Carrier {
+                    id: "state-farm".into(),
+                    name: None
+                },
+                first_name: Some("John".into()),
+                last_name: Some("Smith".into()),
+                email: Some("john.smith@example.com".into()),
+                phone: Some("+14045550101".into()),
+                connection: ConnectionStatus::Active,
+                policy_ids: vec!["pol_1".into(), "pol_2".into()],
+                refreshed_at: date("2026-03-11T15:00:00Z"),
+            }
+        );
+        let mut disconnected = raw.clone();
+        disconnected["connection"]["status"] = json!("credentials-expired");
+        assert_eq!(
+            account_snapshot(disconnected, "x")
+                .unwrap()
+                .account
+                .connection,
+            ConnectionStatus::Disconnected
+        );
+        let bare = account_snapshot(json!({}), "acc_req").unwrap().account;
+        assert_eq!(bare.external_id, "acc_req");
+        assert_eq!(bare.connection, ConnectionStatus::Unknown);
+    }
+}
