@@ -678,11 +678,12 @@ impl CanopySim {
             sequence,
         };
         let value = serde_json::to_value(&body).expect("serialisable");
-        for hook in st
-            .webhooks
-            .iter()
-            .filter(|h| h.is_active && h.event_types.iter().any(|t| t == event_type))
-        {
+        // An event type outside Canopy's list (sent through the control API to exercise a
+        // client's handling of unknown types) cannot be subscribed to, so every webhook gets it.
+        let known = ev::ALL.contains(&event_type);
+        let subscribed =
+            |h: &&Webhook| h.is_active && (!known || h.event_types.iter().any(|t| t == event_type));
+        for hook in st.webhooks.iter().filter(subscribed) {
             let mut req = WebhookRequest::json(
                 "canopy",
                 event_type,

@@ -314,19 +314,19 @@ impl CanopySim {
         self.lock().pull_order.clone()
     }
 
-    /// Waits until the pull satisfies `pred`.
-    pub async fn wait_for_pull(
+    /// Waits until `check` returns `Some`; it is re-run whenever a pull or monitoring changes.
+    pub async fn wait_for<T>(
         &self,
-        pull_id: &str,
         timeout: Duration,
-        pred: impl Fn(&Pull) -> bool,
-    ) -> CanopyResult<Pull> {
+        what: &str,
+        mut check: impl FnMut(&CanopySim) -> Option<T>,
+    ) -> CanopyResult<T> {
         let mut rx = self.inner.changed.subscribe();
         let wait = async {
             loop {
                 rx.borrow_and_update();
-                if let Some(p) = self.pull(pull_id).filter(|p| pred(p)) {
-                    return p;
+                if let Some(found) = check(self) {
+                    return found;
                 }
                 if rx.changed().await.is_err() {
                     futures::future::pending::<()>().await;
@@ -335,7 +335,20 @@ impl CanopySim {
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| CanopyError::Timeout(format!("pull {pull_id}")))
+            .map_err(|_| CanopyError::Timeout(what.to_owned()))
+    }
+
+    /// Waits until the pull satisfies `pred`.
+    pub async fn wait_for_pull(
+        &self,
+        pull_id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Pull) -> bool,
+    ) -> CanopyResult<Pull> {
+        self.wait_for(timeout, &format!("pull {pull_id}"), |sim| {
+            sim.pull(pull_id).filter(|p| pred(p))
+        })
+        .await
     }
 
     /// Waits until the pull has the given status.

@@ -33,6 +33,11 @@ impl Received {
         serde_json::from_slice(&self.body).expect("webhook body is JSON")
     }
 
+    /// `Null` for a body that is not JSON (a `malformed` fault).
+    pub fn try_json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
     pub fn event_type(&self) -> String {
         serde_json::from_slice::<Value>(&self.body)
             .ok()
@@ -76,6 +81,11 @@ impl Receiver {
 
     pub fn respond_with(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Forgets what was received so far.
+    pub fn clear(&self) {
+        self.got.lock().unwrap().clear();
     }
 
     pub fn all(&self) -> Vec<Received> {
@@ -122,7 +132,7 @@ impl Receiver {
         self.wait_until(event_type, |all| {
             all.iter()
                 .find(|r| {
-                    let v = r.json();
+                    let v = r.try_json();
                     v["event_type"] == event_type && pull_id.is_none_or(|p| v["pull_id"] == p)
                 })
                 .cloned()
@@ -133,7 +143,7 @@ impl Receiver {
     pub fn events_for(&self, pull_id: &str) -> Vec<Value> {
         self.all()
             .iter()
-            .map(Received::json)
+            .map(Received::try_json)
             .filter(|v| v["pull_id"] == pull_id)
             .collect()
     }
@@ -253,6 +263,8 @@ impl Env {
             coverwatch_sandbox::canopy::ConnectRequest::new("statefarm", username, "pass_good");
         let pull = sim.link(req, WAIT).await.unwrap();
         assert_eq!(pull.status, "SUCCESS");
+        // So that later assertions about "new" webhooks do not see this pull's tail.
+        self.hooks.wait_event("COMPLETE", Some(&pull.pull_id)).await;
         let (code, body) = self
             .get(&self.team(&format!("/pulls/{}", pull.pull_id)))
             .await;
