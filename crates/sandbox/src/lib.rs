@@ -47,6 +47,9 @@ pub struct SandboxConfig {
     pub canopy: canopy::CanopySimConfig,
 }
 
+/// Listens on `127.0.0.1:8090`. Axle credentials: `x-client-id: cli_sandbox`,
+/// `x-client-secret: axle-sandbox-secret` ([`axle::DEFAULT_CLIENT_ID`],
+/// [`axle::DEFAULT_CLIENT_SECRET`]); Canopy's are documented on [`canopy::CanopySimConfig`].
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
