@@ -10,6 +10,8 @@ mod links;
 mod registry;
 mod webhooks;
 
+pub use webhooks::MAX_WEBHOOK_BYTES;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,1 +1,12 @@
-//! coverwatch service
+//! The coverwatch service: configuration, CLI support, the gRPC service, the webhook listener,
+//! background workers and the wiring between them. Start reading at [`app::start`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+mod grpc;
+mod http;
+mod providers;
+
+pub use app::{App, Overrides, start};
+pub use config::Config;

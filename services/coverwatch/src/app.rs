@@ -1,0 +1,257 @@
+//! Wiring: database, providers, engine, inbox worker, gRPC server and webhook listener in one
+//! process, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use coverwatch_core::backoff::Backoff;
+use coverwatch_engine::{Engine, EngineConfig, ProviderRegistry, WorkerConfig};
+use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
+use coverwatch_sandbox::SandboxHandle;
+use coverwatch_store::{ConnectOptions, Keyring, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{ApiKeys, DevKey};
+use crate::config::Config;
+use crate::grpc::MonitoringApi;
+
+/// What the caller of [`start`] may replace, for tests.
+#[derive(Default)]
+pub struct Overrides {
+    /// Providers to use instead of those built from configuration (no sandbox is started).
+    pub providers: Option<ProviderRegistry>,
+    /// Inbox worker tuning (faster polls and retries in tests).
+    pub worker: Option<WorkerConfig>,
+}
+
+/// A running coverwatch.
+pub struct App {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub dev_key: DevKey,
+    pub sandbox: Option<SandboxHandle>,
+    pub engine: Engine,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+pub(crate) fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+    if !config.encryption_keys.is_empty() {
+        let pairs: Vec<(String, String)> = config
+            .encryption_keys
+            .iter()
+            .map(|k| (k.id.clone(), k.key.clone()))
+            .collect();
+        return Ok(Keyring::from_base64(&pairs)?);
+    }
+    let path = &config.encryption_key_file;
+    let key = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keyring::generate_key_base64();
+            write_private(path, &key)
+                .with_context(|| format!("cannot write encryption key file {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "no encryption_keys configured: generated a development key file; configure encryption_keys in production"
+            );
+            key
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read encryption key file {}", path.display()));
+        }
+    };
+    Keyring::from_base64(&[("file".into(), key)])
+        .with_context(|| format!("encryption key file {}", path.display()))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let mut options = ConnectOptions::new(config.database_url.clone());
+    options.max_connections = config.database_max_connections;
+    let store = Store::connect(&options, keyring(config)?)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                coverwatch_store::redact_url(&config.database_url)
+            )
+        })?;
+    store.migrate().await.context("database migration failed")?;
+    Ok(store)
+}
+
+fn worker_config(config: &Config) -> WorkerConfig {
+    let w = &config.worker;
+    WorkerConfig {
+        concurrency: w.concurrency,
+        max_attempts: w.max_attempts,
+        lease: Duration::from_secs(w.lease_seconds),
+        backoff: Backoff::new(
+            Duration::from_millis(w.retry_initial_ms),
+            Duration::from_millis(w.retry_max_ms),
+        ),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Start everything and return once both listeners accept connections.
+pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> {
+    let store = connect_store(&config).await?;
+    let (keys, dev_key) = ApiKeys::from_config(&config);
+    store
+        .ensure_tenants(&keys.tenants())
+        .await
+        .context("cannot record tenants")?;
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on grpc_addr {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let public_base_url = match &config.public_base_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{http_addr}"),
+    };
+
+    let (providers, sandbox) = match overrides.providers {
+        Some(providers) => (providers, None),
+        None => crate::providers::from_config(&config, &public_base_url).await?,
+    };
+    let mut engine_config = EngineConfig::new(public_base_url);
+    engine_config.worker = overrides.worker.unwrap_or_else(|| worker_config(&config));
+    let engine = Engine::new(store, providers, engine_config);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let worker_engine = engine.clone();
+    let worker_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        worker_engine.run_inbox_worker(worker_shutdown).await;
+    }));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<MonitoringServiceServer<MonitoringApi>>()
+        .await;
+    tasks.push(tokio::spawn(watch_health(
+        engine.clone(),
+        health_reporter,
+        shutdown_rx.clone(),
+    )));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(coverwatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build gRPC reflection")?;
+    let api = MonitoringApi::new(engine.clone(), keys, shutdown_rx.clone());
+    let mut grpc_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(MonitoringServiceServer::new(api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = grpc_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    }));
+
+    let mut http_shutdown = shutdown_rx.clone();
+    let router = crate::http::router(engine.clone());
+    tasks.push(tokio::spawn(async move {
+        let result = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP listener stopped");
+        }
+    }));
+
+    tracing::info!(%grpc_addr, %http_addr, "coverwatch is serving");
+    Ok(App {
+        grpc_addr,
+        http_addr,
+        dev_key,
+        sandbox,
+        engine,
+        shutdown,
+        tasks,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
+    })
+}
+
+/// Report NOT_SERVING while the database is unreachable, so load balancers and clients that
+/// watch health stop sending work we cannot store.
+async fn watch_health(
+    engine: Engine,
+    reporter: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let ok = engine.store().ping().await.is_ok();
+        if ok != serving {
+            serving = ok;
+            if ok {
+                tracing::info!("database reachable again: serving");
+                reporter
+                    .set_serving::<MonitoringServiceServer<MonitoringApi>>()
+                    .await;
+            } else {
+                tracing::warn!("database unreachable: not serving");
+                reporter
+                    .set_not_serving::<MonitoringServiceServer<MonitoringApi>>()
+                    .await;
+            }
+        }
+    }
+}
+
+impl App {
+    /// Stop accepting, let in-flight requests and the current inbox batch finish, then return.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::warn!("graceful shutdown timed out; stopping anyway");
+        }
+        if let Some(sandbox) = self.sandbox {
+            sandbox.shutdown().await;
+        }
+        self.engine.store().clone().close().await;
+    }
+}

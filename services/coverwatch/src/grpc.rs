@@ -1,0 +1,427 @@
+//! The gRPC edge: authenticate, decode, call the engine, encode. No business rules here.
+
+use std::pin::Pin;
+
+use coverwatch_core::provider::ReconnectStep;
+use coverwatch_core::{ProviderKind, TenantId};
+use coverwatch_engine::{Engine, EngineError, EventQuery, LinkRequest};
+use coverwatch_proto::convert::{self, FieldError};
+use coverwatch_proto::v1;
+use coverwatch_proto::v1::monitoring_service_server::MonitoringService;
+use coverwatch_store::{EventFilter, LinkFilter};
+use futures::{Stream, StreamExt};
+use secrecy::SecretString;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::auth::ApiKeys;
+
+const DEFAULT_LINK_PAGE: u32 = 50;
+const MAX_LINK_PAGE: u32 = 500;
+const DEFAULT_EVENT_PAGE: u32 = 100;
+const MAX_EVENT_PAGE: u32 = 1000;
+
+pub struct MonitoringApi {
+    engine: Engine,
+    keys: ApiKeys,
+    /// Open event streams end when this turns true, so that shutdown does not wait on them.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl MonitoringApi {
+    pub fn new(engine: Engine, keys: ApiKeys, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            engine,
+            keys,
+            shutdown,
+        }
+    }
+
+    fn tenant<T>(&self, request: &Request<T>) -> Result<TenantId, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
+        self.keys
+            .authenticate(header)
+            .map_err(Status::unauthenticated)
+    }
+}
+
+/// The one mapping from engine errors to gRPC statuses.
+pub fn status(err: EngineError) -> Status {
+    use coverwatch_core::provider::{ProviderError, RejectionKind};
+    match &err {
+        EngineError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+        EngineError::NotFound { .. } => Status::not_found(err.to_string()),
+        EngineError::FailedPrecondition(_) | EngineError::ProviderNotConfigured(_) => {
+            Status::failed_precondition(err.to_string())
+        }
+        EngineError::Store(e) if e.is_unavailable() => {
+            Status::unavailable("the database is unavailable; nothing was changed, retry later")
+        }
+        EngineError::Store(e) => {
+            tracing::error!(error = %e, "store error");
+            Status::internal("internal storage error")
+        }
+        EngineError::Provider(provider_error) => {
+            let message = err.to_string();
+            let status = match provider_error {
+                ProviderError::Unavailable { .. } => Status::unavailable(message),
+                ProviderError::Rejected { kind, .. } => match kind {
+                    RejectionKind::InvalidArgument => Status::invalid_argument(message),
+                    RejectionKind::FailedPrecondition => Status::failed_precondition(message),
+                    RejectionKind::NotFound => Status::not_found(message),
+                    // The vendor refusing *our* credentials is our misconfiguration, not the
+                    // caller's: they are authenticated with us.
+                    RejectionKind::Unauthenticated | RejectionKind::PermissionDenied => {
+                        Status::failed_precondition(message)
+                    }
+                },
+                ProviderError::Unsupported { .. } => Status::failed_precondition(message),
+                ProviderError::Malformed { .. } => Status::unavailable(message),
+            };
+            match convert::vendor_error_detail(provider_error) {
+                Some(detail) => convert::with_vendor_error_detail(status, &detail),
+                None => status,
+            }
+        }
+    }
+}
+
+fn field(err: FieldError) -> Status {
+    err.into()
+}
+
+fn link_id(value: &str) -> Result<coverwatch_core::LinkId, Status> {
+    convert::link_id(value, "link_id").map_err(field)
+}
+
+fn event_query(after_cursor: i64, filter: Option<&v1::EventFilter>) -> Result<EventQuery, Status> {
+    let after_cursor = convert::after_cursor(after_cursor, "after_cursor").map_err(field)?;
+    let filter = convert::event_filter(filter, "filter").map_err(field)?;
+    Ok(EventQuery {
+        after_cursor,
+        filter: EventFilter {
+            link_id: filter.link_id,
+            user_id: filter.user_id,
+            kinds: filter.kinds,
+        },
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl MonitoringService for MonitoringApi {
+    async fn start_link(
+        &self,
+        request: Request<v1::StartLinkRequest>,
+    ) -> Result<Response<v1::StartLinkResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let provider: ProviderKind = convert::provider(r.provider, "provider").map_err(field)?;
+        let started = self
+            .engine
+            .start_link(
+                &tenant,
+                LinkRequest {
+                    provider,
+                    user_id: convert::user_id(&r.user_id, "user_id").map_err(field)?,
+                    metadata: convert::metadata(&r.metadata, "metadata").map_err(field)?,
+                    redirect_uri: r.redirect_uri,
+                    replace_link_id: convert::optional_link_id(
+                        r.replace_link_id.as_deref(),
+                        "replace_link_id",
+                    )
+                    .map_err(field)?,
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::StartLinkResponse {
+            link: Some(started.link.into()),
+            session_url: started.session_url,
+        }))
+    }
+
+    async fn complete_link(
+        &self,
+        request: Request<v1::CompleteLinkRequest>,
+    ) -> Result<Response<v1::CompleteLinkResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let code = convert::required_string(&r.auth_code, "auth_code").map_err(field)?;
+        let link = self
+            .engine
+            .complete_link(&tenant, &id, SecretString::from(code.to_owned()))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::CompleteLinkResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn get_link(
+        &self,
+        request: Request<v1::GetLinkRequest>,
+    ) -> Result<Response<v1::GetLinkResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let id = link_id(&request.get_ref().link_id)?;
+        let link = self.engine.get_link(&tenant, &id).await.map_err(status)?;
+        Ok(Response::new(v1::GetLinkResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<v1::ListLinksRequest>,
+    ) -> Result<Response<v1::ListLinksResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(convert::link_id(&r.page_token, "page_token").map_err(|_| {
+                Status::invalid_argument("page_token: not a token returned by ListLinks")
+            })?)
+        };
+        let filter = LinkFilter {
+            user_id: convert::optional_user_id(r.user_id.as_deref(), "user_id").map_err(field)?,
+            provider: convert::optional_provider(r.provider, "provider").map_err(field)?,
+            states: convert::link_states(&r.states, "states").map_err(field)?,
+            after,
+            limit: u64::from(
+                convert::page_size(r.page_size, DEFAULT_LINK_PAGE, MAX_LINK_PAGE, "page_size")
+                    .map_err(field)?,
+            ),
+        };
+        let page = self
+            .engine
+            .list_links(&tenant, &filter)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListLinksResponse {
+            links: page.links.into_iter().map(|r| r.link.into()).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn start_reconnect(
+        &self,
+        request: Request<v1::StartReconnectRequest>,
+    ) -> Result<Response<v1::StartReconnectResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let started = self
+            .engine
+            .start_reconnect(&tenant, &id, r.redirect_uri)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::StartReconnectResponse {
+            link: Some(started.link.into()),
+            session_url: started.session_url,
+        }))
+    }
+
+    async fn descope(
+        &self,
+        request: Request<v1::DescopeRequest>,
+    ) -> Result<Response<v1::DescopeResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let id = link_id(&request.get_ref().link_id)?;
+        let link = self.engine.descope(&tenant, &id).await.map_err(status)?;
+        Ok(Response::new(v1::DescopeResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn refresh_link(
+        &self,
+        request: Request<v1::RefreshLinkRequest>,
+    ) -> Result<Response<v1::RefreshLinkResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let id = link_id(&request.get_ref().link_id)?;
+        let link = self.engine.refresh(&tenant, &id).await.map_err(status)?;
+        Ok(Response::new(v1::RefreshLinkResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn submit_reconnect_credentials(
+        &self,
+        request: Request<v1::SubmitReconnectCredentialsRequest>,
+    ) -> Result<Response<v1::SubmitReconnectCredentialsResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let username = convert::required_string(&r.username, "username").map_err(field)?;
+        let step = ReconnectStep::Credentials {
+            carrier: r.carrier,
+            username: SecretString::from(username.to_owned()),
+            password: r.password.map(SecretString::from),
+            third_field: r.third_field.map(SecretString::from),
+        };
+        let link = self
+            .engine
+            .reconnect_step(&tenant, &id, step)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SubmitReconnectCredentialsResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn select_verification_option(
+        &self,
+        request: Request<v1::SelectVerificationOptionRequest>,
+    ) -> Result<Response<v1::SelectVerificationOptionResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let key = convert::required_string(&r.option_key, "option_key").map_err(field)?;
+        let link = self
+            .engine
+            .reconnect_step(
+                &tenant,
+                &id,
+                ReconnectStep::VerificationOption {
+                    key: key.to_owned(),
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SelectVerificationOptionResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn submit_verification_code(
+        &self,
+        request: Request<v1::SubmitVerificationCodeRequest>,
+    ) -> Result<Response<v1::SubmitVerificationCodeResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let code = convert::required_string(&r.code, "code").map_err(field)?;
+        let link = self
+            .engine
+            .reconnect_step(
+                &tenant,
+                &id,
+                ReconnectStep::VerificationCode {
+                    code: SecretString::from(code.to_owned()),
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::SubmitVerificationCodeResponse {
+            link: Some(link.into()),
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let policy_id = convert::required_string(&r.policy_id, "policy_id").map_err(field)?;
+        let term = convert::policy_term(r.term, "term").map_err(field)?;
+        let stored = self
+            .engine
+            .get_policy(&tenant, &id, policy_id, term)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetPolicyResponse {
+            policy: Some(stored.policy.into()),
+            term: v1::PolicyTerm::from(stored.term) as i32,
+            fetched_at: Some(convert::timestamp(stored.fetched_at)),
+        }))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<v1::ListPoliciesRequest>,
+    ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let id = link_id(&request.get_ref().link_id)?;
+        let policies = self
+            .engine
+            .list_policies(&tenant, &id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListPoliciesResponse {
+            policies: policies.into_iter().map(|p| p.policy.into()).collect(),
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<v1::GetAccountRequest>,
+    ) -> Result<Response<v1::GetAccountResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let id = link_id(&request.get_ref().link_id)?;
+        let stored = self
+            .engine
+            .get_account(&tenant, &id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetAccountResponse {
+            account: Some(stored.account.into()),
+            fetched_at: Some(convert::timestamp(stored.fetched_at)),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<v1::ListEventsRequest>,
+    ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let query = event_query(r.after_cursor, r.filter.as_ref())?;
+        let limit =
+            convert::page_size(r.page_size, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE, "page_size")
+                .map_err(field)?;
+        let events = self
+            .engine
+            .list_events(&tenant, &query, u64::from(limit))
+            .await
+            .map_err(status)?;
+        let next_cursor = events.last().map_or(query.after_cursor, |e| e.cursor);
+        Ok(Response::new(v1::ListEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let query = event_query(r.after_cursor, r.filter.as_ref())?;
+        let mut shutdown = self.shutdown.clone();
+        let stopping = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let stream = self
+            .engine
+            .watch_events(tenant, query)
+            .map(|item| item.map(Into::into).map_err(status))
+            .take_until(stopping)
+            .chain(futures::stream::once(async {
+                Err(Status::unavailable(
+                    "the stream ended; resume with the cursor of the last event you processed",
+                ))
+            }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
