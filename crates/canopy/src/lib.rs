@@ -1,1 +1,27 @@
-//! coverwatch-canopy
+//! coverwatch provider for Canopy Connect.
+//!
+//! * [`CanopyConfig`] / [`CanopyProvider::new`]: configuration, validated at start-up.
+//! * [`client`]: the API client (Basic auth, timeouts, retries of idempotent calls).
+//! * [`model`]: Canopy's JSON, read leniently.
+//! * [`normalize`]: a pull → the normalized account and policies (pure).
+//! * [`webhook`]: `canopy-signature` and the event types → normalized happenings.
+//! * [`provider`]: `impl Provider for CanopyProvider`.
+//!
+//! Link ids travel through Canopy as pull meta data (`coverwatch_link_id`); the vendor ids a
+//! link keeps are `initial_pull`, `pull` (the latest pull read) and `monitoring`.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod normalize;
+pub mod provider;
+pub mod webhook;
+
+pub use client::CanopyClient;
+pub use config::CanopyConfig;
+pub use error::CanopyError;
+pub use provider::{CanopyProvider, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
+pub use webhook::{
+    EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SIGNATURE_HEADER,
+};

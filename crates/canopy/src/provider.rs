@@ -1,0 +1,545 @@
+//! `impl Provider for CanopyProvider`: Canopy's pulls and monitorings behind the common trait.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use coverwatch_core::provider::{
+    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
+    Provider, ProviderError, ProviderKind, RECONNECT_SECRET, ReconnectOutcome, ReconnectStep,
+    VendorErrorInfo,
+};
+use coverwatch_core::webhook::{
+    AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::client::{CanopyClient, ConnectCredentials};
+use crate::config::{CanopyConfig, REFRESH_SLACK};
+use crate::error::CanopyError;
+use crate::model::Monitoring;
+use crate::normalize::{normalize_pull, status_has_data};
+use crate::webhook::{
+    self, EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY,
+};
+
+/// The `pull-jwt` that authorizes the white-label reconnect steps after the credentials step.
+pub const PULL_JWT_SECRET: &str = "pull_jwt";
+/// The pull the white-label reconnect steps act on. Not secret, but the steps can only hand
+/// secrets forward (see requests-canopy.md).
+pub const RECONNECT_PULL_SECRET: &str = "reconnect_pull";
+
+/// Pull statuses of a pull still on its way; anything else is where it ended.
+const RUNNING_STATUSES: &[&str] = &[
+    "STARTED",
+    "QUEUED",
+    "PROCESSING",
+    "DOCUMENT_PARSING",
+    "GETTING_CONSUMERS",
+    "PULLING_DATA",
+];
+
+/// Statuses in which a pull ended without data.
+const FAILED_STATUSES: &[&str] = &[
+    "NOT_AUTHENTICATED",
+    "IDENTITY_VERIFICATION_OPTIONS",
+    "IDENTITY_VERIFICATION",
+    "PROVIDER_ERROR",
+    "INTERNAL_ERROR",
+];
+
+#[derive(Debug, Clone)]
+pub struct CanopyProvider {
+    config: CanopyConfig,
+    client: CanopyClient,
+    capabilities: Capabilities,
+}
+
+impl CanopyProvider {
+    /// Validates the configuration (the error names the bad key) and builds the client.
+    pub fn new(config: CanopyConfig) -> Result<Self, CanopyError> {
+        config.validate()?;
+        let interval = config.monitoring_interval()?;
+        let client = CanopyClient::new(&config)?;
+        Ok(Self {
+            capabilities: Capabilities {
+                in_app_reconnect: true,
+                on_demand_refresh: true,
+                per_link_webhook_url: false,
+                expected_refresh_interval: interval.longest() + REFRESH_SLACK,
+            },
+            config,
+            client,
+        })
+    }
+
+    pub fn config(&self) -> &CanopyConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &CanopyClient {
+        &self.client
+    }
+
+    fn widget_url(&self) -> String {
+        format!(
+            "{}/c/{}",
+            self.config.widget_base_url.trim_end_matches('/'),
+            self.config.public_alias
+        )
+    }
+
+    /// The monitoring among these that is still running, if any.
+    fn active(monitorings: Vec<Monitoring>) -> Option<Monitoring> {
+        monitorings
+            .into_iter()
+            .find(|m| m.is_active() && !m.monitoring_id.is_empty())
+    }
+
+    fn monitoring_ids(monitoring: Monitoring) -> BTreeMap<String, String> {
+        BTreeMap::from([(EXTERNAL_MONITORING.to_owned(), monitoring.monitoring_id)])
+    }
+
+    /// `PULL_NOT_SUCCESS` on a pull that is still running only means "not yet".
+    async fn explain_pull_not_success(&self, pull_id: &str, err: CanopyError) -> ProviderError {
+        if err.code() != Some("PULL_NOT_SUCCESS") {
+            return err.into();
+        }
+        let status = match self.client.get_pull(pull_id).await {
+            Ok(pull) => pull
+                .get("status")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            Err(_) => None,
+        };
+        match status.as_deref() {
+            Some(s) if RUNNING_STATUSES.contains(&s) => ProviderError::Unavailable {
+                provider: ProviderKind::Canopy,
+                message: format!(
+                    "pull {pull_id} is still running ({s}); monitor it once it succeeds"
+                ),
+                vendor: VendorErrorInfo {
+                    http_status: err.status(),
+                    code: err.code().map(str::to_owned),
+                    request_id: None,
+                },
+            },
+            _ => err.into(),
+        }
+    }
+
+    /// The pull and `pull-jwt` of a reconnect: from the link's reconnect token, else from a
+    /// token minted now for its monitoring.
+    async fn open_reconnect(
+        &self,
+        access: &LinkAccess,
+        keep: &mut Vec<(String, Option<SecretString>)>,
+    ) -> Result<(String, SecretString), CanopyError> {
+        if let Some(token) = access.secrets.get(RECONNECT_SECRET) {
+            match self.client.redeem_reconnect_token(token).await {
+                Ok(opened) => return opened_pull(opened),
+                // A token can expire, or be used up by an earlier attempt: mint a new one.
+                Err(err) if err.code() == Some("INVALID_RECONNECT_TOKEN") => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let monitoring = access
+            .external_ids
+            .get(EXTERNAL_MONITORING)
+            .ok_or_else(|| {
+                CanopyError::precondition(
+                    "the link has no reconnect token and no Canopy monitoring",
+                )
+            })?;
+        let minted = self.client.reconnect_token(monitoring).await?;
+        let token = minted
+            .reconnect_token
+            .ok_or_else(|| CanopyError::Decode("no `reconnect_token` in the answer".into()))?;
+        let opened = self.client.redeem_reconnect_token(&token).await?;
+        keep.push((RECONNECT_SECRET.to_owned(), Some(token)));
+        opened_pull(opened)
+    }
+}
+
+fn opened_pull(
+    opened: crate::model::PullJwtResponse,
+) -> Result<(String, SecretString), CanopyError> {
+    match (opened.pull_id.filter(|p| !p.is_empty()), opened.pull_jwt) {
+        (Some(pull_id), Some(jwt)) => Ok((pull_id, jwt)),
+        _ => Err(CanopyError::Decode(
+            "no `pull_id` or `pull_jwt` in the answer".into(),
+        )),
+    }
+}
+
+/// The pull the link's data lives in now.
+fn latest_pull(access: &LinkAccess) -> Result<&str, CanopyError> {
+    access
+        .external_ids
+        .get(EXTERNAL_PULL)
+        .or_else(|| access.external_ids.get(EXTERNAL_INITIAL_PULL))
+        .map(String::as_str)
+        .ok_or_else(|| CanopyError::precondition("the link has no Canopy pull yet"))
+}
+
+fn monitoring_of(access: &LinkAccess) -> Result<&str, CanopyError> {
+    access
+        .external_ids
+        .get(EXTERNAL_MONITORING)
+        .map(String::as_str)
+        .ok_or_else(|| CanopyError::precondition("the link has no Canopy monitoring"))
+}
+
+fn reconnect_pull(access: &LinkAccess) -> Result<(&str, &SecretString), CanopyError> {
+    match (
+        access.secrets.get(RECONNECT_PULL_SECRET),
+        access.secrets.get(PULL_JWT_SECRET),
+    ) {
+        (Some(pull), Some(jwt)) => Ok((pull.expose_secret(), jwt)),
+        _ => Err(CanopyError::precondition(
+            "no reconnect in progress: send the credentials step first",
+        )),
+    }
+}
+
+fn pull_status(pull: &Value) -> Option<&str> {
+    pull.get("status").and_then(Value::as_str)
+}
+
+#[async_trait]
+impl Provider for CanopyProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Canopy
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// The widget URL, carrying our link id as pull meta data; no API call.
+    async fn start_link_session(
+        &self,
+        request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError> {
+        let mut meta = serde_json::Map::new();
+        for (key, value) in &request.metadata {
+            meta.insert(key.clone(), Value::String(value.clone()));
+        }
+        // Ours last, so a caller's key of the same name cannot misattribute the link.
+        meta.insert(
+            LINK_ID_META_KEY.to_owned(),
+            Value::String(request.link_id.to_string()),
+        );
+        let mut url = url::Url::parse(&self.widget_url()).map_err(|err| {
+            ProviderError::from(CanopyError::config("widget_base_url", err.to_string()))
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("meta_data", &Value::Object(meta).to_string());
+            if let Some(token) = &self.config.consent_token {
+                query.append_pair("consentToken", token.expose_secret());
+            }
+        }
+        Ok(LinkSession {
+            url: url.into(),
+            expires_at: None,
+        })
+    }
+
+    /// Nothing to exchange: the pull is the link. Its account identifier keys relinks.
+    async fn complete_link(&self, completion: &Completion) -> Result<LinkGrant, ProviderError> {
+        let DataRef::Version(pull_id) = &completion.data else {
+            return Err(CanopyError::invalid(format!(
+                "a Canopy completion names its pull, not {:?}",
+                completion.data
+            ))
+            .into());
+        };
+        let pull = self.client.get_pull(pull_id).await?;
+        if let Some(status) = pull_status(&pull).filter(|s| FAILED_STATUSES.contains(s)) {
+            return Err(CanopyError::precondition(format!(
+                "pull {pull_id} ended as {status}, with no account to link"
+            ))
+            .into());
+        }
+        let account_key = pull
+            .get("account_identifier")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(pull_id)
+            .to_owned();
+        Ok(LinkGrant {
+            secret: None,
+            external_ids: BTreeMap::from([
+                (EXTERNAL_INITIAL_PULL.to_owned(), pull_id.clone()),
+                (EXTERNAL_PULL.to_owned(), pull_id.clone()),
+            ]),
+            account_key: Some(account_key),
+        })
+    }
+
+    fn authenticate_webhook(
+        &self,
+        webhook: &InboundWebhook,
+    ) -> Result<AuthenticatedWebhook, WebhookRejection> {
+        let tolerance =
+            i64::try_from(self.config.signature_tolerance.as_secs()).unwrap_or(i64::MAX);
+        webhook::authenticate(webhook, &self.config.signing_secrets, tolerance)
+    }
+
+    fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
+        webhook::parse(webhook)
+    }
+
+    /// A Canopy pull holds the whole account, so every reference reads one pull: the one named,
+    /// else the latest the link knows.
+    async fn fetch(
+        &self,
+        access: &LinkAccess,
+        data: &DataRef,
+    ) -> Result<FetchedData, ProviderError> {
+        let pull_id = match data {
+            DataRef::Version(pull_id) => pull_id.as_str(),
+            DataRef::All | DataRef::Account(_) | DataRef::Policy(_) | DataRef::Renewal(_) => {
+                latest_pull(access)?
+            }
+        };
+        let raw = self.client.get_pull(pull_id).await?;
+        let fallback = access
+            .external_ids
+            .get(EXTERNAL_INITIAL_PULL)
+            .map(String::as_str)
+            .unwrap_or(pull_id);
+        let pull = normalize_pull(&raw, fallback)?;
+        // An empty answer from a pull that never got data is not "every policy removed".
+        if pull.policies.is_empty() && !status_has_data(pull.status.as_deref()) {
+            return Err(CanopyError::precondition(format!(
+                "pull {pull_id} holds no data ({})",
+                pull.status.as_deref().unwrap_or("no status")
+            ))
+            .into());
+        }
+        Ok(FetchedData {
+            account: Some(pull.account),
+            policies: pull.policies,
+            external_ids: BTreeMap::from([(EXTERNAL_PULL.to_owned(), pull_id.to_owned())]),
+        })
+    }
+
+    /// Finds the link's running monitoring before creating one, and looks again after a
+    /// failed create: Canopy has no idempotency key, and a create that reached it before the
+    /// failure must not be made twice.
+    async fn ensure_monitoring(
+        &self,
+        access: &LinkAccess,
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
+        let pull_id = access
+            .external_ids
+            .get(EXTERNAL_INITIAL_PULL)
+            .map(String::as_str)
+            .map_or_else(|| latest_pull(access), Ok)?;
+        if let Some(found) = Self::active(self.client.monitorings_of_pull(pull_id).await?) {
+            return Ok(Self::monitoring_ids(found));
+        }
+        match self
+            .client
+            .create_monitoring(pull_id, &self.config.monitoring_interval)
+            .await
+        {
+            Ok(created) => Ok(Self::monitoring_ids(created)),
+            Err(err) if err.is_transient() || matches!(err, CanopyError::Decode(_)) => {
+                match self.client.monitorings_of_pull(pull_id).await {
+                    Ok(list) => match Self::active(list) {
+                        Some(found) => Ok(Self::monitoring_ids(found)),
+                        None => Err(err.into()),
+                    },
+                    Err(_) => Err(err.into()),
+                }
+            }
+            Err(err) => Err(self.explain_pull_not_success(pull_id, err).await),
+        }
+    }
+
+    /// Canopy's hosted reconnect page, with a freshly minted reconnect token.
+    async fn start_reconnect(
+        &self,
+        access: &LinkAccess,
+        _request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError> {
+        let monitoring = monitoring_of(access)?;
+        let minted = self.client.reconnect_token(monitoring).await?;
+        let url = minted
+            .reconnect_url
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| CanopyError::Decode("no `reconnect_url` in the answer".into()))?;
+        Ok(LinkSession {
+            url,
+            expires_at: None,
+        })
+    }
+
+    async fn reconnect_step(
+        &self,
+        access: &LinkAccess,
+        step: &ReconnectStep,
+    ) -> Result<ReconnectOutcome, ProviderError> {
+        match step {
+            ReconnectStep::Credentials {
+                carrier,
+                username,
+                password,
+                third_field,
+            } => {
+                let mut keep = Vec::new();
+                let (pull_id, jwt) = self.open_reconnect(access, &mut keep).await?;
+                let carrier = match carrier.as_deref().filter(|c| !c.is_empty()) {
+                    Some(carrier) => carrier.to_owned(),
+                    None => self
+                        .client
+                        .get_pull(&pull_id)
+                        .await?
+                        .get("insurance_provider_name")
+                        .and_then(Value::as_str)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .ok_or_else(|| CanopyError::invalid("the carrier is required"))?,
+                };
+                self.client
+                    .connect(
+                        &pull_id,
+                        &jwt,
+                        ConnectCredentials {
+                            insurer_name: &carrier,
+                            username,
+                            password: password.as_ref(),
+                            third_field: third_field.as_ref(),
+                        },
+                    )
+                    .await?;
+                keep.push((PULL_JWT_SECRET.to_owned(), Some(jwt)));
+                keep.push((
+                    RECONNECT_PULL_SECRET.to_owned(),
+                    Some(SecretString::from(pull_id)),
+                ));
+                Ok(ReconnectOutcome { secrets: keep })
+            }
+            ReconnectStep::VerificationOption { key } => {
+                let (pull_id, jwt) = reconnect_pull(access)?;
+                self.client
+                    .choose_verification_option(pull_id, jwt, key)
+                    .await?;
+                Ok(ReconnectOutcome::default())
+            }
+            ReconnectStep::VerificationCode { code } => {
+                let (pull_id, jwt) = reconnect_pull(access)?;
+                self.client
+                    .submit_verification_code(pull_id, jwt, code)
+                    .await?;
+                Ok(ReconnectOutcome::default())
+            }
+        }
+    }
+
+    /// Stopping a monitoring that is already stopped, or gone, is done.
+    async fn descope(&self, access: &LinkAccess) -> Result<(), ProviderError> {
+        let Some(monitoring) = access.external_ids.get(EXTERNAL_MONITORING) else {
+            return Ok(());
+        };
+        match self.client.stop_monitoring(monitoring).await {
+            Ok(()) => Ok(()),
+            Err(err)
+                if matches!(err.code(), Some("MONITORING_INACTIVE" | "NOT_FOUND"))
+                    || err.status() == Some(404) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn refresh(&self, access: &LinkAccess) -> Result<(), ProviderError> {
+        let monitoring = monitoring_of(access)?;
+        let new_pull = self.client.refresh_monitoring(monitoring).await?;
+        tracing::info!(
+            monitoring,
+            new_pull = new_pull.as_deref(),
+            "canopy refresh started"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coverwatch_core::ids::{LinkId, TenantId, UserId};
+
+    fn provider(consent: Option<&str>) -> CanopyProvider {
+        let mut config = CanopyConfig::new(
+            "http://127.0.0.1:9/canopy/api/v1.0.0",
+            "http://127.0.0.1:9/canopy/",
+            "team",
+            "client",
+            SecretString::from("secret"),
+            "coverwatch-sandbox",
+        )
+        .with_signing_secret("whsec");
+        config.consent_token = consent.map(SecretString::from);
+        CanopyProvider::new(config).unwrap()
+    }
+
+    fn request(link_id: LinkId) -> LinkSessionRequest {
+        LinkSessionRequest {
+            link_id,
+            tenant_id: "tenant-a".parse::<TenantId>().unwrap(),
+            user_id: "user-1".parse::<UserId>().unwrap(),
+            metadata: BTreeMap::from([
+                ("loan".to_owned(), "L-1".to_owned()),
+                (LINK_ID_META_KEY.to_owned(), "forged".to_owned()),
+            ]),
+            redirect_uri: None,
+            webhook_url: SecretString::from("unused"),
+        }
+    }
+
+    #[tokio::test]
+    async fn link_session_is_the_widget_with_our_link_id_in_meta_data() {
+        let link = LinkId::new();
+        let session = provider(Some("consent-1"))
+            .start_link_session(&request(link))
+            .await
+            .unwrap();
+        let url = url::Url::parse(&session.url).unwrap();
+        assert_eq!(url.path(), "/canopy/c/coverwatch-sandbox");
+        let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        let meta: Value = serde_json::from_str(&query["meta_data"]).unwrap();
+        assert_eq!(meta[LINK_ID_META_KEY], link.to_string());
+        assert_eq!(meta["loan"], "L-1");
+        assert_eq!(query["consentToken"], "consent-1");
+        assert_eq!(session.expires_at, None);
+
+        let session = provider(None)
+            .start_link_session(&request(link))
+            .await
+            .unwrap();
+        assert!(!session.url.contains("consentToken"));
+    }
+
+    #[test]
+    fn capabilities() {
+        let caps = provider(None).capabilities();
+        assert!(caps.in_app_reconnect && caps.on_demand_refresh && !caps.per_link_webhook_url);
+        assert_eq!(
+            caps.expected_refresh_interval,
+            std::time::Duration::from_secs((31 + 2) * 24 * 3600)
+        );
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_at_construction() {
+        let mut config = provider(None).config().clone();
+        config.monitoring_interval = "P7D".into();
+        let err = CanopyProvider::new(config).unwrap_err().to_string();
+        assert!(err.contains("`monitoring_interval`"), "{err}");
+    }
+}
