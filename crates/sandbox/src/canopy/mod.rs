@@ -269,7 +269,8 @@ impl CanopySim {
 
     /// Starts a pull the way the widget does after the consumer submits a login: creates the
     /// pull, authenticates (synchronously; AUTH_STATUS / ERROR webhooks go out) and, on
-    /// success, lets the data arrive in the background. Returns the `pull_id`.
+    /// success, lets the data arrive in the background (a tokio task: call it inside a
+    /// runtime). Returns the `pull_id`.
     pub fn connect(&self, req: ConnectRequest) -> CanopyResult<String> {
         self.start_pull(&req.carrier, req.meta_data, &req.username, &req.password)
     }
@@ -284,6 +285,12 @@ impl CanopySim {
         password: &str,
     ) -> CanopyResult<()> {
         self.connect_pull(pull_id, carrier, username, password)
+    }
+
+    /// A `pull-jwt` for this pull (as the widget session or `POST /widget/pull/reconnectToken`
+    /// would hand out), valid 24 h on the sandbox clock.
+    pub fn pull_jwt(&self, pull_id: &str) -> String {
+        self.issue_jwt(pull_id)
     }
 
     /// Picks an MFA option, as `POST /widget/pull/{pullId}/idvoptions` does.
