@@ -1,0 +1,282 @@
+//! A test double implementing `Provider`, so that the foundation (listener → inbox → worker →
+//! events → gRPC) is tested without either vendor. It registers as Axle-shaped: per-link
+//! webhook URLs whose last segment is the link's token.
+//!
+//! Its deliveries are JSON: `{"id": "...", "type": "...", "account": "...", "policy": {...}}`
+//! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, and anything else
+//! treated as unknown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coverwatch_core::event::{FailureReason, ProviderDetail, ReconnectReason};
+use coverwatch_core::policy::{
+    Account, AccountSnapshot, Carrier, ConnectionStatus, Policy, PolicySnapshot, PolicyStatus,
+    PolicyTerm, PolicyType,
+};
+use coverwatch_core::provider::{
+    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
+    ProviderError, RejectionKind, VendorErrorInfo,
+};
+use coverwatch_core::webhook::{
+    Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
+    WebhookRejection,
+};
+use coverwatch_core::{Provider, ProviderKind};
+use secrecy::{ExposeSecret, SecretString};
+
+/// What the double has been asked, and what it will answer.
+#[derive(Default)]
+pub struct FakeState {
+    /// Webhook URLs handed out, by link id.
+    pub webhook_urls: BTreeMap<String, String>,
+    /// Policy status served by `fetch`, by account.
+    pub statuses: BTreeMap<String, PolicyStatus>,
+    pub descoped: Vec<String>,
+    /// While set, `fetch` answers as an unavailable vendor.
+    pub unavailable: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeProvider {
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeProvider {
+    pub fn webhook_url(&self, link_id: &str) -> String {
+        self.state.lock().unwrap().webhook_urls[link_id].clone()
+    }
+
+    pub fn set_status(&self, account: &str, status: PolicyStatus) {
+        self.state
+            .lock()
+            .unwrap()
+            .statuses
+            .insert(account.into(), status);
+    }
+
+    fn policy(&self, account: &str) -> PolicySnapshot {
+        let status = self
+            .state
+            .lock()
+            .unwrap()
+            .statuses
+            .get(account)
+            .copied()
+            .unwrap_or(PolicyStatus::Active);
+        PolicySnapshot {
+            policy: Policy {
+                external_id: format!("pol-{account}"),
+                policy_type: PolicyType::Auto,
+                carrier: Carrier {
+                    id: "fake-carrier".into(),
+                    name: Some("Fake Carrier".into()),
+                },
+                policy_number: Some("FAKE-1".into()),
+                status,
+                effective_date: None,
+                expiration_date: None,
+                cancelled_date: None,
+                premium_cents: Some(123_456),
+                address: None,
+                vehicles: vec![],
+                dwellings: vec![],
+                coverages: vec![],
+                insureds: vec![],
+                interested_parties: vec![],
+                documents: vec![],
+            },
+            term: PolicyTerm::Current,
+            raw: serde_json::json!({"account": account}),
+        }
+    }
+}
+
+fn unavailable() -> ProviderError {
+    ProviderError::Unavailable {
+        provider: ProviderKind::Axle,
+        message: "fake vendor is down".into(),
+        vendor: VendorErrorInfo {
+            http_status: Some(503),
+            ..Default::default()
+        },
+    }
+}
+
+#[async_trait]
+impl Provider for FakeProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Axle
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            in_app_reconnect: false,
+            on_demand_refresh: false,
+            per_link_webhook_url: true,
+            expected_refresh_interval: Duration::from_secs(86_400),
+        }
+    }
+
+    async fn start_link_session(
+        &self,
+        request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError> {
+        self.state.lock().unwrap().webhook_urls.insert(
+            request.link_id.to_string(),
+            request.webhook_url.expose_secret().to_owned(),
+        );
+        Ok(LinkSession {
+            url: format!("https://fake.example/session/{}", request.link_id),
+            expires_at: None,
+        })
+    }
+
+    async fn complete_link(&self, completion: &Completion) -> Result<LinkGrant, ProviderError> {
+        let code = completion
+            .code
+            .as_ref()
+            .map(|c| c.expose_secret().to_owned())
+            .unwrap_or_default();
+        let account = code
+            .strip_prefix("code-")
+            .ok_or_else(|| ProviderError::Rejected {
+                provider: ProviderKind::Axle,
+                kind: RejectionKind::FailedPrecondition,
+                message: "the one-time code expired or was already used".into(),
+                vendor: VendorErrorInfo::default(),
+            })?
+            .to_owned();
+        Ok(LinkGrant {
+            secret: Some(SecretString::from(format!("token-{account}"))),
+            external_ids: BTreeMap::from([("account".into(), account.clone())]),
+            account_key: Some(account),
+        })
+    }
+
+    fn authenticate_webhook(
+        &self,
+        webhook: &InboundWebhook,
+    ) -> Result<AuthenticatedWebhook, WebhookRejection> {
+        if webhook.path.is_empty() {
+            return Err(WebhookRejection::UnknownPath);
+        }
+        let id = serde_json::from_slice::<serde_json::Value>(&webhook.body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+        Ok(AuthenticatedWebhook {
+            vendor_event_id: id,
+            link_token: Some(webhook.path.clone()),
+        })
+    }
+
+    fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
+        let body: serde_json::Value =
+            serde_json::from_slice(&webhook.body).map_err(|e| ProviderError::Malformed {
+                provider: ProviderKind::Axle,
+                message: e.to_string(),
+            })?;
+        let kind = body["type"].as_str().unwrap_or_default().to_owned();
+        let account = body["account"].as_str().unwrap_or("acc-1").to_owned();
+        let happening = match kind.as_str() {
+            "completed" => Happening::SessionCompleted {
+                code: Some(SecretString::from(format!("code-{account}"))),
+                data: DataRef::All,
+            },
+            "exited" => Happening::SessionExited {
+                step: Some("carrier".into()),
+            },
+            "failed" => Happening::SessionFailed {
+                reason: FailureReason::ProviderError,
+                message: Some("carrier down".into()),
+            },
+            "changed" => Happening::DataChanged {
+                data: DataRef::All,
+                hinted: vec![],
+            },
+            "disconnected" => Happening::ReconnectRequired {
+                reason: ReconnectReason::CredentialsExpired,
+                reconnect_url: None,
+                reconnect_token: None,
+            },
+            other => Happening::Vendor {
+                vendor_type: other.to_owned(),
+            },
+        };
+        Ok(ParsedWebhook {
+            attribution: vec![Attribution::Unknown],
+            occurred_at: None,
+            detail: ProviderDetail::Axle {
+                event_id: body["id"].as_str().map(str::to_owned),
+                event_type: kind,
+                reference: None,
+            },
+            happenings: vec![happening],
+        })
+    }
+
+    async fn fetch(
+        &self,
+        access: &LinkAccess,
+        _data: &DataRef,
+    ) -> Result<FetchedData, ProviderError> {
+        if self.state.lock().unwrap().unavailable {
+            return Err(unavailable());
+        }
+        let account = access
+            .external_ids
+            .get("account")
+            .cloned()
+            .unwrap_or_default();
+        Ok(FetchedData {
+            account: Some(AccountSnapshot {
+                account: Account {
+                    external_id: account.clone(),
+                    carrier: Carrier {
+                        id: "fake-carrier".into(),
+                        name: None,
+                    },
+                    first_name: Some("Jo".into()),
+                    last_name: Some("Doe".into()),
+                    email: None,
+                    phone: None,
+                    connection: ConnectionStatus::Active,
+                    policy_ids: vec![format!("pol-{account}")],
+                    refreshed_at: None,
+                },
+                raw: serde_json::json!({"id": account}),
+            }),
+            policies: vec![self.policy(&account)],
+            external_ids: BTreeMap::new(),
+        })
+    }
+
+    async fn ensure_monitoring(
+        &self,
+        _access: &LinkAccess,
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
+        Ok(BTreeMap::new())
+    }
+
+    async fn start_reconnect(
+        &self,
+        access: &LinkAccess,
+        request: &LinkSessionRequest,
+    ) -> Result<LinkSession, ProviderError> {
+        self.start_link_session(request).await.map(|mut s| {
+            s.url = format!("{}?reconnect={}", s.url, access.link_id);
+            s
+        })
+    }
+
+    async fn descope(&self, access: &LinkAccess) -> Result<(), ProviderError> {
+        self.state
+            .lock()
+            .unwrap()
+            .descoped
+            .push(access.link_id.to_string());
+        Ok(())
+    }
+}
