@@ -18,7 +18,7 @@ use crate::client::{CanopyClient, ConnectCredentials};
 use crate::config::{CanopyConfig, REFRESH_SLACK};
 use crate::error::CanopyError;
 use crate::model::Monitoring;
-use crate::normalize::{normalize_pull, status_has_data};
+use crate::normalize::normalize_pull;
 use crate::webhook::{
     self, EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY,
 };
@@ -311,11 +311,20 @@ impl Provider for CanopyProvider {
             .map(String::as_str)
             .unwrap_or(pull_id);
         let pull = normalize_pull(&raw, fallback)?;
-        // An empty answer from a pull that never got data is not "every policy removed".
-        if pull.policies.is_empty() && !status_has_data(pull.status.as_deref()) {
+        // No policies means "none" only from a finished pull; from one still running or one
+        // that failed it would read as every policy removed.
+        let finished = matches!(pull.status.as_deref(), Some("SUCCESS" | "INCOMPLETE"));
+        if pull.policies.is_empty() && !finished {
+            let status = pull.status.as_deref().unwrap_or("no status");
+            if RUNNING_STATUSES.contains(&status) {
+                return Err(ProviderError::Unavailable {
+                    provider: ProviderKind::Canopy,
+                    message: format!("pull {pull_id} has no data yet ({status})"),
+                    vendor: VendorErrorInfo::default(),
+                });
+            }
             return Err(CanopyError::precondition(format!(
-                "pull {pull_id} holds no data ({})",
-                pull.status.as_deref().unwrap_or("no status")
+                "pull {pull_id} holds no data ({status})"
             ))
             .into());
         }
