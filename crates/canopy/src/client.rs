@@ -87,8 +87,14 @@ impl CanopyClient {
     }
 
     /// `{base}/{segments…}`, each segment percent-encoded, so that an id can never reach
-    /// another route.
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> url::Url {
+    /// another route (`.` and `..`, which the URL would resolve, are refused).
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<url::Url, CanopyError> {
+        if let Some(bad) = segments
+            .iter()
+            .find(|s| s.trim().is_empty() || **s == "." || **s == "..")
+        {
+            return Err(CanopyError::invalid(format!("`{bad}` is not a Canopy id")));
+        }
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .expect("checked to be a base URL")
@@ -97,7 +103,7 @@ impl CanopyClient {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        url
+        Ok(url)
     }
 
     async fn call<T: DeserializeOwned>(
@@ -215,7 +221,7 @@ impl CanopyClient {
 
     /// `GET /teams/{teamId}/pulls/{pullId}`: the raw `pull` object.
     pub async fn get_pull(&self, pull_id: &str) -> Result<Value, CanopyError> {
-        let url = self.url(&["teams", self.team(), "pulls", pull_id], &[]);
+        let url = self.url(&["teams", self.team(), "pulls", pull_id], &[])?;
         let response: PullResponse = self
             .call(
                 "pulls.get",
@@ -237,7 +243,7 @@ impl CanopyClient {
         let url = self.url(
             &["teams", self.team(), "monitorings"],
             &[("pull_id", pull_id)],
-        );
+        )?;
         let list: MonitoringList = self
             .call(
                 "monitorings.list",
@@ -252,7 +258,7 @@ impl CanopyClient {
     }
 
     pub async fn get_monitoring(&self, monitoring_id: &str) -> Result<Monitoring, CanopyError> {
-        let url = self.url(&["teams", self.team(), "monitorings", monitoring_id], &[]);
+        let url = self.url(&["teams", self.team(), "monitorings", monitoring_id], &[])?;
         let response: MonitoringResponse = self
             .call(
                 "monitorings.get",
@@ -275,7 +281,7 @@ impl CanopyClient {
         pull_id: &str,
         interval: &str,
     ) -> Result<Monitoring, CanopyError> {
-        let url = self.url(&["teams", self.team(), "monitorings"], &[]);
+        let url = self.url(&["teams", self.team(), "monitorings"], &[])?;
         let body = json!({ "pull_id": pull_id, "interval": interval });
         let response: MonitoringResponse = self
             .call(
@@ -295,7 +301,7 @@ impl CanopyClient {
 
     /// `DELETE /teams/{teamId}/monitorings/{id}`: stopping twice stops once, so it is repeatable.
     pub async fn stop_monitoring(&self, monitoring_id: &str) -> Result<(), CanopyError> {
-        let url = self.url(&["teams", self.team(), "monitorings", monitoring_id], &[]);
+        let url = self.url(&["teams", self.team(), "monitorings", monitoring_id], &[])?;
         let _: Value = self
             .call(
                 "monitorings.delete",
@@ -323,7 +329,7 @@ impl CanopyClient {
                 "refresh",
             ],
             &[],
-        );
+        )?;
         let response: RefreshResponse = self
             .call(
                 "monitorings.refresh",
@@ -351,7 +357,7 @@ impl CanopyClient {
                 "reconnectToken",
             ],
             &[],
-        );
+        )?;
         self.call(
             "monitorings.reconnect_token",
             Method::GET,
@@ -369,7 +375,7 @@ impl CanopyClient {
         &self,
         reconnect_token: &SecretString,
     ) -> Result<PullJwtResponse, CanopyError> {
-        let url = self.url(&["widget", "pull", "reconnectToken"], &[]);
+        let url = self.url(&["widget", "pull", "reconnectToken"], &[])?;
         let body = json!({ "reconnect_token": reconnect_token.expose_secret() });
         self.call(
             "widget.reconnect_token",
@@ -389,7 +395,7 @@ impl CanopyClient {
         pull_jwt: &SecretString,
         credentials: ConnectCredentials<'_>,
     ) -> Result<(), CanopyError> {
-        let url = self.url(&["widget", "pull", pull_id, "connect"], &[]);
+        let url = self.url(&["widget", "pull", pull_id, "connect"], &[])?;
         let mut body = json!({
             "insurerName": credentials.insurer_name,
             "insurerUsername": credentials.username.expose_secret(),
@@ -420,7 +426,7 @@ impl CanopyClient {
         pull_jwt: &SecretString,
         option_key: &str,
     ) -> Result<(), CanopyError> {
-        let url = self.url(&["widget", "pull", pull_id, "idvoptions"], &[]);
+        let url = self.url(&["widget", "pull", pull_id, "idvoptions"], &[])?;
         let body = json!({ "optionKey": option_key });
         let _: Value = self
             .call(
@@ -442,7 +448,7 @@ impl CanopyClient {
         pull_jwt: &SecretString,
         code: &SecretString,
     ) -> Result<(), CanopyError> {
-        let url = self.url(&["widget", "pull", pull_id, "idv"], &[]);
+        let url = self.url(&["widget", "pull", pull_id, "idv"], &[])?;
         let body = json!({ "mfaValue": code.expose_secret() });
         let _: Value = self
             .call(
@@ -494,11 +500,22 @@ mod tests {
         let c = client();
         assert_eq!(
             c.url(&["teams", "team-1", "pulls", "../monitorings"], &[])
+                .unwrap()
                 .as_str(),
             "https://example.test/api/v1.0.0/teams/team-1/pulls/..%2Fmonitorings"
         );
+        for bad in ["..", ".", "", " "] {
+            assert!(
+                matches!(
+                    c.url(&["teams", "team-1", "pulls", bad], &[]),
+                    Err(CanopyError::InvalidRequest { .. })
+                ),
+                "{bad:?}"
+            );
+        }
         assert_eq!(
             c.url(&["teams", "team-1", "monitorings"], &[("pull_id", "a&b")])
+                .unwrap()
                 .as_str(),
             "https://example.test/api/v1.0.0/teams/team-1/monitorings?pull_id=a%26b"
         );
