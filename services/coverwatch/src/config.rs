@@ -60,6 +60,12 @@ pub struct Config {
     /// The embedded vendor simulators' listener, used when a vendor has no credentials.
     pub sandbox_addr: SocketAddr,
     pub worker: WorkerSettings,
+    /// Axle credentials; absent: the embedded Axle simulator.
+    pub axle: Option<AxleSettings>,
+    /// Canopy Connect credentials; absent: the embedded Canopy simulator.
+    pub canopy: Option<CanopySettings>,
+    /// ISO-8601 interval of Canopy monitorings (at least 30 days).
+    pub canopy_monitoring_interval: String,
     pub log_format: LogFormat,
     /// How long graceful shutdown waits for in-flight work.
     pub shutdown_grace_seconds: u64,
@@ -79,6 +85,43 @@ pub struct EncryptionKeyConfig {
     pub id: String,
     /// 32 random bytes, base64.
     pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AxleSettings {
+    /// `https://api.axle.insure` or `https://sandbox.axle.insure`.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// For platforms acting for a destination client.
+    pub destination_client_id: Option<String>,
+    /// A header Axle was asked to add to every webhook, checked in constant time.
+    pub webhook_header_name: Option<String>,
+    pub webhook_header_value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CanopySettings {
+    /// `https://app.usecanopy.com/api/v1.0.0`.
+    pub base_url: String,
+    /// `https://app.usecanopy.com` (widgets are `{widget_base_url}/c/{public_alias}`).
+    pub widget_base_url: String,
+    pub team_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub public_alias: String,
+    /// The team webhooks' signing secrets; several while one is being rotated.
+    pub signing_secrets: Vec<String>,
+    #[serde(default = "default_signature_tolerance")]
+    pub signature_tolerance_seconds: u64,
+    /// Skips the widget's consent screen when consent was collected by the caller.
+    pub consent_token: Option<String>,
+}
+
+fn default_signature_tolerance() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,8 +161,8 @@ fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
             let key = e.path.join(".").to_ascii_lowercase();
             let value = figment
                 .find_value(&key)
-                .or_else(|_| figment.find_value(&e.path.join(".")))
                 .ok()
+                .or_else(|| figment.find_value(&e.path.join(".")).ok())
                 .map(|v| match v.as_str() {
                     Some(text) => format!("{text:?}"),
                     None => serde_json::to_string(&v).unwrap_or_default(),
@@ -153,6 +196,9 @@ impl Default for Config {
             encryption_key_file: PathBuf::from("coverwatch.key"),
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
             worker: WorkerSettings::default(),
+            axle: None,
+            canopy: None,
+            canopy_monitoring_interval: "P1M".into(),
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 20,
         }
@@ -278,6 +324,7 @@ impl Config {
                 ));
             }
         }
+        crate::providers::validate(&self)?;
         let w = &self.worker;
         if w.concurrency == 0 {
             return Err(ConfigError::invalid(
@@ -400,6 +447,35 @@ mod tests {
                 .to_string()
         });
         assert!(err.contains("grpc_port"), "an unknown key is named: {err}");
+
+        let err = with_env(&[("COVERWATCH_CANOPY_MONITORING_INTERVAL", "P7D")], || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(
+            err.contains("`canopy_monitoring_interval`")
+                && err.contains("P7D")
+                && err.contains("30 days"),
+            "{err}"
+        );
+
+        let err = with_env(
+            &[
+                ("COVERWATCH_AXLE__BASE_URL", "ftp://axle"),
+                ("COVERWATCH_AXLE__CLIENT_ID", "cli_1"),
+                ("COVERWATCH_AXLE__CLIENT_SECRET", "s3cret"),
+            ],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("axle") && err.contains("base_url") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

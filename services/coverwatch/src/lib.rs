@@ -6,7 +6,7 @@ pub mod auth;
 pub mod config;
 mod grpc;
 mod http;
-mod providers;
+pub mod providers;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;
