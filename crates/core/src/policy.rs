@@ -139,7 +139,8 @@ pub struct Address {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vehicle {
-    /// The vendor's id for this vehicle within the policy.
+    /// A stable id for this vehicle within the policy: Axle's property id (`prp_…`), or the
+    /// VIN for Canopy, whose ids change with every pull.
     pub id: String,
     pub vin: Option<String>,
     pub year: Option<i32>,
@@ -151,6 +152,7 @@ pub struct Vehicle {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dwelling {
+    /// A stable id for the dwelling within the policy (for Canopy, its address).
     pub id: String,
     pub address: Option<Address>,
     pub replacement_cost_cents: Option<i64>,
@@ -235,7 +237,8 @@ impl PolicyTerm {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
-    /// The vendor's id for the policy (Axle `pol_…`, Canopy `policy_id`).
+    /// The vendor's stable id for the policy: Axle `pol_…`; for Canopy, whose object ids change
+    /// with every pull, the carrier policy number (see the canopy crate's `normalize`).
     pub external_id: String,
     pub policy_type: PolicyType,
     pub carrier: Carrier,
