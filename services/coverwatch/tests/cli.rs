@@ -1,0 +1,178 @@
+//! The `coverwatch` binary as an operator runs it: migrate, serve, answer with the development
+//! key, stop on SIGTERM with exit code 0, and refuse bad configuration by naming the key.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use coverwatch_proto::v1;
+use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
+
+const DEV_KEY: &str = "a-development-key-for-tests";
+
+fn command(workdir: &std::path::Path, database_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coverwatch"));
+    cmd.current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("COVERWATCH_DATABASE_URL", database_url)
+        .env("COVERWATCH_GRPC_ADDR", "127.0.0.1:0")
+        .env("COVERWATCH_HTTP_ADDR", "127.0.0.1:0")
+        .env("COVERWATCH_SANDBOX_ADDR", "127.0.0.1:0")
+        .env("COVERWATCH_DEV_API_KEY", DEV_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn workdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cw-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The stdout line that starts with `prefix`, waiting at most `deadline`.
+fn wait_for_line(child: &mut Child, prefix: &str, deadline: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = std::time::Instant::now();
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!("no `{prefix}` line within {deadline:?}; stderr:\n{stderr}");
+            }
+        }
+    }
+}
+
+// Multi-threaded so that the client's connection keeps running (and answers the server's
+// shutdown handshake) while this test blocks waiting for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let dir = workdir();
+    let url = coverwatch_store::testing::fresh_database_url().await;
+
+    let migrate = command(&dir, &url).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let mut child = command(&dir, &url).arg("serve").spawn().unwrap();
+    let line = wait_for_line(&mut child, "gRPC on ", Duration::from_secs(60));
+    let grpc = line
+        .trim_start_matches("gRPC on ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = MonitoringServiceClient::new(channel);
+    let mut request = tonic::Request::new(v1::ListLinksRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {DEV_KEY}").parse().unwrap(),
+    );
+    let links = client
+        .list_links(request)
+        .await
+        .expect("the development key works");
+    assert!(links.into_inner().links.is_empty());
+
+    // SIGTERM with the client still connected: graceful shutdown, promptly, exit code 0.
+    send_sigterm(child.id());
+    let start = std::time::Instant::now();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?}: an idle client must not hold it up",
+        start.elapsed()
+    );
+    drop(client);
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_key() {
+    let dir = workdir();
+    let out = command(&dir, "sqlite::memory:")
+        .env("COVERWATCH_WORKER__CONCURRENCY", "0")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker.concurrency"), "{stderr}");
+
+    let out = command(&dir, "mysql://nope")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database_url"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_coverwatch"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+}
+
+#[test]
+fn hash_key_prints_the_sha256_to_configure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_coverwatch"))
+        .args(["hash-key", "abc"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+/// Through `kill(1)`: the workspace forbids the `unsafe` a direct `libc::kill` would need.
+fn send_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("did not exit within {deadline:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
