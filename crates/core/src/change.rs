@@ -69,6 +69,24 @@ fn keyed<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> BTreeMap<K, &T> {
     items.iter().map(|item| (key(item), item)).collect()
 }
 
+/// Report members present on one side only, keyed by `key`, as (removed, added) changes.
+fn membership<T>(
+    out: &mut Vec<PolicyChange>,
+    before: &[T],
+    after: &[T],
+    key: impl Fn(&T) -> String,
+    (removed, added): (ChangeKind, ChangeKind),
+) {
+    let old = keyed(before, &key);
+    let new = keyed(after, &key);
+    for subject in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(change(removed, Some(subject.clone()), None, None, None));
+    }
+    for subject in new.keys().filter(|k| !old.contains_key(*k)) {
+        out.push(change(added, Some(subject.clone()), None, None, None));
+    }
+}
+
 /// What changed from `before` to `after`, for `policy.updated`.
 pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
     let mut out = Vec::new();
@@ -189,47 +207,20 @@ pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
     }
 
     let vehicle_key = |v: &crate::policy::Vehicle| v.vin.clone().unwrap_or_else(|| v.id.clone());
-    let old = keyed(&before.vehicles, vehicle_key);
-    let new = keyed(&after.vehicles, vehicle_key);
-    for key in old.keys().filter(|k| !new.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::VehicleRemoved,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
-    for key in new.keys().filter(|k| !old.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::VehicleAdded,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
-
-    let old = keyed(&before.dwellings, |d| d.id.clone());
-    let new = keyed(&after.dwellings, |d| d.id.clone());
-    for key in old.keys().filter(|k| !new.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::DwellingRemoved,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
-    for key in new.keys().filter(|k| !old.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::DwellingAdded,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
+    membership(
+        &mut out,
+        &before.vehicles,
+        &after.vehicles,
+        vehicle_key,
+        (ChangeKind::VehicleRemoved, ChangeKind::VehicleAdded),
+    );
+    membership(
+        &mut out,
+        &before.dwellings,
+        &after.dwellings,
+        |d| d.id.clone(),
+        (ChangeKind::DwellingRemoved, ChangeKind::DwellingAdded),
+    );
 
     let party_key =
         |p: &InterestedParty| (p.kind, comparable_name(p.name.as_deref().unwrap_or("")));
@@ -276,26 +267,13 @@ pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
             i.full_name.as_deref().unwrap_or("")
         ))
     };
-    let old = keyed(&before.insureds, insured_key);
-    let new = keyed(&after.insureds, insured_key);
-    for key in old.keys().filter(|k| !new.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::InsuredRemoved,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
-    for key in new.keys().filter(|k| !old.contains_key(*k)) {
-        out.push(change(
-            ChangeKind::InsuredAdded,
-            Some(key.clone()),
-            None,
-            None,
-            None,
-        ));
-    }
+    membership(
+        &mut out,
+        &before.insureds,
+        &after.insureds,
+        insured_key,
+        (ChangeKind::InsuredRemoved, ChangeKind::InsuredAdded),
+    );
     out
 }
 
@@ -404,6 +382,36 @@ mod tests {
         assert_eq!(changes[1].subject.as_deref(), Some("bodily_injury"));
         assert_eq!(changes[1].field.as_deref(), Some("limit_per_person_cents"));
         assert_eq!(changes[1].after.as_deref(), Some("2500000"));
+    }
+
+    #[test]
+    fn vehicles_match_by_vin_and_report_membership() {
+        let car = |id: &str, vin: Option<&str>| crate::policy::Vehicle {
+            id: id.into(),
+            vin: vin.map(str::to_owned),
+            year: Some(2020),
+            make: None,
+            model: None,
+            body_style: None,
+            garaging_address: None,
+        };
+        let mut before = base();
+        before.vehicles = vec![car("v1", Some("1HGCM82633A004352")), car("v2", None)];
+        let mut after = base();
+        // Same VIN under a new vendor id is the same car; v2 left, v3 came.
+        after.vehicles = vec![car("other-id", Some("1HGCM82633A004352")), car("v3", None)];
+        let changes = diff_policies(&before, &after);
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.kind, c.subject.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (ChangeKind::VehicleRemoved, "v2".to_owned()),
+                (ChangeKind::VehicleAdded, "v3".to_owned())
+            ]
+        );
     }
 
     #[test]
