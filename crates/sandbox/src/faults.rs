@@ -6,8 +6,16 @@
 //! `canopy.pulls.get`; routers declare them with [`guard`], which also registers the name so the
 //! control API can list them. A target name ending in `*` matches by prefix (`axle.*`).
 //!
-//! Several rules may match one occurrence; each matching rule is consumed once and all their
-//! effects apply, in this order: latency, hang, status, malformed body.
+//! Several rules may match one occurrence. Effects that decide the outcome on their own
+//! (`status`, `hang`, `malformed`, `drop`; see [`FaultEffect::is_outcome`]) apply **one per
+//! occurrence**: the earliest-added matching rule that has occurrences left is consumed, and the
+//! later ones wait for the next occurrences. So three rules added in this order on one endpoint,
+//! `429 ×1`, `500 ×1`, then nothing, give 429, then 500, then the real answer. A rule without a
+//! `times` limit stays in front of every rule added after it until it is removed.
+//!
+//! The other effects (`latency`, `duplicate`, `out_of_order`) combine: every matching rule is
+//! consumed once and applies, together with at most one outcome, in this order: latency, hang,
+//! status, malformed body, duplicate, out of order, drop.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -168,6 +176,16 @@ impl FaultEffect {
         }
     }
 
+    /// Whether this effect decides the occurrence's outcome on its own (`status`, `hang`,
+    /// `malformed`, `drop`). Of such effects, one per occurrence applies, in the order the rules
+    /// were added; the others (`latency`, `duplicate`, `out_of_order`) combine with it.
+    pub fn is_outcome(&self) -> bool {
+        match self {
+            Self::Status { .. } | Self::Hang { .. } | Self::Malformed | Self::Drop => true,
+            Self::Latency { .. } | Self::Duplicate { .. } | Self::OutOfOrder { .. } => false,
+        }
+    }
+
     fn order(&self) -> u8 {
         match self {
             Self::Latency { .. } => 0,
@@ -286,18 +304,22 @@ impl Faults {
         self.lock().endpoints.iter().cloned().collect()
     }
 
-    /// Consumes one occurrence of every rule matching this endpoint and returns their effects.
+    /// Consumes one occurrence of the rules matching this endpoint and returns their effects:
+    /// every combining effect, and the first outcome effect in the order the rules were added
+    /// (see the [module docs](self)).
     pub fn take_for_endpoint(&self, endpoint: &str) -> Vec<FaultEffect> {
         self.take(|t| t.matches_endpoint(endpoint))
     }
 
-    /// Consumes one occurrence of every rule matching this webhook delivery.
+    /// Consumes one occurrence of the rules matching this webhook delivery, like
+    /// [`Faults::take_for_endpoint`].
     pub fn take_for_webhook(&self, vendor: &str, event_type: &str, url: &str) -> Vec<FaultEffect> {
         self.take(|t| t.matches_webhook(vendor, event_type, url))
     }
 
     /// Like [`Faults::take_for_webhook`], but only `status` rules: a retry attempt is an
-    /// occurrence for them and for nothing else.
+    /// occurrence for them and for nothing else. At most one rule is consumed, the
+    /// earliest-added, so `500 ×1` then `503 ×1` fail the first attempt and the first retry.
     pub fn take_status_for_webhook(
         &self,
         vendor: &str,
@@ -326,9 +348,17 @@ impl Faults {
     ) -> Vec<FaultEffect> {
         let mut inner = self.lock();
         let mut effects = Vec::new();
+        let mut outcome_taken = false;
+        // Rules are kept in the order they were added, so the first outcome met is the oldest.
         for rule in inner.rules.iter_mut() {
             if rule.times == Some(0) || !effect_pred(&rule.effect) || !pred(&rule.target) {
                 continue;
+            }
+            if rule.effect.is_outcome() {
+                if outcome_taken {
+                    continue;
+                }
+                outcome_taken = true;
             }
             if let Some(n) = rule.times.as_mut() {
                 *n -= 1;
@@ -555,6 +585,118 @@ mod tests {
             faults.take_for_webhook("axle", "x", "u"),
             vec![FaultEffect::Duplicate { copies: 1 }]
         );
+    }
+
+    #[test]
+    fn outcome_rules_apply_one_per_request_in_the_order_added() {
+        let faults = Faults::new();
+        let endpoint = || FaultTarget::endpoint("axle.accounts.get");
+        faults.inject_times(endpoint(), FaultEffect::rate_limited(1), 1);
+        faults.inject_times(endpoint(), FaultEffect::status(500), 1);
+        // Latency combines with whichever outcome applies.
+        faults.inject_times(
+            endpoint(),
+            FaultEffect::latency(Duration::from_millis(5)),
+            2,
+        );
+        assert_eq!(
+            faults.take_for_endpoint("axle.accounts.get"),
+            vec![
+                FaultEffect::latency(Duration::from_millis(5)),
+                FaultEffect::rate_limited(1)
+            ]
+        );
+        assert_eq!(
+            faults.take_for_endpoint("axle.accounts.get"),
+            vec![
+                FaultEffect::latency(Duration::from_millis(5)),
+                FaultEffect::status(500)
+            ]
+        );
+        assert!(faults.take_for_endpoint("axle.accounts.get").is_empty());
+        assert!(faults.list().is_empty());
+    }
+
+    #[test]
+    fn every_outcome_kind_takes_its_turn() {
+        let faults = Faults::new();
+        let endpoint = || FaultTarget::endpoint("canopy.pulls.get");
+        faults.inject_times(endpoint(), FaultEffect::Hang { ms: Some(1) }, 1);
+        // A prefix rule and an exact rule queue together, in the order added.
+        faults.inject_times(FaultTarget::endpoint("canopy.*"), FaultEffect::Malformed, 1);
+        faults.inject_times(endpoint(), FaultEffect::status(503), 2);
+        let mut seen = Vec::new();
+        loop {
+            let effects = faults.take_for_endpoint("canopy.pulls.get");
+            assert!(effects.len() <= 1, "one outcome per request: {effects:?}");
+            match effects.into_iter().next() {
+                Some(e) => seen.push(e),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                FaultEffect::Hang { ms: Some(1) },
+                FaultEffect::Malformed,
+                FaultEffect::status(503),
+                FaultEffect::status(503),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unlimited_rule_stays_in_front_until_removed() {
+        let faults = Faults::new();
+        let endpoint = || FaultTarget::endpoint("axle.policies.get");
+        let forever = faults.inject(endpoint(), FaultEffect::status(503));
+        faults.inject_times(endpoint(), FaultEffect::status(500), 1);
+        for _ in 0..3 {
+            assert_eq!(
+                faults.take_for_endpoint("axle.policies.get"),
+                vec![FaultEffect::status(503)]
+            );
+        }
+        assert!(faults.remove(forever));
+        assert_eq!(
+            faults.take_for_endpoint("axle.policies.get"),
+            vec![FaultEffect::status(500)]
+        );
+        assert!(faults.take_for_endpoint("axle.policies.get").is_empty());
+    }
+
+    #[test]
+    fn webhook_status_rules_fail_one_attempt_each() {
+        let faults = Faults::new();
+        faults.inject_times(FaultTarget::webhooks("canopy"), FaultEffect::status(500), 1);
+        faults.inject_times(
+            FaultTarget::webhook_event("canopy", "COMPLETE"),
+            FaultEffect::status(503),
+            1,
+        );
+        faults.inject_times(
+            FaultTarget::webhooks("canopy"),
+            FaultEffect::Duplicate { copies: 1 },
+            1,
+        );
+        // The first attempt: the oldest status rule, and the duplicate that combines with it.
+        assert_eq!(
+            faults.take_for_webhook("canopy", "COMPLETE", "u"),
+            vec![
+                FaultEffect::status(500),
+                FaultEffect::Duplicate { copies: 1 }
+            ]
+        );
+        // Each retry attempt meets the next status rule.
+        assert_eq!(
+            faults.take_status_for_webhook("canopy", "COMPLETE", "u"),
+            Some(503)
+        );
+        assert_eq!(
+            faults.take_status_for_webhook("canopy", "COMPLETE", "u"),
+            None
+        );
+        assert!(faults.list().is_empty());
     }
 
     #[test]

@@ -186,6 +186,32 @@ async fn endpoint_status_faults_apply_to_the_next_n_calls() {
 }
 
 #[tokio::test]
+async fn status_faults_on_one_endpoint_apply_in_sequence_429_then_500_then_success() {
+    let h = sandbox().await;
+    let c = http();
+    let endpoint = || FaultTarget::endpoint("axle.ignition.start");
+    h.faults()
+        .inject_times(endpoint(), FaultEffect::rate_limited(2), 1);
+    h.faults()
+        .inject_times(endpoint(), FaultEffect::status(500), 1);
+
+    let first = start_ignition(&h, &c).await;
+    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(first.headers()["retry-after"], "2");
+    assert_eq!(h.faults().list().len(), 1, "only the 429 was spent");
+
+    let second = start_ignition(&h, &c).await;
+    assert_eq!(second.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(second.headers().get("retry-after").is_none());
+
+    let third = start_ignition(&h, &c).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    assert!(h.faults().list().is_empty());
+}
+
+#[tokio::test]
 async fn endpoint_latency_hang_and_malformed_body() {
     let h = sandbox().await;
     let c = http();
