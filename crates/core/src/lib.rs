@@ -9,6 +9,7 @@ pub mod ids;
 pub mod link;
 pub mod policy;
 pub mod provider;
+pub mod requirements;
 pub mod webhook;
 
 pub use event::{Event, EventKind, EventPayload, ProviderDetail};
