@@ -94,7 +94,12 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
             .context("cannot start the sandbox")?;
-            tracing::info!(base_url = %sandbox.base_url(), "vendor sandbox serving; ctrl-c to stop");
+            println!(
+                "sandbox on {}  (Axle API {}, Canopy API {}); ctrl-c to stop",
+                sandbox.base_url(),
+                sandbox.axle_base_url(),
+                sandbox.canopy_base_url()
+            );
             stop_signal().await;
             sandbox.shutdown().await;
         }

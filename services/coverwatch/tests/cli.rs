@@ -114,6 +114,33 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_runs_alone() {
+    let dir = workdir();
+    let mut child = command(&dir, "sqlite::memory:")
+        .arg("sandbox")
+        .spawn()
+        .unwrap();
+    let line = wait_for_line(&mut child, "sandbox on ", Duration::from_secs(60));
+    let base = line
+        .trim_start_matches("sandbox on ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let health = reqwest_get(&format!("{base}/_sandbox/health")).await;
+    assert_eq!(health, 200);
+    let widget = reqwest_get(&format!("{base}/canopy/c/coverwatch-sandbox")).await;
+    assert_eq!(widget, 200, "the hosted Canopy widget is served");
+    send_sigterm(child.id());
+    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+async fn reqwest_get(url: &str) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
+}
+
 #[test]
 fn bad_configuration_is_refused_naming_the_key() {
     let dir = workdir();
