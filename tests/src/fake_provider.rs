@@ -117,6 +117,10 @@ impl Provider for FakeProvider {
             on_demand_refresh: false,
             per_link_webhook_url: true,
             expected_refresh_interval: Duration::from_secs(86_400),
+            one_time_completion_code: true,
+            // Every fake completion names the same account by default; the foundation tests
+            // treat each link as its own.
+            relink_resumes_monitoring: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! HTTP like any client would, and wait for things with a deadline instead of sleeping.
 
 pub mod fake_provider;
+pub mod flows;
 
 use std::future::Future;
 use std::time::Duration;

@@ -146,6 +146,10 @@ impl Provider for AxleProvider {
             on_demand_refresh: false,
             per_link_webhook_url: true,
             expected_refresh_interval: EXPECTED_REFRESH_INTERVAL,
+            // The Ignition's authCode, from the webhook or the caller's redirect.
+            one_time_completion_code: true,
+            // Relinking the same account returns the same access token and resumes monitoring.
+            relink_resumes_monitoring: true,
         }
     }
 
@@ -344,6 +348,8 @@ mod tests {
                 on_demand_refresh: false,
                 per_link_webhook_url: true,
                 expected_refresh_interval: Duration::from_secs(26 * 3600),
+                one_time_completion_code: true,
+                relink_resumes_monitoring: true,
             }
         );
         assert!(AxleProvider::new(AxleConfig::default()).is_err());

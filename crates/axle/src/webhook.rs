@@ -138,7 +138,7 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
             event_type: event_type.clone(),
             reference: data.reference.clone(),
         },
-        happenings: vec![happening(&event_type, &data)],
+        happenings: happening(&event_type, &data).into_iter().collect(),
     })
 }
 
@@ -168,12 +168,17 @@ fn attribution(data: &model::EventData) -> Vec<Attribution> {
     out
 }
 
-fn happening(event_type: &str, data: &model::EventData) -> Happening {
+/// What a delivery means for the link; `None` when it says nothing the caller does not know.
+fn happening(event_type: &str, data: &model::EventData) -> Option<Happening> {
     let vendor = || Happening::Vendor {
         vendor_type: event_type.to_owned(),
     };
-    match event_type {
-        "ignition.created" | "ignition.opened" => Happening::AuthProgress {
+    Some(match event_type {
+        // Sent while Start Ignition is still answering, so before the link that will receive it
+        // is written (the first try meets a 401 and Axle retries it): it only repeats what
+        // `link.session_opened` told the caller.
+        "ignition.created" => return None,
+        "ignition.opened" => Happening::AuthProgress {
             status: AuthStatus::Opened,
             login_error_message: None,
             verification_options: Vec::new(),
@@ -221,7 +226,7 @@ fn happening(event_type: &str, data: &model::EventData) -> Happening {
             None => vendor(),
         },
         _ => vendor(),
-    }
+    })
 }
 
 /// Axle's error messages are free text: one that blames the carrier is the carrier's problem
@@ -428,20 +433,24 @@ mod tests {
     fn ignition_events() {
         let link = LinkId::new();
         let meta = json!({"coverwatchLinkId": link.to_string(), "order": "7"});
-        for t in ["ignition.created", "ignition.opened"] {
-            let p = parsed(
-                t,
-                json!({"ref": "ign_1", "metadata": meta, "user": {"id": "u1"}}),
-            );
-            assert!(matches!(
-                only(&p),
-                Happening::AuthProgress {
-                    status: AuthStatus::Opened,
-                    ..
-                }
-            ));
-            assert_eq!(p.attribution, vec![Attribution::Link(link)]);
-        }
+        let p = parsed(
+            "ignition.opened",
+            json!({"ref": "ign_1", "metadata": meta, "user": {"id": "u1"}}),
+        );
+        assert!(matches!(
+            only(&p),
+            Happening::AuthProgress {
+                status: AuthStatus::Opened,
+                ..
+            }
+        ));
+        assert_eq!(p.attribution, vec![Attribution::Link(link)]);
+        let created = parsed(
+            "ignition.created",
+            json!({"ref": "ign_1", "metadata": meta, "user": {"id": "u1"}}),
+        );
+        assert!(created.happenings.is_empty());
+        assert_eq!(created.attribution, vec![Attribution::Link(link)]);
         let p = parsed(
             "ignition.attempted",
             json!({"metadata": meta, "carrier": "geico", "attempt": 2,

@@ -67,6 +67,12 @@ impl CanopyProvider {
                 on_demand_refresh: true,
                 per_link_webhook_url: false,
                 expected_refresh_interval: interval.longest() + REFRESH_SLACK,
+                // A pull completes on Canopy's own notice; there is no code to redeem.
+                one_time_completion_code: false,
+                // A new pull of an already linked account is watched only through a monitoring
+                // of its own, so folding it into the older link would leave that link's
+                // monitoring as it was.
+                relink_resumes_monitoring: false,
             },
             config,
             client,
@@ -538,6 +544,7 @@ mod tests {
     fn capabilities() {
         let caps = provider(None).capabilities();
         assert!(caps.in_app_reconnect && caps.on_demand_refresh && !caps.per_link_webhook_url);
+        assert!(!caps.one_time_completion_code && !caps.relink_resumes_monitoring);
         assert_eq!(
             caps.expected_refresh_interval,
             std::time::Duration::from_secs((31 + 2) * 24 * 3600)

@@ -63,6 +63,15 @@ pub struct Capabilities {
     pub per_link_webhook_url: bool,
     /// How long the vendor may go without fresh data before a link counts as stale.
     pub expected_refresh_interval: std::time::Duration,
+    /// Sessions end with a one-time code that the caller may redeem itself (`CompleteLink`)
+    /// as well as the engine on the vendor's webhook. Without it a session completes only
+    /// through the vendor's own notice.
+    pub one_time_completion_code: bool,
+    /// Linking an account again resumes the vendor's monitoring of it (Axle hands back the same
+    /// access token), so a new session that reaches an account another link already holds is
+    /// folded into that link instead of becoming a second one. Without it a new session is
+    /// watched on its own (a Canopy pull is monitored only through a monitoring of its own).
+    pub relink_resumes_monitoring: bool,
 }
 
 /// Everything a vendor needs to open a session the end-user completes.
@@ -128,7 +137,8 @@ pub const RECONNECT_SECRET: &str = "reconnect";
 #[derive(Debug, Clone, Default)]
 pub struct ReconnectOutcome {
     /// Named secrets to store (`Some`) or forget (`None`), for example a session token that
-    /// authorizes the following steps.
+    /// authorizes the following steps. They serve one reconnect only: once the link is
+    /// reconnected the engine forgets every named secret but the long-lived access secret.
     pub secrets: Vec<(String, Option<SecretString>)>,
 }
 

@@ -6,22 +6,26 @@
 //! delivery in one transaction. A state change and its event are never written apart.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::change::{diff_accounts, diff_policies};
 use coverwatch_core::event::{
-    AuthStatus, ChangeKind, EventPayload, FailureReason, FieldChange, PolicyChange,
+    AuthStatus, ChangeKind, DescopeReason, EventPayload, FailureReason, FieldChange, PolicyChange,
     ReconnectReason, VerificationOption,
 };
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::policy::{PolicySnapshot, PolicyTerm};
 use coverwatch_core::provider::{
-    Completion, FetchedData, LinkAccess, LinkGrant, ProviderError, RECONNECT_SECRET, RejectionKind,
+    Completion, FetchedData, LinkAccess, LinkGrant, Provider, ProviderError, RECONNECT_SECRET,
+    RejectionKind,
 };
 use coverwatch_core::webhook::{DataRef, Happening};
-use coverwatch_core::{Event, Link, LinkState, ProviderDetail};
-use coverwatch_store::{ACCESS_SECRET, LinkRecord, LinkTx, NewEvent, SnapshotOutcome};
-use secrecy::SecretString;
+use coverwatch_core::{Event, Link, LinkId, LinkState, ProviderDetail};
+use coverwatch_store::{
+    ACCESS_SECRET, LinkRecord, LinkTx, NewEvent, SnapshotOutcome, WEBHOOK_TOKEN_KIND,
+};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{Engine, EngineError};
 
@@ -54,6 +58,20 @@ pub(crate) enum Prepared {
         grant: LinkGrant,
         fetched: FetchedData,
         monitoring_ids: BTreeMap<String, String>,
+        /// Why the vendor's monitoring could not be made sure of yet (for example a Canopy pull
+        /// still running). The link completes anyway; the delivery is tried again for it.
+        monitoring_pending: Option<String>,
+    },
+    /// The session reached an account that another link already holds, and the vendor
+    /// resumed monitoring it there: that link gets the data, this one ends.
+    Fold {
+        target: Box<LinkRecord>,
+        grant: LinkGrant,
+        fetched: FetchedData,
+    },
+    /// Written on the session's own link once its completion went to `target`.
+    FoldedInto {
+        target: LinkId,
     },
     Exited {
         step: Option<String>,
@@ -82,6 +100,57 @@ pub(crate) enum Prepared {
     Nothing,
 }
 
+impl Prepared {
+    /// Why the delivery must be tried again even though this was applied.
+    pub(crate) fn retry_reason(&self) -> Option<&str> {
+        match self {
+            Prepared::Completed {
+                monitoring_pending: Some(reason),
+                ..
+            } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// The name under which a redeemed grant waits for its link to complete. A one-time code
+/// cannot be redeemed twice, so when the work after the exchange is cut short (the vendor's
+/// data fetch fails, the process stops) the next attempt picks the grant up from here.
+const PENDING_GRANT_SECRET: &str = "coverwatch.pending_grant";
+
+fn grant_to_secret(grant: &LinkGrant) -> SecretString {
+    let json = serde_json::json!({
+        "secret": grant.secret.as_ref().map(|s| s.expose_secret().to_owned()),
+        "external_ids": grant.external_ids,
+        "account_key": grant.account_key,
+    });
+    SecretString::from(json.to_string())
+}
+
+fn grant_from_secret(secret: &SecretString) -> Option<LinkGrant> {
+    let value: serde_json::Value = serde_json::from_str(secret.expose_secret()).ok()?;
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    Some(LinkGrant {
+        secret: text(&value["secret"]).map(SecretString::from),
+        external_ids: value["external_ids"]
+            .as_object()?
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
+            .collect(),
+        account_key: text(&value["account_key"]),
+    })
+}
+
+fn is_refused_completion(err: &EngineError) -> bool {
+    matches!(
+        err,
+        EngineError::Provider(ProviderError::Rejected {
+            kind: RejectionKind::FailedPrecondition,
+            ..
+        })
+    )
+}
+
 fn access_from_grant(link: &Link, grant: &LinkGrant, existing: LinkAccess) -> LinkAccess {
     let mut external_ids = existing.external_ids;
     external_ids.extend(grant.external_ids.clone());
@@ -94,6 +163,51 @@ fn access_from_grant(link: &Link, grant: &LinkGrant, existing: LinkAccess) -> Li
 }
 
 impl Engine {
+    /// Redeem a completion and read the linked data. A one-time code is redeemed once: the
+    /// grant is kept on the link at once, so a retry after a later failure goes on from it.
+    async fn redeem(
+        &self,
+        record: &LinkRecord,
+        provider: &Arc<dyn Provider>,
+        completion: &Completion,
+    ) -> Result<LinkGrant, EngineError> {
+        let link = &record.link;
+        match provider.complete_link(completion).await {
+            Ok(grant) => {
+                if completion.code.is_some() {
+                    let mut tx = self
+                        .inner
+                        .store
+                        .begin_link_update(&link.tenant_id, &link.id)
+                        .await?
+                        .ok_or_else(|| EngineError::link_not_found(link.id))?;
+                    tx.put_secrets(vec![(
+                        PENDING_GRANT_SECRET.to_owned(),
+                        Some(grant_to_secret(&grant)),
+                    )])
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok(grant)
+            }
+            Err(err) => {
+                let err = EngineError::from(err);
+                if completion.code.is_some() && is_refused_completion(&err) {
+                    let access = self.access(link).await?;
+                    if let Some(grant) = access
+                        .secrets
+                        .get(PENDING_GRANT_SECRET)
+                        .and_then(grant_from_secret)
+                    {
+                        tracing::info!(link = %link.id, "completion code already redeemed for this link; going on from the kept grant");
+                        return Ok(grant);
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
     pub(crate) async fn prepare_completion(
         &self,
         record: &LinkRecord,
@@ -101,17 +215,90 @@ impl Engine {
     ) -> Result<Prepared, EngineError> {
         let link = &record.link;
         let provider = self.inner.providers.get(link.provider)?.clone();
-        let grant = provider.complete_link(&completion).await?;
+        let grant = self.redeem(record, &provider, &completion).await?;
+
+        if provider.capabilities().relink_resumes_monitoring
+            && !link.state.is_linked()
+            && let Some(key) = grant.account_key.as_deref()
+            && let Some(target) = self
+                .inner
+                .store
+                .find_linked_by_account_key(&link.tenant_id, link.provider, key, &link.id)
+                .await?
+        {
+            let target_access = self.access(&target.link).await?;
+            let access = access_from_grant(&target.link, &grant, target_access);
+            let fetched = provider.fetch(&access, &completion.data).await?;
+            return Ok(Prepared::Fold {
+                target: Box::new(target),
+                grant,
+                fetched,
+            });
+        }
+
         let existing = self.access(link).await?;
         let mut access = access_from_grant(link, &grant, existing);
         let fetched = provider.fetch(&access, &completion.data).await?;
         access.external_ids.extend(fetched.external_ids.clone());
-        let monitoring_ids = provider.ensure_monitoring(&access).await?;
+        let (monitoring_ids, monitoring_pending) = match provider.ensure_monitoring(&access).await {
+            Ok(ids) => (ids, None),
+            Err(err) if err.is_retryable() => {
+                tracing::info!(link = %link.id, error = %err, "link completes now; its monitoring is made sure of on a later attempt");
+                (BTreeMap::new(), Some(err.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(old) = record.replaces_link_id {
+            // Before this link is marked ACTIVE, so that a failure in between is retried as a
+            // whole: descoping is idempotent, and the grant is kept.
+            self.replace(record, &old, &grant).await?;
+        }
         Ok(Prepared::Completed {
             grant,
             fetched,
             monitoring_ids,
+            monitoring_pending,
         })
+    }
+
+    /// Descope `old`, which the caller asked `record` to replace, when the new link holds a
+    /// different account (with the same account both stay as they are).
+    async fn replace(
+        &self,
+        record: &LinkRecord,
+        old: &LinkId,
+        grant: &LinkGrant,
+    ) -> Result<(), EngineError> {
+        let link = &record.link;
+        let Some(old) = self.inner.store.get_link(&link.tenant_id, old).await? else {
+            return Ok(());
+        };
+        if old.link.state == LinkState::Descoped
+            || (old.account_key.is_some() && old.account_key == grant.account_key)
+        {
+            return Ok(());
+        }
+        if old.link.state.is_linked() {
+            let provider = self.inner.providers.get(old.link.provider)?.clone();
+            let access = self.access(&old.link).await?;
+            match provider.descope(&access).await {
+                Ok(()) => {}
+                Err(err) if err.is_retryable() => return Err(err.into()),
+                // Refused for good (for example a token the vendor no longer knows): there is
+                // nothing left to stop at the vendor.
+                Err(err) => {
+                    tracing::warn!(link = %old.link.id, error = %err, "replaced link could not be descoped at the vendor; descoped here")
+                }
+            }
+        }
+        self.mark_descoped(
+            &link.tenant_id,
+            &old.link.id,
+            DescopeReason::Replaced,
+            Some(link.id),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Make the vendor calls a happening needs, given the link as it was read.
@@ -139,8 +326,30 @@ impl Engine {
                 if link.state == LinkState::Descoped {
                     Prepared::Nothing
                 } else {
-                    self.prepare_completion(record, Completion { code, data })
-                        .await?
+                    match self
+                        .prepare_completion(record, Completion { code, data })
+                        .await
+                    {
+                        Ok(prepared) => prepared,
+                        // The vendor will not complete it (again): a code the caller redeemed
+                        // first, a repeated notice, or a code that expired before we got to it.
+                        Err(EngineError::Provider(ProviderError::Rejected {
+                            kind: RejectionKind::FailedPrecondition,
+                            message,
+                            ..
+                        })) => {
+                            if link.state == LinkState::Pending {
+                                // The session ends here; a later completion still counts.
+                                Prepared::Failed {
+                                    reason: FailureReason::Other,
+                                    message: Some(message),
+                                }
+                            } else {
+                                Prepared::Nothing
+                            }
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
             }
             Happening::SessionExited { step } => Prepared::Exited { step },
@@ -195,13 +404,33 @@ impl Engine {
         })
     }
 
-    /// Apply prepared happenings to a link in one transaction, settling the delivery with them.
+    /// Apply prepared happenings to a link in one transaction, settling the delivery with them
+    /// unless `settle` is off (the delivery is then tried again). A completion folded into
+    /// another link is written to that link first, in a transaction of its own: should this
+    /// one fail, the retry finds the other link already up to date and only ends this one.
     pub(crate) async fn commit_prepared(
         &self,
         link: &Link,
         prepared: Vec<Prepared>,
         origin: Origin,
+        settle: bool,
     ) -> Result<LinkRecord, EngineError> {
+        let mut own = Vec::with_capacity(prepared.len());
+        for item in prepared {
+            match item {
+                Prepared::Fold {
+                    target,
+                    grant,
+                    fetched,
+                } => {
+                    let target = target.link.id;
+                    self.commit_fold(link, &target, grant, fetched, &origin)
+                        .await?;
+                    own.push(Prepared::FoldedInto { target });
+                }
+                other => own.push(other),
+            }
+        }
         let mut tx = self
             .inner
             .store
@@ -209,15 +438,78 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::link_not_found(link.id))?;
         let mut events = Vec::new();
-        for item in prepared {
+        for item in own {
             apply(&mut tx, item, &origin, &mut events).await?;
         }
-        if let Some((delivery, owner)) = &origin.delivery {
+        if settle && let Some((delivery, owner)) = &origin.delivery {
             tx.settle_delivery(delivery, owner).await?;
         }
         let record = tx.commit().await?;
         self.announce(&events);
         Ok(record)
+    }
+
+    /// The account `source`'s session reached is held by `target`: resume `target` with the
+    /// fresh grant and data, and route `source`'s webhook URLs to it (the vendor now sends the
+    /// account's events to the newest session's URL).
+    async fn commit_fold(
+        &self,
+        source: &Link,
+        target: &LinkId,
+        grant: LinkGrant,
+        fetched: FetchedData,
+        origin: &Origin,
+    ) -> Result<(), EngineError> {
+        let mut tx = self
+            .inner
+            .store
+            .begin_link_update(&source.tenant_id, target)
+            .await?
+            .ok_or_else(|| EngineError::link_not_found(target))?;
+        let before = tx.state();
+        if !before.is_linked() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "link {target}, which holds the account this session linked, became {before} \
+                 meanwhile; try again"
+            )));
+        }
+        if let Some(secret) = grant.secret.clone() {
+            tx.put_secrets(vec![(ACCESS_SECRET.to_owned(), Some(secret))])
+                .await?;
+        }
+        let mut external_ids = grant.external_ids.clone();
+        external_ids.extend(fetched.external_ids.clone());
+        tx.put_external_ids(&external_ids).await?;
+        if grant.account_key.is_some() {
+            tx.set_account_key(grant.account_key.clone());
+        }
+        tx.adopt_external_ids(&source.id, WEBHOOK_TOKEN_KIND)
+            .await?;
+        let mut events = Vec::new();
+        if before == LinkState::ReconnectRequired {
+            let account_external_id = fetched
+                .account
+                .as_ref()
+                .map(|a| a.account.external_id.clone());
+            tx.set_session_url(None);
+            transition(
+                &mut tx,
+                LinkState::Active,
+                origin,
+                EventPayload::Reconnected {
+                    account_external_id,
+                },
+                &mut events,
+            )
+            .await?;
+            tx.retain_secrets(&[ACCESS_SECRET]).await?;
+        }
+        save_fetched(&mut tx, fetched, origin, &mut events, true, false).await?;
+        tx.set_refreshed_at(Utc::now());
+        tx.commit().await?;
+        self.announce(&events);
+        tracing::info!(link = %source.id, into = %target, "session reached an account already linked; folded into that link");
+        Ok(())
     }
 }
 
@@ -296,6 +588,10 @@ async fn apply(
             if tx.state() == LinkState::Descoped {
                 return Ok(());
             }
+            if status == AuthStatus::Success && tx.state() == LinkState::Active {
+                // A routine sign-in of a monitoring refresh: nobody is waiting on it.
+                return Ok(());
+            }
             emit(
                 tx,
                 origin,
@@ -312,15 +608,17 @@ async fn apply(
             grant,
             fetched,
             monitoring_ids,
+            monitoring_pending: _,
         } => {
             let before = tx.state();
             if before == LinkState::Descoped {
                 return Ok(());
             }
+            let mut secrets = vec![(PENDING_GRANT_SECRET.to_owned(), None)];
             if let Some(secret) = grant.secret.clone() {
-                tx.put_secrets(vec![(ACCESS_SECRET.to_owned(), Some(secret))])
-                    .await?;
+                secrets.push((ACCESS_SECRET.to_owned(), Some(secret)));
             }
+            tx.put_secrets(secrets).await?;
             let mut external_ids = grant.external_ids.clone();
             external_ids.extend(fetched.external_ids.clone());
             external_ids.extend(monitoring_ids);
@@ -349,11 +647,37 @@ async fn apply(
                 }
             };
             transition(tx, LinkState::Active, origin, payload, events).await?;
+            if before == LinkState::ReconnectRequired {
+                tx.retain_secrets(&[ACCESS_SECRET]).await?;
+            }
             // On a link that was linked before (a relink, a repeated completion) this is fresh
             // data like any refresh and its differences are reported; on a new link the first
             // version is the baseline.
             save_fetched(tx, fetched, origin, events, before.is_linked(), false).await?;
             tx.set_refreshed_at(now);
+        }
+        // Written to the other link by `commit_prepared` before this transaction opened.
+        Prepared::Fold { .. } => {}
+        Prepared::FoldedInto { target } => {
+            tx.put_secrets(vec![(PENDING_GRANT_SECRET.to_owned(), None)])
+                .await?;
+            if tx.state() == LinkState::Pending {
+                tx.set_session_url(None);
+                transition(
+                    tx,
+                    LinkState::Failed,
+                    origin,
+                    EventPayload::Failed {
+                        reason: FailureReason::Other,
+                        message: Some(format!(
+                            "the account is already linked by link {target}, which was resumed \
+                             with this session's data; use that link"
+                        )),
+                    },
+                    events,
+                )
+                .await?;
+            }
         }
         Prepared::Exited { step } => {
             transition(
@@ -398,9 +722,13 @@ async fn apply(
                     events,
                 )
                 .await?;
+                tx.retain_secrets(&[ACCESS_SECRET]).await?;
             }
-            tx.put_external_ids(&fetched.external_ids).await?;
-            save_fetched(tx, fetched, origin, events, true, true).await?;
+            // A vendor may announce one version of the data more than once (Canopy sends
+            // POLICIES_AVAILABLE and COMPLETE for each pull): only its first notice is a refresh.
+            let new_version = tx.put_external_ids(&fetched.external_ids).await?;
+            let refreshed = new_version || fetched.external_ids.is_empty();
+            save_fetched(tx, fetched, origin, events, true, refreshed).await?;
             tx.set_refreshed_at(now);
         }
         Prepared::Retrying => {

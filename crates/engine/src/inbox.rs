@@ -142,17 +142,33 @@ impl Engine {
                 parsed.attribution
             )));
         };
+        let _working = self.lock_link(record.link.id).await;
+        // Read again under the lock: another delivery of this link may have just changed it.
+        let record = self
+            .link_record(&record.link.tenant_id, &record.link.id)
+            .await?;
         let mut prepared = Vec::with_capacity(parsed.happenings.len());
         for happening in parsed.happenings {
             prepared.push(self.prepare(&record, happening, &parsed.detail).await?);
         }
+        let retry = prepared
+            .iter()
+            .find_map(|p| p.retry_reason().map(str::to_owned));
         let origin = Origin {
             delivery: Some((delivery.id, self.inner.config.worker.owner.clone())),
             detail: parsed.detail,
             occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
         };
-        self.commit_prepared(&record.link, prepared, origin).await?;
-        Ok(Outcome::Done)
+        self.commit_prepared(&record.link, prepared, origin, retry.is_none())
+            .await?;
+        Ok(match retry {
+            // What could be applied is; the rest is tried again with the delivery.
+            Some(error) => Outcome::Failed {
+                error,
+                transient: true,
+            },
+            None => Outcome::Done,
+        })
     }
 
     /// The link a delivery is about: named by its URL, else by what the vendor put in it.

@@ -12,12 +12,14 @@ mod webhooks;
 
 pub use webhooks::MAX_WEBHOOK_BYTES;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use coverwatch_core::LinkId;
 use coverwatch_core::backoff::Backoff;
 use coverwatch_store::Store;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
@@ -89,6 +91,11 @@ struct Inner {
     latest_event: watch::Sender<i64>,
     /// Wakes the inbox worker when a delivery was stored.
     inbox_wake: Notify,
+    /// One lock per link being worked on in this process. Vendor calls happen outside any
+    /// database transaction, so without it two deliveries about one link (Canopy's
+    /// `POLICIES_AVAILABLE` and `COMPLETE` of one pull, say) could both decide to create the
+    /// same vendor object. Entries die with their last guard.
+    link_locks: std::sync::Mutex<HashMap<LinkId, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Engine {
@@ -101,6 +108,7 @@ impl Engine {
                 config,
                 latest_event,
                 inbox_wake: Notify::new(),
+                link_locks: std::sync::Mutex::default(),
             }),
         }
     }
@@ -111,6 +119,28 @@ impl Engine {
 
     pub fn providers(&self) -> &ProviderRegistry {
         &self.inner.providers
+    }
+
+    /// Wait until no other task of this process works on `link`; the work is ours while the
+    /// guard lives.
+    pub(crate) async fn lock_link(&self, link: LinkId) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .inner
+                .link_locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match locks.get(&link).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    locks.retain(|_, lock| lock.strong_count() > 0);
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(link, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     fn announce(&self, events: &[coverwatch_core::Event]) {

@@ -6,9 +6,7 @@ use base64::Engine as _;
 use chrono::Utc;
 use coverwatch_core::event::{DescopeReason, EventPayload};
 use coverwatch_core::policy::PolicyTerm;
-use coverwatch_core::provider::{
-    Completion, LinkAccess, LinkSessionRequest, RECONNECT_SECRET, ReconnectStep,
-};
+use coverwatch_core::provider::{Completion, LinkAccess, LinkSessionRequest, ReconnectStep};
 use coverwatch_core::webhook::DataRef;
 use coverwatch_core::{Link, LinkId, LinkState, ProviderKind, TenantId, UserId};
 use coverwatch_store::{
@@ -224,6 +222,17 @@ impl Engine {
             return Err(EngineError::invalid("auth_code", "must not be empty"));
         }
         let record = self.link_record(tenant, id).await?;
+        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        if !provider.capabilities().one_time_completion_code {
+            return Err(EngineError::FailedPrecondition(format!(
+                "{} completes sessions from its own notices and has no one-time code to redeem \
+                 (capability one_time_completion_code); the link completes by itself",
+                record.link.provider
+            )));
+        }
+        let _working = self.lock_link(*id).await;
+        // Read again under the lock: the vendor's notice may have completed it meanwhile.
+        let record = self.link_record(tenant, id).await?;
         match record.link.state {
             LinkState::Active => return Ok(record.link),
             LinkState::Descoped => {
@@ -238,8 +247,12 @@ impl Engine {
             data: DataRef::All,
         };
         let prepared = self.prepare_completion(&record, completion).await?;
+        if let Some(reason) = prepared.retry_reason() {
+            // The vendor's own notice, which also arrives, makes sure of it.
+            tracing::info!(link = %id, %reason, "completed by the caller; monitoring not yet confirmed");
+        }
         let record = self
-            .commit_prepared(&record.link, vec![prepared], Origin::caller())
+            .commit_prepared(&record.link, vec![prepared], Origin::caller(), true)
             .await?;
         Ok(record.link)
     }
@@ -397,12 +410,8 @@ impl Engine {
                 record.link.state
             )));
         }
+        let _working = self.lock_link(*id).await;
         let access = self.access(&record.link).await?;
-        if !access.secrets.contains_key(RECONNECT_SECRET) {
-            return Err(EngineError::FailedPrecondition(format!(
-                "link {id} has no reconnect token yet; wait for the vendor's reconnect notice"
-            )));
-        }
         let outcome = provider.reconnect_step(&access, &step).await?;
         if !outcome.secrets.is_empty() {
             let mut tx = self

@@ -194,6 +194,15 @@ impl Store {
         rows.into_iter().map(claimed_from_model).collect()
     }
 
+    /// How many deliveries of `provider` the inbox holds, whatever their status.
+    pub async fn count_deliveries(&self, provider: ProviderKind) -> Result<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(inbox::Entity::find()
+            .filter(inbox::Column::Provider.eq(provider.to_string()))
+            .count(&self.db)
+            .await?)
+    }
+
     /// Give a leased delivery back to be tried again at `retry_at`.
     pub async fn retry_delivery(
         &self,

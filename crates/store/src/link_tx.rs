@@ -103,10 +103,13 @@ impl LinkTx {
         self.changed = true;
     }
 
-    /// Record vendor ids for this link. An id already recorded for another link is refused:
-    /// deliveries are attributed through these, so each must name one link.
-    pub async fn put_external_ids(&mut self, ids: &BTreeMap<String, String>) -> Result<()> {
+    /// Record vendor ids for this link; `true` when at least one was not recorded for it yet
+    /// (so a vendor version id tells whether its data was seen before). An id already recorded
+    /// for another link is refused: deliveries are attributed through these, so each must name
+    /// one link.
+    pub async fn put_external_ids(&mut self, ids: &BTreeMap<String, String>) -> Result<bool> {
         let provider = self.record.link.provider.to_string();
+        let mut added = false;
         for (kind, value) in ids {
             let existing = link_external_id::Entity::find_by_id((
                 provider.clone(),
@@ -124,10 +127,31 @@ impl LinkTx {
                         value: value.clone(),
                     });
                 }
-                None => insert_external_id(&self.txn, &self.record.link, kind, value).await?,
+                None => {
+                    insert_external_id(&self.txn, &self.record.link, kind, value).await?;
+                    added = true;
+                }
             }
         }
-        Ok(())
+        Ok(added)
+    }
+
+    /// Move the vendor ids of `kind` that another link of the same tenant holds to this one, so
+    /// that deliveries attributed through them (a webhook URL's token, say) reach this link.
+    pub async fn adopt_external_ids(&mut self, from: &LinkId, kind: &str) -> Result<u64> {
+        let link = &self.record.link;
+        let result = link_external_id::Entity::update_many()
+            .col_expr(
+                link_external_id::Column::LinkId,
+                sea_orm::sea_query::Expr::value(link.id.to_string()),
+            )
+            .filter(link_external_id::Column::Provider.eq(link.provider.to_string()))
+            .filter(link_external_id::Column::Kind.eq(kind))
+            .filter(link_external_id::Column::TenantId.eq(link.tenant_id.to_string()))
+            .filter(link_external_id::Column::LinkId.eq(from.to_string()))
+            .exec(&self.txn)
+            .await?;
+        Ok(result.rows_affected)
     }
 
     /// Merge named secrets into the link's sealed secrets (`None` removes one).
@@ -167,6 +191,27 @@ impl LinkTx {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Forget every named secret of the link except those in `keep`.
+    pub async fn retain_secrets(&mut self, keep: &[&str]) -> Result<()> {
+        let id = self.record.link.id;
+        let Some(row) = link_credential::Entity::find_by_id(id.to_string())
+            .one(&self.txn)
+            .await?
+        else {
+            return Ok(());
+        };
+        let all = open_secrets(&self.keyring, &id, &row)?;
+        let forget: Vec<(String, Option<SecretString>)> = all
+            .into_keys()
+            .filter(|name| !keep.contains(&name.as_str()))
+            .map(|name| (name, None))
+            .collect();
+        if forget.is_empty() {
+            return Ok(());
+        }
+        self.put_secrets(forget).await
     }
 
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {

@@ -232,6 +232,31 @@ impl Store {
             .transpose()
     }
 
+    /// The oldest link of this tenant and provider, other than `except`, that is linked
+    /// (`ACTIVE` or `RECONNECT_REQUIRED`) to the vendor account `account_key`.
+    pub async fn find_linked_by_account_key(
+        &self,
+        tenant: &TenantId,
+        provider: ProviderKind,
+        account_key: &str,
+        except: &LinkId,
+    ) -> Result<Option<LinkRecord>> {
+        link::Entity::find()
+            .filter(link::Column::TenantId.eq(tenant.as_str()))
+            .filter(link::Column::Provider.eq(provider.as_str()))
+            .filter(link::Column::AccountKey.eq(account_key))
+            .filter(link::Column::Id.ne(except.to_string()))
+            .filter(link::Column::State.is_in([
+                LinkState::Active.as_str(),
+                LinkState::ReconnectRequired.as_str(),
+            ]))
+            .order_by_asc(link::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
     /// What a provider needs to act for a link: its decrypted secrets and vendor ids.
     pub async fn link_access(&self, tenant: &TenantId, id: &LinkId) -> Result<LinkAccess> {
         let external_ids = link_external_id::Entity::find()
