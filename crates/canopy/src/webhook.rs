@@ -214,7 +214,6 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
                 None => vendor("AUTH_STATUS"),
             }
         }
-        // Deprecated, once per policy; the same data comes with POLICIES_AVAILABLE.
         "POLICY_AVAILABLE" => vendor("POLICY_AVAILABLE"),
         "POLICIES_AVAILABLE" | "COMPLETE" => {
             if is_refresh {
@@ -281,7 +280,13 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
             monitoring_id,
             sequence,
         },
-        happenings: vec![happening],
+        // POLICY_AVAILABLE is deprecated and sent once per policy; the same data comes with
+        // POLICIES_AVAILABLE, so it says nothing of its own.
+        happenings: if body.event_type == "POLICY_AVAILABLE" {
+            Vec::new()
+        } else {
+            vec![happening]
+        },
     })
 }
 
@@ -702,10 +707,10 @@ mod tests {
                 Happening::SessionCompleted { .. }
             ));
         }
+        // Deprecated and repeated by POLICIES_AVAILABLE: attributed, but nothing to act on.
         let p = parse_json(envelope("POLICY_AVAILABLE", json!({"policy_id": "x"})));
-        assert!(
-            matches!(only(&p), Happening::Vendor { vendor_type } if vendor_type == "POLICY_AVAILABLE")
-        );
+        assert!(p.happenings.is_empty());
+        assert!(!p.attribution.is_empty());
     }
 
     #[test]

@@ -208,15 +208,26 @@ impl Engine {
         }
     }
 
+    /// Complete a session: redeem it, then read the data and make sure of the monitoring.
     pub(crate) async fn prepare_completion(
         &self,
         record: &LinkRecord,
         completion: Completion,
     ) -> Result<Prepared, EngineError> {
-        let link = &record.link;
-        let provider = self.inner.providers.get(link.provider)?.clone();
+        let provider = self.inner.providers.get(record.link.provider)?.clone();
         let grant = self.redeem(record, &provider, &completion).await?;
+        self.prepare_grant(record, &provider, grant, completion.data)
+            .await
+    }
 
+    async fn prepare_grant(
+        &self,
+        record: &LinkRecord,
+        provider: &Arc<dyn Provider>,
+        grant: LinkGrant,
+        data: DataRef,
+    ) -> Result<Prepared, EngineError> {
+        let link = &record.link;
         if provider.capabilities().relink_resumes_monitoring
             && !link.state.is_linked()
             && let Some(key) = grant.account_key.as_deref()
@@ -228,7 +239,7 @@ impl Engine {
         {
             let target_access = self.access(&target.link).await?;
             let access = access_from_grant(&target.link, &grant, target_access);
-            let fetched = provider.fetch(&access, &completion.data).await?;
+            let fetched = provider.fetch(&access, &data).await?;
             return Ok(Prepared::Fold {
                 target: Box::new(target),
                 grant,
@@ -238,7 +249,7 @@ impl Engine {
 
         let existing = self.access(link).await?;
         let mut access = access_from_grant(link, &grant, existing);
-        let fetched = provider.fetch(&access, &completion.data).await?;
+        let fetched = provider.fetch(&access, &data).await?;
         access.external_ids.extend(fetched.external_ids.clone());
         let (monitoring_ids, monitoring_pending) = match provider.ensure_monitoring(&access).await {
             Ok(ids) => (ids, None),
@@ -324,32 +335,33 @@ impl Engine {
             },
             Happening::SessionCompleted { code, data } => {
                 if link.state == LinkState::Descoped {
-                    Prepared::Nothing
-                } else {
-                    match self
-                        .prepare_completion(record, Completion { code, data })
-                        .await
-                    {
-                        Ok(prepared) => prepared,
-                        // The vendor will not complete it (again): a code the caller redeemed
-                        // first, a repeated notice, or a code that expired before we got to it.
-                        Err(EngineError::Provider(ProviderError::Rejected {
-                            kind: RejectionKind::FailedPrecondition,
-                            message,
-                            ..
-                        })) => {
-                            if link.state == LinkState::Pending {
-                                // The session ends here; a later completion still counts.
-                                Prepared::Failed {
-                                    reason: FailureReason::Other,
-                                    message: Some(message),
-                                }
-                            } else {
-                                Prepared::Nothing
-                            }
-                        }
-                        Err(err) => return Err(err),
+                    return Ok(Prepared::Nothing);
+                }
+                let completion = Completion { code, data };
+                match self.redeem(record, &provider, &completion).await {
+                    Ok(grant) => {
+                        self.prepare_grant(record, &provider, grant, completion.data)
+                            .await?
                     }
+                    // The vendor will not complete it (again): a code the caller redeemed
+                    // first, a repeated notice, a code that expired before we got to it, a
+                    // session that ended without an account.
+                    Err(EngineError::Provider(ProviderError::Rejected {
+                        kind: RejectionKind::FailedPrecondition,
+                        message,
+                        ..
+                    })) => {
+                        if link.state == LinkState::Pending {
+                            // The session ends here; a later completion still counts.
+                            Prepared::Failed {
+                                reason: FailureReason::Other,
+                                message: Some(message),
+                            }
+                        } else {
+                            Prepared::Nothing
+                        }
+                    }
+                    Err(err) => return Err(err),
                 }
             }
             Happening::SessionExited { step } => Prepared::Exited { step },

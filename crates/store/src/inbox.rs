@@ -203,6 +203,15 @@ impl Store {
             .await?)
     }
 
+    /// How many deliveries wait to be processed (or to be tried again), across providers.
+    pub async fn count_pending_deliveries(&self) -> Result<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(inbox::Entity::find()
+            .filter(inbox::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+            .count(&self.db)
+            .await?)
+    }
+
     /// Give a leased delivery back to be tried again at `retry_at`.
     pub async fn retry_delivery(
         &self,
