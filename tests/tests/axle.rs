@@ -339,6 +339,69 @@ async fn expired_and_reused_auth_codes_are_a_failed_precondition() {
 }
 
 #[tokio::test]
+async fn a_completion_cut_short_after_the_code_exchange_is_finished_on_retry() {
+    let axle = Axle::start().await;
+    // Every read of the account fails through the client's own retries, once: the delivery
+    // fails after the one-time code was spent, and is tried again.
+    let faults = sandbox(&axle.server).faults();
+    let outage = faults.add(
+        FaultRule::new(
+            FaultTarget::endpoint("axle.accounts.get"),
+            FaultEffect::status(503),
+        )
+        .times(4),
+    );
+    let linked = axle.link("user-1", "username", "password").await;
+    let spent = faults
+        .list()
+        .into_iter()
+        .find(|r| r.id == outage)
+        .is_none_or(|r| r.times == Some(0));
+    assert!(
+        spent,
+        "the first attempt met the outage: {:?}",
+        faults.list()
+    );
+    let events = link_events(&axle.client, &linked.link_id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind() == K::LinkCompleted)
+            .count(),
+        1
+    );
+    assert_eq!(list_policies(&axle.client, &linked.link_id).await.len(), 2);
+    axle.stop().await;
+}
+
+#[tokio::test]
+async fn a_completion_that_arrives_after_its_code_expired_ends_the_session() {
+    let axle = Axle::start().await;
+    sandbox(&axle.server).faults().add(FaultRule::new(
+        FaultTarget::webhook_event("axle", "ignition.completed"),
+        FaultEffect::latency(std::time::Duration::from_millis(300)),
+    ));
+    let started = axle.start_link("user-1", None).await;
+    let link_id = started.link.unwrap().id;
+    axle.sign_in(&started.session_url, "username", "password")
+        .await;
+    // The notice is late: the code has expired by the time it arrives.
+    sandbox(&axle.server)
+        .clock()
+        .advance(chrono::Duration::minutes(11));
+    let events = wait_for_event(&axle.client, &link_id, K::LinkFailed).await;
+    let v1::event::Payload::LinkFailed(failed) = payload(last_of(&events, K::LinkFailed)) else {
+        panic!()
+    };
+    assert_eq!(failed.reason(), v1::FailureReason::Other);
+    assert!(
+        failed.message.as_deref().unwrap().contains("10 minutes"),
+        "{failed:?}"
+    );
+    axle.stop().await;
+}
+
+#[tokio::test]
 async fn failed_attempts_errors_and_exits_end_or_inform_the_session() {
     let axle = Axle::start().await;
 

@@ -449,6 +449,29 @@ async fn a_refresh_without_changes_and_one_with_changes() {
     canopy.stop().await;
 }
 
+#[tokio::test]
+async fn a_refresh_while_one_runs_is_a_failed_precondition() {
+    let canopy = Canopy::start().await;
+    let linked = canopy.link("user-1", fixtures::TestLogin::Good).await;
+    canopy.sim().hold_pulls(true);
+    let refresh = || {
+        let mut client = canopy.client.clone();
+        let link_id = linked.link_id.clone();
+        async move {
+            client
+                .refresh_link(v1::RefreshLinkRequest { link_id })
+                .await
+        }
+    };
+    refresh().await.expect("the first refresh starts");
+    let err = refresh().await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let detail = coverwatch_proto::convert::vendor_error_detail_of(&err).expect("vendor detail");
+    assert_eq!(detail.code.as_deref(), Some("CURRENTLY_REFRESHING"));
+    canopy.sim().hold_pulls(false);
+    canopy.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reconnect
 

@@ -881,3 +881,38 @@ async fn save_fetched(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_grant_reads_back_whole() {
+        let grant = LinkGrant {
+            secret: Some(SecretString::from("tok_123")),
+            external_ids: BTreeMap::from([("account".to_owned(), "acc_1".to_owned())]),
+            account_key: Some("acc_1".into()),
+        };
+        let kept = grant_to_secret(&grant);
+        let back = grant_from_secret(&kept).unwrap();
+        assert_eq!(back.secret.unwrap().expose_secret(), "tok_123");
+        assert_eq!(back.external_ids, grant.external_ids);
+        assert_eq!(back.account_key, grant.account_key);
+
+        let without = grant_from_secret(&grant_to_secret(&LinkGrant::default())).unwrap();
+        assert!(without.secret.is_none() && without.account_key.is_none());
+        assert!(grant_from_secret(&SecretString::from("not json")).is_none());
+    }
+
+    #[test]
+    fn only_the_completion_that_went_through_asks_for_a_retry() {
+        let pending = Prepared::Completed {
+            grant: LinkGrant::default(),
+            fetched: FetchedData::default(),
+            monitoring_ids: BTreeMap::new(),
+            monitoring_pending: Some("pull still running".into()),
+        };
+        assert_eq!(pending.retry_reason(), Some("pull still running"));
+        assert_eq!(Prepared::Nothing.retry_reason(), None);
+    }
+}
