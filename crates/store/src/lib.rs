@@ -6,6 +6,7 @@
 //! the delivery that caused them commit together or not at all.
 
 pub mod crypto;
+mod deliveries;
 pub mod entities;
 mod events;
 mod inbox;
@@ -22,6 +23,7 @@ use coverwatch_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement};
 
 pub use crypto::{Keyring, KeyringError};
+pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
 pub use events::{EventFilter, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
