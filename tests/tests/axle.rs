@@ -1450,7 +1450,7 @@ async fn each_test_login_reads_back_field_by_field() {
             }],
             coverages: vec![
                 coverage(
-                    C::Other,
+                    C::Dwelling,
                     "DWELL",
                     "Dwelling",
                     None,
@@ -1459,7 +1459,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::Other,
+                    C::OtherStructures,
                     "OS",
                     "Other Structures",
                     None,
@@ -1468,7 +1468,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::Other,
+                    C::PersonalProperty,
                     "PP",
                     "Personal Property",
                     None,
@@ -1477,7 +1477,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::Other,
+                    C::LossOfUse,
                     "LOU",
                     "Loss of Use",
                     None,
@@ -1486,7 +1486,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::Other,
+                    C::PersonalLiability,
                     "PL",
                     "Personal Liability",
                     None,
@@ -1495,7 +1495,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::Other,
+                    C::MedicalPaymentsToOthers,
                     "MED",
                     "Medical Payments",
                     dollars(5_000),
@@ -1506,7 +1506,7 @@ async fn each_test_login_reads_back_field_by_field() {
             ],
             insureds: vec![insured("Harper", "Holmes", v1::InsuredRole::Primary, None)],
             interested_parties: vec![v1::InterestedParty {
-                kind: v1::PartyKind::AdditionalInterest as i32,
+                kind: v1::PartyKind::Mortgagee as i32,
                 name: Some("Sandbox Home Lending".into()),
                 address: address("900 Mortgage Blvd", None, "Dallas", "TX", "75201", "USA"),
                 loan_number: None,

@@ -75,9 +75,11 @@ pub fn policy(p: &model::Policy, requested_id: &str) -> Policy {
             _ => {}
         }
     }
+    let kind = policy_type(p.policy_type.as_deref());
+    let dwelling_line = is_dwelling_line(&kind);
     Policy {
         external_id: p.id.clone().unwrap_or_else(|| requested_id.to_owned()),
-        policy_type: policy_type(p.policy_type.as_deref()),
+        policy_type: kind,
         carrier: carrier(p.carrier.as_deref()),
         policy_number: p.policy_number.as_deref().and_then(clean),
         status: status(p.is_active),
@@ -88,9 +90,13 @@ pub fn policy(p: &model::Policy, requested_id: &str) -> Policy {
         address: p.address.as_ref().and_then(address),
         vehicles,
         dwellings,
-        coverages: coverages(&p.coverages),
+        coverages: coverages(&p.coverages, dwelling_line),
         insureds: p.insureds.iter().map(insured).collect(),
-        interested_parties: p.third_parties.iter().map(party).collect(),
+        interested_parties: p
+            .third_parties
+            .iter()
+            .map(|t| party(t, dwelling_line))
+            .collect(),
         documents: p.documents.iter().map(document).collect(),
     }
 }
@@ -150,6 +156,39 @@ fn carrier(slug: Option<&str>) -> Carrier {
     }
 }
 
+/// Whether a policy insures a dwelling (home, condo, renters, landlord): Axle's home coverage
+/// codes and its `interest` parties read differently there than on an auto policy.
+fn is_dwelling_line(kind: &PolicyType) -> bool {
+    matches!(
+        kind,
+        PolicyType::Homeowners | PolicyType::Condo | PolicyType::Renters | PolicyType::Landlord
+    )
+}
+
+/// The shared code of an Axle coverage code. Axle documents only the auto codes; the home codes
+/// (`DWELL`, `OS`, `PP`, `LOU`, `PL`, `MED`) are those its home policies carry, mapped to the
+/// codes Canopy's dwelling coverages map to, so that one caller rule reads both vendors alike.
+pub fn coverage_code_for(code: &str, dwelling_line: bool) -> CoverageCode {
+    let upper = code.trim().to_ascii_uppercase();
+    if dwelling_line {
+        let home = match upper.as_str() {
+            "DWELL" | "DWELLING" => Some(CoverageCode::Dwelling),
+            "OS" | "OTHER_STRUCTURES" => Some(CoverageCode::OtherStructures),
+            "PP" | "PERSONAL_PROPERTY" => Some(CoverageCode::PersonalProperty),
+            "LOU" | "ALE" | "LOSS_OF_USE" => Some(CoverageCode::LossOfUse),
+            "PL" | "PERSONAL_LIABILITY" => Some(CoverageCode::PersonalLiability),
+            "MED" | "MEDPAY" => Some(CoverageCode::MedicalPaymentsToOthers),
+            _ => None,
+        };
+        if let Some(home) = home {
+            return home;
+        }
+    } else if matches!(upper.as_str(), "MED" | "MEDPAY") {
+        return CoverageCode::MedicalPayments;
+    }
+    coverage_code(code)
+}
+
 pub fn coverage_code(code: &str) -> CoverageCode {
     match code.trim().to_ascii_uppercase().as_str() {
         "BI" => CoverageCode::BodilyInjury,
@@ -166,13 +205,13 @@ pub fn coverage_code(code: &str) -> CoverageCode {
 /// The vendor code of the coverage added for a combined single limit.
 pub const CSL_VENDOR_CODE: &str = "BI+PD";
 
-fn coverages(items: &[model::Coverage]) -> Vec<Coverage> {
+fn coverages(items: &[model::Coverage], dwelling_line: bool) -> Vec<Coverage> {
     let mut out: Vec<Coverage> = items
         .iter()
         .filter_map(|c| {
             let vendor_code = c.code.as_deref().and_then(clean);
             let code = match (&vendor_code, c.label.as_deref().and_then(clean)) {
-                (Some(code), _) => coverage_code(code),
+                (Some(code), _) => coverage_code_for(code, dwelling_line),
                 // No code to key on: keep it, under its label, rather than lose it.
                 (None, Some(label)) => CoverageCode::Other(label),
                 (None, None) => return None,
@@ -333,7 +372,9 @@ pub fn mask_license(license: &str) -> String {
         .collect()
 }
 
-fn party(t: &model::ThirdParty) -> InterestedParty {
+/// Axle's third-party types are `lienholder`, `lessor` and `interest`; on a dwelling policy the
+/// lender's interest is the mortgagee (Canopy names it so), elsewhere an additional interest.
+fn party(t: &model::ThirdParty, dwelling_line: bool) -> InterestedParty {
     let kind = match t
         .party_type
         .as_deref()
@@ -343,6 +384,7 @@ fn party(t: &model::ThirdParty) -> InterestedParty {
         Some("lienholder") => PartyKind::Lienholder,
         Some("lessor") => PartyKind::Lessor,
         Some("mortgagee") => PartyKind::Mortgagee,
+        Some("interest") if dwelling_line => PartyKind::Mortgagee,
         _ => PartyKind::AdditionalInterest,
     };
     InterestedParty {
@@ -700,9 +742,37 @@ mod tests {
             ("coll", CoverageCode::Collision),
             ("CSL", CoverageCode::CombinedSingleLimit),
             ("DWELL", CoverageCode::Other("DWELL".into())),
-            (" MED ", CoverageCode::Other("MED".into())),
         ] {
             assert_eq!(coverage_code(code), want, "{code}");
+        }
+        for (code, home, auto) in [
+            (
+                "DWELL",
+                CoverageCode::Dwelling,
+                CoverageCode::Other("DWELL".into()),
+            ),
+            (
+                " MED ",
+                CoverageCode::MedicalPaymentsToOthers,
+                CoverageCode::MedicalPayments,
+            ),
+            (
+                "lou",
+                CoverageCode::LossOfUse,
+                CoverageCode::Other("lou".into()),
+            ),
+            ("BI", CoverageCode::BodilyInjury, CoverageCode::BodilyInjury),
+        ] {
+            assert_eq!(
+                coverage_code_for(code, true),
+                home,
+                "{code} on a home policy"
+            );
+            assert_eq!(
+                coverage_code_for(code, false),
+                auto,
+                "{code} on an auto policy"
+            );
         }
         let p = policy_snapshot(
             json!({"coverages": [{"label": "Roadside"}, {"limitPerAccident": 1}]}),
@@ -752,13 +822,13 @@ mod tests {
                 replacement_cost_cents: None,
             }]
         );
-        assert_eq!(p.coverages[0].code, CoverageCode::Other("DWELL".into()));
+        assert_eq!(p.coverages[0].code, CoverageCode::Dwelling);
         assert_eq!(p.coverages[0].limit_per_accident_cents, Some(35_000_000));
         let kinds: Vec<_> = p.interested_parties.iter().map(|t| t.kind).collect();
         assert_eq!(
             kinds,
             vec![
-                PartyKind::AdditionalInterest,
+                PartyKind::Mortgagee,
                 PartyKind::Lessor,
                 PartyKind::Mortgagee
             ]

@@ -779,7 +779,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
             }],
             coverages: vec![
                 coverage(
-                    other("DWELL"),
+                    CoverageCode::Dwelling,
                     "DWELL",
                     "Dwelling",
                     None,
@@ -788,7 +788,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    other("OS"),
+                    CoverageCode::OtherStructures,
                     "OS",
                     "Other Structures",
                     None,
@@ -797,7 +797,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    other("PP"),
+                    CoverageCode::PersonalProperty,
                     "PP",
                     "Personal Property",
                     None,
@@ -806,7 +806,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    other("LOU"),
+                    CoverageCode::LossOfUse,
                     "LOU",
                     "Loss of Use",
                     None,
@@ -815,7 +815,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    other("PL"),
+                    CoverageCode::PersonalLiability,
                     "PL",
                     "Personal Liability",
                     None,
@@ -824,7 +824,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    other("MED"),
+                    CoverageCode::MedicalPaymentsToOthers,
                     "MED",
                     "Medical Payments",
                     dollars(5_000),
@@ -835,7 +835,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
             ],
             insureds: vec![insured("Harper", "Holmes", InsuredRole::Primary, None)],
             interested_parties: vec![InterestedParty {
-                kind: PartyKind::AdditionalInterest,
+                kind: PartyKind::Mortgagee,
                 name: Some("Sandbox Home Lending".into()),
                 address: Some(Address {
                     line1: Some("900 Mortgage Blvd".into()),
