@@ -751,7 +751,6 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
     let d = property_ids(&snap.raw);
     let (eff, exp) = term(linked.linked_at, 120, 12);
     let all = AppliesTo::AllProperties;
-    let other = |code: &str| CoverageCode::Other(code.into());
     assert_eq!(
         snap.policy,
         Policy {
