@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "coverwatch/v1/policy.proto",
     "coverwatch/v1/events.proto",
     "coverwatch/v1/monitoring.proto",
+    "coverwatch/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,6 +2,7 @@
 //! inbox, reconnect, descope, refresh, and serve event streams. Written against the `Provider`
 //! trait only; the transports (gRPC, HTTP) call in here and hold no rules of their own.
 
+mod admin;
 mod apply;
 mod error;
 mod events;
@@ -21,6 +22,7 @@ use coverwatch_core::backoff::Backoff;
 use coverwatch_store::Store;
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
+pub use admin::RetentionConfig;
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
 pub use links::{LinkRequest, StartedSession};
@@ -63,6 +65,8 @@ pub struct EngineConfig {
     /// The public base URL of the webhook listener, as vendors reach it.
     pub public_base_url: String,
     pub worker: WorkerConfig,
+    /// What the retention job keeps, and how often it runs.
+    pub retention: RetentionConfig,
     /// How often an idle event stream re-reads the log, for events written by other replicas.
     pub stream_poll: Duration,
 }
@@ -72,6 +76,7 @@ impl EngineConfig {
         Self {
             public_base_url: public_base_url.into(),
             worker: WorkerConfig::default(),
+            retention: RetentionConfig::default(),
             stream_poll: Duration::from_millis(500),
         }
     }

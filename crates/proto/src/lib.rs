@@ -75,6 +75,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn descriptor_set_holds_the_admin_service() {
+        let set = descriptors();
+        let service = set
+            .file
+            .iter()
+            .flat_map(|file| &file.service)
+            .find(|service| service.name() == "AdminService")
+            .unwrap();
+        let methods: Vec<&str> = service.method.iter().map(|method| method.name()).collect();
+        assert_eq!(methods, ["ListDeliveries", "GetDelivery", "ReplayDelivery"]);
+        assert_eq!(
+            v1::admin_service_server::SERVICE_NAME,
+            "coverwatch.v1.AdminService"
+        );
+    }
+
     /// The `.proto` comments are the API reference, so nothing may go undocumented.
     #[test]
     fn every_element_of_the_contract_is_documented() {

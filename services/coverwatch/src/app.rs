@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coverwatch_core::backoff::Backoff;
-use coverwatch_engine::{Engine, EngineConfig, ProviderRegistry, WorkerConfig};
+use coverwatch_engine::{Engine, EngineConfig, ProviderRegistry, RetentionConfig, WorkerConfig};
+use coverwatch_proto::v1::admin_service_server::AdminServiceServer;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use coverwatch_sandbox::SandboxHandle;
 use coverwatch_store::{ConnectOptions, Keyring, Store};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::admin::{AdminApi, AdminKeys};
 use crate::auth::{ApiKeys, DevKey};
 use crate::config::Config;
 use crate::grpc::MonitoringApi;
@@ -143,6 +145,12 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     };
     let mut engine_config = EngineConfig::new(public_base_url);
     engine_config.worker = overrides.worker.unwrap_or_else(|| worker_config(&config));
+    engine_config.retention = RetentionConfig {
+        processed_body_age: Duration::from_secs(
+            u64::from(config.retention.processed_body_days) * 86_400,
+        ),
+        ..RetentionConfig::default()
+    };
     let engine = Engine::new(store, providers, engine_config);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -152,6 +160,11 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let worker_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         worker_engine.run_inbox_worker(worker_shutdown).await;
+    }));
+    let retention_engine = engine.clone();
+    let retention_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        retention_engine.run_retention(retention_shutdown).await;
     }));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -168,6 +181,8 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build gRPC reflection")?;
+    let admin_keys = AdminKeys::from_config(&config, keys.clone(), &dev_key);
+    let admin = AdminApi::new(engine.clone(), admin_keys);
     let api = MonitoringApi::new(engine.clone(), keys, shutdown_rx.clone());
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -175,6 +190,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
             .add_service(health_service)
             .add_service(reflection)
             .add_service(MonitoringServiceServer::new(api))
+            .add_service(AdminServiceServer::new(admin))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
                 let _ = grpc_shutdown.wait_for(|stop| *stop).await;
             })

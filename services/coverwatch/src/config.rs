@@ -53,6 +53,13 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// The development tenant's API key when no tenants are configured.
     pub dev_api_key: Option<String>,
+    /// Lowercase hex SHA-256 of each operator key for AdminService (`coverwatch hash-key`
+    /// prints one). Admin keys are not tenant keys: one hash may not be both. Empty, with no
+    /// tenants configured either (the development setup): the development key is also the
+    /// admin key. Empty with tenants configured: AdminService accepts no one.
+    pub admin_api_key_sha256: Vec<String>,
+    /// What the retention job keeps.
+    pub retention: RetentionSettings,
     /// Keys sealing vendor secrets at rest, newest first; the first seals, all open.
     pub encryption_keys: Vec<EncryptionKeyConfig>,
     /// Where a development key is kept when `encryption_keys` is empty.
@@ -146,6 +153,22 @@ impl Default for WorkerSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Raw bodies of deliveries processed this many days ago are dropped (the rows stay);
+    /// dead-lettered, unmatched and pending deliveries keep theirs.
+    pub processed_body_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            processed_body_days: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -192,6 +215,8 @@ impl Default for Config {
             public_base_url: None,
             tenants: Vec::new(),
             dev_api_key: None,
+            admin_api_key_sha256: Vec::new(),
+            retention: RetentionSettings::default(),
             encryption_keys: Vec::new(),
             encryption_key_file: PathBuf::from("coverwatch.key"),
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
@@ -284,14 +309,7 @@ impl Config {
             }
             for (j, hash) in tenant.api_key_sha256.iter().enumerate() {
                 let key = format!("tenants[{i}].api_key_sha256[{j}]");
-                if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                {
-                    return Err(ConfigError::invalid(
-                        key,
-                        hash,
-                        "must be 64 lowercase hex characters (the SHA-256 of the key, not the key)",
-                    ));
-                }
+                check_key_hash(&key, hash)?;
                 if !seen_keys.insert(hash.clone()) {
                     return Err(ConfigError::invalid(
                         key,
@@ -300,6 +318,32 @@ impl Config {
                     ));
                 }
             }
+        }
+        let mut seen_admin_keys = std::collections::BTreeSet::new();
+        for (i, hash) in self.admin_api_key_sha256.iter().enumerate() {
+            let key = format!("admin_api_key_sha256[{i}]");
+            check_key_hash(&key, hash)?;
+            if seen_keys.contains(hash) {
+                return Err(ConfigError::invalid(
+                    key,
+                    hash,
+                    "is also a tenant's key hash; admin keys must be distinct from tenant keys",
+                ));
+            }
+            if !seen_admin_keys.insert(hash.clone()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    hash,
+                    "the same key hash is configured twice",
+                ));
+            }
+        }
+        if self.retention.processed_body_days == 0 {
+            return Err(ConfigError::invalid(
+                "retention.processed_body_days",
+                "0",
+                "must be at least 1",
+            ));
         }
         if let Some(key) = &self.dev_api_key
             && key.len() < 16
@@ -356,6 +400,18 @@ impl Config {
         }
         Ok(self)
     }
+}
+
+/// A configured key hash must be the SHA-256 of a key, never the key itself.
+fn check_key_hash(key: &str, hash: &str) -> Result<(), ConfigError> {
+    if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ConfigError::invalid(
+            key,
+            hash,
+            "must be 64 lowercase hex characters (the SHA-256 of the key, not the key)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -492,5 +548,82 @@ mod tests {
                 api_key_sha256: vec![hash]
             }]
         );
+    }
+
+    #[test]
+    fn admin_keys_and_retention_from_the_environment() {
+        let hash = "b".repeat(64);
+        let config = with_env(
+            &[
+                ("COVERWATCH_ADMIN_API_KEY_SHA256", &format!("[\"{hash}\"]")),
+                ("COVERWATCH_RETENTION__PROCESSED_BODY_DAYS", "7"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.admin_api_key_sha256, vec![hash]);
+        assert_eq!(config.retention.processed_body_days, 7);
+        assert_eq!(Config::default().retention.processed_body_days, 30);
+    }
+
+    #[test]
+    fn bad_admin_keys_and_retention_are_named() {
+        let err = with_env(
+            &[("COVERWATCH_ADMIN_API_KEY_SHA256", "[\"plain-admin-key\"]")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("`admin_api_key_sha256[0]`") && err.contains("64 lowercase hex"),
+            "{err}"
+        );
+
+        let hash = "c".repeat(64);
+        let err = with_env(
+            &[
+                (
+                    "COVERWATCH_TENANTS",
+                    &format!("[{{id=\"acme\", api_key_sha256=[\"{hash}\"]}}]"),
+                ),
+                ("COVERWATCH_ADMIN_API_KEY_SHA256", &format!("[\"{hash}\"]")),
+            ],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("`admin_api_key_sha256[0]`") && err.contains("distinct"),
+            "{err}"
+        );
+
+        let err = with_env(
+            &[(
+                "COVERWATCH_ADMIN_API_KEY_SHA256",
+                &format!("[\"{hash}\", \"{hash}\"]"),
+            )],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("`admin_api_key_sha256[1]`") && err.contains("twice"),
+            "{err}"
+        );
+
+        let err = with_env(
+            &[("COVERWATCH_RETENTION__PROCESSED_BODY_DAYS", "0")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(err.contains("`retention.processed_body_days`"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The coverwatch service: configuration, CLI support, the gRPC service, the webhook listener,
 //! background workers and the wiring between them. Start reading at [`app::start`].
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
