@@ -2,6 +2,9 @@
 //! events → gRPC) is tested without either vendor. It registers as Axle-shaped: per-link
 //! webhook URLs whose last segment is the link's token.
 //!
+//! [`FakeProvider::team_wide`] is a second double, registered as Canopy-shaped: one webhook URL
+//! for every link (`/webhooks/canopy`), deliveries attributed by the `account` they name.
+//!
 //! Its deliveries are JSON: `{"id": "...", "type": "...", "account": "...", "policy": {...}}`
 //! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, and anything else
 //! treated as unknown.
@@ -42,9 +45,20 @@ pub struct FakeState {
 #[derive(Clone, Default)]
 pub struct FakeProvider {
     pub state: Arc<Mutex<FakeState>>,
+    /// Canopy-shaped: one team-wide webhook URL, deliveries matched by account.
+    team_wide: bool,
 }
 
 impl FakeProvider {
+    /// The Canopy-shaped double: registers as Canopy, takes deliveries at `/webhooks/canopy`
+    /// without a per-link token, and attributes them by the `account` they name.
+    pub fn team_wide() -> Self {
+        Self {
+            team_wide: true,
+            ..Self::default()
+        }
+    }
+
     pub fn webhook_url(&self, link_id: &str) -> String {
         self.state.lock().unwrap().webhook_urls[link_id].clone()
     }
@@ -108,14 +122,18 @@ fn unavailable() -> ProviderError {
 #[async_trait]
 impl Provider for FakeProvider {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::Axle
+        if self.team_wide {
+            ProviderKind::Canopy
+        } else {
+            ProviderKind::Axle
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             in_app_reconnect: false,
             on_demand_refresh: false,
-            per_link_webhook_url: true,
+            per_link_webhook_url: !self.team_wide,
             expected_refresh_interval: Duration::from_secs(86_400),
             one_time_completion_code: true,
             // Every fake completion names the same account by default; the foundation tests
@@ -164,7 +182,7 @@ impl Provider for FakeProvider {
         &self,
         webhook: &InboundWebhook,
     ) -> Result<AuthenticatedWebhook, WebhookRejection> {
-        if webhook.path.is_empty() {
+        if webhook.path.is_empty() && !self.team_wide {
             return Err(WebhookRejection::UnknownPath);
         }
         let id = serde_json::from_slice::<serde_json::Value>(&webhook.body)
@@ -172,7 +190,7 @@ impl Provider for FakeProvider {
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
         Ok(AuthenticatedWebhook {
             vendor_event_id: id,
-            link_token: Some(webhook.path.clone()),
+            link_token: (!self.team_wide).then(|| webhook.path.clone()),
         })
     }
 
@@ -184,6 +202,14 @@ impl Provider for FakeProvider {
             })?;
         let kind = body["type"].as_str().unwrap_or_default().to_owned();
         let account = body["account"].as_str().unwrap_or("acc-1").to_owned();
+        let attribution = if self.team_wide {
+            Attribution::External {
+                kind: "account".into(),
+                value: account.clone(),
+            }
+        } else {
+            Attribution::Unknown
+        };
         let happening = match kind.as_str() {
             "completed" => Happening::SessionCompleted {
                 code: Some(SecretString::from(format!("code-{account}"))),
@@ -210,7 +236,7 @@ impl Provider for FakeProvider {
             },
         };
         Ok(ParsedWebhook {
-            attribution: vec![Attribution::Unknown],
+            attribution: vec![attribution],
             occurred_at: None,
             detail: ProviderDetail::Axle {
                 event_id: body["id"].as_str().map(str::to_owned),
