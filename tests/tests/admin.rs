@@ -254,6 +254,14 @@ async fn deliveries_are_listed_by_status_provider_and_link_and_read_raw() {
     let got = get(&mut admin, &d1).await;
     assert_eq!(got.body, raw_one);
     assert_eq!(got.body_size, raw_one.len() as i64);
+    let token = axle
+        .webhook_url(&one.id)
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(got.path, "[token]", "the link's webhook secret is not kept");
+    assert!(!format!("{got:?}").contains(&token));
     assert!(!got.body_purged);
     let header = |name: &str| {
         got.headers

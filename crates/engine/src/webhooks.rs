@@ -13,6 +13,9 @@ use crate::{Engine, EngineError, IngestError};
 /// not one of them.
 pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 
+/// What a per-link webhook token is replaced with in a stored delivery's path.
+pub const REDACTED_TOKEN: &str = "[token]";
+
 impl Engine {
     /// Authenticate and store a delivery. `Ok` means it is durably stored (or was already):
     /// the caller may acknowledge it.
@@ -39,6 +42,7 @@ impl Engine {
             .map_err(IngestError::Unauthenticated)?;
 
         let mut link = None;
+        let mut path = webhook.path.clone();
         if implementation.capabilities().per_link_webhook_url {
             let token = authenticated
                 .link_token
@@ -56,6 +60,9 @@ impl Engine {
                 tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
             }
             link = Some((record.link.tenant_id, record.link.id));
+            // The token is a bearer secret for this link's webhooks: it has done its job (the
+            // delivery is attributed) and must not sit in the inbox or reach admin listings.
+            path = path.replace(token, REDACTED_TOKEN);
         }
 
         let dedupe_key = match authenticated.vendor_event_id {
@@ -69,7 +76,7 @@ impl Engine {
                 provider: kind,
                 dedupe_key,
                 link,
-                path: webhook.path,
+                path,
                 headers: webhook.headers,
                 body: webhook.body,
                 received_at: webhook.received_at,
