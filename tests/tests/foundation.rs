@@ -7,6 +7,7 @@ use std::time::Duration;
 use coverwatch_core::policy::PolicyStatus;
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_tests::fake_provider::FakeProvider;
+use coverwatch_tests::flows::{self, kinds};
 use coverwatch_tests::{
     Client, TENANT_A, TENANT_B, TestServer, eventually, take_events, test_config, v1,
 };
@@ -61,10 +62,6 @@ async fn all_events(client: &mut Client, after: i64) -> Vec<v1::Event> {
         .expect("ListEvents")
         .into_inner()
         .events
-}
-
-fn kinds(events: &[v1::Event]) -> Vec<v1::EventKind> {
-    events.iter().map(|e| e.kind()).collect()
 }
 
 #[tokio::test]
@@ -562,19 +559,7 @@ async fn descope_is_idempotent_and_final() {
         .await,
         200
     );
-    eventually("the link to be active", DEADLINE, || async {
-        let link = client
-            .clone()
-            .get_link(v1::GetLinkRequest {
-                link_id: link.id.clone(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .link?;
-        (link.state() == v1::LinkState::Active).then_some(())
-    })
-    .await;
+    flows::wait_for_state(&client, &link.id, v1::LinkState::Active).await;
     for _ in 0..2 {
         let descoped = client
             .descope(v1::DescopeRequest {
@@ -638,23 +623,8 @@ async fn a_failing_vendor_is_retried_until_it_recovers() {
         .unwrap();
     assert_eq!(pending.state(), v1::LinkState::Pending);
     fake.state.lock().unwrap().unavailable = false;
-    eventually(
-        "the retried delivery to complete the link",
-        DEADLINE,
-        || async {
-            let link = client
-                .clone()
-                .get_link(v1::GetLinkRequest {
-                    link_id: link.id.clone(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .link?;
-            (link.state() == v1::LinkState::Active).then_some(())
-        },
-    )
-    .await;
+    // The worker retries with backoff until the vendor answers.
+    flows::wait_for_state(&client, &link.id, v1::LinkState::Active).await;
     let events = all_events(&mut client, 0).await;
     assert_eq!(
         events
