@@ -87,15 +87,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config, providers: Option<ProviderRegistry>) -> Self {
-        let app = coverwatch::start(
+        Self::start_with(
             config,
             Overrides {
                 providers,
                 worker: Some(fast_worker()),
+                stream_poll: None,
             },
         )
         .await
-        .expect("server starts");
+    }
+
+    pub async fn start_with(config: Config, overrides: Overrides) -> Self {
+        let app = coverwatch::start(config, overrides)
+            .await
+            .expect("server starts");
         Self {
             app,
             http: reqwest::Client::new(),

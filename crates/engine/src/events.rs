@@ -21,6 +21,44 @@ pub struct EventQuery {
 }
 
 impl Engine {
+    /// Wake this process's streams when another replica commits events (PostgreSQL
+    /// LISTEN/NOTIFY), until `shutdown` turns true. Returns at once on SQLite. Streams also
+    /// poll, so a lost connection delays events, never loses them; it is re-established.
+    pub async fn run_event_listener(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use futures::StreamExt;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.inner.store.listen_for_events().await {
+                Ok(None) => return,
+                Ok(Some(stream)) => {
+                    let mut stream = std::pin::pin!(stream);
+                    loop {
+                        tokio::select! {
+                            item = stream.next() => match item {
+                                Some(Ok(cursor)) => self.advance_latest(cursor),
+                                Some(Err(err)) => {
+                                    tracing::warn!(error = %err, "event notifications interrupted; listening again");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for event notifications; streams poll meanwhile")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     pub async fn list_events(
         &self,
         tenant: &TenantId,

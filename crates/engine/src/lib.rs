@@ -150,15 +150,19 @@ impl Engine {
 
     fn announce(&self, events: &[coverwatch_core::Event]) {
         if let Some(max) = events.iter().map(|e| e.cursor).max() {
-            self.inner.latest_event.send_if_modified(|latest| {
-                if max > *latest {
-                    *latest = max;
-                    true
-                } else {
-                    false
-                }
-            });
+            self.advance_latest(max);
         }
+    }
+
+    fn advance_latest(&self, cursor: i64) {
+        self.inner.latest_event.send_if_modified(|latest| {
+            if cursor > *latest {
+                *latest = cursor;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 

@@ -6,6 +6,7 @@ use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{
     Event, EventId, EventKind, EventPayload, Link, LinkId, ProviderDetail, TenantId, UserId,
 };
+use futures::StreamExt;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, Statement,
@@ -51,6 +52,9 @@ pub struct EventFilter {
 /// Transactions that append events are short (no vendor calls inside), so the queue is short.
 const EVENT_APPEND_LOCK: i64 = 0x636f_7665_7277_6174; // "coverwat"
 
+/// The PostgreSQL channel on which committed event cursors are announced.
+pub const EVENTS_CHANNEL: &str = "coverwatch_events";
+
 pub(crate) async fn insert_event<C: ConnectionTrait>(
     conn: &C,
     link: &Link,
@@ -86,6 +90,19 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(
     })
     .exec(conn)
     .await?;
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        // Delivered at commit, to every replica listening: their streams wake at once instead
+        // of at their next poll. Never delivered if the transaction rolls back.
+        conn.execute(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [
+                EVENTS_CHANNEL.into(),
+                result.last_insert_id.to_string().into(),
+            ],
+        ))
+        .await?;
+    }
     Ok(Event {
         cursor: result.last_insert_id,
         id,
@@ -145,6 +162,26 @@ impl Store {
             .into_iter()
             .map(event_from_model)
             .collect()
+    }
+
+    /// Committed event cursors as other processes (replicas) write them; `None` on SQLite,
+    /// where every writer is this process. The stream ends when the connection is lost; the
+    /// caller listens again.
+    pub async fn listen_for_events(
+        &self,
+    ) -> Result<Option<impl futures::Stream<Item = Result<i64>> + Send + use<>>> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(None);
+        }
+        let pool = self.db.get_postgres_connection_pool();
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        Ok(Some(listener.into_stream().map(|item| {
+            let notification = item?;
+            notification.payload().parse::<i64>().map_err(|_| {
+                StoreError::Corrupt(format!("event notification `{}`", notification.payload()))
+            })
+        })))
     }
 
     /// The highest cursor written so far (0 when there is none).

@@ -24,7 +24,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, State
 
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
-pub use events::{EventFilter, NewEvent};
+pub use events::{EVENTS_CHANNEL, EventFilter, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
 pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, WEBHOOK_TOKEN_KIND};

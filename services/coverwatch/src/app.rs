@@ -29,6 +29,9 @@ pub struct Overrides {
     pub providers: Option<ProviderRegistry>,
     /// Inbox worker tuning (faster polls and retries in tests).
     pub worker: Option<WorkerConfig>,
+    /// How often idle event streams re-read the log (tests lengthen it to prove that
+    /// notifications, not polling, carry events between replicas).
+    pub stream_poll: Option<Duration>,
 }
 
 /// A running coverwatch.
@@ -151,6 +154,9 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         ),
         ..RetentionConfig::default()
     };
+    if let Some(poll) = overrides.stream_poll {
+        engine_config.stream_poll = poll;
+    }
     let engine = Engine::new(store, providers, engine_config);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -160,6 +166,11 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let worker_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         worker_engine.run_inbox_worker(worker_shutdown).await;
+    }));
+    let listener_engine = engine.clone();
+    let listener_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        listener_engine.run_event_listener(listener_shutdown).await;
     }));
     let retention_engine = engine.clone();
     let retention_shutdown = shutdown_rx.clone();
