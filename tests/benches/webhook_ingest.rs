@@ -144,6 +144,7 @@ async fn main() {
             after_cursor: 0,
             filter: None,
             page_size: 1000,
+            consumer: None,
         })
         .await
         .unwrap()
@@ -175,6 +176,7 @@ async fn main() {
                 after_cursor: cursor,
                 filter: None,
                 page_size: 1000,
+                consumer: None,
             })
             .await
             .unwrap()

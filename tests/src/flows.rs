@@ -222,6 +222,7 @@ pub async fn link_events(client: &Client, link_id: &str) -> Vec<v1::Event> {
                     ..Default::default()
                 }),
                 page_size: 1000,
+                consumer: None,
             })
             .await
             .expect("ListEvents")

@@ -1526,6 +1526,7 @@ async fn streams_see_an_axle_link_from_session_to_monitoring() {
         .clone()
         .watch_events(v1::WatchEventsRequest {
             after_cursor: 0,
+            consumer: None,
             filter: Some(v1::EventFilter {
                 kinds: vec![
                     K::LinkSessionOpened as i32,

@@ -161,6 +161,7 @@ async fn expect_active_and_completed(client: &mut Client, link_id: &str) {
             after_cursor: 0,
             filter: None,
             page_size: 1000,
+            consumer: None,
         })
         .await
         .expect("ListEvents")

@@ -57,6 +57,7 @@ async fn all_events(client: &mut Client, after: i64) -> Vec<v1::Event> {
             after_cursor: after,
             filter: None,
             page_size: 1000,
+            consumer: None,
         })
         .await
         .expect("ListEvents")
@@ -72,6 +73,7 @@ async fn a_webhook_reaches_watchers_and_the_event_log() {
         .watch_events(v1::WatchEventsRequest {
             after_cursor: 0,
             filter: None,
+            consumer: None,
         })
         .await
         .expect("WatchEvents")
@@ -248,6 +250,7 @@ async fn a_tenant_sees_nothing_of_another() {
         .watch_events(v1::WatchEventsRequest {
             after_cursor: 0,
             filter: None,
+            consumer: None,
         })
         .await
         .unwrap()
@@ -350,6 +353,7 @@ async fn bad_requests_name_the_field() {
     invalid(
         client
             .list_events(v1::ListEventsRequest {
+                consumer: None,
                 after_cursor: 0,
                 filter: Some(v1::EventFilter {
                     kinds: vec![v1::EventKind::LinkCompleted as i32, 4242],
@@ -367,6 +371,7 @@ async fn bad_requests_name_the_field() {
                 after_cursor: -1,
                 filter: None,
                 page_size: 10,
+                consumer: None,
             })
             .await
             .unwrap_err(),
@@ -492,6 +497,7 @@ async fn a_resumed_stream_misses_nothing_and_repeats_nothing() {
         .watch_events(v1::WatchEventsRequest {
             after_cursor: 0,
             filter: None,
+            consumer: None,
         })
         .await
         .unwrap()
@@ -508,6 +514,7 @@ async fn a_resumed_stream_misses_nothing_and_repeats_nothing() {
         .watch_events(v1::WatchEventsRequest {
             after_cursor: seen[1].cursor,
             filter: None,
+            consumer: None,
         })
         .await
         .unwrap()
@@ -531,6 +538,7 @@ async fn a_resumed_stream_misses_nothing_and_repeats_nothing() {
     // A filtered stream sees only its link's events.
     let mut filtered = client
         .watch_events(v1::WatchEventsRequest {
+            consumer: None,
             after_cursor: 0,
             filter: Some(v1::EventFilter {
                 link_id: Some(links[1].id.clone()),

@@ -42,6 +42,7 @@ async fn a_stream_on_one_replica_sees_events_committed_by_another() {
         .watch_events(v1::WatchEventsRequest {
             after_cursor: 0,
             filter: None,
+            consumer: None,
         })
         .await
         .unwrap()

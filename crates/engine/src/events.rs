@@ -20,7 +20,72 @@ pub struct EventQuery {
     pub filter: EventFilter,
 }
 
+const MAX_CONSUMER_NAME: usize = 64;
+
+fn validate_consumer(name: &str) -> Result<(), EngineError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_CONSUMER_NAME
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(
+            "consumer",
+            format!("must be 1 to {MAX_CONSUMER_NAME} of `a-z 0-9 . _ -`"),
+        ))
+    }
+}
+
 impl Engine {
+    /// Where a query by consumer name starts: after the cursor that consumer acknowledged.
+    pub async fn resume_consumer(
+        &self,
+        tenant: &TenantId,
+        query: &mut EventQuery,
+        consumer: &str,
+    ) -> Result<(), EngineError> {
+        validate_consumer(consumer)?;
+        if query.after_cursor != 0 {
+            return Err(EngineError::invalid(
+                "after_cursor",
+                "must be 0 when `consumer` is given: the consumer's acknowledged cursor is used",
+            ));
+        }
+        query.after_cursor = self
+            .inner
+            .store
+            .consumer_cursor(tenant, consumer)
+            .await?
+            .unwrap_or(0);
+        Ok(())
+    }
+
+    /// Record that `consumer` processed every event up to `cursor`; returns its cursor now.
+    pub async fn ack_events(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        cursor: i64,
+    ) -> Result<i64, EngineError> {
+        validate_consumer(consumer)?;
+        if cursor < 0 {
+            return Err(EngineError::invalid("cursor", "must not be negative"));
+        }
+        if cursor > self.inner.store.latest_cursor().await? {
+            return Err(EngineError::invalid(
+                "cursor",
+                format!("no event has cursor {cursor} yet"),
+            ));
+        }
+        Ok(self
+            .inner
+            .store
+            .ack_consumer(tenant, consumer, cursor)
+            .await?)
+    }
+
     /// Wake this process's streams when another replica commits events (PostgreSQL
     /// LISTEN/NOTIFY), until `shutdown` turns true. Returns at once on SQLite. Streams also
     /// poll, so a lost connection delays events, never loses them; it is re-established.

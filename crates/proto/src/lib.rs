@@ -60,6 +60,7 @@ mod tests {
                 "GetAccount",
                 "ListEvents",
                 "WatchEvents",
+                "AckEvents",
             ]
         );
         let watch = service

@@ -5,6 +5,7 @@
 //! instead of overwriting each other, and so that a link's state, its events, its snapshots and
 //! the delivery that caused them commit together or not at all.
 
+mod consumers;
 pub mod crypto;
 mod deliveries;
 pub mod entities;

@@ -97,17 +97,32 @@ fn link_id(value: &str) -> Result<coverwatch_core::LinkId, Status> {
     convert::link_id(value, "link_id").map_err(field)
 }
 
-fn event_query(after_cursor: i64, filter: Option<&v1::EventFilter>) -> Result<EventQuery, Status> {
-    let after_cursor = convert::after_cursor(after_cursor, "after_cursor").map_err(field)?;
-    let filter = convert::event_filter(filter, "filter").map_err(field)?;
-    Ok(EventQuery {
-        after_cursor,
-        filter: EventFilter {
-            link_id: filter.link_id,
-            user_id: filter.user_id,
-            kinds: filter.kinds,
-        },
-    })
+impl MonitoringApi {
+    async fn event_query(
+        &self,
+        tenant: &TenantId,
+        after_cursor: i64,
+        filter: Option<&v1::EventFilter>,
+        consumer: Option<&str>,
+    ) -> Result<EventQuery, Status> {
+        let after_cursor = convert::after_cursor(after_cursor, "after_cursor").map_err(field)?;
+        let filter = convert::event_filter(filter, "filter").map_err(field)?;
+        let mut query = EventQuery {
+            after_cursor,
+            filter: EventFilter {
+                link_id: filter.link_id,
+                user_id: filter.user_id,
+                kinds: filter.kinds,
+            },
+        };
+        if let Some(consumer) = consumer {
+            self.engine
+                .resume_consumer(tenant, &mut query, consumer)
+                .await
+                .map_err(status)?;
+        }
+        Ok(query)
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send + 'static>>;
@@ -383,7 +398,14 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let query = event_query(r.after_cursor, r.filter.as_ref())?;
+        let query = self
+            .event_query(
+                &tenant,
+                r.after_cursor,
+                r.filter.as_ref(),
+                r.consumer.as_deref(),
+            )
+            .await?;
         let limit =
             convert::page_size(r.page_size, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE, "page_size")
                 .map_err(field)?;
@@ -399,6 +421,20 @@ impl MonitoringService for MonitoringApi {
         }))
     }
 
+    async fn ack_events(
+        &self,
+        request: Request<v1::AckEventsRequest>,
+    ) -> Result<Response<v1::AckEventsResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let cursor = self
+            .engine
+            .ack_events(&tenant, &r.consumer, r.cursor)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::AckEventsResponse { cursor }))
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(
@@ -407,7 +443,14 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let query = event_query(r.after_cursor, r.filter.as_ref())?;
+        let query = self
+            .event_query(
+                &tenant,
+                r.after_cursor,
+                r.filter.as_ref(),
+                r.consumer.as_deref(),
+            )
+            .await?;
         let mut shutdown = self.shutdown.clone();
         let stopping = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
