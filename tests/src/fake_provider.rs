@@ -40,6 +40,10 @@ pub struct FakeState {
     pub descoped: Vec<String>,
     /// While set, `fetch` answers as an unavailable vendor.
     pub unavailable: bool,
+    /// How long `fetch` takes, as a slow vendor would.
+    pub fetch_latency: std::time::Duration,
+    /// How many times `fetch` was called.
+    pub fetches: u32,
 }
 
 #[derive(Clone, Default)]
@@ -252,8 +256,16 @@ impl Provider for FakeProvider {
         access: &LinkAccess,
         _data: &DataRef,
     ) -> Result<FetchedData, ProviderError> {
-        if self.state.lock().unwrap().unavailable {
-            return Err(unavailable());
+        let latency = {
+            let mut state = self.state.lock().unwrap();
+            state.fetches += 1;
+            if state.unavailable {
+                return Err(unavailable());
+            }
+            state.fetch_latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
         let account = access
             .external_ids

@@ -5,6 +5,7 @@
 //! `unmatched`, never dropped.
 
 use chrono::Utc;
+use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
 use coverwatch_store::{ClaimedDelivery, DeliveryStatus, LinkRecord};
@@ -58,11 +59,33 @@ impl Engine {
             .claim_deliveries(&config.owner, lease_until, config.batch)
             .await?;
         let count = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(config.concurrency.max(1), |delivery| async move {
+        if count == 0 {
+            return Ok(0);
+        }
+        let ids: Vec<DeliveryId> = claimed.iter().map(|d| d.id).collect();
+        let work = futures::stream::iter(claimed).for_each_concurrent(
+            config.concurrency.max(1),
+            |delivery| async move {
                 self.settle(delivery).await;
-            })
-            .await;
+            },
+        );
+        let mut work = std::pin::pin!(work);
+        // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
+        // over a delivery this one is still working on. A crashed worker renews nothing, and
+        // its deliveries are taken over when their lease runs out.
+        let renew_every = config.lease / 3;
+        loop {
+            tokio::select! {
+                () = &mut work => break,
+                () = tokio::time::sleep(renew_every) => {
+                    let until = Utc::now()
+                        + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
+                    if let Err(err) = self.inner.store.renew_leases(&config.owner, &ids, until).await {
+                        tracing::warn!(error = %err, "inbox: could not renew leases");
+                    }
+                }
+            }
+        }
         Ok(count)
     }
 

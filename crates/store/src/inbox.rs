@@ -212,6 +212,22 @@ impl Store {
             .await?)
     }
 
+    /// Extend the leases `owner` still holds on `ids` to `until` (settled ones are left alone).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[DeliveryId],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        let result = inbox::Entity::update_many()
+            .col_expr(inbox::Column::LeaseExpiresAt, Some(to_ms(until)).into())
+            .filter(inbox::Column::LeaseOwner.eq(owner))
+            .filter(inbox::Column::Id.is_in(ids.iter().map(|id| id.to_string())))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// Give a leased delivery back to be tried again at `retry_at`.
     pub async fn retry_delivery(
         &self,
