@@ -6,7 +6,8 @@ use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{LinkId, ProviderKind, TenantId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Select, TransactionTrait,
 };
 
 use crate::entities::inbox;
@@ -187,32 +188,7 @@ impl Store {
 
     /// One delivery with its raw body (unless purged).
     pub async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>> {
-        let Some(model) = inbox::Entity::find()
-            .filter(inbox::Column::Id.eq(id.to_string()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let body_size = model.body.as_ref().map(|b| b.len() as i64);
-        let row = Row {
-            seq: model.seq,
-            id: model.id,
-            provider: model.provider,
-            dedupe_key: model.dedupe_key,
-            tenant_id: model.tenant_id,
-            link_id: model.link_id,
-            path: model.path,
-            headers: model.headers,
-            status: model.status,
-            attempts: model.attempts,
-            last_error: model.last_error,
-            received_at: model.received_at,
-            next_attempt_at: model.next_attempt_at,
-            processed_at: model.processed_at,
-            body_size,
-        };
-        record_from_row(row, model.body).map(Some)
+        get_delivery(&self.db, id).await
     }
 
     /// Put a settled delivery (dead, unmatched or done) back to `pending`, with its attempts
@@ -221,6 +197,9 @@ impl Store {
     /// purged are left alone.
     pub async fn replay_delivery(&self, id: &DeliveryId) -> Result<Replay> {
         let pending = DeliveryStatus::Pending.as_str();
+        // Read back inside the same transaction: once it commits a worker may claim the row at
+        // once, and the caller must see the delivery as replayed, not as already re-claimed.
+        let txn = self.db.begin().await?;
         let result = inbox::Entity::update_many()
             .col_expr(inbox::Column::Status, pending.into())
             .col_expr(inbox::Column::Attempts, 0i32.into())
@@ -231,11 +210,12 @@ impl Store {
             .filter(inbox::Column::Id.eq(id.to_string()))
             .filter(inbox::Column::Status.ne(pending))
             .filter(inbox::Column::Body.is_not_null())
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        let Some(record) = self.get_delivery(id).await? else {
+        let Some(record) = get_delivery(&txn, id).await? else {
             return Ok(Replay::NotFound);
         };
+        txn.commit().await?;
         Ok(if result.rows_affected == 1 {
             Replay::Replayed(record)
         } else if record.body.is_none() {
@@ -257,4 +237,36 @@ impl Store {
             .await?;
         Ok(result.rows_affected)
     }
+}
+
+async fn get_delivery<C: ConnectionTrait>(
+    conn: &C,
+    id: &DeliveryId,
+) -> Result<Option<DeliveryRecord>> {
+    let Some(model) = inbox::Entity::find()
+        .filter(inbox::Column::Id.eq(id.to_string()))
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let body_size = model.body.as_ref().map(|b| b.len() as i64);
+    let row = Row {
+        seq: model.seq,
+        id: model.id,
+        provider: model.provider,
+        dedupe_key: model.dedupe_key,
+        tenant_id: model.tenant_id,
+        link_id: model.link_id,
+        path: model.path,
+        headers: model.headers,
+        status: model.status,
+        attempts: model.attempts,
+        last_error: model.last_error,
+        received_at: model.received_at,
+        next_attempt_at: model.next_attempt_at,
+        processed_at: model.processed_at,
+        body_size,
+    };
+    record_from_row(row, model.body).map(Some)
 }
