@@ -1,65 +1,15 @@
 //! The `coverwatch` binary as an operator runs it: migrate, serve, answer with the development
 //! key, stop on SIGTERM with exit code 0, and refuse bad configuration by naming the key.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
+
+use common::{DEV_KEY, command, send_sigterm, wait_for_line, wait_with_deadline, workdir};
 
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
-
-const DEV_KEY: &str = "a-development-key-for-tests";
-
-fn command(workdir: &std::path::Path, database_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coverwatch"));
-    cmd.current_dir(workdir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("COVERWATCH_DATABASE_URL", database_url)
-        .env("COVERWATCH_GRPC_ADDR", "127.0.0.1:0")
-        .env("COVERWATCH_HTTP_ADDR", "127.0.0.1:0")
-        .env("COVERWATCH_SANDBOX_ADDR", "127.0.0.1:0")
-        .env("COVERWATCH_DEV_API_KEY", DEV_KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn workdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cw-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The stdout line that starts with `prefix`, waiting at most `deadline`.
-fn wait_for_line(child: &mut Child, prefix: &str, deadline: Duration) -> String {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let start = std::time::Instant::now();
-    loop {
-        let left = deadline.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with(prefix) => return line,
-            Ok(_) => continue,
-            Err(_) => {
-                let _ = child.kill();
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-                }
-                panic!("no `{prefix}` line within {deadline:?}; stderr:\n{stderr}");
-            }
-        }
-    }
-}
 
 // Multi-threaded so that the client's connection keeps running (and answers the server's
 // shutdown handshake) while this test blocks waiting for the process to exit.
@@ -179,27 +129,4 @@ fn hash_key_prints_the_sha256_to_configure() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-}
-
-/// Through `kill(1)`: the workspace forbids the `unsafe` a direct `libc::kill` would need.
-fn send_sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM {pid}");
-}
-
-fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("did not exit within {deadline:?} after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
