@@ -98,6 +98,22 @@ fn link_id(value: &str) -> Result<coverwatch_core::LinkId, Status> {
 }
 
 impl MonitoringApi {
+    /// One in-app reconnect step, shared by the three RPCs that differ only in the step.
+    async fn reconnect_step(
+        &self,
+        tenant: &TenantId,
+        link: &str,
+        step: ReconnectStep,
+    ) -> Result<v1::Link, Status> {
+        let id = link_id(link)?;
+        let link = self
+            .engine
+            .reconnect_step(tenant, &id, step)
+            .await
+            .map_err(status)?;
+        Ok(link.into())
+    }
+
     async fn event_query(
         &self,
         tenant: &TenantId,
@@ -272,7 +288,6 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::SubmitReconnectCredentialsResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let id = link_id(&r.link_id)?;
         let username = convert::required_string(&r.username, "username").map_err(field)?;
         let step = ReconnectStep::Credentials {
             carrier: r.carrier,
@@ -280,13 +295,8 @@ impl MonitoringService for MonitoringApi {
             password: r.password.map(SecretString::from),
             third_field: r.third_field.map(SecretString::from),
         };
-        let link = self
-            .engine
-            .reconnect_step(&tenant, &id, step)
-            .await
-            .map_err(status)?;
         Ok(Response::new(v1::SubmitReconnectCredentialsResponse {
-            link: Some(link.into()),
+            link: Some(self.reconnect_step(&tenant, &r.link_id, step).await?),
         }))
     }
 
@@ -296,21 +306,12 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::SelectVerificationOptionResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let id = link_id(&r.link_id)?;
         let key = convert::required_string(&r.option_key, "option_key").map_err(field)?;
-        let link = self
-            .engine
-            .reconnect_step(
-                &tenant,
-                &id,
-                ReconnectStep::VerificationOption {
-                    key: key.to_owned(),
-                },
-            )
-            .await
-            .map_err(status)?;
+        let step = ReconnectStep::VerificationOption {
+            key: key.to_owned(),
+        };
         Ok(Response::new(v1::SelectVerificationOptionResponse {
-            link: Some(link.into()),
+            link: Some(self.reconnect_step(&tenant, &r.link_id, step).await?),
         }))
     }
 
@@ -320,21 +321,12 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::SubmitVerificationCodeResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let id = link_id(&r.link_id)?;
         let code = convert::required_string(&r.code, "code").map_err(field)?;
-        let link = self
-            .engine
-            .reconnect_step(
-                &tenant,
-                &id,
-                ReconnectStep::VerificationCode {
-                    code: SecretString::from(code.to_owned()),
-                },
-            )
-            .await
-            .map_err(status)?;
+        let step = ReconnectStep::VerificationCode {
+            code: SecretString::from(code.to_owned()),
+        };
         Ok(Response::new(v1::SubmitVerificationCodeResponse {
-            link: Some(link.into()),
+            link: Some(self.reconnect_step(&tenant, &r.link_id, step).await?),
         }))
     }
 
