@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "coverwatch/v1/events.proto",
     "coverwatch/v1/monitoring.proto",
     "coverwatch/v1/admin.proto",
+    "coverwatch/v1/requirements.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_inbox_link_order;
 mod m0003_consumers;
+mod m0004_requirements;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_inbox_link_order::Migration),
             Box::new(m0003_consumers::Migration),
+            Box::new(m0004_requirements::Migration),
         ]
     }
 }

@@ -312,6 +312,7 @@ pub async fn start_link(
             metadata: [("loan".to_owned(), "L-7".to_owned())].into(),
             redirect_uri: redirect_uri.map(str::to_owned),
             replace_link_id: replace_link_id.map(str::to_owned),
+            requirement_set_id: None,
         })
         .await
         .expect("StartLink")

@@ -13,6 +13,7 @@ use coverwatch::config::{Config, TenantConfig};
 use coverwatch::{App, Overrides};
 use coverwatch_engine::{ProviderRegistry, WorkerConfig};
 use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
+use coverwatch_proto::v1::requirements_service_client::RequirementsServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -23,6 +24,7 @@ pub const TENANT_A: (&str, &str) = ("tenant-a", "key-of-tenant-a-0123456789");
 pub const TENANT_B: (&str, &str) = ("tenant-b", "key-of-tenant-b-0123456789");
 
 pub type Client = MonitoringServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type RequirementsClient = RequirementsServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 #[derive(Clone)]
 pub struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
@@ -93,6 +95,7 @@ impl TestServer {
                 providers,
                 worker: Some(fast_worker()),
                 stream_poll: None,
+                sweep: None,
             },
         )
         .await
@@ -128,6 +131,11 @@ impl TestServer {
 
     pub async fn client(&self, tenant: (&str, &str)) -> Client {
         self.client_with_key(Some(tenant.1)).await
+    }
+
+    pub async fn requirements_client(&self, tenant: (&str, &str)) -> RequirementsClient {
+        let value = format!("Bearer {}", tenant.1).parse().unwrap();
+        RequirementsServiceClient::with_interceptor(self.channel().await, BearerAuth(Some(value)))
     }
 
     pub async fn stop(self) {

@@ -32,6 +32,7 @@ async fn start_link(client: &mut Client, user: &str) -> v1::Link {
             metadata: [("loan".to_owned(), "L-42".to_owned())].into(),
             redirect_uri: None,
             replace_link_id: None,
+            requirement_set_id: None,
         })
         .await
         .expect("StartLink")

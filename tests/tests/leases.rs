@@ -19,6 +19,7 @@ async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer 
             providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
             worker: Some(worker),
             stream_poll: None,
+            sweep: None,
         },
     )
     .await

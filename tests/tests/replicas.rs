@@ -18,6 +18,7 @@ async fn replica(config: coverwatch::Config) -> (TestServer, FakeProvider) {
             worker: Some(fast_worker()),
             // Far longer than the test waits: only a notification can deliver in time.
             stream_poll: Some(Duration::from_secs(120)),
+            sweep: None,
         },
     )
     .await;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{LinkId, TenantId, UserId};
 use crate::provider::ProviderKind;
+use crate::requirements::OverallStatus;
 
 /// Where a link stands.
 ///
@@ -121,6 +122,19 @@ pub struct Link {
     pub updated_at: DateTime<Utc>,
     /// When the vendor last delivered fresh data for this link.
     pub last_refreshed_at: Option<DateTime<Utc>>,
+    /// The requirement set attached to the link, and where the link stood at its last check.
+    pub requirements: Option<LinkRequirements>,
+    /// Since when the link has been reported stale (`link.stale`); cleared by fresh data.
+    pub stale_since: Option<DateTime<Utc>>,
+}
+
+/// A link's attached requirement set and the outcome of its latest check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkRequirements {
+    pub set_id: String,
+    /// `None` until the link has been checked against this revision of the set.
+    pub status: Option<OverallStatus>,
+    pub evaluated_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

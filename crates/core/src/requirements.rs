@@ -331,7 +331,7 @@ impl RequirementSet {
 
     /// Checks that every rule can be evaluated and means something; the first problem wins.
     pub fn validate(&self) -> Result<(), RuleError> {
-        check_text("id", &self.id)?;
+        check_set_id(&self.id)?;
         check_text("name", &self.name)?;
         if self.rules.is_empty() {
             return Err(RuleError::new("rules", "must hold at least one rule"));
@@ -375,6 +375,32 @@ impl RequirementSet {
         }
         Ok(())
     }
+}
+
+/// The longest set id: ids are keys that callers put in configuration and in URLs.
+pub const MAX_SET_ID_LEN: usize = 64;
+
+/// Whether `id` can name a requirement set (`A-Z a-z 0-9 . _ -`, 1 to 64 characters).
+pub fn check_set_id(id: &str) -> Result<(), RuleError> {
+    if id.is_empty() {
+        return Err(RuleError::new("id", "must not be empty"));
+    }
+    if id.len() > MAX_SET_ID_LEN {
+        return Err(RuleError::new(
+            "id",
+            format!("must be at most {MAX_SET_ID_LEN} characters"),
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(RuleError::new(
+            "id",
+            format!("must hold only A-Z, a-z, 0-9, '.', '_' and '-' (found {c:?})"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_text(path: &str, value: &str) -> Result<(), RuleError> {
@@ -655,6 +681,21 @@ impl OverallStatus {
             OverallStatus::Unmet => "unmet",
             OverallStatus::Unknown => "unknown",
         }
+    }
+}
+
+impl std::str::FromStr for OverallStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            OverallStatus::Met,
+            OverallStatus::Unmet,
+            OverallStatus::Unknown,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| format!("unknown requirements status `{s}`"))
     }
 }
 
@@ -2762,12 +2803,23 @@ mod tests {
     fn a_set_needs_an_id_a_name_and_rules() {
         assert_eq!(invalid(vec![]), "rules: must hold at least one rule");
         let mut s = set(vec![Rule::PolicyActive]);
-        s.id = " ".into();
+        s.id = String::new();
         assert_eq!(
             s.validate().unwrap_err().to_string(),
             "id: must not be empty"
         );
-        s.id = "x".into();
+        s.id = "lender auto".into();
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "id: must hold only A-Z, a-z, 0-9, '.', '_' and '-' (found ' ')"
+        );
+        s.id = "x".repeat(MAX_SET_ID_LEN + 1);
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "id: must be at most 64 characters"
+        );
+        s.id = "Lender_auto.v2-b".into();
+        assert!(s.validate().is_ok());
         s.name = String::new();
         assert_eq!(
             s.validate().unwrap_err().to_string(),

@@ -453,6 +453,7 @@ impl Engine {
         for item in own {
             apply(&mut tx, item, &origin, &mut events).await?;
         }
+        check_requirements(&mut tx, &origin, &mut events).await?;
         if settle && let Some((delivery, owner)) = &origin.delivery {
             tx.settle_delivery(delivery, owner).await?;
         }
@@ -518,11 +519,31 @@ impl Engine {
         }
         save_fetched(&mut tx, fetched, origin, &mut events, true, false).await?;
         tx.set_refreshed_at(Utc::now());
+        check_requirements(&mut tx, origin, &mut events).await?;
         tx.commit().await?;
         self.announce(&events);
         tracing::info!(link = %source.id, into = %target, "session reached an account already linked; folded into that link");
         Ok(())
     }
+}
+
+/// Check the link against its requirement set when this transaction stored new policy data, or
+/// when the link has a set it was never checked against (attached before its data arrived).
+async fn check_requirements(
+    tx: &mut LinkTx,
+    origin: &Origin,
+    events: &mut Vec<Event>,
+) -> Result<(), EngineError> {
+    let unchecked = tx
+        .record()
+        .link
+        .requirements
+        .as_ref()
+        .is_some_and(|r| r.status.is_none());
+    if tx.policies_changed() || unchecked {
+        crate::requirements::evaluate_in_tx(tx, origin, events, Utc::now()).await?;
+    }
+    Ok(())
 }
 
 /// The vendor session a sign-in sequence number belongs to (Canopy numbers per pull).
@@ -536,7 +557,7 @@ fn session_key(detail: &ProviderDetail) -> String {
     }
 }
 
-async fn emit(
+pub(crate) async fn emit(
     tx: &mut LinkTx,
     origin: &Origin,
     payload: EventPayload,

@@ -21,7 +21,23 @@ pub enum EngineError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    /// The store's refusals that are the caller's to fix become the caller's errors here.
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::RequirementSetNotFound(id) => EngineError::NotFound {
+                what: "requirement set",
+                id,
+            },
+            refused @ StoreError::RequirementSetInUse { .. } => {
+                EngineError::FailedPrecondition(refused.to_string())
+            }
+            other => EngineError::Store(other),
+        }
+    }
 }
 
 impl EngineError {

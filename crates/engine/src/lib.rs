@@ -9,6 +9,7 @@ mod events;
 mod inbox;
 mod links;
 mod registry;
+mod requirements;
 mod webhooks;
 
 pub use webhooks::MAX_WEBHOOK_BYTES;
@@ -27,6 +28,9 @@ pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
 pub use links::{LinkRequest, StartedSession};
 pub use registry::ProviderRegistry;
+pub use requirements::{
+    LinkEvaluation, PolicyHistoryEntry, PolicyHistoryPage, PutSetOutcome, SweepConfig, SweepReport,
+};
 
 /// How the inbox worker behaves.
 #[derive(Debug, Clone)]
@@ -69,6 +73,8 @@ pub struct EngineConfig {
     pub retention: RetentionConfig,
     /// How often an idle event stream re-reads the log, for events written by other replicas.
     pub stream_poll: Duration,
+    /// Stale-link reports and periodic requirement checks.
+    pub sweep: SweepConfig,
 }
 
 impl EngineConfig {
@@ -78,6 +84,7 @@ impl EngineConfig {
             worker: WorkerConfig::default(),
             retention: RetentionConfig::default(),
             stream_poll: Duration::from_millis(500),
+            sweep: SweepConfig::default(),
         }
     }
 }

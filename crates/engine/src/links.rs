@@ -29,6 +29,8 @@ pub struct LinkRequest {
     pub redirect_uri: Option<String>,
     /// Descope this link once the new one links a different account.
     pub replace_link_id: Option<LinkId>,
+    /// A requirement set of the tenant to check the link against from its first data.
+    pub requirement_set_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +172,24 @@ impl Engine {
             }
         }
 
+        if let Some(set_id) = &request.requirement_set_id {
+            // Checked before the vendor is asked for a session, so a typo costs no session.
+            coverwatch_core::requirements::check_set_id(set_id)
+                .map_err(|e| EngineError::invalid("requirement_set_id", e.message))?;
+            if self
+                .inner
+                .store
+                .get_requirement_set(tenant, set_id)
+                .await?
+                .is_none()
+            {
+                return Err(EngineError::NotFound {
+                    what: "requirement set",
+                    id: set_id.clone(),
+                });
+            }
+        }
+
         let link_id = LinkId::new();
         let (token, hash) = webhook_token();
         let session = provider
@@ -195,6 +215,7 @@ impl Engine {
                     session_url: Some(session.url.clone()),
                     webhook_token_hash: Some(hash),
                     replaces_link_id: request.replace_link_id,
+                    requirement_set_id: request.requirement_set_id,
                     created_at: Utc::now(),
                 },
                 NewEvent::now(EventPayload::SessionOpened {

@@ -57,6 +57,7 @@ mod tests {
                 "SubmitVerificationCode",
                 "GetPolicy",
                 "ListPolicies",
+                "GetPolicyHistory",
                 "GetAccount",
                 "ListEvents",
                 "WatchEvents",

@@ -13,6 +13,7 @@ mod events;
 mod inbox;
 mod link_tx;
 mod links;
+mod requirements;
 mod snapshots;
 pub mod testing;
 
@@ -29,7 +30,8 @@ pub use events::{EVENTS_CHANNEL, EventFilter, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
 pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, WEBHOOK_TOKEN_KIND};
-pub use snapshots::{SnapshotOutcome, StoredAccount, StoredPolicy};
+pub use requirements::{DueLink, StoredRequirementSet};
+pub use snapshots::{PolicyVersion, SnapshotOutcome, StoredAccount, StoredPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +52,17 @@ pub enum StoreError {
     },
     #[error("link {0} not found")]
     LinkNotFound(String),
+    #[error("requirement set `{0}` not found")]
+    RequirementSetNotFound(String),
+    #[error(
+        "requirement set `{id}` is attached to {links} monitored link(s), for example {example}; \
+         detach it first"
+    )]
+    RequirementSetInUse {
+        id: String,
+        links: u64,
+        example: String,
+    },
     #[error("unsupported database URL `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
 }

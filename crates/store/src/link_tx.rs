@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
-use coverwatch_core::policy::{Account, AccountSnapshot, Policy, PolicySnapshot};
-use coverwatch_core::{Event, LinkId, LinkState, TenantId};
+use coverwatch_core::policy::{Account, AccountSnapshot, Policy, PolicySnapshot, PolicyTerm};
+use coverwatch_core::requirements::OverallStatus;
+use coverwatch_core::{Event, LinkId, LinkRequirements, LinkState, TenantId};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
     QuerySelect, Set, TransactionTrait,
@@ -17,7 +18,8 @@ use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, insert_event};
 use crate::inbox::{DeliveryStatus, settle};
 use crate::links::{LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets};
-use crate::snapshots::{SnapshotOutcome, save_account, save_policy};
+use crate::requirements::{StoredRequirementSet, read_set};
+use crate::snapshots::{SnapshotOutcome, latest_policies, save_account, save_policy};
 use crate::{Keyring, Result, Store, StoreError, now_ms, to_ms};
 
 /// An open transaction holding the lock on one link. Never hold one across a vendor call:
@@ -27,6 +29,8 @@ pub struct LinkTx {
     keyring: std::sync::Arc<Keyring>,
     record: LinkRecord,
     changed: bool,
+    /// Whether this transaction stored a new version of a current-term policy.
+    policies_changed: bool,
 }
 
 impl Store {
@@ -62,6 +66,7 @@ impl Store {
             keyring: self.keyring.clone(),
             record: record_from_model(model)?,
             changed: false,
+            policies_changed: false,
         }))
     }
 }
@@ -91,9 +96,88 @@ impl LinkTx {
         self.changed = true;
     }
 
+    /// Fresh data also ends a stale period, so the next one is reported again.
     pub fn set_refreshed_at(&mut self, at: DateTime<Utc>) {
         self.record.link.last_refreshed_at = Some(at);
+        self.record.link.stale_since = None;
         self.changed = true;
+    }
+
+    pub fn set_stale_since(&mut self, at: Option<DateTime<Utc>>) {
+        self.record.link.stale_since = at;
+        self.changed = true;
+    }
+
+    /// Attach a set of the link's tenant (or detach with `None`). The link then counts as never
+    /// checked against it. Fails with `RequirementSetNotFound` when the tenant has no such set.
+    pub async fn attach_requirement_set(
+        &mut self,
+        set_id: Option<&str>,
+    ) -> Result<Option<StoredRequirementSet>> {
+        let stored = match set_id {
+            Some(id) => Some(
+                read_set(&self.txn, &self.record.link.tenant_id, id, true)
+                    .await?
+                    .ok_or_else(|| StoreError::RequirementSetNotFound(id.to_owned()))?,
+            ),
+            None => None,
+        };
+        self.record.link.requirements = set_id.map(|id| LinkRequirements {
+            set_id: id.to_owned(),
+            status: None,
+            evaluated_at: None,
+        });
+        self.record.requirements_revision = None;
+        self.changed = true;
+        Ok(stored)
+    }
+
+    /// The attached set as it is now, if any.
+    pub async fn requirement_set(&self) -> Result<Option<StoredRequirementSet>> {
+        match &self.record.link.requirements {
+            Some(attached) => {
+                read_set(
+                    &self.txn,
+                    &self.record.link.tenant_id,
+                    &attached.set_id,
+                    true,
+                )
+                .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Record a check of the attached set (`status` `None`: nothing to check yet).
+    pub fn record_evaluation(
+        &mut self,
+        revision: i64,
+        status: Option<OverallStatus>,
+        at: DateTime<Utc>,
+    ) {
+        if let Some(attached) = &mut self.record.link.requirements {
+            attached.status = status;
+            attached.evaluated_at = Some(at);
+            self.record.requirements_revision = Some(revision);
+            self.changed = true;
+        }
+    }
+
+    /// Whether this transaction stored a new version of a current-term policy.
+    pub fn policies_changed(&self) -> bool {
+        self.policies_changed
+    }
+
+    /// The latest version of each current-term policy of the link, as this transaction sees it.
+    pub async fn current_policies(&self) -> Result<Vec<Policy>> {
+        let link = &self.record.link;
+        Ok(
+            latest_policies(&self.txn, &link.tenant_id, &link.id, PolicyTerm::Current)
+                .await?
+                .into_iter()
+                .map(|stored| stored.policy)
+                .collect(),
+        )
     }
 
     pub fn set_auth_sequence(&mut self, session: &str, sequence: i64) {
@@ -224,7 +308,14 @@ impl LinkTx {
         fetched_at: DateTime<Utc>,
     ) -> Result<SnapshotOutcome<Policy>> {
         let link = &self.record.link;
-        save_policy(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await
+        let outcome =
+            save_policy(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await?;
+        if snapshot.term == PolicyTerm::Current
+            && !matches!(outcome, SnapshotOutcome::Unchanged { .. })
+        {
+            self.policies_changed = true;
+        }
+        Ok(outcome)
     }
 
     pub async fn save_account(
@@ -276,6 +367,19 @@ impl LinkTx {
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 )),
                 last_refreshed_at: Set(link.last_refreshed_at.map(to_ms)),
+                requirement_set_id: Set(link.requirements.as_ref().map(|r| r.set_id.clone())),
+                requirements_revision: Set(record.requirements_revision),
+                requirements_status: Set(link
+                    .requirements
+                    .as_ref()
+                    .and_then(|r| r.status)
+                    .map(|s| s.as_str().to_owned())),
+                requirements_evaluated_at: Set(link
+                    .requirements
+                    .as_ref()
+                    .and_then(|r| r.evaluated_at)
+                    .map(to_ms)),
+                stale_since: Set(link.stale_since.map(to_ms)),
                 updated_at: Set(now),
                 ..Default::default()
             })

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::provider::LinkAccess;
-use coverwatch_core::{Event, Link, LinkId, LinkState, ProviderKind, TenantId, UserId};
+use coverwatch_core::{
+    Event, Link, LinkId, LinkRequirements, LinkState, ProviderKind, TenantId, UserId,
+};
 use sea_orm::{
     ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
@@ -24,6 +26,9 @@ pub struct LinkRecord {
     pub replaces_link_id: Option<LinkId>,
     /// Highest sign-in progress sequence seen, per vendor session (older deliveries are ignored).
     pub auth_sequences: BTreeMap<String, i64>,
+    /// The revision of the attached requirement set that `link.requirements.status` was
+    /// computed from; a different revision means the rules changed since.
+    pub requirements_revision: Option<i64>,
 }
 
 /// A link to create.
@@ -38,6 +43,8 @@ pub struct NewLink {
     /// SHA-256 of the per-link webhook token (the token itself is never stored).
     pub webhook_token_hash: Option<String>,
     pub replaces_link_id: Option<LinkId>,
+    /// A requirement set of the tenant to attach from the start.
+    pub requirement_set_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -71,6 +78,21 @@ pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
             created_at: from_ms(model.created_at),
             updated_at: from_ms(model.updated_at),
             last_refreshed_at: model.last_refreshed_at.map(from_ms),
+            requirements: model
+                .requirement_set_id
+                .map(|set_id| {
+                    Ok::<_, StoreError>(LinkRequirements {
+                        set_id,
+                        status: model
+                            .requirements_status
+                            .as_deref()
+                            .map(|s| parse_column("requirements status", s))
+                            .transpose()?,
+                        evaluated_at: model.requirements_evaluated_at.map(from_ms),
+                    })
+                })
+                .transpose()?,
+            stale_since: model.stale_since.map(from_ms),
         },
         account_key: model.account_key,
         replaces_link_id: model
@@ -84,6 +106,7 @@ pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
             .map(|json| parse_json("auth sequences", json))
             .transpose()?
             .unwrap_or_default(),
+        requirements_revision: model.requirements_revision,
     })
 }
 
@@ -110,8 +133,21 @@ impl Store {
             created_at: Set(created),
             updated_at: Set(created),
             last_refreshed_at: Set(None),
+            requirement_set_id: Set(new.requirement_set_id.clone()),
+            requirements_revision: Set(None),
+            requirements_status: Set(None),
+            requirements_evaluated_at: Set(None),
+            stale_since: Set(None),
         };
         let txn = self.db.begin().await?;
+        if let Some(set_id) = &new.requirement_set_id
+            && crate::requirements::read_set(&txn, &new.tenant_id, set_id, true)
+                .await?
+                .is_none()
+        {
+            txn.rollback().await?;
+            return Err(StoreError::RequirementSetNotFound(set_id.clone()));
+        }
         let inserted = link::Entity::insert(model)
             .exec_with_returning(&txn)
             .await?;

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use coverwatch_core::policy::{Account, AccountSnapshot, Policy, PolicySnapshot, PolicyTerm};
 use coverwatch_core::{LinkId, TenantId};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use sha2::{Digest, Sha256};
 
 use crate::entities::{account_snapshot, policy_snapshot};
@@ -142,6 +144,40 @@ pub(crate) async fn save_account<C: ConnectionTrait>(
     })
 }
 
+/// One stored version of a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyVersion {
+    pub version: i32,
+    pub fetched_at: DateTime<Utc>,
+    pub policy: Policy,
+}
+
+pub(crate) async fn latest_policies<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &TenantId,
+    link: &LinkId,
+    term: PolicyTerm,
+) -> Result<Vec<StoredPolicy>> {
+    let rows = policy_snapshot::Entity::find()
+        .filter(policy_snapshot::Column::TenantId.eq(tenant.as_str()))
+        .filter(policy_snapshot::Column::LinkId.eq(link.to_string()))
+        .filter(policy_snapshot::Column::Term.eq(term.as_str()))
+        .order_by_asc(policy_snapshot::Column::PolicyExternalId)
+        .order_by_desc(policy_snapshot::Column::Version)
+        .all(conn)
+        .await?;
+    let mut latest: Vec<policy_snapshot::Model> = Vec::new();
+    for row in rows {
+        if latest
+            .last()
+            .is_none_or(|l| l.policy_external_id != row.policy_external_id)
+        {
+            latest.push(row);
+        }
+    }
+    latest.into_iter().map(stored_policy).collect()
+}
+
 fn stored_policy(row: policy_snapshot::Model) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
         policy: parse_json("policy snapshot", &row.normalized)?,
@@ -163,24 +199,47 @@ impl Store {
         link: &LinkId,
         term: PolicyTerm,
     ) -> Result<Vec<StoredPolicy>> {
+        latest_policies(&self.db, tenant, link, term).await
+    }
+
+    /// The versions of one policy of a link, oldest first, after version `after`, at most
+    /// `limit` of them, plus the version before the first returned (to diff it against).
+    pub async fn policy_history(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+        policy_external_id: &str,
+        term: PolicyTerm,
+        after: i32,
+        limit: u64,
+    ) -> Result<(Option<PolicyVersion>, Vec<PolicyVersion>)> {
         let rows = policy_snapshot::Entity::find()
             .filter(policy_snapshot::Column::TenantId.eq(tenant.as_str()))
             .filter(policy_snapshot::Column::LinkId.eq(link.to_string()))
+            .filter(policy_snapshot::Column::PolicyExternalId.eq(policy_external_id))
             .filter(policy_snapshot::Column::Term.eq(term.as_str()))
-            .order_by_asc(policy_snapshot::Column::PolicyExternalId)
-            .order_by_desc(policy_snapshot::Column::Version)
+            .filter(policy_snapshot::Column::Version.gte(after))
+            .order_by_asc(policy_snapshot::Column::Version)
+            .limit(limit.max(1) + 1)
             .all(&self.db)
             .await?;
-        let mut latest: Vec<policy_snapshot::Model> = Vec::new();
-        for row in rows {
-            if latest
-                .last()
-                .is_none_or(|l| l.policy_external_id != row.policy_external_id)
-            {
-                latest.push(row);
-            }
-        }
-        latest.into_iter().map(stored_policy).collect()
+        let mut versions = rows
+            .into_iter()
+            .map(|row| {
+                Ok(PolicyVersion {
+                    version: row.version,
+                    fetched_at: from_ms(row.fetched_at),
+                    policy: parse_json("policy snapshot", &row.normalized)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let previous = if versions.first().is_some_and(|v| v.version == after) {
+            Some(versions.remove(0))
+        } else {
+            None
+        };
+        versions.truncate(limit.max(1) as usize);
+        Ok((previous, versions))
     }
 
     pub async fn latest_policy(

@@ -45,6 +45,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 session_url: Some("https://vendor.example/s".into()),
                 webhook_token_hash: Some(format!("hash-{id}")),
                 replaces_link_id: None,
+                requirement_set_id: None,
                 created_at: Utc::now(),
             },
             NewEvent::now(EventPayload::SessionOpened {
@@ -460,4 +461,178 @@ async fn event_filters_select_by_link_user_and_kind() {
         0
     );
     assert_eq!(store.latest_cursor().await.unwrap(), exited[0].cursor);
+}
+
+fn requirement_set(id: &str, days: u32) -> coverwatch_core::requirements::RequirementSet {
+    use coverwatch_core::requirements::{RequirementSet, Rule};
+    RequirementSet {
+        id: id.into(),
+        name: format!("set {id}"),
+        rules: vec![Rule::PolicyActive, Rule::ExpiresAtLeastDaysAhead { days }],
+    }
+}
+
+#[tokio::test]
+async fn requirement_sets_are_replaced_by_revision_and_deleted_only_when_unused() {
+    let store = store().await;
+    let (a, b) = (tenant("tenant-a"), tenant("tenant-b"));
+    store.ensure_tenants(&[a.clone(), b.clone()]).await.unwrap();
+
+    let (first, created) = store
+        .put_requirement_set(&a, &requirement_set("lender", 30))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.revision, 1);
+    let (second, created) = store
+        .put_requirement_set(&a, &requirement_set("lender", 60))
+        .await
+        .unwrap();
+    assert!(!created, "the same id replaces");
+    assert_eq!(second.revision, 2);
+    assert_eq!(second.set, requirement_set("lender", 60));
+    assert_eq!(second.created_at, first.created_at);
+    assert!(
+        store
+            .get_requirement_set(&b, "lender")
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant's set is invisible"
+    );
+    for id in ["a-set", "b-set"] {
+        store
+            .put_requirement_set(&a, &requirement_set(id, 1))
+            .await
+            .unwrap();
+    }
+    let (page, next) = store.list_requirement_sets(&a, None, 2).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|s| s.set.id.as_str()).collect();
+    assert_eq!(ids, ["a-set", "b-set"]);
+    let (page, next) = store
+        .list_requirement_sets(&a, next.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].set.id, "lender");
+    assert_eq!(next, None);
+
+    // A link attached to the set keeps it from being deleted.
+    let link = new_link(&store, &a, "user-1").await;
+    let mut tx = store.begin_link_update(&a, &link).await.unwrap().unwrap();
+    assert!(matches!(
+        tx.attach_requirement_set(Some("missing")).await,
+        Err(StoreError::RequirementSetNotFound(id)) if id == "missing"
+    ));
+    tx.attach_requirement_set(Some("lender")).await.unwrap();
+    tx.commit().await.unwrap();
+    let attached = store.get_link(&a, &link).await.unwrap().unwrap();
+    assert_eq!(attached.link.requirements.unwrap().set_id, "lender");
+    match store.delete_requirement_set(&a, "lender").await {
+        Err(StoreError::RequirementSetInUse { links, example, .. }) => {
+            assert_eq!(links, 1);
+            assert_eq!(example, link.to_string());
+        }
+        other => panic!("expected in use, got {other:?}"),
+    }
+    assert!(!store.delete_requirement_set(&b, "lender").await.unwrap());
+
+    let mut tx = store.begin_link_update(&a, &link).await.unwrap().unwrap();
+    tx.attach_requirement_set(None).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.delete_requirement_set(&a, "lender").await.unwrap());
+    assert!(
+        store
+            .get_requirement_set(&a, "lender")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete_requirement_set(&a, "lender").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_link_cannot_start_with_a_set_its_tenant_lacks() {
+    let store = store().await;
+    let a = tenant("tenant-a");
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let id = LinkId::new();
+    let result = store
+        .create_link(
+            NewLink {
+                id,
+                tenant_id: a.clone(),
+                user_id: "user-1".parse().unwrap(),
+                provider: ProviderKind::Axle,
+                metadata: BTreeMap::new(),
+                session_url: None,
+                webhook_token_hash: None,
+                replaces_link_id: None,
+                requirement_set_id: Some("nope".into()),
+                created_at: Utc::now(),
+            },
+            NewEvent::now(EventPayload::SessionOpened {
+                url: "https://vendor.example/s".into(),
+                reconnect: false,
+            }),
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::RequirementSetNotFound(_))));
+    assert!(store.get_link(&a, &id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported() {
+    let store = store().await;
+    let a = tenant("tenant-a");
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let link = new_link(&store, &a, "user-1").await;
+    let refreshed = Utc::now() - Duration::hours(30);
+    let mut tx = store.begin_link_update(&a, &link).await.unwrap().unwrap();
+    tx.set_state(LinkState::Active);
+    tx.set_refreshed_at(refreshed);
+    tx.commit().await.unwrap();
+
+    let due = |before| {
+        let store = store.clone();
+        async move {
+            store
+                .stale_candidates(ProviderKind::Axle, before, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.link_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(due(refreshed - Duration::hours(1)).await.is_empty());
+    assert_eq!(due(refreshed + Duration::hours(1)).await, [link]);
+    assert!(
+        store
+            .stale_candidates(ProviderKind::Canopy, Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "other providers' windows apply to their own links"
+    );
+
+    let mut tx = store.begin_link_update(&a, &link).await.unwrap().unwrap();
+    tx.set_stale_since(Some(Utc::now()));
+    tx.commit().await.unwrap();
+    assert!(due(Utc::now()).await.is_empty(), "reported once");
+
+    let mut tx = store.begin_link_update(&a, &link).await.unwrap().unwrap();
+    tx.set_refreshed_at(Utc::now());
+    tx.commit().await.unwrap();
+    let fresh = store.get_link(&a, &link).await.unwrap().unwrap();
+    assert_eq!(
+        fresh.link.stale_since, None,
+        "fresh data ends the stale period"
+    );
 }

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coverwatch_core::backoff::Backoff;
-use coverwatch_engine::{Engine, EngineConfig, ProviderRegistry, RetentionConfig, WorkerConfig};
+use coverwatch_engine::{
+    Engine, EngineConfig, ProviderRegistry, RetentionConfig, SweepConfig, WorkerConfig,
+};
 use coverwatch_proto::v1::admin_service_server::AdminServiceServer;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
+use coverwatch_proto::v1::requirements_service_server::RequirementsServiceServer;
 use coverwatch_sandbox::SandboxHandle;
 use coverwatch_store::{ConnectOptions, Keyring, Store};
 use tokio::net::TcpListener;
@@ -21,6 +24,7 @@ use crate::admin::{AdminApi, AdminKeys};
 use crate::auth::{ApiKeys, DevKey};
 use crate::config::Config;
 use crate::grpc::MonitoringApi;
+use crate::requirements::RequirementsApi;
 
 /// What the caller of [`start`] may replace, for tests.
 #[derive(Default)]
@@ -32,6 +36,8 @@ pub struct Overrides {
     /// How often idle event streams re-read the log (tests lengthen it to prove that
     /// notifications, not polling, carry events between replicas).
     pub stream_poll: Option<Duration>,
+    /// The stale-link and requirement sweep (tests shorten its interval and windows).
+    pub sweep: Option<SweepConfig>,
 }
 
 /// A running coverwatch.
@@ -106,6 +112,22 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+fn sweep_config(config: &Config) -> SweepConfig {
+    let s = &config.sweep;
+    SweepConfig {
+        interval: Duration::from_secs(s.interval_seconds),
+        reevaluate_every: Duration::from_secs(s.requirements_recheck_minutes * 60),
+        // Keys were checked when the configuration was loaded.
+        stale_after: s
+            .stale_after_hours
+            .iter()
+            .filter_map(|(provider, hours)| {
+                Some((provider.parse().ok()?, Duration::from_secs(hours * 3600)))
+            })
+            .collect(),
+    }
+}
+
 fn worker_config(config: &Config) -> WorkerConfig {
     let w = &config.worker;
     WorkerConfig {
@@ -157,6 +179,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     if let Some(poll) = overrides.stream_poll {
         engine_config.stream_poll = poll;
     }
+    engine_config.sweep = overrides.sweep.unwrap_or_else(|| sweep_config(&config));
     let engine = Engine::new(store, providers, engine_config);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -178,6 +201,12 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         retention_engine.run_retention(retention_shutdown).await;
     }));
 
+    let sweep_engine = engine.clone();
+    let sweep_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        sweep_engine.run_sweep(sweep_shutdown).await;
+    }));
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<MonitoringServiceServer<MonitoringApi>>()
@@ -194,6 +223,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         .context("cannot build gRPC reflection")?;
     let admin_keys = AdminKeys::from_config(&config, keys.clone(), &dev_key);
     let admin = AdminApi::new(engine.clone(), admin_keys);
+    let requirements = RequirementsApi::new(engine.clone(), keys.clone());
     let api = MonitoringApi::new(engine.clone(), keys, shutdown_rx.clone());
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -201,6 +231,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
             .add_service(health_service)
             .add_service(reflection)
             .add_service(MonitoringServiceServer::new(api))
+            .add_service(RequirementsServiceServer::new(requirements))
             .add_service(AdminServiceServer::new(admin))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
                 let _ = grpc_shutdown.wait_for(|stop| *stop).await;

@@ -76,6 +76,16 @@ impl ApiKeys {
             .cloned()
             .ok_or("unknown API key")
     }
+
+    /// The tenant a gRPC request's `authorization` metadata names; UNAUTHENTICATED otherwise.
+    pub fn tenant_of<T>(&self, request: &tonic::Request<T>) -> Result<TenantId, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
+        self.authenticate(header)
+            .map_err(tonic::Status::unauthenticated)
+    }
 }
 
 #[cfg(test)]

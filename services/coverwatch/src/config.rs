@@ -67,6 +67,8 @@ pub struct Config {
     /// The embedded vendor simulators' listener, used when a vendor has no credentials.
     pub sandbox_addr: SocketAddr,
     pub worker: WorkerSettings,
+    /// Stale-link reports and periodic requirement checks.
+    pub sweep: SweepSettings,
     /// Axle credentials; absent: the embedded Axle simulator.
     pub axle: Option<AxleSettings>,
     /// Canopy Connect credentials; absent: the embedded Canopy simulator.
@@ -155,6 +157,30 @@ impl Default for WorkerSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct SweepSettings {
+    /// How often the sweep runs.
+    pub interval_seconds: u64,
+    /// Links with a requirement set are checked again at least this often (time alone moves
+    /// some rules: an expiration date comes closer).
+    pub requirements_recheck_minutes: u64,
+    /// Per provider (`axle`, `canopy`): hours without fresh data before `link.stale`. A provider
+    /// not named uses its own expectation (Axle about a day; Canopy its monitoring interval
+    /// plus slack).
+    pub stale_after_hours: std::collections::BTreeMap<String, u64>,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 60,
+            requirements_recheck_minutes: 60,
+            stale_after_hours: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
     /// Raw bodies of deliveries processed this many days ago are dropped (the rows stay);
     /// dead-lettered, unmatched and pending deliveries keep theirs.
@@ -221,6 +247,7 @@ impl Default for Config {
             encryption_key_file: PathBuf::from("coverwatch.key"),
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
             worker: WorkerSettings::default(),
+            sweep: SweepSettings::default(),
             axle: None,
             canopy: None,
             canopy_monitoring_interval: "P1M".into(),
@@ -369,6 +396,38 @@ impl Config {
             }
         }
         crate::providers::validate(&self)?;
+        let sweep = &self.sweep;
+        if sweep.interval_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "sweep.interval_seconds",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if sweep.requirements_recheck_minutes == 0 {
+            return Err(ConfigError::invalid(
+                "sweep.requirements_recheck_minutes",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        for (provider, hours) in &sweep.stale_after_hours {
+            let key = format!("sweep.stale_after_hours.{provider}");
+            if provider.parse::<coverwatch_core::ProviderKind>().is_err() {
+                return Err(ConfigError::invalid(
+                    key,
+                    provider,
+                    "is not a provider (expected axle or canopy)",
+                ));
+            }
+            if *hours == 0 || *hours > 24 * 3650 {
+                return Err(ConfigError::invalid(
+                    key,
+                    hours.to_string(),
+                    "must be 1 to 87600 hours",
+                ));
+            }
+        }
         let w = &self.worker;
         if w.concurrency == 0 {
             return Err(ConfigError::invalid(

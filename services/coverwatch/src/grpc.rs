@@ -20,6 +20,8 @@ const DEFAULT_LINK_PAGE: u32 = 50;
 const MAX_LINK_PAGE: u32 = 500;
 const DEFAULT_EVENT_PAGE: u32 = 100;
 const MAX_EVENT_PAGE: u32 = 1000;
+const DEFAULT_HISTORY_PAGE: u32 = 20;
+const MAX_HISTORY_PAGE: u32 = 100;
 
 pub struct MonitoringApi {
     engine: Engine,
@@ -38,13 +40,7 @@ impl MonitoringApi {
     }
 
     fn tenant<T>(&self, request: &Request<T>) -> Result<TenantId, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or(""));
-        self.keys
-            .authenticate(header)
-            .map_err(Status::unauthenticated)
+        self.keys.tenant_of(request)
     }
 }
 
@@ -89,11 +85,11 @@ pub fn status(err: EngineError) -> Status {
     }
 }
 
-fn field(err: FieldError) -> Status {
+pub(crate) fn field(err: FieldError) -> Status {
     err.into()
 }
 
-fn link_id(value: &str) -> Result<coverwatch_core::LinkId, Status> {
+pub(crate) fn link_id(value: &str) -> Result<coverwatch_core::LinkId, Status> {
     convert::link_id(value, "link_id").map_err(field)
 }
 
@@ -166,6 +162,7 @@ impl MonitoringService for MonitoringApi {
                         "replace_link_id",
                     )
                     .map_err(field)?,
+                    requirement_set_id: r.requirement_set_id,
                 },
             )
             .await
@@ -348,6 +345,49 @@ impl MonitoringService for MonitoringApi {
             policy: Some(stored.policy.into()),
             term: v1::PolicyTerm::from(stored.term) as i32,
             fetched_at: Some(convert::timestamp(stored.fetched_at)),
+        }))
+    }
+
+    async fn get_policy_history(
+        &self,
+        request: Request<v1::GetPolicyHistoryRequest>,
+    ) -> Result<Response<v1::GetPolicyHistoryResponse>, Status> {
+        let tenant = self.tenant(&request)?;
+        let r = request.into_inner();
+        let id = link_id(&r.link_id)?;
+        let policy_id = convert::required_string(&r.policy_id, "policy_id").map_err(field)?;
+        let term = convert::policy_term(r.term, "term").map_err(field)?;
+        let limit = convert::page_size(
+            r.page_size,
+            DEFAULT_HISTORY_PAGE,
+            MAX_HISTORY_PAGE,
+            "page_size",
+        )
+        .map_err(field)?;
+        let page = self
+            .engine
+            .policy_history(
+                &tenant,
+                &id,
+                policy_id,
+                term,
+                r.after_version,
+                u64::from(limit),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetPolicyHistoryResponse {
+            versions: page
+                .versions
+                .into_iter()
+                .map(|entry| v1::PolicyVersion {
+                    version: entry.version.version,
+                    fetched_at: Some(convert::timestamp(entry.version.fetched_at)),
+                    policy: Some(entry.version.policy.into()),
+                    changes: entry.changes.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            next_after_version: page.next_after_version,
         }))
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 mod grpc;
 mod http;
 pub mod providers;
+mod requirements;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;

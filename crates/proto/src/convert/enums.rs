@@ -6,6 +6,7 @@ use coverwatch_core::event::{
     AuthStatus, ChangeKind, DescopeReason, FailureReason, ReconnectReason, RuleResult,
 };
 use coverwatch_core::policy::{ConnectionStatus, InsuredRole, PartyKind, PolicyStatus, PolicyTerm};
+use coverwatch_core::requirements::OverallStatus;
 use coverwatch_core::{EventKind, LinkState, ProviderKind};
 
 use super::{FieldError, indexed};
@@ -219,6 +220,12 @@ enum_pair!(RuleResult <=> RuleResult {
     Unknown <=> Unknown,
 });
 
+enum_pair!(RequirementsStatus <=> OverallStatus {
+    Met <=> Met,
+    Unmet <=> Unmet,
+    Unknown <=> Unknown,
+});
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Debug;
@@ -298,6 +305,7 @@ mod tests {
         assert_pairs_one_to_one::<v1::PolicyStatus>(11);
         assert_pairs_one_to_one::<v1::InsuredRole>(5);
         assert_pairs_one_to_one::<v1::PartyKind>(4);
+        assert_pairs_one_to_one::<v1::RequirementsStatus>(3);
         assert_pairs_one_to_one::<v1::ConnectionStatus>(3);
         assert_pairs_one_to_one::<v1::FailureReason>(4);
         assert_pairs_one_to_one::<v1::ReconnectReason>(5);

@@ -1,7 +1,7 @@
-use coverwatch_core::Link;
 use coverwatch_core::ids::TenantId;
+use coverwatch_core::{Link, LinkRequirements};
 
-use super::enums::{enum_value, to_i32};
+use super::enums::{enum_value, optional_enum_value, to_i32};
 use super::{
     FieldError, link_id, optional_datetime, optional_timestamp, required_datetime, timestamp,
     user_id,
@@ -20,6 +20,16 @@ impl From<Link> for v1::Link {
             created_at: Some(timestamp(link.created_at)),
             updated_at: Some(timestamp(link.updated_at)),
             last_refreshed_at: optional_timestamp(link.last_refreshed_at),
+            requirement_set_id: link.requirements.as_ref().map(|r| r.set_id.clone()),
+            requirements_status: link
+                .requirements
+                .as_ref()
+                .and_then(|r| r.status)
+                .map_or(0, to_i32::<v1::RequirementsStatus>),
+            requirements_evaluated_at: optional_timestamp(
+                link.requirements.as_ref().and_then(|r| r.evaluated_at),
+            ),
+            stale_since: optional_timestamp(link.stale_since),
         }
     }
 }
@@ -44,6 +54,23 @@ pub fn link_from_proto(link: v1::Link, tenant_id: TenantId) -> Result<Link, Fiel
         created_at: required_datetime(link.created_at.as_ref(), "created_at")?,
         updated_at: required_datetime(link.updated_at.as_ref(), "updated_at")?,
         last_refreshed_at: optional_datetime(link.last_refreshed_at.as_ref(), "last_refreshed_at")?,
+        requirements: link
+            .requirement_set_id
+            .map(|set_id| {
+                Ok::<_, FieldError>(LinkRequirements {
+                    set_id,
+                    status: optional_enum_value::<v1::RequirementsStatus>(
+                        link.requirements_status,
+                        "requirements_status",
+                    )?,
+                    evaluated_at: optional_datetime(
+                        link.requirements_evaluated_at.as_ref(),
+                        "requirements_evaluated_at",
+                    )?,
+                })
+            })
+            .transpose()?,
+        stale_since: optional_datetime(link.stale_since.as_ref(), "stale_since")?,
     })
 }
 
@@ -76,6 +103,12 @@ mod tests {
             created_at: at(1_700_000_000),
             updated_at: at(1_700_000_100),
             last_refreshed_at: Some(at(1_700_000_050)),
+            requirements: Some(LinkRequirements {
+                set_id: "lender-auto".to_owned(),
+                status: Some(coverwatch_core::requirements::OverallStatus::Unmet),
+                evaluated_at: Some(at(1_700_000_060)),
+            }),
+            stale_since: Some(at(1_700_000_070)),
         }
     }
 
@@ -94,6 +127,8 @@ mod tests {
         let bare = Link {
             session_url: None,
             last_refreshed_at: None,
+            requirements: None,
+            stale_since: None,
             metadata: BTreeMap::new(),
             ..link
         };

@@ -21,7 +21,7 @@ fn nested<P, C>(
 
 // ---- the enums with an `Other(String)` --------------------------------------------------
 
-fn policy_type_to_proto(value: PolicyType) -> (v1::PolicyType, Option<String>) {
+pub(crate) fn policy_type_to_proto(value: PolicyType) -> (v1::PolicyType, Option<String>) {
     match value {
         PolicyType::Auto => (v1::PolicyType::Auto, None),
         PolicyType::Motorcycle => (v1::PolicyType::Motorcycle, None),

@@ -17,6 +17,11 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_refreshed_at: Option<i64>,
+    pub requirement_set_id: Option<String>,
+    pub requirements_revision: Option<i64>,
+    pub requirements_status: Option<String>,
+    pub requirements_evaluated_at: Option<i64>,
+    pub stale_since: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,4 +8,5 @@ pub mod link;
 pub mod link_credential;
 pub mod link_external_id;
 pub mod policy_snapshot;
+pub mod requirement_set;
 pub mod tenant;

@@ -1,0 +1,443 @@
+//! Requirement sets and what keeps links honest over time: checking a link's policies against
+//! its set (on new data, on demand, and as time passes), reporting stale links, and reading a
+//! policy's history.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use coverwatch_core::change::diff_policies;
+use coverwatch_core::event::{EventPayload, PolicyChange};
+use coverwatch_core::policy::PolicyTerm;
+use coverwatch_core::requirements::{
+    Evaluation, RequirementSet, StaleAction, check_set_id, evaluate, is_stale, stale_action,
+    transition_event,
+};
+use coverwatch_core::{Event, LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_store::{LinkRecord, LinkTx, PolicyVersion, StoredRequirementSet};
+use tokio::sync::watch;
+
+use crate::apply::{Origin, emit};
+use crate::{Engine, EngineError};
+
+/// How the periodic sweep behaves.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    /// How often it runs.
+    pub interval: Duration,
+    /// Links with a set are checked again at least this often, new data or not.
+    pub reevaluate_every: Duration,
+    /// How long a provider's link may go without fresh data before `link.stale`; a provider not
+    /// named here uses its `Capabilities::expected_refresh_interval`.
+    pub stale_after: BTreeMap<ProviderKind, Duration>,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            reevaluate_every: Duration::from_secs(3600),
+            stale_after: BTreeMap::new(),
+        }
+    }
+}
+
+/// Links looked at per query of the sweep; the next round takes the rest.
+const SWEEP_PAGE: u64 = 200;
+
+/// A link checked against its set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkEvaluation {
+    pub set_id: String,
+    pub evaluation: Evaluation,
+    pub evaluated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutSetOutcome {
+    pub stored: StoredRequirementSet,
+    pub created: bool,
+    /// Attached links checked again against the new rules.
+    pub links_evaluated: u32,
+}
+
+/// What one round of the sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub stale_reported: u32,
+    pub evaluated: u32,
+}
+
+/// One version of a policy with the changes from the version before it (none for the first).
+#[derive(Debug, Clone)]
+pub struct PolicyHistoryEntry {
+    pub version: PolicyVersion,
+    pub changes: Vec<PolicyChange>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyHistoryPage {
+    pub versions: Vec<PolicyHistoryEntry>,
+    /// Pass as `after_version` for the next page; set when more may follow.
+    pub next_after_version: Option<i32>,
+}
+
+fn invalid_set_id(field: &str, id: &str) -> Result<(), EngineError> {
+    check_set_id(id).map_err(|e| EngineError::invalid(field, e.message))
+}
+
+/// Check the link's current policies against its attached set, record the result, and emit
+/// `policy.requirements_met` / `_unmet` when the standing changed since the last check of the
+/// same revision of the set. `None` when there is nothing to check: no set, or a link that is
+/// not linked to an account.
+pub(crate) async fn evaluate_in_tx(
+    tx: &mut LinkTx,
+    origin: &Origin,
+    events: &mut Vec<Event>,
+    now: DateTime<Utc>,
+) -> Result<Option<LinkEvaluation>, EngineError> {
+    if !tx.state().is_linked() {
+        return Ok(None);
+    }
+    let Some(stored) = tx.requirement_set().await? else {
+        return Ok(None);
+    };
+    let policies = tx.current_policies().await?;
+    let evaluation = evaluate(&stored.set, &policies, now);
+    let record = tx.record();
+    let previous = match &record.link.requirements {
+        Some(attached) if record.requirements_revision == Some(stored.revision) => attached.status,
+        _ => None,
+    };
+    if let Some(payload) = transition_event(&stored.set, previous, &evaluation) {
+        emit(tx, origin, payload, events).await?;
+    }
+    tx.record_evaluation(stored.revision, Some(evaluation.status), now);
+    Ok(Some(LinkEvaluation {
+        set_id: stored.set.id,
+        evaluation,
+        evaluated_at: now,
+    }))
+}
+
+impl Engine {
+    pub async fn put_requirement_set(
+        &self,
+        tenant: &TenantId,
+        set: RequirementSet,
+    ) -> Result<PutSetOutcome, EngineError> {
+        set.validate()
+            .map_err(|e| EngineError::invalid(e.path, e.message))?;
+        let (stored, created) = self.inner.store.put_requirement_set(tenant, &set).await?;
+        let mut links_evaluated = 0;
+        if !created {
+            // The links' last results read the old rules: check them against the new ones now,
+            // rather than at their next data, so callers hear where they stand.
+            let mut after: Option<LinkId> = None;
+            loop {
+                let page = self
+                    .inner
+                    .store
+                    .links_with_requirement_set(tenant, &set.id, after.as_ref(), SWEEP_PAGE)
+                    .await?;
+                let Some(last) = page.last().copied() else {
+                    break;
+                };
+                for link in page {
+                    match self.evaluate_now(tenant, &link, Utc::now()).await {
+                        Ok(Some(_)) => links_evaluated += 1,
+                        Ok(None) => {}
+                        // The link itself is fine; its next data or the sweep checks it again.
+                        Err(err) => {
+                            tracing::warn!(%link, error = %err, "could not re-check link against replaced set")
+                        }
+                    }
+                }
+                after = Some(last);
+            }
+        }
+        Ok(PutSetOutcome {
+            stored,
+            created,
+            links_evaluated,
+        })
+    }
+
+    pub async fn get_requirement_set(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<StoredRequirementSet, EngineError> {
+        invalid_set_id("id", id)?;
+        self.inner
+            .store
+            .get_requirement_set(tenant, id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound {
+                what: "requirement set",
+                id: id.to_owned(),
+            })
+    }
+
+    pub async fn list_requirement_sets(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<(Vec<StoredRequirementSet>, Option<String>), EngineError> {
+        if let Some(after) = after {
+            invalid_set_id("after_id", after)?;
+        }
+        Ok(self
+            .inner
+            .store
+            .list_requirement_sets(tenant, after, limit)
+            .await?)
+    }
+
+    pub async fn delete_requirement_set(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<bool, EngineError> {
+        invalid_set_id("id", id)?;
+        Ok(self.inner.store.delete_requirement_set(tenant, id).await?)
+    }
+
+    /// Attach `set_id` to the link (`None` detaches) and check the link at once when it has
+    /// data.
+    pub async fn attach_requirement_set(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+        set_id: Option<&str>,
+    ) -> Result<(LinkRecord, Option<LinkEvaluation>), EngineError> {
+        if let Some(id) = set_id {
+            invalid_set_id("requirement_set_id", id)?;
+        }
+        let mut tx = self
+            .inner
+            .store
+            .begin_link_update(tenant, link)
+            .await?
+            .ok_or_else(|| EngineError::link_not_found(link))?;
+        if tx.state() == LinkState::Descoped {
+            return Err(EngineError::FailedPrecondition(format!(
+                "link {link} is descoped; it is never checked again"
+            )));
+        }
+        tx.attach_requirement_set(set_id).await?;
+        let now = Utc::now();
+        let mut events = Vec::new();
+        let evaluation = evaluate_in_tx(&mut tx, &Origin::caller(), &mut events, now).await?;
+        let record = tx.commit().await?;
+        self.announce(&events);
+        Ok((record, evaluation))
+    }
+
+    /// Check the link against its set now (EvaluateLink).
+    pub async fn evaluate_link(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+    ) -> Result<LinkEvaluation, EngineError> {
+        let record = self.link_record(tenant, link).await?;
+        if record.link.requirements.is_none() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "link {link} has no requirement set attached; attach one first"
+            )));
+        }
+        if !record.link.state.is_linked() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "link {link} is {} and has no policy data to check",
+                record.link.state
+            )));
+        }
+        self.evaluate_now(tenant, link, Utc::now())
+            .await?
+            .ok_or_else(|| {
+                EngineError::FailedPrecondition(format!(
+                    "link {link} changed meanwhile and has nothing to check; try again"
+                ))
+            })
+    }
+
+    async fn evaluate_now(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<LinkEvaluation>, EngineError> {
+        let mut tx = self
+            .inner
+            .store
+            .begin_link_update(tenant, link)
+            .await?
+            .ok_or_else(|| EngineError::link_not_found(link))?;
+        let mut events = Vec::new();
+        let origin = Origin {
+            occurred_at: now,
+            ..Origin::caller()
+        };
+        let evaluation = evaluate_in_tx(&mut tx, &origin, &mut events, now).await?;
+        tx.commit().await?;
+        self.announce(&events);
+        Ok(evaluation)
+    }
+
+    /// The versions of one policy, oldest first, each with what changed from the one before.
+    pub async fn policy_history(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+        policy_id: &str,
+        term: PolicyTerm,
+        after_version: i32,
+        limit: u64,
+    ) -> Result<PolicyHistoryPage, EngineError> {
+        if after_version < 0 {
+            return Err(EngineError::invalid(
+                "after_version",
+                "must not be negative",
+            ));
+        }
+        self.link_record(tenant, link).await?;
+        let (mut previous, versions) = self
+            .inner
+            .store
+            .policy_history(tenant, link, policy_id, term, after_version, limit)
+            .await?;
+        if versions.is_empty() && previous.is_none() && after_version == 0 {
+            return Err(EngineError::NotFound {
+                what: "policy",
+                id: policy_id.to_owned(),
+            });
+        }
+        let next_after_version = (versions.len() as u64 >= limit.max(1))
+            .then(|| versions.last().map(|v| v.version))
+            .flatten();
+        let mut entries = Vec::with_capacity(versions.len());
+        for version in versions {
+            let changes = match &previous {
+                Some(before) => diff_policies(&before.policy, &version.policy),
+                None => Vec::new(),
+            };
+            previous = Some(version.clone());
+            entries.push(PolicyHistoryEntry { version, changes });
+        }
+        Ok(PolicyHistoryPage {
+            versions: entries,
+            next_after_version,
+        })
+    }
+
+    /// Runs [`Engine::sweep`] every `sweep.interval` until shutdown.
+    pub async fn run_sweep(&self, mut shutdown: watch::Receiver<bool>) {
+        let interval = self.inner.config.sweep.interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            match self.sweep(Utc::now()).await {
+                Ok(report) if report != SweepReport::default() => {
+                    tracing::info!(
+                        stale = report.stale_reported,
+                        evaluated = report.evaluated,
+                        "sweep"
+                    )
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "sweep failed; the next round retries"),
+            }
+        }
+    }
+
+    /// One round, as of `now`: report links that went stale (once per stale period) and check
+    /// links whose last check is older than `reevaluate_every`.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport, EngineError> {
+        let mut report = SweepReport::default();
+        let origin = Origin {
+            occurred_at: now,
+            ..Origin::caller()
+        };
+        for kind in self.inner.providers.kinds() {
+            let window = self.stale_window(kind)?;
+            let Some(before) = chrono::TimeDelta::from_std(window)
+                .ok()
+                .and_then(|w| now.checked_sub_signed(w))
+            else {
+                continue;
+            };
+            let due = self
+                .inner
+                .store
+                .stale_candidates(kind, before, SWEEP_PAGE)
+                .await?;
+            for link in due {
+                let Some(mut tx) = self
+                    .inner
+                    .store
+                    .begin_link_update(&link.tenant_id, &link.link_id)
+                    .await?
+                else {
+                    continue;
+                };
+                // Decided again under the lock: fresh data may have arrived since the query.
+                let current = &tx.record().link;
+                let stale = current.state == LinkState::Active
+                    && is_stale(current.last_refreshed_at, current.created_at, window, now);
+                let mut events = Vec::new();
+                if stale_action(current.stale_since.is_some(), stale) == StaleAction::Emit {
+                    let last_refreshed_at = current.last_refreshed_at;
+                    emit(
+                        &mut tx,
+                        &origin,
+                        EventPayload::Stale { last_refreshed_at },
+                        &mut events,
+                    )
+                    .await?;
+                    tx.set_stale_since(Some(now));
+                    report.stale_reported += 1;
+                }
+                tx.commit().await?;
+                self.announce(&events);
+            }
+        }
+        let Some(before) = chrono::TimeDelta::from_std(self.inner.config.sweep.reevaluate_every)
+            .ok()
+            .and_then(|w| now.checked_sub_signed(w))
+        else {
+            return Ok(report);
+        };
+        let due = self
+            .inner
+            .store
+            .links_due_for_evaluation(before, SWEEP_PAGE)
+            .await?;
+        for link in due {
+            if self
+                .evaluate_now(&link.tenant_id, &link.link_id, now)
+                .await?
+                .is_some()
+            {
+                report.evaluated += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// How long links of `kind` may go without fresh data.
+    pub fn stale_window(&self, kind: ProviderKind) -> Result<Duration, EngineError> {
+        Ok(match self.inner.config.sweep.stale_after.get(&kind) {
+            Some(window) => *window,
+            None => {
+                self.inner
+                    .providers
+                    .get(kind)?
+                    .capabilities()
+                    .expected_refresh_interval
+            }
+        })
+    }
+}

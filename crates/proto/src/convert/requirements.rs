@@ -1,0 +1,233 @@
+//! Requirement sets on the wire. Proto paths of rule fields are `rules[i].<rule>.<field>`, the
+//! same paths core's validation names, so an error reads the same whichever form was sent.
+
+use chrono::{DateTime, Utc};
+use coverwatch_core::policy::PolicyType;
+use coverwatch_core::requirements::{RequirementSet, Rule};
+
+use super::enums::{enum_value, to_i32};
+use super::policy::policy_type_to_proto;
+use super::{FieldError, each, indexed, timestamp};
+use crate::v1;
+use crate::v1::rule::Rule as Kind;
+
+pub fn requirement_set_to_proto(
+    set: RequirementSet,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> v1::RequirementSet {
+    v1::RequirementSet {
+        id: set.id,
+        name: set.name,
+        rules: set.rules.into_iter().map(rule_to_proto).collect(),
+        created_at: Some(timestamp(created_at)),
+        updated_at: Some(timestamp(updated_at)),
+    }
+}
+
+fn rule_to_proto(rule: Rule) -> v1::Rule {
+    let kind = match rule {
+        Rule::PolicyActive => Kind::PolicyActive(v1::PolicyActiveRule {}),
+        Rule::PolicyTypeIn { types } => {
+            let mut proto = v1::PolicyTypeInRule::default();
+            for policy_type in types {
+                match policy_type_to_proto(policy_type) {
+                    (_, Some(other)) => proto.other_types.push(other),
+                    (known, None) => proto.types.push(known as i32),
+                }
+            }
+            Kind::PolicyTypeIn(proto)
+        }
+        Rule::ExpiresAtLeastDaysAhead { days } => {
+            Kind::ExpiresAtLeastDaysAhead(v1::ExpiresAtLeastDaysAheadRule { days })
+        }
+        Rule::MinBodilyInjury {
+            per_person_cents,
+            per_accident_cents,
+        } => Kind::MinBodilyInjury(v1::MinBodilyInjuryRule {
+            per_person_cents,
+            per_accident_cents,
+        }),
+        Rule::MinPropertyDamage { per_accident_cents } => {
+            Kind::MinPropertyDamage(v1::MinPropertyDamageRule { per_accident_cents })
+        }
+        Rule::ComprehensiveAndCollision {
+            max_deductible_cents,
+        } => Kind::ComprehensiveAndCollision(v1::ComprehensiveAndCollisionRule {
+            max_deductible_cents,
+        }),
+        Rule::InterestedPartyNamed { kind, name } => {
+            Kind::InterestedPartyNamed(v1::InterestedPartyNamedRule {
+                kind: to_i32::<v1::PartyKind>(kind),
+                name,
+            })
+        }
+        Rule::VinCovered { vin } => Kind::VinCovered(v1::VinCoveredRule { vin }),
+        Rule::AddressCovered {
+            line1,
+            city,
+            state,
+            postal_code,
+        } => Kind::AddressCovered(v1::AddressCoveredRule {
+            line1,
+            city,
+            state,
+            postal_code,
+        }),
+    };
+    v1::Rule { rule: Some(kind) }
+}
+
+/// A set off the wire, checked field by field for what the wire can get wrong (unset oneofs,
+/// unknown enum values); the rules' own limits are core's `RequirementSet::validate`.
+pub fn requirement_set_from_proto(set: v1::RequirementSet) -> Result<RequirementSet, FieldError> {
+    Ok(RequirementSet {
+        id: set.id,
+        name: set.name,
+        rules: each(set.rules, "rules", rule_from_proto)?,
+    })
+}
+
+fn rule_from_proto(rule: v1::Rule) -> Result<Rule, FieldError> {
+    let kind = rule
+        .rule
+        .ok_or_else(|| FieldError::new("", "must set exactly one rule"))?;
+    Ok(match kind {
+        Kind::PolicyActive(_) => Rule::PolicyActive,
+        Kind::PolicyTypeIn(p) => {
+            let mut types = Vec::with_capacity(p.types.len() + p.other_types.len());
+            for (index, value) in p.types.into_iter().enumerate() {
+                let field = format!("policy_type_in.{}", indexed("types", index));
+                let known = v1::PolicyType::try_from(value).map_err(|_| {
+                    FieldError::new(&field, format!("unknown PolicyType value {value}"))
+                })?;
+                types.push(match known {
+                    v1::PolicyType::Auto => PolicyType::Auto,
+                    v1::PolicyType::Motorcycle => PolicyType::Motorcycle,
+                    v1::PolicyType::Homeowners => PolicyType::Homeowners,
+                    v1::PolicyType::Condo => PolicyType::Condo,
+                    v1::PolicyType::Renters => PolicyType::Renters,
+                    v1::PolicyType::Landlord => PolicyType::Landlord,
+                    v1::PolicyType::Flood => PolicyType::Flood,
+                    v1::PolicyType::Umbrella => PolicyType::Umbrella,
+                    v1::PolicyType::Unspecified | v1::PolicyType::Other => {
+                        return Err(FieldError::new(
+                            field,
+                            "must be a named type (name other lines in other_types)",
+                        ));
+                    }
+                });
+            }
+            types.extend(p.other_types.into_iter().map(PolicyType::Other));
+            Rule::PolicyTypeIn { types }
+        }
+        Kind::ExpiresAtLeastDaysAhead(r) => Rule::ExpiresAtLeastDaysAhead { days: r.days },
+        Kind::MinBodilyInjury(r) => Rule::MinBodilyInjury {
+            per_person_cents: r.per_person_cents,
+            per_accident_cents: r.per_accident_cents,
+        },
+        Kind::MinPropertyDamage(r) => Rule::MinPropertyDamage {
+            per_accident_cents: r.per_accident_cents,
+        },
+        Kind::ComprehensiveAndCollision(r) => Rule::ComprehensiveAndCollision {
+            max_deductible_cents: r.max_deductible_cents,
+        },
+        Kind::InterestedPartyNamed(r) => Rule::InterestedPartyNamed {
+            kind: enum_value::<v1::PartyKind>(r.kind, "interested_party_named.kind")?,
+            name: r.name,
+        },
+        Kind::VinCovered(r) => Rule::VinCovered { vin: r.vin },
+        Kind::AddressCovered(r) => Rule::AddressCovered {
+            line1: r.line1,
+            city: r.city,
+            state: r.state,
+            postal_code: r.postal_code,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use coverwatch_core::policy::PartyKind;
+
+    use super::*;
+
+    fn every_rule() -> RequirementSet {
+        RequirementSet {
+            id: "lender-auto".into(),
+            name: "Lender auto".into(),
+            rules: vec![
+                Rule::PolicyActive,
+                Rule::PolicyTypeIn {
+                    types: vec![
+                        PolicyType::Auto,
+                        PolicyType::Other("commercial_auto".into()),
+                    ],
+                },
+                Rule::ExpiresAtLeastDaysAhead { days: 30 },
+                Rule::MinBodilyInjury {
+                    per_person_cents: 2_500_000,
+                    per_accident_cents: 5_000_000,
+                },
+                Rule::MinPropertyDamage {
+                    per_accident_cents: 2_500_000,
+                },
+                Rule::ComprehensiveAndCollision {
+                    max_deductible_cents: 100_000,
+                },
+                Rule::InterestedPartyNamed {
+                    kind: PartyKind::Lienholder,
+                    name: "Acme Bank, N.A.".into(),
+                },
+                Rule::VinCovered {
+                    vin: "1HGCM82633A004352".into(),
+                },
+                Rule::AddressCovered {
+                    line1: "1 Main St".into(),
+                    city: Some("Springfield".into()),
+                    state: None,
+                    postal_code: Some("62701".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn every_rule_round_trips() {
+        let set = every_rule();
+        let proto = requirement_set_to_proto(set.clone(), Utc::now(), Utc::now());
+        assert_eq!(requirement_set_from_proto(proto), Ok(set));
+    }
+
+    #[test]
+    fn what_the_wire_gets_wrong_is_named() {
+        let mut proto = requirement_set_to_proto(every_rule(), Utc::now(), Utc::now());
+        proto.rules[2] = v1::Rule { rule: None };
+        assert_eq!(
+            requirement_set_from_proto(proto.clone())
+                .unwrap_err()
+                .to_string(),
+            "rules[2]: must set exactly one rule"
+        );
+        proto.rules[2] = v1::Rule {
+            rule: Some(Kind::InterestedPartyNamed(v1::InterestedPartyNamedRule {
+                kind: 0,
+                name: "Acme".into(),
+            })),
+        };
+        assert_eq!(
+            requirement_set_from_proto(proto.clone()).unwrap_err().field,
+            "rules[2].interested_party_named.kind"
+        );
+        proto.rules[2] = v1::Rule {
+            rule: Some(Kind::PolicyTypeIn(v1::PolicyTypeInRule {
+                types: vec![v1::PolicyType::Auto as i32, v1::PolicyType::Other as i32],
+                other_types: vec![],
+            })),
+        };
+        assert_eq!(
+            requirement_set_from_proto(proto).unwrap_err().field,
+            "rules[2].policy_type_in.types[1]"
+        );
+    }
+}
