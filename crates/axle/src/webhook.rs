@@ -35,7 +35,7 @@ const MAX_TOKEN_LEN: usize = 256;
 /// value is kept, and comparing digests takes the same time whatever the header's length.
 #[derive(Clone)]
 pub struct SharedHeader {
-    name: &'static str,
+    name: String,
     digest: [u8; 32],
 }
 
@@ -49,23 +49,20 @@ impl std::fmt::Debug for SharedHeader {
 
 impl SharedHeader {
     pub fn new(name: &str, value: &SecretString) -> Self {
-        // `WebhookRejection::MissingHeader` names a `&'static str`; the name is configured once
-        // per provider, so leaking it is bounded.
-        let name: &'static str = Box::leak(name.trim().to_ascii_lowercase().into_boxed_str());
         Self {
-            name,
+            name: name.trim().to_ascii_lowercase(),
             digest: Sha256::digest(value.expose_secret().as_bytes()).into(),
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn check(&self, webhook: &InboundWebhook) -> Result<(), WebhookRejection> {
         let presented = webhook
-            .header(self.name)
-            .ok_or(WebhookRejection::MissingHeader(self.name))?;
+            .header(&self.name)
+            .ok_or_else(|| WebhookRejection::MissingHeader(self.name.clone().into()))?;
         let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         if bool::from(presented.ct_eq(&self.digest)) {
             Ok(())
@@ -410,7 +407,7 @@ mod tests {
         let mut w = inbound("tok", json!({"id": "evt_1"}));
         assert_eq!(
             authenticate(&w, Some(&header)),
-            Err(WebhookRejection::MissingHeader("x-coverwatch-auth"))
+            Err(WebhookRejection::MissingHeader("x-coverwatch-auth".into()))
         );
         w.headers.push(("x-coverwatch-auth".into(), "wrong".into()));
         assert_eq!(

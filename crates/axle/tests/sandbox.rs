@@ -1248,7 +1248,7 @@ async fn the_shared_header_and_the_path_are_required() {
     stripped.headers.retain(|(k, _)| k != SHARED_HEADER.0);
     assert_eq!(
         h.provider.authenticate_webhook(&stripped),
-        Err(WebhookRejection::MissingHeader(SHARED_HEADER.0))
+        Err(WebhookRejection::MissingHeader(SHARED_HEADER.0.into()))
     );
     let mut no_path = genuine.clone();
     no_path.path = String::new();

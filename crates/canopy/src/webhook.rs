@@ -45,7 +45,7 @@ pub fn verify_signature(
 ) -> Result<(), WebhookRejection> {
     let header = webhook
         .header(SIGNATURE_HEADER)
-        .ok_or(WebhookRejection::MissingHeader(SIGNATURE_HEADER))?;
+        .ok_or(WebhookRejection::MissingHeader(SIGNATURE_HEADER.into()))?;
     let malformed = |reason| WebhookRejection::MalformedHeader {
         header: SIGNATURE_HEADER,
         reason,
@@ -486,7 +486,7 @@ mod tests {
     fn missing_and_malformed_headers() {
         assert_eq!(
             authenticate(&delivery(b"{}", None), &secrets(&[SECRET]), 300),
-            Err(WebhookRejection::MissingHeader("canopy-signature"))
+            Err(WebhookRejection::MissingHeader("canopy-signature".into()))
         );
         for header in [
             "",

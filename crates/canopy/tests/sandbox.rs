@@ -793,7 +793,7 @@ async fn forged_stale_and_unsigned_deliveries_are_refused() {
             ),
             _ => assert_eq!(
                 result,
-                Err(WebhookRejection::MissingHeader("canopy-signature")),
+                Err(WebhookRejection::MissingHeader("canopy-signature".into())),
                 "{what}"
             ),
         }

@@ -42,8 +42,9 @@ pub struct AuthenticatedWebhook {
 /// Why a delivery was refused before anything was stored. Answered with `401`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookRejection {
+    /// Named by the header; a vendor's configured header name is not known at compile time.
     #[error("missing `{0}` header")]
-    MissingHeader(&'static str),
+    MissingHeader(std::borrow::Cow<'static, str>),
     #[error("malformed `{header}` header: {reason}")]
     MalformedHeader {
         header: &'static str,
