@@ -1160,9 +1160,6 @@ async fn axle_unchanged_refreshes_add_no_version_and_a_change_adds_one() {
 }
 
 #[tokio::test]
-#[ignore = "implementation bug: every Canopy refresh stores a new policy version with no \
-            changes, because Canopy issues new document ids with every pull and the snapshot \
-            content hash includes Policy.documents[].id (crates/store/src/snapshots.rs)"]
 async fn canopy_unchanged_refreshes_add_no_version_and_a_change_adds_one() {
     history_grows_only_with_changes(Vendor::Canopy).await;
 }

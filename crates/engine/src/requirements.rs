@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use coverwatch_core::change::diff_policies;
 use coverwatch_core::event::{EventPayload, PolicyChange};
 use coverwatch_core::policy::PolicyTerm;
@@ -99,6 +99,8 @@ pub(crate) async fn evaluate_in_tx(
     if !tx.state().is_linked() {
         return Ok(None);
     }
+    // The store keeps milliseconds; answer with the time that GetLink will read back.
+    let now = now.trunc_subsecs(3);
     let Some(stored) = tx.requirement_set().await? else {
         return Ok(None);
     };

@@ -42,6 +42,23 @@ fn content_hash(value: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(value.to_string().as_bytes()))
 }
 
+/// The hash of a normalized policy without what vendors change on every fetch though the policy
+/// did not change: Canopy gives a policy's documents new ids with each pull.
+fn policy_content_hash(normalized: &serde_json::Value) -> String {
+    let mut stable = normalized.clone();
+    if let Some(documents) = stable
+        .get_mut("documents")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for document in documents {
+            if let Some(fields) = document.as_object_mut() {
+                fields.remove("id");
+            }
+        }
+    }
+    content_hash(&stable)
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -54,7 +71,7 @@ pub(crate) async fn save_policy<C: ConnectionTrait>(
     fetched_at: DateTime<Utc>,
 ) -> Result<SnapshotOutcome<Policy>> {
     let normalized = to_json(&snapshot.policy)?;
-    let hash = content_hash(&normalized);
+    let hash = policy_content_hash(&normalized);
     let latest = policy_snapshot::Entity::find()
         .filter(policy_snapshot::Column::TenantId.eq(tenant.as_str()))
         .filter(policy_snapshot::Column::LinkId.eq(link.to_string()))
@@ -63,8 +80,12 @@ pub(crate) async fn save_policy<C: ConnectionTrait>(
         .order_by_desc(policy_snapshot::Column::Version)
         .one(conn)
         .await?;
+    // Hashed again rather than read from the row, so that versions stored before a field was
+    // deemed volatile compare the same way.
     if let Some(latest) = &latest
-        && latest.content_hash == hash
+        && (latest.content_hash == hash
+            || serde_json::from_str(&latest.normalized)
+                .is_ok_and(|stored| policy_content_hash(&stored) == hash))
     {
         return Ok(SnapshotOutcome::Unchanged {
             version: latest.version,

@@ -394,9 +394,28 @@ async fn snapshots_version_only_on_change() {
     let mut same = policy("pol_1", PolicyStatus::Active);
     same.raw = serde_json::json!({"id": "pol_1", "refreshedAt": "later"});
     assert_eq!(save(same).await, SnapshotOutcome::Unchanged { version: 1 });
+    // Canopy names the same document anew on every pull.
+    let document = |id: &str| coverwatch_core::policy::DocumentInfo {
+        id: Some(id.into()),
+        name: Some("Declarations".into()),
+        kinds: vec!["declaration_page".into()],
+        source: None,
+        created_at: None,
+    };
+    let mut with_document = policy("pol_1", PolicyStatus::Active);
+    with_document.policy.documents = vec![document("doc-of-pull-1")];
+    assert!(matches!(
+        save(with_document.clone()).await,
+        SnapshotOutcome::Changed { version: 2, .. }
+    ));
+    with_document.policy.documents = vec![document("doc-of-pull-2")];
+    assert_eq!(
+        save(with_document).await,
+        SnapshotOutcome::Unchanged { version: 2 }
+    );
     match save(policy("pol_1", PolicyStatus::Cancelled)).await {
         SnapshotOutcome::Changed { version, previous } => {
-            assert_eq!(version, 2);
+            assert_eq!(version, 3);
             assert_eq!(previous.status, PolicyStatus::Active);
         }
         other => panic!("expected a new version, got {other:?}"),
@@ -408,7 +427,7 @@ async fn snapshots_version_only_on_change() {
     assert_eq!(latest.len(), 1);
     assert_eq!(
         (latest[0].version, latest[0].policy.status),
-        (2, PolicyStatus::Cancelled)
+        (3, PolicyStatus::Cancelled)
     );
 }
 
