@@ -12,6 +12,10 @@ use futures::Stream;
 use crate::{Engine, EngineError};
 
 const STREAM_PAGE: u64 = 500;
+/// Bounds of the pause between reads of a stream while the database is unreachable: short
+/// enough that streams resume soon after it returns, long enough not to hammer it meanwhile.
+const UNAVAILABLE_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const UNAVAILABLE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// A position in a tenant's event log plus a filter.
 #[derive(Debug, Clone, Default)]
@@ -137,8 +141,12 @@ impl Engine {
             .await?)
     }
 
-    /// Every event after the query's cursor, then live ones as they commit. The stream ends
-    /// after yielding an error; the caller resumes from the last cursor it saw.
+    /// Every event after the query's cursor, then live ones as they commit. While the database
+    /// is unreachable (or has just cut our connection) the stream stays open and reads again
+    /// with capped backoff: nothing can commit meanwhile, so the caller misses nothing, and the
+    /// contract (open until cancelled or shutdown) holds through an outage instead of every
+    /// watcher reconnecting at once when it ends. Any other error is yielded and ends the
+    /// stream; the caller resumes from the last cursor it saw.
     pub fn watch_events(
         &self,
         tenant: TenantId,
@@ -152,6 +160,8 @@ impl Engine {
             wake: tokio::sync::watch::Receiver<i64>,
             poll: Duration,
             failed: bool,
+            /// The pause before the next read while the database is unreachable.
+            unavailable_backoff: Duration,
         }
         let state = State {
             wake: self.inner.latest_event.subscribe(),
@@ -161,6 +171,7 @@ impl Engine {
             query,
             buffer: VecDeque::new(),
             failed: false,
+            unavailable_backoff: UNAVAILABLE_BACKOFF_MIN,
         };
         futures::stream::unfold(state, |mut state| async move {
             if state.failed {
@@ -179,10 +190,24 @@ impl Engine {
                     .list_events(&state.tenant, &state.query, STREAM_PAGE)
                     .await
                 {
-                    Ok(page) if !page.is_empty() => state.buffer.extend(page),
+                    Ok(page) if !page.is_empty() => {
+                        state.unavailable_backoff = UNAVAILABLE_BACKOFF_MIN;
+                        state.buffer.extend(page);
+                    }
                     Ok(_) => {
+                        state.unavailable_backoff = UNAVAILABLE_BACKOFF_MIN;
                         // Other replicas' commits do not reach our watch channel: poll as well.
                         let _ = tokio::time::timeout(state.poll, state.wake.changed()).await;
+                    }
+                    Err(err) if crate::inbox::database_may_recover(&err) => {
+                        // Once per outage and stream, so that an error that never clears
+                        // (not an outage after all) still shows.
+                        if state.unavailable_backoff == UNAVAILABLE_BACKOFF_MIN {
+                            tracing::warn!(error = %err, "event stream: cannot read the log; kept open, reading again with backoff");
+                        }
+                        tokio::time::sleep(state.unavailable_backoff).await;
+                        state.unavailable_backoff =
+                            (state.unavailable_backoff * 2).min(UNAVAILABLE_BACKOFF_MAX);
                     }
                     Err(err) => {
                         state.failed = true;

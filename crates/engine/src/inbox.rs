@@ -8,13 +8,25 @@ use chrono::Utc;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
-use coverwatch_store::{ClaimedDelivery, DeliveryStatus, LinkRecord};
+use coverwatch_store::{ClaimedDelivery, DeliveryStatus, LinkRecord, StoreError};
 use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::watch;
 
 use crate::apply::Origin;
 use crate::{Engine, EngineError};
+
+/// Whether trying again later may succeed where this failed because of the database. Besides
+/// "unavailable", any database error counts: a connection the server terminated in the middle of
+/// a statement (a restart, a failover, `pg_terminate_backend`: SQLSTATE 57P01) reaches us as a
+/// database error, not as a connection error, and nothing may be given up on because the
+/// database restarted. Deliveries still stop after `max_attempts`; streams back off.
+pub(crate) fn database_may_recover(err: &EngineError) -> bool {
+    matches!(
+        err,
+        EngineError::Store(StoreError::Unavailable(_) | StoreError::Database(_))
+    )
+}
 
 enum Outcome {
     Done,
@@ -26,11 +38,30 @@ impl Engine {
     /// Work off the inbox until `shutdown` turns true; in-flight deliveries are finished first.
     pub async fn run_inbox_worker(&self, mut shutdown: watch::Receiver<bool>) {
         let config = self.inner.config.worker.clone();
+        // Deliveries we still hold a lease on because settling them failed (the database went
+        // away mid-batch). No one else may take them until the lease runs out, so without this
+        // they would sit idle for up to a whole lease after the database returns.
+        let mut stranded: Vec<DeliveryId> = Vec::new();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let processed = match self.process_inbox_batch().await {
+            if !stranded.is_empty() {
+                // Expire our own leases now: the next claim (ours or another replica's) takes
+                // them. We are between batches, so no work of ours holds them any more.
+                match self
+                    .inner
+                    .store
+                    .renew_leases(&config.owner, &stranded, Utc::now())
+                    .await
+                {
+                    Ok(_) => stranded.clear(),
+                    Err(err) => {
+                        tracing::debug!(error = %err, count = stranded.len(), "inbox: cannot release unsettled leases yet")
+                    }
+                }
+            }
+            let processed = match self.process_batch(&mut stranded).await {
                 Ok(n) => n,
                 Err(err) => {
                     tracing::warn!(error = %err, "inbox: could not claim deliveries");
@@ -50,6 +81,12 @@ impl Engine {
 
     /// Claim one batch and process it; returns how many deliveries were claimed.
     pub async fn process_inbox_batch(&self) -> Result<usize, EngineError> {
+        self.process_batch(&mut Vec::new()).await
+    }
+
+    /// [`Self::process_inbox_batch`], adding to `unsettled` the deliveries whose outcome could
+    /// not be recorded (their lease is still ours).
+    async fn process_batch(&self, unsettled: &mut Vec<DeliveryId>) -> Result<usize, EngineError> {
         let config = &self.inner.config.worker;
         let lease_until = Utc::now()
             + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
@@ -63,12 +100,11 @@ impl Engine {
             return Ok(0);
         }
         let ids: Vec<DeliveryId> = claimed.iter().map(|d| d.id).collect();
-        let work = futures::stream::iter(claimed).for_each_concurrent(
-            config.concurrency.max(1),
-            |delivery| async move {
-                self.settle(delivery).await;
-            },
-        );
+        let work = futures::stream::iter(claimed)
+            .map(|delivery| self.settle(delivery))
+            .buffer_unordered(config.concurrency.max(1))
+            .filter_map(|unsettled| async move { unsettled })
+            .collect::<Vec<DeliveryId>>();
         let mut work = std::pin::pin!(work);
         // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
         // over a delivery this one is still working on. A crashed worker renews nothing, and
@@ -76,7 +112,10 @@ impl Engine {
         let renew_every = config.lease / 3;
         loop {
             tokio::select! {
-                () = &mut work => break,
+                stranded = &mut work => {
+                    unsettled.extend(stranded);
+                    break;
+                }
                 () = tokio::time::sleep(renew_every) => {
                     let until = Utc::now()
                         + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
@@ -89,7 +128,9 @@ impl Engine {
         Ok(count)
     }
 
-    async fn settle(&self, delivery: ClaimedDelivery) {
+    /// Process one delivery and record the outcome; returns its id if the outcome could not be
+    /// recorded.
+    async fn settle(&self, delivery: ClaimedDelivery) -> Option<DeliveryId> {
         let config = &self.inner.config.worker;
         let store = &self.inner.store;
         let owner = config.owner.as_str();
@@ -121,12 +162,14 @@ impl Engine {
             }
         };
         match result {
-            Ok(true) => {}
+            Ok(true) => None,
             Ok(false) => {
-                tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it")
+                tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it");
+                None
             }
             Err(err) => {
-                tracing::warn!(delivery = %id, error = %err, "inbox: could not settle; the lease will expire and it is retried")
+                tracing::warn!(delivery = %id, error = %err, "inbox: could not settle; retried once the database answers again");
+                Some(id)
             }
         }
     }
@@ -135,7 +178,7 @@ impl Engine {
         match self.try_process(delivery).await {
             Ok(outcome) => outcome,
             Err(err) => Outcome::Failed {
-                transient: err.is_transient(),
+                transient: err.is_transient() || database_may_recover(&err),
                 error: err.to_string(),
             },
         }

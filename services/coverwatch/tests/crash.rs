@@ -4,133 +4,26 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{DEV_KEY, command, wait_for_line, workdir};
+use common::{
+    all_events, authed, burst_body as body, burst_counts, client, post_signed, serve_canopy,
+    workdir,
+};
 use coverwatch_proto::v1;
-use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
-use coverwatch_sandbox::canopy::signature;
 use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig};
 use futures::StreamExt;
 
-const SECRET: &str = "crash-test-signing-secret";
 const DISTINCT: usize = 2_000;
 const DUPLICATES: usize = 400;
 
-struct Running {
-    child: std::process::Child,
-    grpc: String,
-    http: String,
-}
-
-fn serve(
-    dir: &std::path::Path,
-    database_url: &str,
-    canopy: &CanopySimConfig,
-    api: &str,
-    widgets: &str,
-) -> Running {
-    let mut child = command(dir, database_url)
-        .env("COVERWATCH_CANOPY__BASE_URL", api)
-        .env("COVERWATCH_CANOPY__WIDGET_BASE_URL", widgets)
-        .env("COVERWATCH_CANOPY__TEAM_ID", &canopy.team_id)
-        .env("COVERWATCH_CANOPY__CLIENT_ID", &canopy.client_id)
-        .env("COVERWATCH_CANOPY__CLIENT_SECRET", &canopy.client_secret)
-        .env("COVERWATCH_CANOPY__PUBLIC_ALIAS", &canopy.public_alias)
-        .env(
-            "COVERWATCH_CANOPY__SIGNING_SECRETS",
-            format!("[\"{SECRET}\"]"),
-        )
-        .arg("serve")
-        .spawn()
-        .unwrap();
-    let line = wait_for_line(&mut child, "gRPC on ", Duration::from_secs(60));
-    let mut words = line.split_whitespace();
-    let grpc = words.nth(2).unwrap().to_owned();
-    let http = words.last().unwrap().to_owned();
-    Running { child, grpc, http }
-}
-
-async fn client(grpc: &str) -> MonitoringServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    MonitoringServiceClient::new(channel)
-}
-
-fn authed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {DEV_KEY}").parse().unwrap(),
-    );
-    request
-}
-
-fn body(link_id: &str, n: usize) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "widget_id": "00000000-0000-4000-8000-000000000001",
-        "team_id": "00000000-0000-4000-8000-000000000002",
-        "pull_id": "00000000-0000-4000-8000-000000000003",
-        "status": "SUCCESS",
-        "meta_data": {"coverwatch_link_id": link_id},
-        "event_type": format!("BURST_{n:05}"),
-        "is_monitored": false,
-        "monitoring": null,
-        "data": {}
-    }))
-    .unwrap()
-}
-
 /// POST one signed delivery; `true` when coverwatch acknowledged it with 200.
 async fn post(http: &reqwest::Client, url: &str, body: &[u8]) -> bool {
-    let t = chrono::Utc::now().timestamp();
-    http.post(url)
-        .header("content-type", "application/json")
-        .header("canopy-signature", signature::header_value(SECRET, t, body))
-        .body(body.to_vec())
-        .send()
+    post_signed(http, url, body)
         .await
-        .is_ok_and(|r| r.status() == 200)
-}
-
-async fn all_events(grpc: &str) -> Vec<v1::Event> {
-    let mut client = client(grpc).await;
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = client
-            .list_events(authed(v1::ListEventsRequest {
-                after_cursor: after,
-                page_size: 1000,
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
-        if page.events.is_empty() {
-            return out;
-        }
-        after = page.next_cursor;
-        out.extend(page.events);
-    }
-}
-
-fn burst_counts(events: &[v1::Event]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for event in events {
-        if let Some(v1::event::Payload::VendorEvent(vendor)) = &event.payload
-            && vendor.vendor_type.starts_with("BURST_")
-        {
-            *counts.entry(vendor.vendor_type.clone()).or_default() += 1;
-        }
-    }
-    counts
+        .is_ok_and(|status| status == 200)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -142,7 +35,7 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
     let dir = workdir();
     let database_url = coverwatch_store::testing::fresh_database_url().await;
 
-    let mut first = serve(&dir, &database_url, &canopy, &api, &widgets);
+    let mut first = serve_canopy(&dir, &database_url, &canopy, &api, &widgets, &[]);
     let link = client(&first.grpc)
         .await
         .start_link(authed(v1::StartLinkRequest {
@@ -202,7 +95,7 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
     );
 
     // Restart on the same database; the vendor retries what was not acknowledged.
-    let mut second = serve(&dir, &database_url, &canopy, &api, &widgets);
+    let mut second = serve_canopy(&dir, &database_url, &canopy, &api, &widgets, &[]);
     let url = format!("{}/webhooks/canopy", second.http);
     for n in &refused {
         assert!(
