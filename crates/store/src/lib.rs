@@ -85,6 +85,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::Database(ref e) if is_server_going_away(e.code().as_deref()) => {
+                StoreError::Unavailable(err.to_string())
+            }
             other => StoreError::Database(other.to_string()),
         }
     }
@@ -94,15 +97,24 @@ fn is_connection_error(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
-        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => matches!(
-            e,
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => match e {
             sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        ),
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(e) => is_server_going_away(e.code().as_deref()),
+            _ => false,
+        },
         _ => false,
     }
+}
+
+/// SQLSTATEs with which PostgreSQL ends a session it is shutting down or cannot keep (class
+/// 08, connection exception; 57P01-57P03, admin shutdown, crash shutdown, cannot connect now):
+/// the statement did not fail on its merits, and the same request will succeed once the server
+/// is back, so callers are told to retry rather than that something broke.
+fn is_server_going_away(code: Option<&str>) -> bool {
+    code.is_some_and(|code| code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03"))
 }
 
 impl StoreError {
@@ -257,4 +269,20 @@ pub(crate) fn parse_column<T: FromStr>(what: &str, value: &str) -> Result<T> {
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
     serde_json::from_str(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_server_going_away;
+
+    #[test]
+    fn a_server_shutting_down_is_unavailable_not_broken() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08003"] {
+            assert!(is_server_going_away(Some(code)), "{code}");
+        }
+        for code in ["23505", "40001", "42P01"] {
+            assert!(!is_server_going_away(Some(code)), "{code}");
+        }
+        assert!(!is_server_going_away(None));
+    }
 }
