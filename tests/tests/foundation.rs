@@ -649,12 +649,19 @@ async fn a_failing_vendor_is_retried_until_it_recovers() {
 async fn health_and_reflection_are_served() {
     let (server, _fake) = server().await;
     let mut health = tonic_health_client(&server).await;
-    let reply = health
-        .check(tonic_health_request("coverwatch.v1.MonitoringService"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.status, 1, "SERVING");
+    for service in [
+        "",
+        "coverwatch.v1.MonitoringService",
+        "coverwatch.v1.RequirementsService",
+        "coverwatch.v1.AdminService",
+    ] {
+        let reply = health
+            .check(tonic_health_request(service))
+            .await
+            .unwrap_or_else(|e| panic!("health of `{service}`: {e}"))
+            .into_inner();
+        assert_eq!(reply.status, 1, "`{service}` SERVING");
+    }
     let ready = server
         .http
         .get(server.http_url("/readyz"))

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminKeys};
 use crate::auth::{ApiKeys, DevKey};
@@ -208,9 +209,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     }));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<MonitoringServiceServer<MonitoringApi>>()
-        .await;
+    report_health(&health_reporter, ServingStatus::Serving).await;
     tasks.push(tokio::spawn(watch_health(
         engine.clone(),
         health_reporter,
@@ -268,6 +267,20 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     })
 }
 
+/// Every service we host, and the server as a whole (the empty name), share one status: each
+/// needs the database.
+async fn report_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    use tonic::server::NamedService;
+    for name in [
+        "",
+        MonitoringServiceServer::<MonitoringApi>::NAME,
+        RequirementsServiceServer::<RequirementsApi>::NAME,
+        AdminServiceServer::<AdminApi>::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
 /// Report NOT_SERVING while the database is unreachable, so load balancers and clients that
 /// watch health stop sending work we cannot store.
 async fn watch_health(
@@ -286,14 +299,10 @@ async fn watch_health(
             serving = ok;
             if ok {
                 tracing::info!("database reachable again: serving");
-                reporter
-                    .set_serving::<MonitoringServiceServer<MonitoringApi>>()
-                    .await;
+                report_health(&reporter, ServingStatus::Serving).await;
             } else {
                 tracing::warn!("database unreachable: not serving");
-                reporter
-                    .set_not_serving::<MonitoringServiceServer<MonitoringApi>>()
-                    .await;
+                report_health(&reporter, ServingStatus::NotServing).await;
             }
         }
     }
