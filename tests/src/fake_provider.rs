@@ -44,6 +44,9 @@ pub struct FakeState {
     pub fetch_latency: std::time::Duration,
     /// How many times `fetch` was called.
     pub fetches: u32,
+    /// Fetches running now, and the most that ever ran at once.
+    pub fetches_in_flight: u32,
+    pub max_fetches_in_flight: u32,
 }
 
 #[derive(Clone, Default)]
@@ -262,11 +265,14 @@ impl Provider for FakeProvider {
             if state.unavailable {
                 return Err(unavailable());
             }
+            state.fetches_in_flight += 1;
+            state.max_fetches_in_flight = state.max_fetches_in_flight.max(state.fetches_in_flight);
             state.fetch_latency
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+        self.state.lock().unwrap().fetches_in_flight -= 1;
         let account = access
             .external_ids
             .get("account")

@@ -5,6 +5,7 @@
 //! `unmatched`, never dropped.
 
 use chrono::Utc;
+use coverwatch_core::ProviderKind;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
@@ -99,11 +100,12 @@ impl Engine {
         if count == 0 {
             return Ok(0);
         }
-        let ids: Vec<DeliveryId> = claimed.iter().map(|d| d.id).collect();
+        let held: std::sync::Mutex<Vec<DeliveryId>> =
+            std::sync::Mutex::new(claimed.iter().map(|d| d.id).collect());
         let work = futures::stream::iter(claimed)
-            .map(|delivery| self.settle(delivery))
+            .map(|delivery| self.settle_in_link_order(delivery, &held))
             .buffer_unordered(config.concurrency.max(1))
-            .filter_map(|unsettled| async move { unsettled })
+            .flat_map(futures::stream::iter)
             .collect::<Vec<DeliveryId>>();
         let mut work = std::pin::pin!(work);
         // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
@@ -119,6 +121,7 @@ impl Engine {
                 () = tokio::time::sleep(renew_every) => {
                     let until = Utc::now()
                         + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
+                    let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     if let Err(err) = self.inner.store.renew_leases(&config.owner, &ids, until).await {
                         tracing::warn!(error = %err, "inbox: could not renew leases");
                     }
@@ -126,6 +129,53 @@ impl Engine {
             }
         }
         Ok(count)
+    }
+
+    /// Settle `first`, then, while its link has the next delivery ready, that one too, up to a
+    /// batch's worth: one link's deliveries run one after another in receipt order without a
+    /// full claim each. Returns the ids whose outcome could not be recorded.
+    async fn settle_in_link_order(
+        &self,
+        first: ClaimedDelivery,
+        held: &std::sync::Mutex<Vec<DeliveryId>>,
+    ) -> Vec<DeliveryId> {
+        let config = &self.inner.config.worker;
+        let mut unsettled = Vec::new();
+        let mut next = Some(first);
+        let mut settled = 0;
+        while let Some(delivery) = next.take() {
+            let link = delivery.link.as_ref().map(|(_, link)| *link);
+            if let Some(id) = self.settle(delivery).await {
+                // The database is away; the rest waits for the next claim.
+                unsettled.push(id);
+                break;
+            }
+            settled += 1;
+            let Some(link) = link else { break };
+            if settled >= config.batch {
+                break;
+            }
+            let lease_until = Utc::now()
+                + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
+            next = match self
+                .inner
+                .store
+                .claim_next_of_link(&config.owner, &link, lease_until)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::debug!(%link, error = %err, "inbox: next delivery of the link left to the next claim");
+                    None
+                }
+            };
+            if let Some(delivery) = &next {
+                held.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(delivery.id);
+            }
+        }
+        unsettled
     }
 
     /// Process one delivery and record the outcome; returns its id if the outcome could not be
@@ -243,21 +293,30 @@ impl Engine {
         delivery: &ClaimedDelivery,
         candidates: &[Attribution],
     ) -> Result<Option<LinkRecord>, EngineError> {
-        let store = &self.inner.store;
         if let Some((tenant, link)) = &delivery.link {
-            return Ok(store.get_link(tenant, link).await?);
+            return Ok(self.inner.store.get_link(tenant, link).await?);
         }
+        self.link_named_by(delivery.provider, candidates).await
+    }
+
+    /// The first link of `provider` that one of the delivery's candidates names.
+    pub(crate) async fn link_named_by(
+        &self,
+        provider: ProviderKind,
+        candidates: &[Attribution],
+    ) -> Result<Option<LinkRecord>, EngineError> {
+        let store = &self.inner.store;
         for candidate in candidates {
             let found = match candidate {
                 Attribution::Link(id) => store.find_link_by_id_any_tenant(id).await?,
                 Attribution::External { kind, value } => {
                     store
-                        .find_link_by_external_id(delivery.provider, kind, value)
+                        .find_link_by_external_id(provider, kind, value)
                         .await?
                 }
                 Attribution::Unknown => None,
             };
-            if let Some(record) = found.filter(|r| r.link.provider == delivery.provider) {
+            if let Some(record) = found.filter(|r| r.link.provider == provider) {
                 return Ok(Some(record));
             }
         }

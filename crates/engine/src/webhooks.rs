@@ -65,6 +65,18 @@ impl Engine {
             path = path.replace(token, REDACTED_TOKEN);
         }
 
+        if link.is_none()
+            && let Ok(parsed) = implementation.parse_webhook(&webhook)
+        {
+            // A delivery whose URL does not name its link (Canopy's one endpoint) is attributed
+            // now when what it carries names a known link: the claim query then keeps it behind
+            // that link's older deliveries, on every replica, as it does for per-link URLs. What
+            // names no known link yet (or does not parse) is attributed when processed.
+            if let Some(record) = self.link_named_by(kind, &parsed.attribution).await? {
+                link = Some((record.link.tenant_id, record.link.id));
+            }
+        }
+
         let dedupe_key = match authenticated.vendor_event_id {
             Some(id) if !id.is_empty() => format!("id:{id}"),
             _ => format!("sha256:{}", hex::encode(Sha256::digest(&webhook.body))),

@@ -120,7 +120,52 @@ const CLAIM_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_a
        ORDER BY i.seq LIMIT $5 FOR UPDATE SKIP LOCKED) \
      RETURNING *";
 
+const CLAIM_NEXT_OF_LINK_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
+     WHERE seq = (SELECT i.seq FROM inbox i WHERE i.link_id = ? AND i.status = 'pending' ORDER BY i.seq LIMIT 1) \
+       AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
+     RETURNING *";
+
+const CLAIM_NEXT_OF_LINK_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+     WHERE seq = (SELECT i.seq FROM inbox i WHERE i.link_id = $3 AND i.status = 'pending' ORDER BY i.seq LIMIT 1 \
+         FOR UPDATE SKIP LOCKED) \
+       AND next_attempt_at <= $4 AND (lease_expires_at IS NULL OR lease_expires_at < $5) \
+     RETURNING *";
+
 impl Store {
+    /// Lease the link's oldest pending delivery, if it is ready and nobody holds it: a worker
+    /// that has just settled one of the link's deliveries goes on with the next without a full
+    /// claim, which would scan past every delivery waiting behind it.
+    pub async fn claim_next_of_link(
+        &self,
+        owner: &str,
+        link: &LinkId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<ClaimedDelivery>> {
+        let now = now_ms();
+        let backend = self.backend();
+        let sql = match backend {
+            DatabaseBackend::Postgres => CLAIM_NEXT_OF_LINK_POSTGRES,
+            _ => CLAIM_NEXT_OF_LINK_SQLITE,
+        };
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                owner.into(),
+                to_ms(lease_until).into(),
+                link.to_string().into(),
+                now.into(),
+                now.into(),
+            ],
+        );
+        inbox::Entity::find()
+            .from_raw_sql(stmt)
+            .one(&self.db)
+            .await?
+            .map(claimed_from_model)
+            .transpose()
+    }
+
     /// Store a delivery in one statement; a second copy of the same delivery writes nothing.
     pub async fn ingest_delivery(&self, new: NewDelivery) -> Result<Ingested> {
         let id = DeliveryId::new();
