@@ -35,17 +35,10 @@ pub(crate) fn policy_type_to_proto(value: PolicyType) -> (v1::PolicyType, Option
     }
 }
 
-fn policy_type_from_proto(value: i32, other: Option<String>) -> Result<PolicyType, FieldError> {
-    const FIELD: &str = "policy_type";
-    let proto = v1::PolicyType::try_from(value)
-        .map_err(|_| FieldError::new(FIELD, format!("unknown PolicyType value {value}")))?;
-    Ok(match proto {
-        v1::PolicyType::Unspecified => {
-            return Err(FieldError::new(
-                FIELD,
-                "is required (got POLICY_TYPE_UNSPECIFIED)",
-            ));
-        }
+/// The core type of a proto type that names one; `None` for UNSPECIFIED and OTHER, which
+/// carry no name of their own.
+pub(crate) fn named_policy_type(value: v1::PolicyType) -> Option<PolicyType> {
+    Some(match value {
         v1::PolicyType::Auto => PolicyType::Auto,
         v1::PolicyType::Motorcycle => PolicyType::Motorcycle,
         v1::PolicyType::Homeowners => PolicyType::Homeowners,
@@ -54,12 +47,30 @@ fn policy_type_from_proto(value: i32, other: Option<String>) -> Result<PolicyTyp
         v1::PolicyType::Landlord => PolicyType::Landlord,
         v1::PolicyType::Flood => PolicyType::Flood,
         v1::PolicyType::Umbrella => PolicyType::Umbrella,
+        v1::PolicyType::Unspecified | v1::PolicyType::Other => return None,
+    })
+}
+
+fn policy_type_from_proto(value: i32, other: Option<String>) -> Result<PolicyType, FieldError> {
+    const FIELD: &str = "policy_type";
+    let proto = v1::PolicyType::try_from(value)
+        .map_err(|_| FieldError::new(FIELD, format!("unknown PolicyType value {value}")))?;
+    if let Some(named) = named_policy_type(proto) {
+        return Ok(named);
+    }
+    Ok(match proto {
         v1::PolicyType::Other => PolicyType::Other(other.ok_or_else(|| {
             FieldError::new(
                 "other_policy_type",
                 "is required when policy_type is POLICY_TYPE_OTHER",
             )
         })?),
+        _ => {
+            return Err(FieldError::new(
+                FIELD,
+                "is required (got POLICY_TYPE_UNSPECIFIED)",
+            ));
+        }
     })
 }
 

@@ -6,7 +6,7 @@ use coverwatch_core::policy::PolicyType;
 use coverwatch_core::requirements::{RequirementSet, Rule};
 
 use super::enums::{enum_value, to_i32};
-use super::policy::policy_type_to_proto;
+use super::policy::{named_policy_type, policy_type_to_proto};
 use super::{FieldError, each, indexed, timestamp};
 use crate::v1;
 use crate::v1::rule::Rule as Kind;
@@ -101,22 +101,12 @@ fn rule_from_proto(rule: v1::Rule) -> Result<Rule, FieldError> {
                 let known = v1::PolicyType::try_from(value).map_err(|_| {
                     FieldError::new(&field, format!("unknown PolicyType value {value}"))
                 })?;
-                types.push(match known {
-                    v1::PolicyType::Auto => PolicyType::Auto,
-                    v1::PolicyType::Motorcycle => PolicyType::Motorcycle,
-                    v1::PolicyType::Homeowners => PolicyType::Homeowners,
-                    v1::PolicyType::Condo => PolicyType::Condo,
-                    v1::PolicyType::Renters => PolicyType::Renters,
-                    v1::PolicyType::Landlord => PolicyType::Landlord,
-                    v1::PolicyType::Flood => PolicyType::Flood,
-                    v1::PolicyType::Umbrella => PolicyType::Umbrella,
-                    v1::PolicyType::Unspecified | v1::PolicyType::Other => {
-                        return Err(FieldError::new(
-                            field,
-                            "must be a named type (name other lines in other_types)",
-                        ));
-                    }
-                });
+                types.push(named_policy_type(known).ok_or_else(|| {
+                    FieldError::new(
+                        &field,
+                        "must be a named type (name other lines in other_types)",
+                    )
+                })?);
             }
             types.extend(p.other_types.into_iter().map(PolicyType::Other));
             Rule::PolicyTypeIn { types }
