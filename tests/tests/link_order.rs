@@ -4,22 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coverwatch::Overrides;
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_tests::fake_provider::FakeProvider;
-use coverwatch_tests::{TENANT_A, TestServer, fast_worker, flows, test_config, v1};
+use coverwatch_tests::{TENANT_A, TestServer, flows, test_config, v1};
 
+/// A replica whose vendor is `fake` (shared between replicas, so it sees every call).
 async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer {
-    TestServer::start_with(
-        config,
-        Overrides {
-            providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
-            worker: Some(fast_worker()),
-            stream_poll: None,
-            sweep: None,
-        },
-    )
-    .await
+    let providers = ProviderRegistry::new().register(Arc::new(fake.clone()));
+    TestServer::start(config, Some(providers)).await
 }
 
 /// Canopy-shaped deliveries all arrive at one URL, so only what they carry names their link.

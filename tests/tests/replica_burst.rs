@@ -6,27 +6,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coverwatch::Overrides;
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_tests::fake_provider::FakeProvider;
-use coverwatch_tests::{TENANT_A, TestServer, fast_worker, flows, test_config, v1};
+use coverwatch_tests::{TENANT_A, TestServer, flows, test_config, v1};
 use futures::StreamExt;
 
 const DISTINCT: usize = 2_000;
 const DUPLICATES: usize = 400;
 const LINKS: usize = 20;
 
+/// A replica whose vendor is `fake` (shared between replicas, so it sees every call).
 async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer {
-    TestServer::start_with(
-        config,
-        Overrides {
-            providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
-            worker: Some(fast_worker()),
-            stream_poll: None,
-            sweep: None,
-        },
-    )
-    .await
+    let providers = ProviderRegistry::new().register(Arc::new(fake.clone()));
+    TestServer::start(config, Some(providers)).await
 }
 
 /// Read a stream until `n` burst events arrived; every one must be new and after the last.

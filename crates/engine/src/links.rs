@@ -174,20 +174,8 @@ impl Engine {
 
         if let Some(set_id) = &request.requirement_set_id {
             // Checked before the vendor is asked for a session, so a typo costs no session.
-            coverwatch_core::requirements::check_set_id(set_id)
-                .map_err(|e| EngineError::invalid("requirement_set_id", e.message))?;
-            if self
-                .inner
-                .store
-                .get_requirement_set(tenant, set_id)
-                .await?
-                .is_none()
-            {
-                return Err(EngineError::NotFound {
-                    what: "requirement set",
-                    id: set_id.clone(),
-                });
-            }
+            self.requirement_set_named(tenant, "requirement_set_id", set_id)
+                .await?;
         }
 
         let link_id = LinkId::new();

@@ -170,7 +170,17 @@ impl Engine {
         tenant: &TenantId,
         id: &str,
     ) -> Result<StoredRequirementSet, EngineError> {
-        invalid_set_id("id", id)?;
+        self.requirement_set_named(tenant, "id", id).await
+    }
+
+    /// The tenant's set `id`, which the request names in `field`.
+    pub(crate) async fn requirement_set_named(
+        &self,
+        tenant: &TenantId,
+        field: &str,
+        id: &str,
+    ) -> Result<StoredRequirementSet, EngineError> {
+        invalid_set_id(field, id)?;
         self.inner
             .store
             .get_requirement_set(tenant, id)
