@@ -125,9 +125,11 @@ const CLAIM_NEXT_OF_LINK_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease
        AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
      RETURNING *";
 
+// No SKIP LOCKED here: it would pass over the oldest delivery while another worker is claiming
+// it and lease the one behind it, two of the link's deliveries at once. Updating the oldest row
+// itself waits for such a claim and then finds it leased.
 const CLAIM_NEXT_OF_LINK_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
-     WHERE seq = (SELECT i.seq FROM inbox i WHERE i.link_id = $3 AND i.status = 'pending' ORDER BY i.seq LIMIT 1 \
-         FOR UPDATE SKIP LOCKED) \
+     WHERE seq = (SELECT i.seq FROM inbox i WHERE i.link_id = $3 AND i.status = 'pending' ORDER BY i.seq LIMIT 1) \
        AND next_attempt_at <= $4 AND (lease_expires_at IS NULL OR lease_expires_at < $5) \
      RETURNING *";
 
