@@ -1563,10 +1563,12 @@ fn normalize_postal(code: &str) -> String {
 
 /// ZIP and ZIP+4 name the same place, so five leading digits on both sides are enough.
 fn postal_codes_match(wanted: &str, seen: &str) -> bool {
+    // By characters, not bytes: a postal code is caller text and may hold any character
+    // (slicing `[..5]` once cut inside "1234é" and panicked the inbox worker).
     let zip5 = |code: &str| {
-        let plain = normalize_postal(code);
-        (plain.len() >= 5 && plain[..5].chars().all(|c| c.is_ascii_digit()))
-            .then(|| plain[..5].to_owned())
+        let leading: String = normalize_postal(code).chars().take(5).collect();
+        (leading.chars().count() == 5 && leading.chars().all(|c| c.is_ascii_digit()))
+            .then_some(leading)
     };
     match (zip5(wanted), zip5(seen)) {
         (Some(w), Some(s)) => w == s,
@@ -3195,5 +3197,15 @@ mod tests {
             actions,
             [Nothing, Emit, Nothing, Clear, Nothing, Emit, Nothing]
         );
+    }
+
+    #[test]
+    fn postal_codes_with_any_characters_compare_without_panicking() {
+        // A multi-byte character right at the fifth byte once panicked the inbox worker.
+        assert!(!postal_codes_match("1234é", "12345"));
+        assert!(postal_codes_match("1234é", "1234É"));
+        assert!(postal_codes_match("12345-6789", "12345"));
+        assert!(!postal_codes_match("éééééé", "12345"));
+        assert!(postal_codes_match("北京市", "北京市"));
     }
 }
