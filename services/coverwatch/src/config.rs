@@ -932,4 +932,107 @@ mod tests {
         );
         assert!(err.contains("`retention.processed_body_days`"), "{err}");
     }
+
+    fn load_error(vars: &[(&str, &str)]) -> String {
+        with_env(vars, || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn the_public_url_must_be_https_off_loopback() {
+        for ok in [
+            "https://hooks.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            with_env(&[("COVERWATCH_PUBLIC_BASE_URL", ok)], || {
+                Config::load(Path::new("absent.toml")).unwrap()
+            });
+        }
+        let err = load_error(&[("COVERWATCH_PUBLIC_BASE_URL", "http://hooks.example.com")]);
+        assert!(
+            err.contains("`public_base_url`") && err.contains("https://"),
+            "{err}"
+        );
+        // The default follows http_addr: a non-loopback bind needs a public URL.
+        let err = load_error(&[("COVERWATCH_HTTP_ADDR", "0.0.0.0:8080")]);
+        assert!(
+            err.contains("`public_base_url`") && err.contains("http://0.0.0.0:8080"),
+            "{err}"
+        );
+        let config = with_env(
+            &[
+                ("COVERWATCH_PUBLIC_BASE_URL", "http://hooks.example.com"),
+                ("COVERWATCH_ALLOW_INSECURE_PUBLIC_URL", "true"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.public_base_url(), "http://hooks.example.com");
+    }
+
+    #[test]
+    fn limits_from_the_environment_and_their_bounds() {
+        let config = with_env(
+            &[
+                ("COVERWATCH_GRPC__MAX_WATCH_STREAMS_PER_TENANT", "5"),
+                ("COVERWATCH_GRPC__MAX_CONCURRENT_DB_CALLS", "3"),
+                ("COVERWATCH_HTTP__HEADER_READ_TIMEOUT_SECONDS", "4"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.grpc.max_watch_streams_per_tenant, 5);
+        assert_eq!(config.grpc_db_slots(), 3);
+        assert_eq!(config.http.header_read_timeout_seconds, 4);
+        assert_eq!(
+            Config::default().grpc_db_slots(),
+            8,
+            "half of the default pool of 16"
+        );
+
+        let err = load_error(&[("COVERWATCH_GRPC__MAX_CONCURRENT_DB_CALLS", "16")]);
+        assert!(
+            err.contains("`grpc.max_concurrent_db_calls`") && err.contains("below"),
+            "{err}"
+        );
+        let err = load_error(&[("COVERWATCH_GRPC__MAX_DECODING_MESSAGE_BYTES", "10")]);
+        assert!(err.contains("`grpc.max_decoding_message_bytes`"), "{err}");
+        let err = load_error(&[("COVERWATCH_HTTP__MAX_CONNECTIONS", "0")]);
+        assert!(err.contains("`http.max_connections`"), "{err}");
+        let err = load_error(&[("COVERWATCH_HTTP__BODY_READ_TIMEOUT_SECONDS", "0")]);
+        assert!(err.contains("`http.body_read_timeout_seconds`"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_load() {
+        let err = load_error(&[
+            ("COVERWATCH_GRPC__TLS__CERT_FILE", "/nonexistent/server.pem"),
+            ("COVERWATCH_GRPC__TLS__KEY_FILE", "/nonexistent/server.key"),
+        ]);
+        assert!(
+            err.contains("`grpc.tls.cert_file`") && err.contains("/nonexistent/server.pem"),
+            "{err}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("cert.pem", "not a certificate")?;
+            jail.create_file(
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+            )?;
+            jail.set_env("COVERWATCH_HTTP__TLS__CERT_FILE", "cert.pem");
+            jail.set_env("COVERWATCH_HTTP__TLS__KEY_FILE", "key.pem");
+            let err = Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`http.tls.cert_file`") && err.contains("no PEM certificate"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
 }
