@@ -257,6 +257,67 @@ async fn an_oversized_message_is_refused_and_nothing_is_stored() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn calls_past_their_deadline_or_beyond_the_database_slots_are_answered_at_once() {
+    let mut config = test_config().await;
+    config.grpc.request_timeout_seconds = 1;
+    config.grpc.max_concurrent_db_calls = Some(1);
+    config.grpc.db_queue_timeout_ms = 200;
+    let (server, fake) = fake_server(config).await;
+    let client = server.client(TENANT_A).await;
+    let link = start_link(&client, "user-slow").await;
+    // Completing a link fetches its data from the vendor: a slow vendor makes a slow call.
+    // (The server's own deadline is what is tested: a caller's `grpc-timeout` is also enforced
+    // by tonic's client, which would answer before the server does.)
+    fake.state.lock().unwrap().fetch_latency = Duration::from_secs(5);
+    let complete = || {
+        let mut client = client.clone();
+        let request = v1::CompleteLinkRequest {
+            link_id: link.id.clone(),
+            auth_code: "code-acc-slow".into(),
+        };
+        async move { client.complete_link(request).await }
+    };
+
+    let started = Instant::now();
+    let late = complete().await.expect_err("past its deadline");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One call holds the only slot; another finds none within the queue timeout and is told
+    // to come back, while health (no database) still answers.
+    let holder = tokio::spawn(complete());
+    eventually("the slow call to reach the vendor", DEADLINE, || async {
+        (fake.state.lock().unwrap().fetches >= 2).then_some(())
+    })
+    .await;
+    let shed = client
+        .clone()
+        .list_links(v1::ListLinksRequest::default())
+        .await
+        .expect_err("no free slot");
+    assert_eq!(shed.code(), Code::Unavailable, "{shed:?}");
+    let health = coverwatch_tests::health::HealthClient::new(server.channel().await)
+        .check(coverwatch_tests::health::HealthCheckRequest::default())
+        .await
+        .expect("health is never shed")
+        .into_inner();
+    assert_eq!(health.status, 1, "SERVING");
+
+    let abandoned = holder.await.unwrap().expect_err("past its deadline too");
+    assert_eq!(abandoned.code(), Code::DeadlineExceeded);
+    assert_eq!(
+        list_links(&client).await[0].state(),
+        v1::LinkState::Pending,
+        "the slot is free again and the abandoned completion changed nothing"
+    );
+    server.stop().await;
+}
+
 /// The Axle-shaped test double, counting how often a delivery was authenticated or parsed.
 #[derive(Clone, Default)]
 struct Counting {
