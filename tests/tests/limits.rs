@@ -149,6 +149,44 @@ async fn slow_clients_holding_connections_do_not_delay_a_genuine_delivery() {
 }
 
 #[tokio::test]
+async fn a_body_that_trickles_in_is_answered_408_and_not_stored() {
+    let mut config = test_config().await;
+    config.http.body_read_timeout_seconds = 1;
+    let (server, fake) = fake_server(config).await;
+    let client = server.client(TENANT_A).await;
+    let link = start_link(&client, "user-trickle").await;
+    let url = fake.webhook_url(&link.id);
+    let path = url
+        .split_once("/webhooks/")
+        .map(|(_, rest)| format!("/webhooks/{rest}"))
+        .unwrap();
+
+    let mut stream = TcpStream::connect(server.app.http_addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: coverwatch\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        server
+            .app
+            .engine
+            .store()
+            .count_deliveries(ProviderKind::Axle)
+            .await
+            .unwrap(),
+        0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_connection_cap_holds_further_clients_back_until_one_leaves() {
     let mut config = test_config().await;
     config.http.max_connections = 4;
