@@ -72,7 +72,9 @@ impl SharedHeader {
     }
 }
 
-/// Checks the raw delivery; reads nothing of the body but its top-level `id`.
+/// Checks the raw delivery; reads nothing of the body but its top-level `id`. The engine looks
+/// the path token up before it calls this, so a delivery to a token never issued is refused
+/// without even that read.
 pub fn authenticate(
     webhook: &InboundWebhook,
     shared_header: Option<&SharedHeader>,

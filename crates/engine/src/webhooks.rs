@@ -13,6 +13,9 @@ use crate::{Engine, EngineError, IngestError};
 /// not one of them.
 pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 
+/// The longest per-link path token looked up; ours are far shorter, so a longer one is not ours.
+const MAX_TOKEN_LEN: usize = 256;
+
 /// What a per-link webhook token is replaced with in a stored delivery's path.
 pub const REDACTED_TOKEN: &str = "[token]";
 
@@ -37,18 +40,16 @@ impl Engine {
             Ok(p) => p.clone(),
             Err(_) => return Err(IngestError::UnknownProvider(provider.to_owned())),
         };
-        let authenticated = implementation
-            .authenticate_webhook(&webhook)
-            .map_err(IngestError::Unauthenticated)?;
-
-        let mut link = None;
-        let mut path = webhook.path.clone();
-        if implementation.capabilities().per_link_webhook_url {
-            let token = authenticated
-                .link_token
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
+        let per_link = implementation.capabilities().per_link_webhook_url;
+        // A per-link URL ends in the token we issued (`webhook_url` in links.rs). Looking the
+        // token up before anything else means a delivery to a path we never issued costs one
+        // indexed read: no signature check, no body parse.
+        let mut known = None;
+        if per_link {
+            let token = webhook.path.trim_matches('/');
+            if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+                return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
+            }
             let record = self
                 .inner
                 .store
@@ -56,13 +57,31 @@ impl Engine {
                 .await
                 .map_err(unavailable)?
                 .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
+            known = Some((token.to_owned(), record));
+        }
+        let authenticated = implementation
+            .authenticate_webhook(&webhook)
+            .map_err(IngestError::Unauthenticated)?;
+
+        let mut link = None;
+        let mut path = webhook.path.clone();
+        if let Some((token, record)) = known {
+            // The provider must read the same token from the path; if it reads another, the
+            // delivery is not one we can attribute.
+            let provider_token = authenticated
+                .link_token
+                .as_deref()
+                .map(|t| t.trim_matches('/'));
+            if provider_token != Some(token.as_str()) {
+                return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
+            }
             if record.link.state == LinkState::Descoped {
                 tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
             }
             link = Some((record.link.tenant_id, record.link.id));
             // The token is a bearer secret for this link's webhooks: it has done its job (the
             // delivery is attributed) and must not sit in the inbox or reach admin listings.
-            path = path.replace(token, REDACTED_TOKEN);
+            path = path.replace(&token, REDACTED_TOKEN);
         }
 
         if link.is_none()

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,14 +19,18 @@ use coverwatch_store::{ConnectOptions, Keyring, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminKeys};
 use crate::auth::{ApiKeys, DevKey};
 use crate::config::Config;
-use crate::grpc::MonitoringApi;
+use crate::grpc::{CallLimitsLayer, MonitoringApi};
+use crate::http::{ListenerLimits, RefusalCounts, Refusals, Webhooks};
 use crate::requirements::RequirementsApi;
+
+/// How long a client may take to complete a TLS handshake with the gRPC listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the caller of [`start`] may replace, for tests.
 #[derive(Default)]
@@ -48,6 +53,7 @@ pub struct App {
     pub dev_key: DevKey,
     pub sandbox: Option<SandboxHandle>,
     pub engine: Engine,
+    webhook_refusals: Arc<Refusals>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
@@ -162,8 +168,21 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let http_addr = http_listener.local_addr()?;
     let public_base_url = match &config.public_base_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("http://{http_addr}"),
+        None => config.default_public_base_url(http_addr),
     };
+    // Built before anything is spawned, so that a bad certificate stops start-up cleanly.
+    let grpc_tls = config
+        .grpc
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::grpc_config(tls, TLS_HANDSHAKE_TIMEOUT))
+        .transpose()?;
+    let http_tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(crate::tls::http_acceptor)
+        .transpose()?;
 
     let (providers, sandbox) = match overrides.providers {
         Some(providers) => (providers, None),
@@ -221,18 +240,48 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         .build_v1()
         .context("cannot build gRPC reflection")?;
     let admin_keys = AdminKeys::from_config(&config, keys.clone(), &dev_key);
-    let admin = AdminApi::new(engine.clone(), admin_keys);
-    let requirements = RequirementsApi::new(engine.clone(), keys.clone());
-    let api = MonitoringApi::new(engine.clone(), keys, shutdown_rx.clone());
+    let limits = &config.grpc;
+    let (decode_limit, encode_limit) = (
+        limits.max_decoding_message_bytes,
+        limits.max_encoding_message_bytes,
+    );
+    let admin = AdminServiceServer::new(AdminApi::new(engine.clone(), admin_keys))
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(encode_limit);
+    let requirements =
+        RequirementsServiceServer::new(RequirementsApi::new(engine.clone(), keys.clone()))
+            .max_decoding_message_size(decode_limit)
+            .max_encoding_message_size(encode_limit);
+    let api = MonitoringServiceServer::new(MonitoringApi::new(
+        engine.clone(),
+        keys,
+        shutdown_rx.clone(),
+        limits.max_watch_streams_per_tenant as usize,
+    ))
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(encode_limit);
+    let mut grpc_server =
+        tonic::transport::Server::builder().max_concurrent_streams(limits.max_concurrent_streams);
+    if let Some(tls) = grpc_tls {
+        grpc_server = grpc_server.tls_config(tls).context("cannot use grpc.tls")?;
+    }
+    let mut grpc_server = grpc_server.layer(CallLimitsLayer::new(
+        config.grpc_db_slots(),
+        Duration::from_millis(limits.db_queue_timeout_ms),
+        Duration::from_secs(limits.request_timeout_seconds),
+    ));
+    // Without TCP_NODELAY, mid-sized answers (several HTTP/2 frames) wait for the client's
+    // delayed ACK: a 40 ms floor on every such call.
+    let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let mut grpc_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = grpc_server
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(MonitoringServiceServer::new(api))
-            .add_service(RequirementsServiceServer::new(requirements))
-            .add_service(AdminServiceServer::new(admin))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .add_service(api)
+            .add_service(requirements)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(grpc_incoming, async move {
                 let _ = grpc_shutdown.wait_for(|stop| *stop).await;
             })
             .await;
@@ -241,18 +290,25 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         }
     }));
 
-    let mut http_shutdown = shutdown_rx.clone();
-    let router = crate::http::router(engine.clone());
-    tasks.push(tokio::spawn(async move {
-        let result = axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP listener stopped");
-        }
-    }));
+    let webhook_refusals = Arc::new(Refusals::default());
+    let router = crate::http::router(
+        engine.clone(),
+        Webhooks {
+            body_read_timeout: Duration::from_secs(config.http.body_read_timeout_seconds),
+            refusals: webhook_refusals.clone(),
+        },
+    );
+    let http_limits = ListenerLimits {
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_seconds),
+        max_connections: config.http.max_connections as usize,
+        tls: http_tls,
+    };
+    tasks.push(tokio::spawn(crate::http::serve(
+        http_listener,
+        router,
+        http_limits,
+        shutdown_rx.clone(),
+    )));
 
     tracing::info!(%grpc_addr, %http_addr, "coverwatch is serving");
     Ok(App {
@@ -261,6 +317,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         dev_key,
         sandbox,
         engine,
+        webhook_refusals,
         shutdown,
         tasks,
         grace: Duration::from_secs(config.shutdown_grace_seconds),
@@ -309,6 +366,11 @@ async fn watch_health(
 }
 
 impl App {
+    /// Unauthenticated webhook deliveries refused so far, and the log lines that reported them.
+    pub fn webhook_refusals(&self) -> RefusalCounts {
+        self.webhook_refusals.counts()
+    }
+
     /// Stop accepting, let in-flight requests and the current inbox batch finish, then return.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

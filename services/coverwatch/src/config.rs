@@ -24,7 +24,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(
+    pub(crate) fn invalid(
         key: impl Into<String>,
         value: impl Into<String>,
         reason: impl Into<String>,
@@ -78,6 +78,96 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long graceful shutdown waits for in-flight work.
     pub shutdown_grace_seconds: u64,
+    /// Limits and TLS of the gRPC API.
+    pub grpc: GrpcSettings,
+    /// Limits and TLS of the webhook listener.
+    pub http: HttpSettings,
+    /// Lets `public_base_url` be plain `http://` on a host other than loopback (development
+    /// only: vendors would send deliveries, and the path tokens in them, in clear text).
+    pub allow_insecure_public_url: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Largest request message accepted; larger ones are refused with OUT_OF_RANGE unread.
+    pub max_decoding_message_bytes: usize,
+    /// Largest answer sent (a page of events with their payloads stays far below it).
+    pub max_encoding_message_bytes: usize,
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Open `WatchEvents` streams per tenant; more are refused with RESOURCE_EXHAUSTED.
+    pub max_watch_streams_per_tenant: u32,
+    /// Longest a unary call may run (a shorter `grpc-timeout` from the caller wins).
+    pub request_timeout_seconds: u64,
+    /// Calls working on the database at once. Default: half of `database_max_connections`,
+    /// so that webhook ingest and the workers keep the rest of the pool.
+    pub max_concurrent_db_calls: Option<u32>,
+    /// How long a call waits for one of those slots before it is answered UNAVAILABLE.
+    pub db_queue_timeout_ms: u64,
+    /// Serve TLS (and optionally require client certificates); absent: plaintext.
+    pub tls: Option<GrpcTlsSettings>,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_decoding_message_bytes: 4 * 1024 * 1024,
+            max_encoding_message_bytes: 16 * 1024 * 1024,
+            max_concurrent_streams: 128,
+            max_watch_streams_per_tenant: 64,
+            request_timeout_seconds: 30,
+            max_concurrent_db_calls: None,
+            db_queue_timeout_ms: 500,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM certificate(s) of the CA that signs callers' client certificates: when set, a caller
+    /// without a certificate it signed cannot connect (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A connection that has not sent a complete request head within this time is closed
+    /// (slow or idle clients, between requests too); also bounds the TLS handshake.
+    pub header_read_timeout_seconds: u64,
+    /// A request whose body has not fully arrived within this time is answered `408`.
+    pub body_read_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: u32,
+    /// Serve HTTPS; absent: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 30,
+            max_connections: 2048,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -253,6 +343,9 @@ impl Default for Config {
             canopy_monitoring_interval: "P1M".into(),
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 20,
+            grpc: GrpcSettings::default(),
+            http: HttpSettings::default(),
+            allow_insecure_public_url: false,
         }
     }
 }
@@ -276,9 +369,30 @@ impl Config {
     pub fn public_base_url(&self) -> String {
         self.public_base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_addr))
+            .unwrap_or_else(|| self.default_public_base_url(self.http_addr))
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// Where vendors reach the webhook listener when `public_base_url` is not set: the bound
+    /// address, over HTTPS when the listener serves TLS.
+    pub fn default_public_base_url(&self, http_addr: SocketAddr) -> String {
+        let scheme = if self.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{http_addr}")
+    }
+
+    /// gRPC calls allowed on the database at once.
+    pub fn grpc_db_slots(&self) -> usize {
+        let slots = self
+            .grpc
+            .max_concurrent_db_calls
+            .unwrap_or(self.database_max_connections / 2)
+            .max(1);
+        slots as usize
     }
 
     /// Check what types alone cannot.
@@ -310,6 +424,8 @@ impl Config {
                 "must be an http(s) URL",
             ));
         }
+        self.check_public_url_is_private_or_tls()?;
+        self.validate_limits()?;
         let mut seen_tenants = std::collections::BTreeSet::new();
         let mut seen_keys = std::collections::BTreeSet::new();
         for (i, tenant) in self.tenants.iter().enumerate() {
@@ -461,6 +577,136 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Vendors put our per-link webhook tokens and the deliveries' contents on the wire to this
+    /// URL: anything but loopback must be HTTPS unless development explicitly allows otherwise.
+    fn check_public_url_is_private_or_tls(&self) -> Result<(), ConfigError> {
+        let base = self.public_base_url();
+        let parsed = url::Url::parse(&base)
+            .map_err(|e| ConfigError::invalid("public_base_url", &base, e.to_string()))?;
+        if parsed.scheme() == "https" || self.allow_insecure_public_url {
+            return Ok(());
+        }
+        let loopback = match parsed.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if loopback {
+            return Ok(());
+        }
+        let reason = if self.public_base_url.is_some() {
+            "must be https:// when vendors reach it over a network (set allow_insecure_public_url = true only for development)"
+        } else {
+            "is not set and the default (from http_addr) is plain http:// on a non-loopback address: set public_base_url to the https:// URL vendors use (or allow_insecure_public_url = true for development)"
+        };
+        Err(ConfigError::invalid("public_base_url", base, reason))
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let g = &self.grpc;
+        let in_range = |key: &str, value: u64, min: u64, max: u64, unit: &str| {
+            if value < min || value > max {
+                Err(ConfigError::invalid(
+                    key,
+                    value.to_string(),
+                    format!("must be {min} to {max}{unit}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        const MIB: u64 = 1024 * 1024;
+        in_range(
+            "grpc.max_decoding_message_bytes",
+            g.max_decoding_message_bytes as u64,
+            4096,
+            256 * MIB,
+            " bytes",
+        )?;
+        in_range(
+            "grpc.max_encoding_message_bytes",
+            g.max_encoding_message_bytes as u64,
+            64 * 1024,
+            1024 * MIB,
+            " bytes",
+        )?;
+        in_range(
+            "grpc.max_concurrent_streams",
+            g.max_concurrent_streams.into(),
+            1,
+            100_000,
+            "",
+        )?;
+        in_range(
+            "grpc.max_watch_streams_per_tenant",
+            g.max_watch_streams_per_tenant.into(),
+            1,
+            1_000_000,
+            "",
+        )?;
+        in_range(
+            "grpc.request_timeout_seconds",
+            g.request_timeout_seconds,
+            1,
+            3600,
+            " seconds",
+        )?;
+        in_range(
+            "grpc.db_queue_timeout_ms",
+            g.db_queue_timeout_ms,
+            0,
+            60_000,
+            " ms",
+        )?;
+        if let Some(slots) = g.max_concurrent_db_calls
+            && (slots == 0 || slots >= self.database_max_connections)
+        {
+            return Err(ConfigError::invalid(
+                "grpc.max_concurrent_db_calls",
+                slots.to_string(),
+                format!(
+                    "must be at least 1 and below database_max_connections ({}), so that webhook ingest keeps a share of the pool",
+                    self.database_max_connections
+                ),
+            ));
+        }
+        let h = &self.http;
+        in_range(
+            "http.header_read_timeout_seconds",
+            h.header_read_timeout_seconds,
+            1,
+            300,
+            " seconds",
+        )?;
+        in_range(
+            "http.body_read_timeout_seconds",
+            h.body_read_timeout_seconds,
+            1,
+            600,
+            " seconds",
+        )?;
+        in_range(
+            "http.max_connections",
+            h.max_connections.into(),
+            1,
+            1_000_000,
+            "",
+        )?;
+        if let Some(tls) = &g.tls {
+            crate::tls::check_identity("grpc.tls", &tls.cert_file, &tls.key_file)?;
+            if let Some(ca) = &tls.client_ca_file {
+                crate::tls::check_certificates("grpc.tls.client_ca_file", ca)?;
+            }
+        }
+        if let Some(tls) = &h.tls {
+            crate::tls::check_identity("http.tls", &tls.cert_file, &tls.key_file)?;
+        }
+        Ok(())
+    }
+}
+
 /// A configured key hash must be the SHA-256 of a key, never the key itself.
 fn check_key_hash(key: &str, hash: &str) -> Result<(), ConfigError> {
     if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -509,6 +755,7 @@ mod tests {
                 "grpc_addr = \"127.0.0.1:6000\"\nhttp_addr = \"127.0.0.1:6001\"\n[worker]\nconcurrency = 2\n",
             )?;
             jail.set_env("COVERWATCH_HTTP_ADDR", "0.0.0.0:7000");
+            jail.set_env("COVERWATCH_PUBLIC_BASE_URL", "https://hooks.example.com");
             jail.set_env("COVERWATCH_WORKER__MAX_ATTEMPTS", "3");
             let config = Config::load(Path::new("coverwatch.toml")).unwrap();
             assert_eq!(config.grpc_addr.port(), 6000);
@@ -684,5 +931,108 @@ mod tests {
             },
         );
         assert!(err.contains("`retention.processed_body_days`"), "{err}");
+    }
+
+    fn load_error(vars: &[(&str, &str)]) -> String {
+        with_env(vars, || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn the_public_url_must_be_https_off_loopback() {
+        for ok in [
+            "https://hooks.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+        ] {
+            with_env(&[("COVERWATCH_PUBLIC_BASE_URL", ok)], || {
+                Config::load(Path::new("absent.toml")).unwrap()
+            });
+        }
+        let err = load_error(&[("COVERWATCH_PUBLIC_BASE_URL", "http://hooks.example.com")]);
+        assert!(
+            err.contains("`public_base_url`") && err.contains("https://"),
+            "{err}"
+        );
+        // The default follows http_addr: a non-loopback bind needs a public URL.
+        let err = load_error(&[("COVERWATCH_HTTP_ADDR", "0.0.0.0:8080")]);
+        assert!(
+            err.contains("`public_base_url`") && err.contains("http://0.0.0.0:8080"),
+            "{err}"
+        );
+        let config = with_env(
+            &[
+                ("COVERWATCH_PUBLIC_BASE_URL", "http://hooks.example.com"),
+                ("COVERWATCH_ALLOW_INSECURE_PUBLIC_URL", "true"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.public_base_url(), "http://hooks.example.com");
+    }
+
+    #[test]
+    fn limits_from_the_environment_and_their_bounds() {
+        let config = with_env(
+            &[
+                ("COVERWATCH_GRPC__MAX_WATCH_STREAMS_PER_TENANT", "5"),
+                ("COVERWATCH_GRPC__MAX_CONCURRENT_DB_CALLS", "3"),
+                ("COVERWATCH_HTTP__HEADER_READ_TIMEOUT_SECONDS", "4"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.grpc.max_watch_streams_per_tenant, 5);
+        assert_eq!(config.grpc_db_slots(), 3);
+        assert_eq!(config.http.header_read_timeout_seconds, 4);
+        assert_eq!(
+            Config::default().grpc_db_slots(),
+            8,
+            "half of the default pool of 16"
+        );
+
+        let err = load_error(&[("COVERWATCH_GRPC__MAX_CONCURRENT_DB_CALLS", "16")]);
+        assert!(
+            err.contains("`grpc.max_concurrent_db_calls`") && err.contains("below"),
+            "{err}"
+        );
+        let err = load_error(&[("COVERWATCH_GRPC__MAX_DECODING_MESSAGE_BYTES", "10")]);
+        assert!(err.contains("`grpc.max_decoding_message_bytes`"), "{err}");
+        let err = load_error(&[("COVERWATCH_HTTP__MAX_CONNECTIONS", "0")]);
+        assert!(err.contains("`http.max_connections`"), "{err}");
+        let err = load_error(&[("COVERWATCH_HTTP__BODY_READ_TIMEOUT_SECONDS", "0")]);
+        assert!(err.contains("`http.body_read_timeout_seconds`"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_load() {
+        let err = load_error(&[
+            ("COVERWATCH_GRPC__TLS__CERT_FILE", "/nonexistent/server.pem"),
+            ("COVERWATCH_GRPC__TLS__KEY_FILE", "/nonexistent/server.key"),
+        ]);
+        assert!(
+            err.contains("`grpc.tls.cert_file`") && err.contains("/nonexistent/server.pem"),
+            "{err}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("cert.pem", "not a certificate")?;
+            jail.create_file(
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+            )?;
+            jail.set_env("COVERWATCH_HTTP__TLS__CERT_FILE", "cert.pem");
+            jail.set_env("COVERWATCH_HTTP__TLS__KEY_FILE", "key.pem");
+            let err = Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`http.tls.cert_file`") && err.contains("no PEM certificate"),
+                "{err}"
+            );
+            Ok(())
+        });
     }
 }

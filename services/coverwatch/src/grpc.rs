@@ -1,6 +1,10 @@
 //! The gRPC edge: authenticate, decode, call the engine, encode. No business rules here.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use coverwatch_core::provider::ReconnectStep;
 use coverwatch_core::{ProviderKind, TenantId};
@@ -11,7 +15,7 @@ use coverwatch_proto::v1::monitoring_service_server::MonitoringService;
 use coverwatch_store::{EventFilter, LinkFilter};
 use futures::{Stream, StreamExt};
 use secrecy::SecretString;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use crate::auth::ApiKeys;
@@ -28,14 +32,21 @@ pub struct MonitoringApi {
     keys: ApiKeys,
     /// Open event streams end when this turns true, so that shutdown does not wait on them.
     shutdown: watch::Receiver<bool>,
+    watch_streams: WatchStreams,
 }
 
 impl MonitoringApi {
-    pub fn new(engine: Engine, keys: ApiKeys, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        engine: Engine,
+        keys: ApiKeys,
+        shutdown: watch::Receiver<bool>,
+        max_watch_streams_per_tenant: usize,
+    ) -> Self {
         Self {
             engine,
             keys,
             shutdown,
+            watch_streams: WatchStreams::new(max_watch_streams_per_tenant),
         }
     }
 
@@ -134,6 +145,56 @@ impl MonitoringApi {
                 .map_err(status)?;
         }
         Ok(query)
+    }
+}
+
+/// Open `WatchEvents` streams per tenant. Each stream holds a [`WatchSlot`] and gives it back
+/// when it ends, however it ends (the caller hangs up, shutdown, an error).
+#[derive(Clone)]
+struct WatchStreams {
+    max_per_tenant: usize,
+    open: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+struct WatchSlot {
+    tenant: TenantId,
+    open: Arc<Mutex<HashMap<TenantId, usize>>>,
+}
+
+impl WatchStreams {
+    fn new(max_per_tenant: usize) -> Self {
+        Self {
+            max_per_tenant,
+            open: Arc::default(),
+        }
+    }
+
+    fn acquire(&self, tenant: &TenantId) -> Result<WatchSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(tenant.clone()).or_insert(0);
+        if *count >= self.max_per_tenant {
+            return Err(Status::resource_exhausted(format!(
+                "this tenant already has {} open WatchEvents streams, the most allowed; close one first",
+                self.max_per_tenant
+            )));
+        }
+        *count += 1;
+        Ok(WatchSlot {
+            tenant: tenant.clone(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.tenant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
     }
 }
 
@@ -474,6 +535,7 @@ impl MonitoringService for MonitoringApi {
         request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let tenant = self.tenant(&request)?;
+        let slot = self.watch_streams.acquire(&tenant)?;
         let r = request.into_inner();
         let query = self
             .event_query(
@@ -490,7 +552,11 @@ impl MonitoringService for MonitoringApi {
         let stream = self
             .engine
             .watch_events(tenant, query)
-            .map(|item| item.map(Into::into).map_err(status))
+            .map(move |item| {
+                // The stream owns the slot: dropping the stream frees it.
+                let _held = &slot;
+                item.map(Into::into).map_err(status)
+            })
             .take_until(stopping)
             .chain(futures::stream::once(async {
                 Err(Status::unavailable(
@@ -498,5 +564,168 @@ impl MonitoringService for MonitoringApi {
                 ))
             }));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Limits every gRPC call shares: a deadline (the caller's `grpc-timeout`, at most the
+/// configured request timeout) answered DEADLINE_EXCEEDED, and a bounded number of calls at
+/// work at once, so that callers can never take every database connection from webhook ingest
+/// and the workers. A call that finds no free slot within the queue timeout is answered
+/// UNAVAILABLE, which clients retry with backoff. Health and reflection need no database and
+/// are never shed.
+#[derive(Clone)]
+pub struct CallLimitsLayer {
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl CallLimitsLayer {
+    pub fn new(slots: usize, queue_timeout: Duration, request_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            queue_timeout,
+            request_timeout,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for CallLimitsLayer {
+    type Service = CallLimits<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallLimits {
+            inner,
+            limits: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CallLimits<S> {
+    inner: S,
+    limits: CallLimitsLayer,
+}
+
+fn needs_no_database(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CallLimits<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The clone is not necessarily ready; the one polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limits = self.limits.clone();
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(limits.request_timeout, |d| d.min(limits.request_timeout));
+        let shed = !needs_no_database(request.uri().path());
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let permit = if shed {
+                let wait = limits.queue_timeout.min(deadline);
+                match tokio::time::timeout(wait, limits.slots.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        return Ok(Status::unavailable(
+                            "the server is busy; nothing was done, retry with backoff",
+                        )
+                        .into_http());
+                    }
+                }
+            } else {
+                None
+            };
+            let remaining = deadline.saturating_sub(started.elapsed());
+            // A streaming call's answer is ready once its stream is set up: only that part runs
+            // under the deadline and holds the slot, not the stream itself.
+            let answer = tokio::time::timeout(remaining, inner.call(request)).await;
+            drop(permit);
+            match answer {
+                Ok(result) => result,
+                Err(_) => Ok(Status::deadline_exceeded(
+                    "the deadline passed before the call finished; it was abandoned",
+                )
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = value.strip_suffix(unit)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_spec_writes_them() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "S", "123456789S", "5s", "-5S", "5", "5é", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn watch_slots_are_counted_per_tenant_and_freed_on_drop() {
+        let streams = WatchStreams::new(2);
+        let a: TenantId = "tenant-a".parse().unwrap();
+        let b: TenantId = "tenant-b".parse().unwrap();
+        let first = streams.acquire(&a).unwrap();
+        let _second = streams.acquire(&a).unwrap();
+        assert_eq!(
+            streams.acquire(&a).err().map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted)
+        );
+        let _other = streams
+            .acquire(&b)
+            .expect("another tenant has its own slots");
+        drop(first);
+        let _again = streams.acquire(&a).expect("a closed stream frees its slot");
     }
 }

@@ -1,56 +1,247 @@
 //! The public HTTP listener: vendor webhooks plus liveness and readiness. A delivery is answered
 //! `200` only after it is durably stored; what it means is worked out later by the inbox worker.
+//!
+//! The listener is exposed to the internet, so it is served by its own accept loop rather than
+//! `axum::serve`: a cap on connections, a deadline for each request head (slow or idle clients
+//! cannot hold a connection), a deadline for each body, `TCP_NODELAY`, and optional TLS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::Utc;
-use coverwatch_core::webhook::InboundWebhook;
+use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_engine::{Engine, IngestError};
 use coverwatch_store::Ingested;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 /// Bodies past this are refused with `413` before they reach the engine's own size check.
 const BODY_LIMIT: usize = coverwatch_engine::MAX_WEBHOOK_BYTES;
 
-pub fn router(engine: Engine) -> Router {
+/// How often refused deliveries are reported after the first one is logged.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// What the webhook handlers share besides the engine.
+#[derive(Clone)]
+pub struct Webhooks {
+    pub body_read_timeout: Duration,
+    pub refusals: Arc<Refusals>,
+}
+
+/// Refused (unauthenticated) deliveries: all counted, few logged. Anyone can post to the
+/// listener, so a log line per refusal would let a stranger fill the logs.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    refused: AtomicU64,
+    logged: AtomicU64,
+    report: std::sync::Mutex<RefusalReport>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalReport {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+/// How many deliveries were refused, and how many log lines reported them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalCounts {
+    pub refused: u64,
+    pub logged: u64,
+}
+
+impl Refusals {
+    fn record(&self, provider: &str, rejection: &WebhookRejection) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let unlogged = {
+            let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            let due = report
+                .last_logged
+                .is_none_or(|at| at.elapsed() >= REFUSAL_REPORT_EVERY);
+            if !due {
+                report.unlogged += 1;
+                return;
+            }
+            report.last_logged = Some(Instant::now());
+            std::mem::take(&mut report.unlogged)
+        };
+        self.logged.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            %provider,
+            %rejection,
+            refused_since_last_report = unlogged,
+            "webhook refused (further refusals are counted and reported at most once a minute)"
+        );
+    }
+
+    pub fn counts(&self) -> RefusalCounts {
+        RefusalCounts {
+            refused: self.refused.load(Ordering::Relaxed),
+            logged: self.logged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub fn router(engine: Engine, webhooks: Webhooks) -> Router {
     Router::new()
         .route("/webhooks/{provider}", post(webhook_without_path))
         .route("/webhooks/{provider}/{*path}", post(webhook_with_path))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(Extension(webhooks))
         .with_state(engine)
+}
+
+/// How the listener protects itself.
+pub struct ListenerLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accept and serve connections until `shutdown` turns true, then let the requests in flight
+/// finish (idle connections close at once) and return.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ListenerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut stopping = std::pin::pin!(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // The header deadline runs from the moment hyper waits for a request head: for a new
+    // connection that sent nothing yet, and for a kept-alive one between requests.
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        // At the cap, stop accepting: further clients wait in the kernel's backlog instead of
+        // costing a task and buffers each.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut stopping => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: back off
+                    // briefly instead of spinning on the error.
+                    tracing::warn!(error = %e, "webhook listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopping => break,
+        };
+        // Without it, a response written in more than one segment waits for the client's
+        // delayed ACK (about 40 ms) before its last part leaves.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let http1 = http1.clone();
+        let watcher = graceful.watcher();
+        let tls = limits.tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = match tls {
+                None => {
+                    let conn = http1.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "webhook listener: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = http1.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "webhook listener: connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 async fn webhook_without_path(
     State(engine): State<Engine>,
+    Extension(webhooks): Extension<Webhooks>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    receive(engine, provider, String::new(), headers, body).await
+    receive(engine, webhooks, provider, String::new(), headers, request).await
 }
 
 async fn webhook_with_path(
     State(engine): State<Engine>,
+    Extension(webhooks): Extension<Webhooks>,
     Path((provider, path)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    receive(engine, provider, path, headers, body).await
+    receive(engine, webhooks, provider, path, headers, request).await
 }
 
 async fn receive(
     engine: Engine,
+    webhooks: Webhooks,
     provider: String,
     path: String,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
+    // A sender trickling its body would otherwise hold the connection and a task for as long
+    // as it likes; the size limit (413) still applies through `DefaultBodyLimit`.
+    let body = match tokio::time::timeout(
+        webhooks.body_read_timeout,
+        Bytes::from_request(request, &()),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return rejection.into_response(),
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                Json(json!({"error": "the request body did not arrive in time"})),
+            )
+                .into_response();
+        }
+    };
     let headers = headers
         .iter()
         .map(|(name, value)| {
@@ -79,7 +270,7 @@ async fn receive(
             let status = match &err {
                 IngestError::UnknownProvider(_) => StatusCode::NOT_FOUND,
                 IngestError::Unauthenticated(rejection) => {
-                    tracing::warn!(%provider, %rejection, "webhook refused");
+                    webhooks.refusals.record(&provider, rejection);
                     StatusCode::UNAUTHORIZED
                 }
                 IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

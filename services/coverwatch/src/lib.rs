@@ -9,6 +9,8 @@ mod grpc;
 mod http;
 pub mod providers;
 mod requirements;
+pub mod tls;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;
+pub use http::RefusalCounts;

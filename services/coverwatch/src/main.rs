@@ -104,6 +104,18 @@ async fn main() -> anyhow::Result<()> {
             sandbox.shutdown().await;
         }
         Command::Serve => {
+            let (grpc_scheme, http_scheme) = (
+                if config.grpc.tls.is_some() {
+                    "TLS"
+                } else {
+                    "plaintext"
+                },
+                if config.http.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+            );
             let app = coverwatch::start(config, Default::default()).await?;
             match &app.dev_key {
                 DevKey::Generated(key) => println!(
@@ -115,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 DevKey::None => {}
             }
             println!(
-                "gRPC on {}  webhooks on http://{}",
+                "gRPC on {} ({grpc_scheme})  webhooks on {http_scheme}://{}",
                 app.grpc_addr, app.http_addr
             );
             if let Some(sandbox) = &app.sandbox {
