@@ -141,6 +141,9 @@ pub struct WorkerSettings {
     pub lease_seconds: u64,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// How long processing one delivery (or one link in the sweep) may take before it is given
+    /// up as a transient failure and retried.
+    pub process_timeout_seconds: u64,
 }
 
 impl Default for WorkerSettings {
@@ -151,6 +154,7 @@ impl Default for WorkerSettings {
             lease_seconds: 60,
             retry_initial_ms: 1_000,
             retry_max_ms: 300_000,
+            process_timeout_seconds: 300,
         }
     }
 }
@@ -448,6 +452,13 @@ impl Config {
                 "worker.lease_seconds",
                 w.lease_seconds.to_string(),
                 "must be at least 5",
+            ));
+        }
+        if w.process_timeout_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "worker.process_timeout_seconds",
+                "0",
+                "must be at least 1",
             ));
         }
         if w.retry_initial_ms == 0 || w.retry_initial_ms > w.retry_max_ms {

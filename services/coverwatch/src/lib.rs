@@ -9,6 +9,7 @@ mod grpc;
 mod http;
 pub mod providers;
 mod requirements;
+pub mod supervisor;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;
