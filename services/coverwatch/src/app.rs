@@ -197,11 +197,15 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         let engine = worker_engine.clone();
         async move { engine.run_inbox_worker(shutdown).await }
     }));
-    let listener_engine = engine.clone();
-    tasks.push(supervisor.spawn("event listener", move |shutdown| {
-        let engine = listener_engine.clone();
-        async move { engine.run_event_listener(shutdown).await }
-    }));
+    // Other replicas' commits reach us only through PostgreSQL notifications. On SQLite every
+    // writer is this process: there is nothing to listen to, and the listener returns at once.
+    if config.database_url.starts_with("postgres") {
+        let listener_engine = engine.clone();
+        tasks.push(supervisor.spawn("event listener", move |shutdown| {
+            let engine = listener_engine.clone();
+            async move { engine.run_event_listener(shutdown).await }
+        }));
+    }
     let retention_engine = engine.clone();
     tasks.push(supervisor.spawn("retention", move |shutdown| {
         let engine = retention_engine.clone();
