@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use coverwatch::auth::hash_key;
 use coverwatch_core::policy::{Address, PolicyStatus};
-use coverwatch_engine::ProviderRegistry;
+use coverwatch_engine::{ProviderRegistry, WorkerConfig};
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_tests::fake_provider::FakeProvider;
 use coverwatch_tests::flows::{get_link, kinds, link_events, wait_for_event, wait_for_state};
 use coverwatch_tests::health::{HealthCheckRequest, HealthClient};
 use coverwatch_tests::{
-    Client, RequirementsClient, TENANT_A, TENANT_B, TestServer, eventually, test_config, v1,
+    Client, RequirementsClient, TENANT_A, TENANT_B, TestServer, eventually, fast_worker,
+    test_config, v1,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -296,6 +297,72 @@ async fn a_poisoned_link_fails_alone_while_another_tenants_links_are_processed()
     // Health is honest: the failure was one delivery's, and the service serves.
     assert_eq!(health_of(&server, "").await, SERVING);
     assert_eq!(readyz(&server).await, (200, "ready".to_owned()));
+
+    // Once the bug is fixed the operator replays the dead delivery, and the link completes and
+    // is checked: nothing of the panicking attempts (the link's lock among them) stayed held.
+    fake.state.lock().unwrap().panic_fetching.clear();
+    admin
+        .clone()
+        .replay_delivery(v1::ReplayDeliveryRequest {
+            delivery_id: poison.clone(),
+        })
+        .await
+        .expect("ReplayDelivery");
+    wait_for_delivery(&admin, &poison, v1::DeliveryStatus::Done).await;
+    wait_for_event(&client_a, &poisoned.id, K::PolicyRequirementsMet).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_vendor_call_that_hangs_times_out_and_the_delivery_is_retried() {
+    let fake = FakeProvider::default();
+    let registry = ProviderRegistry::new().register(Arc::new(fake.clone()));
+    let mut config = test_config().await;
+    config.admin_api_key_sha256 = vec![hash_key(ADMIN_KEY)];
+    let server = TestServer::start_with(
+        config,
+        coverwatch::Overrides {
+            providers: Some(registry),
+            worker: Some(WorkerConfig {
+                process_timeout: Duration::from_millis(300),
+                max_attempts: 100,
+                ..fast_worker()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let admin =
+        AdminServiceClient::with_interceptor(server.channel().await, Bearer(ADMIN_KEY.to_owned()));
+    let client = server.client(TENANT_A).await;
+    let link = start_link(&client, "user", None).await;
+    // Far longer than a unit may take: without the limit the worker would wait for it.
+    fake.state.lock().unwrap().fetch_latency = Duration::from_secs(3600);
+    let id = deliver(
+        &server,
+        &fake.webhook_url(&link.id),
+        json!({"id": "evt-slow", "type": "completed", "account": "acc-slow"}),
+    )
+    .await;
+    let retried = eventually("the hanging attempt to be given up", DEADLINE, || async {
+        let delivery = get_delivery(&admin, &id).await;
+        delivery
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e == "timed out after 0.3s")
+            .then_some(delivery)
+    })
+    .await;
+    assert_eq!(
+        retried.status(),
+        v1::DeliveryStatus::Pending,
+        "kept for a retry"
+    );
+
+    // The vendor answers again: the next attempt links the account.
+    fake.state.lock().unwrap().fetch_latency = Duration::ZERO;
+    wait_for_delivery(&admin, &id, v1::DeliveryStatus::Done).await;
+    wait_for_state(&client, &link.id, v1::LinkState::Active).await;
     server.stop().await;
 }
 
