@@ -567,6 +567,19 @@ mod tests {
         );
         assert!(err.contains("tenants[0].api_key_sha256[0]"), "{err}");
 
+        let err = with_env(
+            &[("COVERWATCH_WORKER__PROCESS_TIMEOUT_SECONDS", "0")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("worker.process_timeout_seconds") && err.contains("at least 1"),
+            "{err}"
+        );
+
         let err = with_env(&[("COVERWATCH_GRPC_PORT", "1")], || {
             Config::load(Path::new("absent.toml"))
                 .unwrap_err()
