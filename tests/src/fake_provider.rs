@@ -8,16 +8,20 @@
 //! Its deliveries are JSON: `{"id": "...", "type": "...", "account": "...", "policy": {...}}`
 //! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, and anything else
 //! treated as unknown.
+//!
+//! It can also be a *buggy* provider, to prove that one poisoned input fails alone: it panics
+//! parsing a delivery that names an account of `FakeState::panic_parsing`, and reading the data
+//! of an account of `FakeState::panic_fetching`, as a vendor crate with a parsing bug would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use coverwatch_core::event::{FailureReason, ProviderDetail, ReconnectReason};
 use coverwatch_core::policy::{
-    Account, AccountSnapshot, Carrier, ConnectionStatus, Policy, PolicySnapshot, PolicyStatus,
-    PolicyTerm, PolicyType,
+    Account, AccountSnapshot, Address, Carrier, ConnectionStatus, Policy, PolicySnapshot,
+    PolicyStatus, PolicyTerm, PolicyType,
 };
 use coverwatch_core::provider::{
     Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
@@ -47,6 +51,12 @@ pub struct FakeState {
     /// Fetches running now, and the most that ever ran at once.
     pub fetches_in_flight: u32,
     pub max_fetches_in_flight: u32,
+    /// Accounts whose deliveries `parse_webhook` panics on.
+    pub panic_parsing: BTreeSet<String>,
+    /// Accounts whose data `fetch` panics on.
+    pub panic_fetching: BTreeSet<String>,
+    /// Accounts served a homeowners policy on this address instead of an auto policy.
+    pub homes: BTreeMap<String, Address>,
 }
 
 #[derive(Clone, Default)]
@@ -79,18 +89,23 @@ impl FakeProvider {
     }
 
     fn policy(&self, account: &str) -> PolicySnapshot {
-        let status = self
-            .state
-            .lock()
-            .unwrap()
-            .statuses
-            .get(account)
-            .copied()
-            .unwrap_or(PolicyStatus::Active);
+        let (status, home) = {
+            let state = self.state.lock().unwrap();
+            let status = state
+                .statuses
+                .get(account)
+                .copied()
+                .unwrap_or(PolicyStatus::Active);
+            (status, state.homes.get(account).cloned())
+        };
+        let policy_type = match home {
+            Some(_) => PolicyType::Homeowners,
+            None => PolicyType::Auto,
+        };
         PolicySnapshot {
             policy: Policy {
                 external_id: format!("pol-{account}"),
-                policy_type: PolicyType::Auto,
+                policy_type,
                 carrier: Carrier {
                     id: "fake-carrier".into(),
                     name: Some("Fake Carrier".into()),
@@ -101,7 +116,7 @@ impl FakeProvider {
                 expiration_date: None,
                 cancelled_date: None,
                 premium_cents: Some(123_456),
-                address: None,
+                address: home,
                 vehicles: vec![],
                 dwellings: vec![],
                 coverages: vec![],
@@ -209,6 +224,12 @@ impl Provider for FakeProvider {
             })?;
         let kind = body["type"].as_str().unwrap_or_default().to_owned();
         let account = body["account"].as_str().unwrap_or("acc-1").to_owned();
+        // Decided under the lock, raised after it is released: a test double that poisoned its
+        // own mutex would fail every later call, which is not the bug being simulated.
+        let poisoned = self.state.lock().unwrap().panic_parsing.contains(&account);
+        if poisoned {
+            panic!("fake provider cannot parse the delivery for account {account}");
+        }
         let attribution = if self.team_wide {
             Attribution::External {
                 kind: "account".into(),
@@ -272,12 +293,26 @@ impl Provider for FakeProvider {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        self.state.lock().unwrap().fetches_in_flight -= 1;
         let account = access
             .external_ids
             .get("account")
             .cloned()
             .unwrap_or_default();
+        let poisoned = {
+            let mut state = self.state.lock().unwrap();
+            state.fetches_in_flight -= 1;
+            state.panic_fetching.contains(&account)
+        };
+        if poisoned {
+            let postal_code = self
+                .policy(&account)
+                .policy
+                .address
+                .and_then(|a| a.postal_code);
+            panic!(
+                "fake provider cannot normalize the data of account {account} (postal code {postal_code:?})"
+            );
+        }
         Ok(FetchedData {
             account: Some(AccountSnapshot {
                 account: Account {

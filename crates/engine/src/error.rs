@@ -22,6 +22,10 @@ pub enum EngineError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Store(StoreError),
+    /// A unit of work (a requirement evaluation, say) panicked; the panic was caught at its
+    /// boundary, nothing of the unit was kept, and the message is the panic's.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 impl From<StoreError> for EngineError {
@@ -55,11 +59,14 @@ impl EngineError {
         }
     }
 
-    /// Worth trying again later (the database or the vendor is unavailable).
+    /// Worth trying again later (the database or the vendor is unavailable). A panic counts:
+    /// it may come from a state that passes (a vendor answer, a race), and retrying is bounded
+    /// by the delivery's `max_attempts` like any other transient failure.
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Provider(e) => e.is_retryable(),
             EngineError::Store(e) => e.is_unavailable(),
+            EngineError::Panicked(_) => true,
             _ => false,
         }
     }

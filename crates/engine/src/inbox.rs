@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::apply::Origin;
+use crate::isolation::{UnitFailure, isolated};
 use crate::{Engine, EngineError};
 
 /// Whether trying again later may succeed where this failed because of the database. Besides
@@ -224,13 +225,26 @@ impl Engine {
         }
     }
 
+    /// Process one delivery as a unit of its own: an error, a panic or a hang in it becomes
+    /// this delivery's failure (retried, then dead-lettered with the reason), never the
+    /// worker's, so one tenant's poisoned input cannot stop anyone else's deliveries.
     async fn process_delivery(&self, delivery: &ClaimedDelivery) -> Outcome {
-        match self.try_process(delivery).await {
-            Ok(outcome) => outcome,
-            Err(err) => Outcome::Failed {
+        let limit = self.inner.config.worker.process_timeout;
+        match isolated(limit, self.try_process(delivery)).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(err)) => Outcome::Failed {
                 transient: err.is_transient() || database_may_recover(&err),
                 error: err.to_string(),
             },
+            Err(failure) => {
+                if let UnitFailure::Panicked(message) = &failure {
+                    tracing::error!(delivery = %delivery.id, provider = %delivery.provider, panic = %message, "inbox: processing a delivery panicked; the delivery fails, the worker goes on");
+                }
+                Outcome::Failed {
+                    transient: true,
+                    error: failure.to_string(),
+                }
+            }
         }
     }
 

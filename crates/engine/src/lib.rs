@@ -7,6 +7,7 @@ mod apply;
 mod error;
 mod events;
 mod inbox;
+mod isolation;
 mod links;
 mod registry;
 mod requirements;
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 pub use admin::RetentionConfig;
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
+pub use isolation::{UnitFailure, panic_message};
 pub use links::{LinkRequest, StartedSession};
 pub use registry::ProviderRegistry;
 pub use requirements::{
@@ -48,6 +50,10 @@ pub struct WorkerConfig {
     pub backoff: Backoff,
     /// How often to look for work when nothing woke us (other replicas, retries coming due).
     pub idle_poll: Duration,
+    /// How long one unit of work (one delivery; one link in the sweep) may take before it is
+    /// given up as a transient failure, so that a vendor call or a lock that never answers
+    /// holds up that unit only.
+    pub process_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +66,7 @@ impl Default for WorkerConfig {
             max_attempts: 8,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             idle_poll: Duration::from_millis(500),
+            process_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! policy's history.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -14,10 +15,12 @@ use coverwatch_core::requirements::{
     transition_event,
 };
 use coverwatch_core::{Event, LinkId, LinkState, ProviderKind, TenantId};
-use coverwatch_store::{LinkRecord, LinkTx, PolicyVersion, StoredRequirementSet};
+use coverwatch_store::{DueLink, LinkRecord, LinkTx, PolicyVersion, StoredRequirementSet};
 use tokio::sync::watch;
 
 use crate::apply::{Origin, emit};
+use crate::inbox::database_may_recover;
+use crate::isolation::{UnitFailure, catch_panic, isolated};
 use crate::{Engine, EngineError};
 
 /// How the periodic sweep behaves.
@@ -66,6 +69,9 @@ pub struct PutSetOutcome {
 pub struct SweepReport {
     pub stale_reported: u32,
     pub evaluated: u32,
+    /// Links whose part of the round failed, panicked or timed out (each logged with its link);
+    /// the round went on with the others.
+    pub failed: u32,
 }
 
 /// One version of a policy with the changes from the version before it (none for the first).
@@ -105,7 +111,24 @@ pub(crate) async fn evaluate_in_tx(
         return Ok(None);
     };
     let policies = tx.current_policies().await?;
-    let evaluation = evaluate(&stored.set, &policies, now);
+    let evaluation = match catch_panic(|| evaluate(&stored.set, &policies, now)) {
+        Ok(evaluation) => evaluation,
+        Err(message) => {
+            let record = tx.record();
+            let link = record.link.id;
+            tracing::error!(%link, tenant = %record.link.tenant_id, set = %stored.set.id, panic = %message, "requirement evaluation panicked");
+            // Recorded as tried now, with the standing it had: a caller that keeps the
+            // transaction (the sweep) moves the link to the back of its queue, rather than
+            // picking the same poisoned link first on every round ahead of all others.
+            let status = record.link.requirements.as_ref().and_then(|a| a.status);
+            let revision = record.requirements_revision.unwrap_or(stored.revision);
+            tx.record_evaluation(revision, status, now);
+            return Err(EngineError::Panicked(format!(
+                "{message} (evaluating requirement set `{}` for link {link})",
+                stored.set.id
+            )));
+        }
+    };
     let record = tx.record();
     let previous = match &record.link.requirements {
         Some(attached) if record.requirements_revision == Some(stored.revision) => attached.status,
@@ -145,13 +168,18 @@ impl Engine {
                 let Some(last) = page.last().copied() else {
                     break;
                 };
+                let limit = self.inner.config.worker.process_timeout;
                 for link in page {
-                    match self.evaluate_now(tenant, &link, Utc::now()).await {
-                        Ok(Some(_)) => links_evaluated += 1,
-                        Ok(None) => {}
-                        // The link itself is fine; its next data or the sweep checks it again.
-                        Err(err) => {
+                    let check = self.evaluate_now(tenant, &link, Utc::now());
+                    match isolated(limit, check).await {
+                        Ok(Ok(Some(_))) => links_evaluated += 1,
+                        Ok(Ok(None)) => {}
+                        // The set is stored; the link's next data or the sweep checks it again.
+                        Ok(Err(err)) => {
                             tracing::warn!(%link, error = %err, "could not re-check link against replaced set")
+                        }
+                        Err(failure) => {
+                            tracing::error!(%link, error = %failure, "could not re-check link against replaced set")
                         }
                     }
                 }
@@ -366,13 +394,11 @@ impl Engine {
     }
 
     /// One round, as of `now`: report links that went stale (once per stale period) and check
-    /// links whose last check is older than `reevaluate_every`.
+    /// links whose last check is older than `reevaluate_every`. Each link is a unit of its own:
+    /// one that fails, panics or hangs is logged against that link and the round goes on. Only
+    /// a database error ends the round early (every other link would meet it too).
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
-        let origin = Origin {
-            occurred_at: now,
-            ..Origin::caller()
-        };
         for kind in self.inner.providers.kinds() {
             let window = self.stale_window(kind)?;
             let Some(before) = chrono::TimeDelta::from_std(window)
@@ -387,33 +413,14 @@ impl Engine {
                 .stale_candidates(kind, before, SWEEP_PAGE)
                 .await?;
             for link in due {
-                let Some(mut tx) = self
-                    .inner
-                    .store
-                    .begin_link_update(&link.tenant_id, &link.link_id)
+                let check = self.sweep_stale_link(&link, window, now);
+                if self
+                    .sweep_unit(&link, "stale check", check, &mut report)
                     .await?
-                else {
-                    continue;
-                };
-                // Decided again under the lock: fresh data may have arrived since the query.
-                let current = &tx.record().link;
-                let stale = current.state == LinkState::Active
-                    && is_stale(current.last_refreshed_at, current.created_at, window, now);
-                let mut events = Vec::new();
-                if stale_action(current.stale_since.is_some(), stale) == StaleAction::Emit {
-                    let last_refreshed_at = current.last_refreshed_at;
-                    emit(
-                        &mut tx,
-                        &origin,
-                        EventPayload::Stale { last_refreshed_at },
-                        &mut events,
-                    )
-                    .await?;
-                    tx.set_stale_since(Some(now));
+                    == Some(true)
+                {
                     report.stale_reported += 1;
                 }
-                tx.commit().await?;
-                self.announce(&events);
             }
         }
         let Some(before) = chrono::TimeDelta::from_std(self.inner.config.sweep.reevaluate_every)
@@ -428,15 +435,117 @@ impl Engine {
             .links_due_for_evaluation(before, SWEEP_PAGE)
             .await?;
         for link in due {
+            let check = self.sweep_evaluate(&link, now);
             if self
-                .evaluate_now(&link.tenant_id, &link.link_id, now)
+                .sweep_unit(&link, "requirement check", check, &mut report)
                 .await?
-                .is_some()
+                == Some(true)
             {
                 report.evaluated += 1;
             }
         }
         Ok(report)
+    }
+
+    /// Run one link's part of the sweep under the unit time limit, catching a panic. `None`:
+    /// it failed, was logged with the link and counted; the round goes on.
+    async fn sweep_unit<T>(
+        &self,
+        link: &DueLink,
+        what: &'static str,
+        work: impl Future<Output = Result<T, EngineError>>,
+        report: &mut SweepReport,
+    ) -> Result<Option<T>, EngineError> {
+        let limit = self.inner.config.worker.process_timeout;
+        let failure = match isolated(limit, work).await {
+            Ok(Ok(done)) => return Ok(Some(done)),
+            Ok(Err(err)) if database_may_recover(&err) => return Err(err),
+            Ok(Err(err)) => err.to_string(),
+            Err(failure @ UnitFailure::TimedOut(_)) => failure.to_string(),
+            Err(failure @ UnitFailure::Panicked(_)) => {
+                tracing::error!(link = %link.link_id, tenant = %link.tenant_id, error = %failure, "sweep: {what} of a link panicked; the round goes on");
+                report.failed += 1;
+                return Ok(None);
+            }
+        };
+        tracing::warn!(link = %link.link_id, tenant = %link.tenant_id, error = %failure, "sweep: {what} of a link failed; the round goes on");
+        report.failed += 1;
+        Ok(None)
+    }
+
+    /// Emit `link.stale` for the link if it is (still) stale; whether it did.
+    async fn sweep_stale_link(
+        &self,
+        link: &DueLink,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        let Some(mut tx) = self
+            .inner
+            .store
+            .begin_link_update(&link.tenant_id, &link.link_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        // Decided again under the lock: fresh data may have arrived since the query.
+        let current = &tx.record().link;
+        let stale = current.state == LinkState::Active
+            && is_stale(current.last_refreshed_at, current.created_at, window, now);
+        let mut events = Vec::new();
+        let emitted = stale_action(current.stale_since.is_some(), stale) == StaleAction::Emit;
+        if emitted {
+            let last_refreshed_at = current.last_refreshed_at;
+            let origin = Origin {
+                occurred_at: now,
+                ..Origin::caller()
+            };
+            emit(
+                &mut tx,
+                &origin,
+                EventPayload::Stale { last_refreshed_at },
+                &mut events,
+            )
+            .await?;
+            tx.set_stale_since(Some(now));
+        }
+        tx.commit().await?;
+        self.announce(&events);
+        Ok(emitted)
+    }
+
+    /// The sweep's periodic check of one link; whether it was checked. A check that panicked
+    /// is kept as tried now (see [`evaluate_in_tx`]), then reported as the failure it is.
+    async fn sweep_evaluate(
+        &self,
+        link: &DueLink,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        let Some(mut tx) = self
+            .inner
+            .store
+            .begin_link_update(&link.tenant_id, &link.link_id)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let mut events = Vec::new();
+        let origin = Origin {
+            occurred_at: now,
+            ..Origin::caller()
+        };
+        match evaluate_in_tx(&mut tx, &origin, &mut events, now).await {
+            Ok(evaluation) => {
+                tx.commit().await?;
+                self.announce(&events);
+                Ok(evaluation.is_some())
+            }
+            Err(panicked @ EngineError::Panicked(_)) => {
+                tx.commit().await?;
+                Err(panicked)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// How long links of `kind` may go without fresh data.

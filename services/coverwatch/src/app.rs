@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tonic_health::ServingStatus;
 
 use crate::admin::{AdminApi, AdminKeys};
 use crate::auth::{ApiKeys, DevKey};
@@ -28,6 +27,7 @@ use crate::config::Config;
 use crate::grpc::{CallLimitsLayer, MonitoringApi};
 use crate::http::{ListenerLimits, RefusalCounts, Refusals, Webhooks};
 use crate::requirements::RequirementsApi;
+use crate::supervisor::{RESTART_BACKOFF, Supervisor, TaskHealth};
 
 /// How long a client may take to complete a TLS handshake with the gRPC listener.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +56,7 @@ pub struct App {
     webhook_refusals: Arc<Refusals>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    supervisor: Supervisor,
     grace: Duration,
 }
 
@@ -141,6 +142,7 @@ fn worker_config(config: &Config) -> WorkerConfig {
         concurrency: w.concurrency,
         max_attempts: w.max_attempts,
         lease: Duration::from_secs(w.lease_seconds),
+        process_timeout: Duration::from_secs(w.process_timeout_seconds),
         backoff: Backoff::new(
             Duration::from_millis(w.retry_initial_ms),
             Duration::from_millis(w.retry_max_ms),
@@ -205,35 +207,39 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let worker_engine = engine.clone();
-    let worker_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        worker_engine.run_inbox_worker(worker_shutdown).await;
-    }));
-    let listener_engine = engine.clone();
-    let listener_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        listener_engine.run_event_listener(listener_shutdown).await;
-    }));
-    let retention_engine = engine.clone();
-    let retention_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        retention_engine.run_retention(retention_shutdown).await;
-    }));
-
-    let sweep_engine = engine.clone();
-    let sweep_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        sweep_engine.run_sweep(sweep_shutdown).await;
-    }));
-
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    report_health(&health_reporter, ServingStatus::Serving).await;
-    tasks.push(tokio::spawn(watch_health(
-        engine.clone(),
-        health_reporter,
-        shutdown_rx.clone(),
-    )));
+    let health = TaskHealth::new(health_reporter, health_service_names());
+    health.publish().await;
+    let supervisor = Supervisor::new(health.clone(), shutdown_rx.clone(), RESTART_BACKOFF);
+    let worker_engine = engine.clone();
+    tasks.push(supervisor.spawn("inbox worker", move |shutdown| {
+        let engine = worker_engine.clone();
+        async move { engine.run_inbox_worker(shutdown).await }
+    }));
+    // Other replicas' commits reach us only through PostgreSQL notifications. On SQLite every
+    // writer is this process: there is nothing to listen to, and the listener returns at once.
+    if config.database_url.starts_with("postgres") {
+        let listener_engine = engine.clone();
+        tasks.push(supervisor.spawn("event listener", move |shutdown| {
+            let engine = listener_engine.clone();
+            async move { engine.run_event_listener(shutdown).await }
+        }));
+    }
+    let retention_engine = engine.clone();
+    tasks.push(supervisor.spawn("retention", move |shutdown| {
+        let engine = retention_engine.clone();
+        async move { engine.run_retention(shutdown).await }
+    }));
+    let sweep_engine = engine.clone();
+    tasks.push(supervisor.spawn("sweep", move |shutdown| {
+        let engine = sweep_engine.clone();
+        async move { engine.run_sweep(shutdown).await }
+    }));
+    let (health_engine, watched) = (engine.clone(), health.clone());
+    tasks.push(supervisor.spawn("health watcher", move |shutdown| {
+        watch_health(health_engine.clone(), watched.clone(), shutdown)
+    }));
+
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(coverwatch_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -293,6 +299,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let webhook_refusals = Arc::new(Refusals::default());
     let router = crate::http::router(
         engine.clone(),
+        health.clone(),
         Webhooks {
             body_read_timeout: Duration::from_secs(config.http.body_read_timeout_seconds),
             refusals: webhook_refusals.clone(),
@@ -320,31 +327,26 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         webhook_refusals,
         shutdown,
         tasks,
+        supervisor,
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     })
 }
 
 /// Every service we host, and the server as a whole (the empty name), share one status: each
-/// needs the database.
-async fn report_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+/// needs the database and the background tasks that work off what it accepts.
+fn health_service_names() -> Vec<&'static str> {
     use tonic::server::NamedService;
-    for name in [
+    vec![
         "",
         MonitoringServiceServer::<MonitoringApi>::NAME,
         RequirementsServiceServer::<RequirementsApi>::NAME,
         AdminServiceServer::<AdminApi>::NAME,
-    ] {
-        reporter.set_service_status(name, status).await;
-    }
+    ]
 }
 
 /// Report NOT_SERVING while the database is unreachable, so load balancers and clients that
 /// watch health stop sending work we cannot store.
-async fn watch_health(
-    engine: Engine,
-    reporter: tonic_health::server::HealthReporter,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn watch_health(engine: Engine, health: TaskHealth, mut shutdown: watch::Receiver<bool>) {
     let mut serving = true;
     loop {
         tokio::select! {
@@ -356,12 +358,11 @@ async fn watch_health(
             serving = ok;
             if ok {
                 tracing::info!("database reachable again: serving");
-                report_health(&reporter, ServingStatus::Serving).await;
             } else {
                 tracing::warn!("database unreachable: not serving");
-                report_health(&reporter, ServingStatus::NotServing).await;
             }
         }
+        health.set_database_reachable(ok).await;
     }
 }
 
@@ -369,6 +370,17 @@ impl App {
     /// Unauthenticated webhook deliveries refused so far, and the log lines that reported them.
     pub fn webhook_refusals(&self) -> RefusalCounts {
         self.webhook_refusals.counts()
+    }
+
+    /// Run one more required task under the same supervision as the built-in ones: restarted
+    /// when it stops, and the service reported not ready while it is down. The task is given
+    /// the shutdown signal and must return once it turns true.
+    pub fn supervise<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnMut(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(self.supervisor.spawn(name, task));
     }
 
     /// Stop accepting, let in-flight requests and the current inbox batch finish, then return.

@@ -231,6 +231,9 @@ pub struct WorkerSettings {
     pub lease_seconds: u64,
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// How long processing one delivery (or one link in the sweep) may take before it is given
+    /// up as a transient failure and retried.
+    pub process_timeout_seconds: u64,
 }
 
 impl Default for WorkerSettings {
@@ -241,6 +244,7 @@ impl Default for WorkerSettings {
             lease_seconds: 60,
             retry_initial_ms: 1_000,
             retry_max_ms: 300_000,
+            process_timeout_seconds: 300,
         }
     }
 }
@@ -566,6 +570,13 @@ impl Config {
                 "must be at least 5",
             ));
         }
+        if w.process_timeout_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "worker.process_timeout_seconds",
+                "0",
+                "must be at least 1",
+            ));
+        }
         if w.retry_initial_ms == 0 || w.retry_initial_ms > w.retry_max_ms {
             return Err(ConfigError::invalid(
                 "worker.retry_initial_ms",
@@ -802,6 +813,19 @@ mod tests {
             },
         );
         assert!(err.contains("tenants[0].api_key_sha256[0]"), "{err}");
+
+        let err = with_env(
+            &[("COVERWATCH_WORKER__PROCESS_TIMEOUT_SECONDS", "0")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("worker.process_timeout_seconds") && err.contains("at least 1"),
+            "{err}"
+        );
 
         let err = with_env(&[("COVERWATCH_GRPC_PORT", "1")], || {
             Config::load(Path::new("absent.toml"))

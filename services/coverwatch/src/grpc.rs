@@ -71,6 +71,11 @@ pub fn status(err: EngineError) -> Status {
             tracing::error!(error = %e, "store error");
             Status::internal("internal storage error")
         }
+        // A panic message may quote any data the failing code held; it goes to the log only.
+        EngineError::Panicked(message) => {
+            tracing::error!(panic = %message, "request failed: a panic was caught");
+            Status::internal("internal error; nothing was changed")
+        }
         EngineError::Provider(provider_error) => {
             let message = err.to_string();
             let status = match provider_error {

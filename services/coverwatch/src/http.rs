@@ -25,6 +25,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::supervisor::TaskHealth;
+
 /// Bodies past this are refused with `413` before they reach the engine's own size check.
 const BODY_LIMIT: usize = coverwatch_engine::MAX_WEBHOOK_BYTES;
 
@@ -92,7 +94,7 @@ impl Refusals {
     }
 }
 
-pub fn router(engine: Engine, webhooks: Webhooks) -> Router {
+pub fn router(engine: Engine, health: TaskHealth, webhooks: Webhooks) -> Router {
     Router::new()
         .route("/webhooks/{provider}", post(webhook_without_path))
         .route("/webhooks/{provider}/{*path}", post(webhook_with_path))
@@ -100,6 +102,7 @@ pub fn router(engine: Engine, webhooks: Webhooks) -> Router {
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(Extension(webhooks))
+        .layer(Extension(health))
         .with_state(engine)
 }
 
@@ -294,7 +297,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(engine): State<Engine>) -> Response {
+/// Ready when every required background task runs and the database answers; otherwise `503`
+/// saying which is not. How a task stopped (its panic message may quote any data) is in the
+/// log only: this listener is public.
+async fn readyz(
+    State(engine): State<Engine>,
+    Extension(health): Extension<TaskHealth>,
+) -> Response {
+    let down: Vec<&str> = health.down_tasks().iter().map(|(name, _)| *name).collect();
+    if !down.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("required task down: {}", down.join(", ")),
+        )
+            .into_response();
+    }
     match engine.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {

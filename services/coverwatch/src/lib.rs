@@ -10,6 +10,7 @@ mod http;
 pub mod providers;
 mod requirements;
 pub mod tls;
+pub mod supervisor;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;
