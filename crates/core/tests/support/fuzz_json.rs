@@ -85,36 +85,62 @@ pub fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An integer of any magnitude, each bit length alike: a uniform `u64` is almost always
+/// past 2^60 and never in the range where a duration still converts but a date overflows.
+pub fn magnitude() -> impl Strategy<Value = u64> {
+    (0u32..=64).prop_flat_map(|bits| match bits {
+        0 => Just(0u64).boxed(),
+        64 => (1u64 << 63..=u64::MAX).boxed(),
+        bits => (1u64 << (bits - 1)..1u64 << bits).boxed(),
+    })
+}
+
 /// Numbers at the edges of what the parsers convert: the integer limits, floats that overflow
 /// an `i64` once multiplied by 100, the smallest and largest finite floats.
 pub fn number() -> impl Strategy<Value = Value> {
     prop_oneof![
+        magnitude().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         any::<f64>().prop_filter_map("JSON numbers are finite", |f| {
             Number::from_f64(f).map(Value::Number)
         }),
-        prop::sample::select(&[0, -1, 1, i64::MAX, i64::MIN, i64::MAX / 100, i64::MIN / 100][..])
-            .prop_map(Value::from),
+        prop::sample::select(vec![
+            0,
+            -1,
+            1,
+            i64::MAX,
+            i64::MIN,
+            i64::MAX / 100,
+            i64::MIN / 100,
+            // Powers of ten: seconds or milliseconds that fit one type and overflow the next.
+            1_000,
+            1_000_000,
+            1_000_000_000,
+            1_000_000_000_000,
+            10_000_000_000_000,
+            1_000_000_000_000_000,
+            10_000_000_000_000_000,
+            1_000_000_000_000_000_000,
+        ])
+        .prop_map(Value::from),
         Just(Value::from(u64::MAX)),
-        prop::sample::select(
-            &[
-                0.5,
-                -0.5,
-                1e15,
-                1e15 + 0.5,
-                -1e15,
-                9.3e16,
-                9.3e18,
-                -9.3e18,
-                1e300,
-                -1e300,
-                f64::MAX,
-                f64::MIN,
-                f64::MIN_POSITIVE,
-                f64::EPSILON,
-            ][..]
-        )
+        prop::sample::select(vec![
+            0.5,
+            -0.5,
+            1e15,
+            1e15 + 0.5,
+            -1e15,
+            9.3e16,
+            9.3e18,
+            -9.3e18,
+            1e300,
+            -1e300,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+        ])
         .prop_map(Value::from),
     ]
 }
