@@ -496,9 +496,9 @@ impl Config {
 }
 
 /// figment 0.10 reads a quoted variable value with escapes by cutting it at a character count
-/// used as a byte index, so a non-ASCII character before a `\\` panics (or silently drops
-/// characters). Such a value is refused with its variable named; `\\uXXXX` escapes say the
-/// same thing in ASCII.
+/// used as a byte index, so a non-ASCII character before a `\` panics (or silently drops
+/// characters). Such a value is refused with its variable named; `\uXXXX` escapes say the same
+/// thing in ASCII.
 fn check_variables(variables: &Env) -> Result<(), ConfigError> {
     for (key, value) in variables.iter() {
         if value.contains('"') && value.contains('\\') && !value.is_ascii() {

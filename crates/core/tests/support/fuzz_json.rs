@@ -1,4 +1,4 @@
-//! Strategies shared by the parser property tests (`crates/*/tests/fuzz*.rs` include this file
+//! Strategies shared by the parser property tests (the `fuzz*.rs` test files include this file
 //! with `#[path]`): hostile text, arbitrary JSON, and mutations of real payloads.
 //!
 //! Real payloads matter more than random ones: a random document almost never looks like a
