@@ -92,8 +92,9 @@ pub fn verify_signature(
     if !matched {
         return Err(WebhookRejection::BadSignature);
     }
-    let age = webhook.received_at.timestamp() - timestamp;
-    if age.abs() > tolerance_seconds {
+    // `t` is whatever the sender wrote: saturate, a `t` near the i64 limits must not overflow.
+    let age = webhook.received_at.timestamp().saturating_sub(timestamp);
+    if age.saturating_abs() > tolerance_seconds {
         return Err(WebhookRejection::StaleTimestamp {
             age_seconds: age,
             tolerance_seconds,
@@ -480,6 +481,21 @@ mod tests {
             })
         ));
         authenticate(&signed(b"{}", NOW + 300), &secrets(&[SECRET]), 300).unwrap();
+    }
+
+    /// Found by `tests/fuzz.rs`: a correctly signed `t` at the i64 limit overflowed the age
+    /// computation and panicked the listener.
+    #[test]
+    fn a_signed_timestamp_at_the_i64_limits_is_stale_not_a_panic() {
+        for t in [i64::MIN, i64::MAX] {
+            let r = authenticate(&signed(b"{}", t), &secrets(&[SECRET]), 300);
+            assert!(
+                matches!(r, Err(WebhookRejection::StaleTimestamp { age_seconds, .. }) if age_seconds.unsigned_abs() > 300),
+                "{t}: {r:?}"
+            );
+        }
+        // The widest tolerance (a configured one too large for i64) takes any age.
+        authenticate(&signed(b"{}", i64::MIN), &secrets(&[SECRET]), i64::MAX).unwrap();
     }
 
     #[test]

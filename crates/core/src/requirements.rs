@@ -296,6 +296,13 @@ impl RequirementSet {
             .keys()
             .find(|k| !["id", "name", "rules"].contains(&k.as_str()))
         {
+            // An empty key cannot name itself as the path.
+            if key.is_empty() {
+                return Err(RuleError::new(
+                    "$",
+                    "unknown field \"\" (expected id, name, rules)",
+                ));
+            }
             return Err(RuleError::new(
                 key.clone(),
                 "unknown field (expected id, name, rules)",
@@ -1178,7 +1185,9 @@ fn vehicle_name(v: &Vehicle) -> String {
 }
 
 fn expires_ahead(policy: &Policy, days: u32, now: DateTime<Utc>) -> Verdict {
-    let required = now + TimeDelta::days(i64::from(days));
+    // Validation keeps `days` to ten years, but a stored set is read back without it and `now`
+    // is any time. `None`: the term would have to end past chrono's last instant; none does.
+    let required = now.checked_add_signed(TimeDelta::days(i64::from(days)));
     let describe = |verb: &str, end: DateTime<Utc>| {
         format!("{verb} {}, {} days ahead", day(end), (end - now).num_days())
     };
@@ -1194,7 +1203,7 @@ fn expires_ahead(policy: &Policy, days: u32, now: DateTime<Utc>) -> Verdict {
             "expires"
         }
     };
-    if let Some(end) = end.filter(|end| *end < required) {
+    if let Some(end) = end.filter(|end| required.is_none_or(|required| *end < required)) {
         return Verdict::fail(describe(verb(end), end));
     }
     if policy.expiration_date.is_none() {
@@ -2031,6 +2040,25 @@ mod tests {
         let outcome = one(days(30), &[open]);
         assert_eq!(outcome.result, RuleResult::Unknown);
         assert_eq!(observed(&outcome), "p: no expiration date");
+    }
+
+    /// Found by `tests/fuzz_requirements.rs`: `now + days` past chrono's range panicked the
+    /// worker evaluating a stored set read back without validation.
+    #[test]
+    fn days_ahead_past_the_last_representable_date_fail_without_a_panic() {
+        let outcome = one(
+            Rule::ExpiresAtLeastDaysAhead { days: u32::MAX },
+            &[auto("p")],
+        );
+        assert_eq!(outcome.result, RuleResult::Fail);
+        assert_eq!(observed(&outcome), "p: expires 2025-07-01, 166 days ahead");
+        let mut forever = auto("p");
+        forever.expiration_date = Some(DateTime::<Utc>::MAX_UTC);
+        let set = set(vec![Rule::ExpiresAtLeastDaysAhead { days: 30 }]);
+        let late = DateTime::<Utc>::MAX_UTC - TimeDelta::days(1);
+        forever.effective_date = Some(late);
+        let evaluation = evaluate(&set, &[forever], late);
+        assert_eq!(evaluation.outcomes[0].result, RuleResult::Fail);
     }
 
     #[test]
@@ -3018,6 +3046,11 @@ mod tests {
         assert_eq!(
             parse_error(json!({"id": "s", "name": "S", "rules": [], "tenant": "t"})),
             "tenant: unknown field (expected id, name, rules)"
+        );
+        // Found by `tests/fuzz_requirements.rs`: an empty key left the error with no path.
+        assert_eq!(
+            parse_error(json!({"id": "s", "name": "S", "rules": [], "": 1})),
+            "$: unknown field \"\" (expected id, name, rules)"
         );
         assert_eq!(parse_error(json!([])), "$: must be a JSON object");
         let message = RequirementSet::from_json("{\"id\": ").unwrap_err();

@@ -11,6 +11,17 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://coverwatch.db?mode=rwc";
 
+// Upper bounds far past any sensible setting. The service adds these durations to the current
+// time, so a value past them would be accepted here and overflow later, in a worker.
+/// A claimed delivery stays with its worker at most a day.
+pub const MAX_LEASE_SECONDS: u64 = 86_400;
+/// Retries are spaced at most a day apart.
+pub const MAX_RETRY_MS: u64 = 86_400_000;
+/// Links with a requirement set are checked again at least once a year.
+pub const MAX_RECHECK_MINUTES: u64 = 365 * 24 * 60;
+/// A Canopy monitoring interval of at most ten years (Canopy's own floor is 30 days).
+pub const MAX_MONITORING_DAYS: u64 = 3650;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -357,6 +368,7 @@ impl Default for Config {
 impl Config {
     /// Defaults, then `path` (when it exists), then `COVERWATCH_*` variables.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        check_variables(&Self::variables())?;
         let figment = Self::figment(path);
         figment
             .extract::<Config>()
@@ -364,10 +376,14 @@ impl Config {
             .and_then(|config| config.validated())
     }
 
+    fn variables() -> Env {
+        Env::prefixed("COVERWATCH_").split("__")
+    }
+
     fn figment(path: &Path) -> Figment {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(path))
-            .merge(Env::prefixed("COVERWATCH_").split("__"))
+            .merge(Self::variables())
     }
 
     pub fn public_base_url(&self) -> String {
@@ -516,6 +532,15 @@ impl Config {
             }
         }
         crate::providers::validate(&self)?;
+        let interval =
+            coverwatch_canopy::config::IsoDuration::parse(&self.canopy_monitoring_interval);
+        if interval.is_some_and(|i| i.shortest().as_secs() > MAX_MONITORING_DAYS * 86_400) {
+            return Err(ConfigError::invalid(
+                "canopy_monitoring_interval",
+                &self.canopy_monitoring_interval,
+                format!("must be at most {MAX_MONITORING_DAYS} days"),
+            ));
+        }
         let sweep = &self.sweep;
         if sweep.interval_seconds == 0 {
             return Err(ConfigError::invalid(
@@ -524,11 +549,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if sweep.requirements_recheck_minutes == 0 {
+        if sweep.requirements_recheck_minutes == 0
+            || sweep.requirements_recheck_minutes > MAX_RECHECK_MINUTES
+        {
             return Err(ConfigError::invalid(
                 "sweep.requirements_recheck_minutes",
-                "0",
-                "must be at least 1",
+                sweep.requirements_recheck_minutes.to_string(),
+                format!("must be 1 to {MAX_RECHECK_MINUTES} minutes (a year)"),
             ));
         }
         for (provider, hours) in &sweep.stale_after_hours {
@@ -563,11 +590,18 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if w.lease_seconds < 5 {
+        if !(5..=MAX_LEASE_SECONDS).contains(&w.lease_seconds) {
             return Err(ConfigError::invalid(
                 "worker.lease_seconds",
                 w.lease_seconds.to_string(),
-                "must be at least 5",
+                format!("must be 5 to {MAX_LEASE_SECONDS} seconds (a day)"),
+            ));
+        }
+        if w.retry_max_ms > MAX_RETRY_MS {
+            return Err(ConfigError::invalid(
+                "worker.retry_max_ms",
+                w.retry_max_ms.to_string(),
+                format!("must be at most {MAX_RETRY_MS} ms (a day)"),
             ));
         }
         if w.process_timeout_seconds == 0 {
@@ -718,6 +752,23 @@ impl Config {
     }
 }
 
+/// figment 0.10 reads a quoted variable value with escapes by cutting it at a character count
+/// used as a byte index, so a non-ASCII character before a `\` panics (or silently drops
+/// characters). Such a value is refused with its variable named; `\uXXXX` escapes say the same
+/// thing in ASCII.
+fn check_variables(variables: &Env) -> Result<(), ConfigError> {
+    for (key, value) in variables.iter() {
+        if value.contains('"') && value.contains('\\') && !value.is_ascii() {
+            return Err(ConfigError::invalid(
+                format!("{key} (environment)"),
+                "…",
+                "a quoted value with `\\` escapes must be ASCII: write other characters as \\uXXXX",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A configured key hash must be the SHA-256 of a key, never the key itself.
 fn check_key_hash(key: &str, hash: &str) -> Result<(), ConfigError> {
     if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -862,6 +913,85 @@ mod tests {
             err.contains("axle") && err.contains("base_url") && !err.contains("s3cret"),
             "{err}"
         );
+    }
+
+    /// Found by `tests/fuzz_config.rs`: figment panicked on this variable ("byte index 2 is not
+    /// a char boundary") before anything was logged.
+    #[test]
+    fn a_quoted_variable_with_unicode_before_an_escape_is_refused_not_a_panic() {
+        let err = with_env(&[("COVERWATCH_DEV_API_KEY", "\"ລਭ\\\"\"")], || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(
+            err.contains("`dev_api_key (environment)`") && err.contains("\\uXXXX"),
+            "{err}"
+        );
+        // The same text in ASCII escapes is read, as is unicode without escapes.
+        let config = with_env(
+            &[(
+                "COVERWATCH_DEV_API_KEY",
+                "\"\\u0EA5\\u0A2D-long-enough-key\"",
+            )],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.dev_api_key.as_deref(), Some("ລਭ-long-enough-key"));
+        let config = with_env(
+            &[("COVERWATCH_DEV_API_KEY", "ລਭ-long-enough-key")],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.dev_api_key.as_deref(), Some("ລਭ-long-enough-key"));
+    }
+
+    /// Found by `tests/fuzz_config.rs`: values the service later adds to the current time (or
+    /// multiplies) overflowed there, in a worker, instead of being refused here.
+    #[test]
+    fn durations_past_their_bounds_are_refused_with_their_key() {
+        for (variable, value, key) in [
+            (
+                "COVERWATCH_WORKER__LEASE_SECONDS",
+                "10000000000000",
+                "`worker.lease_seconds`",
+            ),
+            (
+                "COVERWATCH_WORKER__RETRY_MAX_MS",
+                "10000000000000000",
+                "`worker.retry_max_ms`",
+            ),
+            (
+                "COVERWATCH_SWEEP__REQUIREMENTS_RECHECK_MINUTES",
+                "1000000000000000000",
+                "`sweep.requirements_recheck_minutes`",
+            ),
+            (
+                "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+                "P99999999999999999999D",
+                "`canopy_monitoring_interval`",
+            ),
+            (
+                "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+                "P18446744073709551615Y",
+                "`canopy_monitoring_interval`",
+            ),
+        ] {
+            let err = with_env(&[(variable, value)], || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            });
+            assert!(err.contains(key), "{variable}={value}: {err}");
+        }
+        let config = with_env(
+            &[
+                ("COVERWATCH_WORKER__LEASE_SECONDS", "86400"),
+                ("COVERWATCH_WORKER__RETRY_MAX_MS", "86400000"),
+                ("COVERWATCH_SWEEP__REQUIREMENTS_RECHECK_MINUTES", "525600"),
+                ("COVERWATCH_CANOPY_MONITORING_INTERVAL", "P10Y"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config.worker.lease_seconds, 86_400);
     }
 
     #[test]

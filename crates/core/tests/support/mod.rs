@@ -1,0 +1,3 @@
+//! Helpers of the property tests in this directory.
+
+pub mod fuzz_json;
