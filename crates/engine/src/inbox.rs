@@ -10,7 +10,7 @@ use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
 use coverwatch_store::{
-    ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError,
+    ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError, WEBHOOK_TOKEN_KIND,
 };
 use futures::StreamExt;
 use rand::Rng;
@@ -343,6 +343,9 @@ impl Engine {
                 Attribution::Link(link) => {
                     unproven.push(format!("it names link {link} without a session proof"))
                 }
+                // Our own secrets' hashes are not vendor ids: no delivery names a link by them.
+                Attribution::External { kind, .. }
+                    if kind == SESSION_PROOF_KIND || kind == WEBHOOK_TOKEN_KIND => {}
                 Attribution::External { kind, value } => {
                     if let Some(record) = store
                         .find_link_by_external_id(provider, kind, value)
