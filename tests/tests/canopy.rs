@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Months, NaiveTime, TimeZone, Utc};
 use coverwatch_core::ProviderKind;
+use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_sandbox::canopy::{
     ConnectRequest, Scenario, ScenarioAction, ScenarioTarget, SignatureMode, fixtures,
 };
@@ -13,7 +14,7 @@ use coverwatch_tests::flows::{
     Browser, DEADLINE, Page, get_account, get_link, kinds, last_of, link_events, list_policies,
     sandbox, start_link, wait_for_event, wait_for_events, wait_for_state,
 };
-use coverwatch_tests::{Client, TENANT_A, TestServer, eventually, test_config, v1};
+use coverwatch_tests::{Client, TENANT_A, TENANT_B, TestServer, eventually, test_config, v1};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -34,7 +35,11 @@ struct Linked {
 
 impl Canopy {
     async fn start() -> Self {
-        let server = TestServer::start(test_config().await, None).await;
+        Self::start_with(test_config().await).await
+    }
+
+    async fn start_with(config: coverwatch::Config) -> Self {
+        let server = TestServer::start(config, None).await;
         let client = server.client(TENANT_A).await;
         Self {
             server,
@@ -218,6 +223,24 @@ async fn access_of(canopy: &Canopy, link_id: &str) -> coverwatch_core::provider:
         .unwrap()
 }
 
+/// The pull meta data Canopy records for a pull started from `session_url`: its
+/// `ccmeta-KEY=VALUE` parameters, values as strings ("Adding metadata to a pull",
+/// https://docs.usecanopy.com/reference/adding-metadata-to-a-pull).
+fn session_meta(session_url: &str) -> Value {
+    Value::Object(
+        url::Url::parse(session_url)
+            .unwrap()
+            .query_pairs()
+            .filter_map(|(key, value)| {
+                Some((
+                    key.strip_prefix("ccmeta-")?.to_owned(),
+                    Value::String(value.into_owned()),
+                ))
+            })
+            .collect(),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linking and monitoring creation
 
@@ -229,17 +252,23 @@ async fn a_link_completes_through_the_hosted_widget_and_is_monitored_once() {
     assert_eq!(link.state(), v1::LinkState::Pending);
     let url = url::Url::parse(&started.session_url).unwrap();
     assert!(started.session_url.starts_with(&canopy.sim().widget_url()));
-    let meta: Value = serde_json::from_str(
-        &url.query_pairs()
-            .find(|(k, _)| k == "meta_data")
-            .expect("meta_data on the widget URL")
-            .1,
-    )
-    .unwrap();
-    assert_eq!(meta, json!({"loan": "L-7", "coverwatch_link_id": link.id}));
+    // Attribution travels as Canopy documents it for a link URL, `ccmeta-` parameters, and only
+    // so: the link id with the session's proof, an unguessable value kept only as a hash.
+    let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert!(keys.iter().all(|k| k.starts_with("ccmeta-")), "{keys:?}");
+    let meta = session_meta(&started.session_url);
+    let proof = meta["coverwatch_session"]
+        .as_str()
+        .expect("a session proof");
+    assert!(proof.len() >= 43, "at least 256 bits, base64url: {proof}");
+    assert_eq!(
+        meta,
+        json!({"loan": "L-7", "coverwatch_link_id": link.id, "coverwatch_session": proof})
+    );
 
     let status = canopy.widget_login(&started.session_url, "user_good").await;
     let pull_id = status.body_data("pull-id").unwrap();
+    assert_eq!(canopy.sim().pull(&pull_id).unwrap().meta_data, meta);
     canopy.settled_after(&pull_id, "COMPLETE").await;
 
     let events = link_events(&canopy.client, &link.id).await;
@@ -801,7 +830,7 @@ async fn unsigned_forged_and_stale_deliveries_are_refused_and_not_stored() {
         .envelope(
             "AUTH_STATUS",
             "0d0f1c2a-aaaa-4bbb-8ccc-123456789abc",
-            json!({"coverwatch_link_id": link_id}),
+            session_meta(&started.session_url),
             json!({"auth_status": "NOT_AUTHENTICATED", "login_error_message": "forged"}),
         )
         .to_string()
@@ -889,7 +918,7 @@ async fn a_delivery_sent_again_is_one_event() {
         .envelope(
             "AUTH_STATUS",
             "11111111-2222-4333-8444-555555555555",
-            json!({"coverwatch_link_id": link_id}),
+            session_meta(&started.session_url),
             json!({"auth_status": "IDENTITY_VERIFICATION"}),
         )
         .to_string()
@@ -944,7 +973,7 @@ async fn an_auth_status_older_than_the_last_seen_is_ignored() {
         let mut body = canopy.envelope(
             "AUTH_STATUS",
             pull,
-            json!({"coverwatch_link_id": link_id}),
+            session_meta(&started.session_url),
             json!({"auth_status": status}),
         );
         body["sequence"] = json!(sequence);
@@ -984,7 +1013,7 @@ async fn an_auth_status_older_than_the_last_seen_is_ignored() {
     let mut other = canopy.envelope(
         "AUTH_STATUS",
         "33333333-4444-4555-8666-777777777777",
-        json!({"coverwatch_link_id": link_id}),
+        session_meta(&started.session_url),
         json!({"auth_status": "SUCCESS"}),
     );
     other["sequence"] = json!(1);
@@ -1007,13 +1036,13 @@ async fn meta_data_is_read_as_an_object_and_as_a_json_string() {
     let object = canopy.envelope(
         "AUTH_STATUS",
         "44444444-5555-4666-8777-888888888888",
-        json!({"coverwatch_link_id": link_id, "loan": "L-7"}),
+        session_meta(&started.session_url),
         json!({"auth_status": "IDENTITY_VERIFICATION"}),
     );
     let string = canopy.envelope(
         "AUTH_STATUS",
         "55555555-6666-4777-8888-999999999999",
-        Value::String(json!({"coverwatch_link_id": link_id}).to_string()),
+        Value::String(session_meta(&started.session_url).to_string()),
         json!({"auth_status": "NOT_AUTHENTICATED", "login_error_message": "try again"}),
     );
     for body in [object, string] {
@@ -1033,6 +1062,159 @@ async fn meta_data_is_read_as_an_object_and_as_a_json_string() {
             v1::AuthStatus::NotAuthenticated,
             v1::AuthStatus::IdentityVerification
         ]
+    );
+    canopy.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attribution: a delivery reaches a link only through a session it proves
+
+const ADMIN_KEY: &str = "admin-key-of-the-canopy-tests";
+
+/// `session_url` as its end user could edit it: naming `link_id` instead of its own link, with
+/// `proof` as the session value (or none).
+fn naming(session_url: &str, link_id: &str, proof: Option<&str>) -> String {
+    let mut url = url::Url::parse(session_url).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .filter(|(key, _)| key != "ccmeta-coverwatch_session")
+        .map(|(key, value)| match key.as_str() {
+            "ccmeta-coverwatch_link_id" => (key, link_id.to_owned()),
+            _ => (key, value),
+        })
+        .collect();
+    {
+        let mut query = url.query_pairs_mut();
+        query.clear().extend_pairs(pairs);
+        if let Some(proof) = proof {
+            query.append_pair("ccmeta-coverwatch_session", proof);
+        }
+    }
+    url.into()
+}
+
+#[tokio::test]
+async fn a_session_naming_another_tenants_link_reaches_no_link() {
+    let mut config = test_config().await;
+    config.admin_api_key_sha256 = vec![coverwatch::auth::hash_key(ADMIN_KEY)];
+    let canopy = Canopy::start_with(config).await;
+    let victim = canopy.start_link("victim").await;
+    let victim_id = victim.link.clone().unwrap().id;
+    let other = canopy.server.client(TENANT_B).await;
+    let attacker = start_link(&other, v1::Provider::Canopy, "attacker", None, None).await;
+    let attacker_id = attacker.link.unwrap().id;
+    let attacker_meta = session_meta(&attacker.session_url);
+    let attacker_proof = attacker_meta["coverwatch_session"].as_str().unwrap();
+
+    // The end user of tenant B edits their session URL to name tenant A's link: with their own
+    // session's proof, with none, with a guess. Canopy signs every delivery of each pull, and
+    // each names the victim's link in its meta data.
+    let forged = [
+        naming(&attacker.session_url, &victim_id, Some(attacker_proof)),
+        naming(&attacker.session_url, &victim_id, None),
+        naming(
+            &attacker.session_url,
+            &victim_id,
+            Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ),
+    ];
+    for url in &forged {
+        let page = canopy.widget_login(url, "user_good").await;
+        let pull = page.body_data("pull-id").expect("the pull's status page");
+        let meta = canopy.sim().pull(&pull).unwrap().meta_data;
+        assert_eq!(meta["coverwatch_link_id"], victim_id.as_str(), "{meta}");
+        canopy.settled_after(&pull, "COMPLETE").await;
+    }
+
+    // Neither link got data or an event: not the one named, not the one whose proof was used.
+    for (client, link) in [(&canopy.client, &victim_id), (&other, &attacker_id)] {
+        assert_eq!(
+            kinds(&link_events(client, link).await),
+            [K::LinkSessionOpened]
+        );
+        assert_eq!(get_link(client, link).await.state(), v1::LinkState::Pending);
+        assert!(list_policies(client, link).await.is_empty());
+    }
+
+    // Every one of those deliveries is kept as unmatched, saying why, and none was queued
+    // behind a link when it was received.
+    let mut admin = AdminServiceClient::with_interceptor(
+        canopy.server.channel().await,
+        |mut request: tonic::Request<()>| {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {ADMIN_KEY}").parse().unwrap(),
+            );
+            Ok(request)
+        },
+    );
+    let deliveries = |status: v1::DeliveryStatus| v1::ListDeliveriesRequest {
+        status: status as i32,
+        provider: v1::Provider::Canopy as i32,
+        page_size: 500,
+        ..Default::default()
+    };
+    let all = admin
+        .list_deliveries(deliveries(v1::DeliveryStatus::Unspecified))
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    let unmatched = admin
+        .list_deliveries(deliveries(v1::DeliveryStatus::Unmatched))
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    // AUTH_STATUS, POLICY_AVAILABLE for each of two policies, POLICIES_AVAILABLE, COMPLETE.
+    assert_eq!(unmatched.len(), 3 * 5, "{unmatched:#?}");
+    assert_eq!(all.len(), unmatched.len(), "{all:#?}");
+    assert!(
+        unmatched.iter().all(|d| d.link_id.is_none()),
+        "{unmatched:#?}"
+    );
+    let reasons: Vec<&str> = unmatched
+        .iter()
+        .map(|d| d.last_error.as_deref().unwrap_or_default())
+        .collect();
+    for said in [
+        "with the session proof of another link",
+        "without a session proof",
+        "with a session proof that is not that link's",
+    ] {
+        assert_eq!(
+            reasons
+                .iter()
+                .filter(|r| r.contains(said) && r.contains(&victim_id))
+                .count(),
+            5,
+            "{said}: {reasons:#?}"
+        );
+    }
+
+    // The victim's own session still links it, its deliveries attributed as they arrive.
+    let page = canopy.widget_login(&victim.session_url, "user_good").await;
+    let pull = page.body_data("pull-id").unwrap();
+    canopy.settled_after(&pull, "COMPLETE").await;
+    assert_eq!(
+        get_link(&canopy.client, &victim_id).await.state(),
+        v1::LinkState::Active
+    );
+    let theirs = admin
+        .list_deliveries(v1::ListDeliveriesRequest {
+            link_id: Some(victim_id.clone()),
+            ..deliveries(v1::DeliveryStatus::Done)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(theirs.len(), 5, "{theirs:#?}");
+    assert!(
+        theirs
+            .iter()
+            .all(|d| d.link_id.as_deref() == Some(victim_id.as_str()))
     );
     canopy.stop().await;
 }
@@ -1395,13 +1577,14 @@ async fn each_test_login_reads_back_field_by_field() {
 
 #[tokio::test]
 async fn a_sandbox_connect_with_meta_data_reaches_its_link_without_the_widget() {
-    // The same attribution when the pull is started by a white-label client.
+    // The same attribution when the pull is started by a white-label client, which puts the
+    // session URL's meta data in the pull itself (the SDK's `pullMetaData`).
     let canopy = Canopy::start().await;
     let started = canopy.start_link("user-1").await;
     let link_id = started.link.unwrap().id;
     let pull = canopy
         .sim()
-        .connect(ConnectRequest::good().with_meta(json!({"coverwatch_link_id": link_id})))
+        .connect(ConnectRequest::good().with_meta(session_meta(&started.session_url)))
         .unwrap();
     canopy.settled_after(&pull, "COMPLETE").await;
     assert_eq!(

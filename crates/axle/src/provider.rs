@@ -312,6 +312,7 @@ mod tests {
             ]),
             redirect_uri: Some("https://app.example/done".into()),
             webhook_url: SecretString::from("https://hooks.example/webhooks/axle/tok".to_owned()),
+            session_proof: SecretString::from("unused: Axle webhooks name their link by URL"),
         }
     }
 

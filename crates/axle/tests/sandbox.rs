@@ -96,6 +96,7 @@ impl Harness {
                 "{}/nowhere/webhooks/axle/{token}",
                 self.sandbox.base_url()
             )),
+            session_proof: SecretString::from("unused: Axle webhooks name their link by URL"),
         }
     }
 

@@ -7,8 +7,10 @@
 //! * [`webhook`]: `canopy-signature` and the event types → normalized happenings.
 //! * [`provider`]: `impl Provider for CanopyProvider`.
 //!
-//! Link ids travel through Canopy as pull meta data (`coverwatch_link_id`); the vendor ids a
-//! link keeps are `initial_pull`, `pull` (the latest pull read) and `monitoring`.
+//! Link ids travel through Canopy as pull meta data, set by `ccmeta-` parameters on the widget
+//! URL: `coverwatch_link_id` with `coverwatch_session`, the session's proof, without which the
+//! link id proves nothing. The vendor ids a link keeps are `initial_pull`, `pull` (the latest
+//! pull read) and `monitoring`.
 
 pub mod client;
 pub mod config;
@@ -21,7 +23,8 @@ pub mod webhook;
 pub use client::CanopyClient;
 pub use config::CanopyConfig;
 pub use error::CanopyError;
-pub use provider::{CanopyProvider, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
+pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
 pub use webhook::{
-    EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SIGNATURE_HEADER,
+    EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SESSION_META_KEY,
+    SIGNATURE_HEADER,
 };

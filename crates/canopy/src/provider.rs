@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use coverwatch_core::provider::{
     Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
     Provider, ProviderError, ProviderKind, RECONNECT_SECRET, ReconnectOutcome, ReconnectStep,
-    VendorErrorInfo,
+    RejectionKind, VendorErrorInfo,
 };
 use coverwatch_core::webhook::{
-    AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
+    Attribution, AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -21,6 +21,7 @@ use crate::model::Monitoring;
 use crate::normalize::normalize_pull;
 use crate::webhook::{
     self, EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY,
+    SESSION_META_KEY,
 };
 
 /// The `pull-jwt` that authorizes the white-label reconnect steps after the credentials step.
@@ -178,6 +179,32 @@ fn opened_pull(
     }
 }
 
+/// The query prefix Canopy reads pull meta data from on a link URL: `ccmeta-KEY=VALUE` becomes
+/// `"KEY": "VALUE"` in the pull's `meta_data` (docs.usecanopy.com/reference/adding-metadata-to-a-pull).
+pub const META_QUERY_PREFIX: &str = "ccmeta-";
+
+/// The caller's metadata, then our link id and the session's proof, as `ccmeta-` parameters.
+fn append_meta(
+    query: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_>>,
+    request: &LinkSessionRequest,
+) {
+    for (key, value) in &request.metadata {
+        // The engine reserves our keys; a provider used on its own must not let a caller's
+        // value stand in for ours either.
+        if key != LINK_ID_META_KEY && key != SESSION_META_KEY {
+            query.append_pair(&format!("{META_QUERY_PREFIX}{key}"), value);
+        }
+    }
+    query.append_pair(
+        &format!("{META_QUERY_PREFIX}{LINK_ID_META_KEY}"),
+        &request.link_id.to_string(),
+    );
+    query.append_pair(
+        &format!("{META_QUERY_PREFIX}{SESSION_META_KEY}"),
+        request.session_proof.expose_secret(),
+    );
+}
+
 /// The pull the link's data lives in now.
 fn latest_pull(access: &LinkAccess) -> Result<&str, CanopyError> {
     access
@@ -208,6 +235,33 @@ fn reconnect_pull(access: &LinkAccess) -> Result<(&str, &SecretString), CanopyEr
     }
 }
 
+/// Canopy's own record of the pull must not name another link: its meta data is what the
+/// session URL carried, so a pull started from another link's session is that link's data,
+/// however the delivery that led here was attributed.
+fn refuse_another_links_pull(
+    pull: &Value,
+    pull_id: &str,
+    access: &LinkAccess,
+) -> Result<(), ProviderError> {
+    let named = match pull.get("meta_data").and_then(webhook::session_claim) {
+        Some(Attribution::Session { link, .. } | Attribution::Link(link)) => link,
+        _ => return Ok(()),
+    };
+    if named == access.link_id {
+        return Ok(());
+    }
+    Err(ProviderError::Rejected {
+        provider: ProviderKind::Canopy,
+        kind: RejectionKind::PermissionDenied,
+        message: format!(
+            "pull {pull_id} was started from a session of link {named}, not of link {}; \
+             its data is not applied",
+            access.link_id
+        ),
+        vendor: VendorErrorInfo::default(),
+    })
+}
+
 fn pull_status(pull: &Value) -> Option<&str> {
     pull.get("status").and_then(Value::as_str)
 }
@@ -222,26 +276,18 @@ impl Provider for CanopyProvider {
         self.capabilities
     }
 
-    /// The widget URL, carrying our link id as pull meta data; no API call.
+    /// The widget URL, carrying our link id and the session's proof as pull meta data; no API
+    /// call.
     async fn start_link_session(
         &self,
         request: &LinkSessionRequest,
     ) -> Result<LinkSession, ProviderError> {
-        let mut meta = serde_json::Map::new();
-        for (key, value) in &request.metadata {
-            meta.insert(key.clone(), Value::String(value.clone()));
-        }
-        // Ours last, so a caller's key of the same name cannot misattribute the link.
-        meta.insert(
-            LINK_ID_META_KEY.to_owned(),
-            Value::String(request.link_id.to_string()),
-        );
         let mut url = url::Url::parse(&self.widget_url()).map_err(|err| {
             ProviderError::from(CanopyError::config("widget_base_url", err.to_string()))
         })?;
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("meta_data", &Value::Object(meta).to_string());
+            append_meta(&mut query, request);
             if let Some(token) = &self.config.consent_token {
                 query.append_pair("consentToken", token.expose_secret());
             }
@@ -311,6 +357,7 @@ impl Provider for CanopyProvider {
             }
         };
         let raw = self.client.get_pull(pull_id).await?;
+        refuse_another_links_pull(&raw, pull_id, access)?;
         let fallback = access
             .external_ids
             .get(EXTERNAL_INITIAL_PULL)
@@ -375,11 +422,15 @@ impl Provider for CanopyProvider {
         }
     }
 
-    /// Canopy's hosted reconnect page, with a freshly minted reconnect token.
+    /// Canopy's hosted reconnect page, with a freshly minted reconnect token. The reconnect
+    /// goes on in the monitored pull, whose meta data already holds the first session's proof,
+    /// and its deliveries name the link's monitoring; the new session's claim rides along as
+    /// `ccmeta-` parameters all the same, so that a pull Canopy might start from this page is
+    /// attributed as one started from the widget would be.
     async fn start_reconnect(
         &self,
         access: &LinkAccess,
-        _request: &LinkSessionRequest,
+        request: &LinkSessionRequest,
     ) -> Result<LinkSession, ProviderError> {
         let monitoring = monitoring_of(access)?;
         let minted = self.client.reconnect_token(monitoring).await?;
@@ -387,8 +438,11 @@ impl Provider for CanopyProvider {
             .reconnect_url
             .filter(|u| !u.is_empty())
             .ok_or_else(|| CanopyError::Decode("no `reconnect_url` in the answer".into()))?;
+        let mut url = url::Url::parse(&url)
+            .map_err(|err| CanopyError::Decode(format!("`reconnect_url` is not a URL: {err}")))?;
+        append_meta(&mut url.query_pairs_mut(), request);
         Ok(LinkSession {
-            url,
+            url: url.into(),
             expires_at: None,
         })
     }
@@ -511,14 +565,20 @@ mod tests {
             metadata: BTreeMap::from([
                 ("loan".to_owned(), "L-1".to_owned()),
                 (LINK_ID_META_KEY.to_owned(), "forged".to_owned()),
+                (SESSION_META_KEY.to_owned(), "forged".to_owned()),
             ]),
             redirect_uri: None,
             webhook_url: SecretString::from("unused"),
+            session_proof: SecretString::from("proof-of-the-session"),
         }
     }
 
+    /// Canopy documents meta data on a link URL as `ccmeta-KEY=VALUE` query parameters, which
+    /// become the pull's `meta_data` `{"KEY": "VALUE"}`, and no `meta_data=` parameter:
+    /// "Adding metadata to a pull", https://docs.usecanopy.com/reference/adding-metadata-to-a-pull
+    /// ("?ccmeta-user_id=5&ccmeta-referrer=John" → `{"user_id": "5", "referrer": "John"}`).
     #[tokio::test]
-    async fn link_session_is_the_widget_with_our_link_id_in_meta_data() {
+    async fn link_session_is_the_widget_with_our_claim_in_ccmeta_parameters_only() {
         let link = LinkId::new();
         let session = provider(Some("consent-1"))
             .start_link_session(&request(link))
@@ -526,11 +586,20 @@ mod tests {
             .unwrap();
         let url = url::Url::parse(&session.url).unwrap();
         assert_eq!(url.path(), "/canopy/c/coverwatch-sandbox");
-        let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let meta: Value = serde_json::from_str(&query["meta_data"]).unwrap();
-        assert_eq!(meta[LINK_ID_META_KEY], link.to_string());
-        assert_eq!(meta["loan"], "L-1");
-        assert_eq!(query["consentToken"], "consent-1");
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let link_text = link.to_string();
+        assert_eq!(
+            pairs,
+            [
+                ("ccmeta-loan", "L-1"),
+                ("ccmeta-coverwatch_link_id", link_text.as_str()),
+                ("ccmeta-coverwatch_session", "proof-of-the-session"),
+                ("consentToken", "consent-1"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            "the caller's keys of our names are dropped, and nothing travels as `meta_data=`"
+        );
+        assert!(!session.url.contains("meta_data"));
         assert_eq!(session.expires_at, None);
 
         let session = provider(None)
@@ -538,6 +607,41 @@ mod tests {
             .await
             .unwrap();
         assert!(!session.url.contains("consentToken"));
+    }
+
+    #[test]
+    fn a_pull_of_another_links_session_is_refused() {
+        let (mine, other) = (LinkId::new(), LinkId::new());
+        let access = LinkAccess {
+            link_id: mine,
+            secret: None,
+            secrets: BTreeMap::new(),
+            external_ids: BTreeMap::new(),
+        };
+        let pull = |meta: Value| serde_json::json!({"pull_id": "p-1", "meta_data": meta});
+        for ok in [
+            serde_json::json!({"coverwatch_link_id": mine.to_string(), "coverwatch_session": "x"}),
+            serde_json::json!({"coverwatch_link_id": mine.to_string()}),
+            serde_json::json!({"user_id": "5"}),
+            Value::Null,
+        ] {
+            refuse_another_links_pull(&pull(ok.clone()), "p-1", &access)
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let err = refuse_another_links_pull(
+            &pull(serde_json::json!({"coverwatch_link_id": other.to_string()})),
+            "p-1",
+            &access,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ProviderError::Rejected {
+                kind: RejectionKind::PermissionDenied,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains(&other.to_string()), "{err}");
     }
 
     #[test]

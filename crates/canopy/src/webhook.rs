@@ -8,7 +8,7 @@ use coverwatch_core::ids::LinkId;
 use coverwatch_core::provider::{ProviderError, ProviderKind};
 use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
-    WebhookRejection,
+    SessionProof, WebhookRejection,
 };
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -21,6 +21,9 @@ use crate::model::{WebhookBody, lenient, meta_data_object};
 pub const SIGNATURE_HEADER: &str = "canopy-signature";
 /// The meta data key that carries our link id through Canopy.
 pub const LINK_ID_META_KEY: &str = "coverwatch_link_id";
+/// The meta data key that carries the session's proof (see
+/// [`coverwatch_core::provider::LinkSessionRequest::session_proof`]) through Canopy.
+pub const SESSION_META_KEY: &str = "coverwatch_session";
 /// External-id kinds a delivery can be attributed through.
 pub const EXTERNAL_INITIAL_PULL: &str = "initial_pull";
 pub const EXTERNAL_PULL: &str = "pull";
@@ -156,12 +159,8 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
         .or_else(|| data.get("sequence").and_then(lenient::int_of));
 
     let mut attribution = Vec::new();
-    if let Some(link_id) = meta_data_object(&body.meta_data)
-        .and_then(|meta| text(meta.get(LINK_ID_META_KEY)))
-        .and_then(|id| id.parse::<LinkId>().ok())
-    {
-        attribution.push(Attribution::Link(link_id));
-    }
+    // The body is signed by Canopy, so its meta data is Canopy's own record of the session URL.
+    attribution.extend(session_claim(&body.meta_data));
     if let Some(initial) = &initial_pull_id {
         attribution.push(Attribution::External {
             kind: EXTERNAL_INITIAL_PULL.into(),
@@ -288,6 +287,21 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
         } else {
             vec![happening]
         },
+    })
+}
+
+/// What a pull's meta data says about the session that started it: our link id with the
+/// session's proof, or the link id alone (which proves nothing; kept so that an unmatched
+/// delivery says what it claimed).
+pub fn session_claim(meta_data: &Value) -> Option<Attribution> {
+    let meta = meta_data_object(meta_data)?;
+    let link = text(meta.get(LINK_ID_META_KEY))?.parse::<LinkId>().ok()?;
+    Some(match text(meta.get(SESSION_META_KEY)) {
+        Some(proof) => Attribution::Session {
+            link,
+            proof: SessionProof::new(proof),
+        },
+        None => Attribution::Link(link),
     })
 }
 
@@ -561,15 +575,23 @@ mod tests {
     }
 
     #[test]
-    fn attribution_prefers_our_link_id_in_meta_data() {
+    fn attribution_prefers_our_session_claim_in_meta_data() {
         let link = LinkId::new();
         let mut v = monitored("COMPLETE", json!({}));
-        v["meta_data"] = json!({"coverwatch_link_id": link.to_string(), "tenant": "x"});
+        v["meta_data"] = json!({
+            "coverwatch_link_id": link.to_string(),
+            "coverwatch_session": "proof-1",
+            "tenant": "x"
+        });
         let p = parse_json(v.clone());
+        let session = Attribution::Session {
+            link,
+            proof: SessionProof::new("proof-1"),
+        };
         assert_eq!(
             p.attribution,
             vec![
-                Attribution::Link(link),
+                session.clone(),
                 Attribution::External {
                     kind: "initial_pull".into(),
                     value: INITIAL.into()
@@ -585,7 +607,13 @@ mod tests {
             ]
         );
         // meta_data as a JSON string.
-        v["meta_data"] = json!(json!({"coverwatch_link_id": link.to_string()}).to_string());
+        v["meta_data"] = json!(
+            json!({"coverwatch_link_id": link.to_string(), "coverwatch_session": "proof-1"})
+                .to_string()
+        );
+        assert_eq!(parse_json(v.clone()).attribution[0], session);
+        // A link id without the proof is kept as the bare claim it is.
+        v["meta_data"] = json!({"coverwatch_link_id": link.to_string()});
         assert_eq!(parse_json(v).attribution[0], Attribution::Link(link));
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Months, NaiveTime, TimeZone, Utc};
 use coverwatch_canopy::{
     CanopyConfig, CanopyProvider, EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL,
-    LINK_ID_META_KEY, PULL_JWT_SECRET, RECONNECT_PULL_SECRET,
+    LINK_ID_META_KEY, PULL_JWT_SECRET, RECONNECT_PULL_SECRET, SESSION_META_KEY,
 };
 use coverwatch_core::backoff::Backoff;
 use coverwatch_core::event::{AuthStatus, FailureReason, ReconnectReason};
@@ -22,7 +22,7 @@ use coverwatch_core::provider::{
     ReconnectStep, RejectionKind,
 };
 use coverwatch_core::webhook::{
-    Attribution, DataRef, Happening, InboundWebhook, ParsedWebhook, WebhookRejection,
+    Attribution, DataRef, Happening, InboundWebhook, ParsedWebhook, SessionProof, WebhookRejection,
 };
 use coverwatch_sandbox::canopy::fixtures::{self, TestLogin};
 use coverwatch_sandbox::canopy::{
@@ -84,8 +84,12 @@ impl Env {
 
     /// Signs `login` in through the simulator's widget logic, carrying our link id.
     async fn link_pull(&self, link: LinkId, username: &str) -> String {
-        let req = ConnectRequest::new("statefarm", username, fixtures::GOOD_PASSWORD)
-            .with_meta(json!({ LINK_ID_META_KEY: link.to_string(), "loan": "L-1" }));
+        let req =
+            ConnectRequest::new("statefarm", username, fixtures::GOOD_PASSWORD).with_meta(json!({
+                LINK_ID_META_KEY: link.to_string(),
+                SESSION_META_KEY: proof_of(link),
+                "loan": "L-1"
+            }));
         let pull = self.canopy().link(req, WAIT).await.unwrap();
         assert_eq!(pull.status, "SUCCESS", "{username}");
         pull.pull_id
@@ -181,6 +185,19 @@ fn session_request(link_id: LinkId) -> LinkSessionRequest {
         metadata: BTreeMap::new(),
         redirect_uri: None,
         webhook_url: SecretString::from("unused"),
+        session_proof: SecretString::from(proof_of(link_id)),
+    }
+}
+
+/// The session proof the engine would have handed out for `link` (any unguessable value).
+fn proof_of(link: LinkId) -> String {
+    format!("proof-of-{link}")
+}
+
+fn session_of(link: LinkId) -> Attribution {
+    Attribution::Session {
+        link,
+        proof: SessionProof::new(proof_of(link)),
     }
 }
 
@@ -591,16 +608,19 @@ async fn a_link_session_is_completed_through_signed_webhooks() {
         "{}",
         session.url
     );
-    // The widget reads our meta data back from the URL.
+    // The widget reads our meta data back from the URL's `ccmeta-` parameters.
     let page = reqwest::get(&session.url).await.unwrap();
     assert!(page.status().is_success());
+    let html = page.text().await.unwrap();
+    let carried = format!("{}&quot;:&quot;{}&quot;", SESSION_META_KEY, proof_of(link));
+    assert!(html.contains(&carried), "{html}");
 
     let pull_id = env.link_pull(link, "user_good").await;
     let pull = env.canopy().pull(&pull_id).unwrap();
     assert_eq!(pull.meta_data[LINK_ID_META_KEY], link.to_string());
 
     let auth = env.parse(&env.delivery(&pull_id, "AUTH_STATUS").await);
-    assert_eq!(auth.attribution[0], Attribution::Link(link));
+    assert_eq!(auth.attribution[0], session_of(link));
     assert!(auth.attribution.contains(&Attribution::External {
         kind: "pull".into(),
         value: pull_id.clone()
@@ -616,7 +636,7 @@ async fn a_link_session_is_completed_through_signed_webhooks() {
 
     for event in ["POLICIES_AVAILABLE", "COMPLETE"] {
         let parsed = env.parse(&env.delivery(&pull_id, event).await);
-        assert_eq!(parsed.attribution[0], Attribution::Link(link));
+        assert_eq!(parsed.attribution[0], session_of(link));
         let Happening::SessionCompleted { code, data } = only(&parsed) else {
             panic!("{event}: {parsed:?}")
         };
@@ -828,7 +848,7 @@ async fn monitoring_is_created_once_and_refreshes_arrive_as_data_changes() {
     assert_eq!(
         parsed.attribution,
         vec![
-            Attribution::Link(link),
+            session_of(link),
             Attribution::External {
                 kind: "initial_pull".into(),
                 value: access.external_ids[EXTERNAL_INITIAL_PULL].clone()
@@ -1022,7 +1042,7 @@ async fn expired_credentials_are_reconnected_in_app() {
         .unwrap();
     let reconnect_pull = outcome.refreshed_pull_ids[0].clone();
     let parsed = env.parse(&env.delivery(&reconnect_pull, "MONITORING_RECONNECT").await);
-    assert_eq!(parsed.attribution[0], Attribution::Link(link));
+    assert_eq!(parsed.attribution[0], session_of(link));
     let Happening::ReconnectRequired {
         reason,
         reconnect_url,

@@ -87,6 +87,11 @@ pub struct LinkSessionRequest {
     /// Where the vendor should send this link's webhooks, for vendors that take a per-link URL.
     /// It holds the link's webhook secret, so it is a secret too.
     pub webhook_url: SecretString,
+    /// An unguessable value, new for every session, for vendors whose deliveries arrive on one
+    /// shared URL: the provider has the vendor carry it back with the link id (Canopy: in the
+    /// pull's meta data) and reads it into [`crate::webhook::Attribution::Session`]. The engine
+    /// keeps only its hash, so a link id an end user edits into a session URL proves nothing.
+    pub session_proof: SecretString,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -65,13 +65,42 @@ pub enum WebhookRejection {
     UnknownPath,
 }
 
+/// The unguessable per-session value the engine hands a vendor with a link session
+/// ([`crate::provider::LinkSessionRequest::session_proof`]), as the vendor's own record carries it
+/// back. The engine keeps only its hash; it never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionProof(String);
+
+impl SessionProof {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionProof([redacted])")
+    }
+}
+
 /// How a parsed delivery names the link it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribution {
-    /// Our link id, carried through the vendor (for example in pull meta data).
+    /// Our link id as the vendor echoes it. Where the end user could have chosen it (a link id
+    /// in a URL they open), it proves nothing: on its own it attributes no delivery that did not
+    /// arrive on the link's own webhook URL.
     Link(LinkId),
+    /// Our link id together with the session proof we gave the vendor for one of that link's
+    /// sessions, both read from the vendor's own (signed) record. It attributes the delivery only
+    /// when the proof's hash is one the engine stored for that very link.
+    Session { link: LinkId, proof: SessionProof },
     /// A vendor id we stored on the link when it was completed (`kind` as in
-    /// [`crate::provider::LinkGrant::external_ids`]).
+    /// [`crate::provider::LinkGrant::external_ids`]), after the delivery that completed it was
+    /// attributed.
     External { kind: String, value: String },
     /// The delivery names nothing we can match. It is kept and reported, never dropped.
     Unknown,
@@ -143,4 +172,20 @@ pub enum Happening {
     Vendor {
         vendor_type: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_proof_never_prints() {
+        let proof = SessionProof::new("s3cr3t-value");
+        let claim = Attribution::Session {
+            link: LinkId::new(),
+            proof: proof.clone(),
+        };
+        assert!(!format!("{claim:?}").contains("s3cr3t"));
+        assert_eq!(proof.expose(), "s3cr3t-value");
+    }
 }

@@ -9,13 +9,16 @@ use coverwatch_core::ProviderKind;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
-use coverwatch_store::{ClaimedDelivery, DeliveryStatus, LinkRecord, StoreError};
+use coverwatch_store::{
+    ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError, WEBHOOK_TOKEN_KIND,
+};
 use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::watch;
 
 use crate::apply::Origin;
 use crate::isolation::{UnitFailure, isolated};
+use crate::links::token_hash;
 use crate::{Engine, EngineError};
 
 /// Whether trying again later may succeed where this failed because of the database. Besides
@@ -266,11 +269,9 @@ impl Engine {
             }
             Err(err) => return Err(err.into()),
         };
-        let Some(record) = self.attribute(delivery, &parsed.attribution).await? else {
-            return Ok(Outcome::Unmatched(format!(
-                "no link matches {:?}",
-                parsed.attribution
-            )));
+        let record = match self.attribute(delivery, &parsed.attribution).await? {
+            Matched::Link(record) => record,
+            Matched::None(reason) => return Ok(Outcome::Unmatched(reason)),
         };
         let _working = self.lock_link(record.link.id).await;
         // Read again under the lock: another delivery of this link may have just changed it.
@@ -306,34 +307,92 @@ impl Engine {
         &self,
         delivery: &ClaimedDelivery,
         candidates: &[Attribution],
-    ) -> Result<Option<LinkRecord>, EngineError> {
+    ) -> Result<Matched, EngineError> {
         if let Some((tenant, link)) = &delivery.link {
-            return Ok(self.inner.store.get_link(tenant, link).await?);
+            // Set at ingest only from a per-link URL token or through `link_named_by`, so it
+            // was proven then.
+            return Ok(match self.inner.store.get_link(tenant, link).await? {
+                Some(record) => Matched::Link(Box::new(record)),
+                None => Matched::None(format!("link {link} it was attributed to is gone")),
+            });
         }
         self.link_named_by(delivery.provider, candidates).await
     }
 
-    /// The first link of `provider` that one of the delivery's candidates names.
+    /// The first link of `provider` that one of the delivery's candidates proves it belongs to:
+    /// a session proof whose hash we stored for the very link it names, or a vendor id recorded
+    /// on a link after an earlier, proven delivery. A bare link id proves nothing (the end user
+    /// may have typed it into the session URL). Without a match, says why.
     pub(crate) async fn link_named_by(
         &self,
         provider: ProviderKind,
         candidates: &[Attribution],
-    ) -> Result<Option<LinkRecord>, EngineError> {
+    ) -> Result<Matched, EngineError> {
         let store = &self.inner.store;
+        let mut unproven = Vec::new();
+        let mut vendor_ids = Vec::new();
         for candidate in candidates {
-            let found = match candidate {
-                Attribution::Link(id) => store.find_link_by_id_any_tenant(id).await?,
+            match candidate {
+                Attribution::Session { link, proof } => {
+                    let owner = store
+                        .find_link_by_external_id(
+                            provider,
+                            SESSION_PROOF_KIND,
+                            &token_hash(proof.expose()),
+                        )
+                        .await?
+                        .filter(|r| r.link.provider == provider);
+                    match owner {
+                        Some(record) if record.link.id == *link => {
+                            return Ok(Matched::Link(Box::new(record)));
+                        }
+                        Some(_) => unproven.push(format!(
+                            "it names link {link} with the session proof of another link"
+                        )),
+                        None => unproven.push(format!(
+                            "it names link {link} with a session proof that is not that link's"
+                        )),
+                    }
+                }
+                Attribution::Link(link) => {
+                    unproven.push(format!("it names link {link} without a session proof"))
+                }
+                // Our own secrets' hashes are not vendor ids: no delivery names a link by them.
+                Attribution::External { kind, .. }
+                    if kind == SESSION_PROOF_KIND || kind == WEBHOOK_TOKEN_KIND => {}
                 Attribution::External { kind, value } => {
-                    store
+                    if let Some(record) = store
                         .find_link_by_external_id(provider, kind, value)
                         .await?
+                        .filter(|r| r.link.provider == provider)
+                    {
+                        return Ok(Matched::Link(Box::new(record)));
+                    }
+                    vendor_ids.push(format!("{kind} {value}"));
                 }
-                Attribution::Unknown => None,
-            };
-            if let Some(record) = found.filter(|r| r.link.provider == provider) {
-                return Ok(Some(record));
+                Attribution::Unknown => {}
             }
         }
-        Ok(None)
+        let mut reason = String::from("no link matches: ");
+        if !unproven.is_empty() {
+            reason.push_str(&unproven.join("; "));
+            reason.push_str("; ");
+        }
+        if vendor_ids.is_empty() {
+            reason.push_str("it carries no vendor id of a linked account");
+        } else {
+            reason.push_str(&format!(
+                "no link holds its vendor ids ({})",
+                vendor_ids.join(", ")
+            ));
+        }
+        Ok(Matched::None(reason))
     }
+}
+
+/// The outcome of attributing a delivery.
+pub(crate) enum Matched {
+    Link(Box<LinkRecord>),
+    /// No link it can be proven to belong to, and why: kept as `unmatched`, never applied.
+    None(String),
 }

@@ -10,8 +10,8 @@ use coverwatch_core::provider::{Completion, LinkAccess, LinkSessionRequest, Reco
 use coverwatch_core::webhook::DataRef;
 use coverwatch_core::{Link, LinkId, LinkState, ProviderKind, TenantId, UserId};
 use coverwatch_store::{
-    LinkFilter, LinkPage, LinkRecord, NewEvent, NewLink, StoredAccount, StoredPolicy,
-    WEBHOOK_TOKEN_KIND,
+    LinkFilter, LinkPage, LinkRecord, NewEvent, NewLink, SESSION_PROOF_KIND, StoredAccount,
+    StoredPolicy, WEBHOOK_TOKEN_KIND,
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -99,7 +99,8 @@ pub(crate) fn validate_redirect(uri: Option<&str>, field: &str) -> Result<(), En
     }
 }
 
-/// A fresh per-session webhook secret and the hash we keep of it.
+/// A fresh per-session secret (a webhook path token, a session proof) and the hash we keep of
+/// it: 256 random bits, base64url.
 fn webhook_token() -> (String, String) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -180,6 +181,7 @@ impl Engine {
 
         let link_id = LinkId::new();
         let (token, hash) = webhook_token();
+        let (proof, proof_hash) = webhook_token();
         let session = provider
             .start_link_session(&LinkSessionRequest {
                 link_id,
@@ -188,6 +190,7 @@ impl Engine {
                 metadata: request.metadata.clone(),
                 redirect_uri: request.redirect_uri.clone(),
                 webhook_url: self.webhook_url(request.provider, &token),
+                session_proof: SecretString::from(proof),
             })
             .await?;
         let (record, event) = self
@@ -202,6 +205,7 @@ impl Engine {
                     metadata: request.metadata,
                     session_url: Some(session.url.clone()),
                     webhook_token_hash: Some(hash),
+                    session_proof_hash: Some(proof_hash),
                     replaces_link_id: request.replace_link_id,
                     requirement_set_id: request.requirement_set_id,
                     created_at: Utc::now(),
@@ -297,6 +301,7 @@ impl Engine {
         let provider = self.inner.providers.get(link.provider)?.clone();
         let access = self.access(link).await?;
         let (token, hash) = webhook_token();
+        let (proof, proof_hash) = webhook_token();
         let session = provider
             .start_reconnect(
                 &access,
@@ -307,6 +312,7 @@ impl Engine {
                     metadata: link.metadata.clone(),
                     redirect_uri,
                     webhook_url: self.webhook_url(link.provider, &token),
+                    session_proof: SecretString::from(proof),
                 },
             )
             .await?;
@@ -316,8 +322,11 @@ impl Engine {
             .begin_link_update(tenant, id)
             .await?
             .ok_or_else(|| EngineError::link_not_found(id))?;
-        tx.put_external_ids(&BTreeMap::from([(WEBHOOK_TOKEN_KIND.to_owned(), hash)]))
-            .await?;
+        tx.put_external_ids(&BTreeMap::from([
+            (WEBHOOK_TOKEN_KIND.to_owned(), hash),
+            (SESSION_PROOF_KIND.to_owned(), proof_hash),
+        ]))
+        .await?;
         tx.set_session_url(Some(session.url.clone()));
         let event = tx
             .append_event(NewEvent::now(EventPayload::SessionOpened {

@@ -6,6 +6,7 @@ use coverwatch_core::{LinkState, ProviderKind};
 use coverwatch_store::{Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 
+use crate::inbox::Matched;
 use crate::links::token_hash;
 use crate::{Engine, EngineError, IngestError};
 
@@ -91,7 +92,9 @@ impl Engine {
             // now when what it carries names a known link: the claim query then keeps it behind
             // that link's older deliveries, on every replica, as it does for per-link URLs. What
             // names no known link yet (or does not parse) is attributed when processed.
-            if let Some(record) = self.link_named_by(kind, &parsed.attribution).await? {
+            // The same proof as when processed: a delivery naming a link it cannot prove is
+            // not queued behind that link's deliveries either.
+            if let Matched::Link(record) = self.link_named_by(kind, &parsed.attribution).await? {
                 link = Some((record.link.tenant_id, record.link.id));
             }
         }

@@ -128,14 +128,23 @@ fn assert_envelope(r: &Received) {
     assert!(!verify_signature("another-secret", &sig, &r.body));
 }
 
+/// Canopy documents meta data on a link URL as `ccmeta-KEY=VALUE` parameters, values as strings,
+/// and no other way for a plain link URL: "Adding metadata to a pull",
+/// https://docs.usecanopy.com/reference/adding-metadata-to-a-pull — "adding
+/// `?ccmeta-user_id=5&ccmeta-referrer=John` will add the following metadata to your pull's
+/// meta_data field: `{"user_id": "5", "referrer": "John"}`".
 #[tokio::test]
 async fn hosted_widget_good_login_with_meta_data() {
     let env = Env::start().await;
     let b = Browser { env: &env };
     let sim = env.sandbox.canopy();
+    let documented = json!({"user_id": "5", "referrer": "John"});
+    // What Canopy does not document on a link URL is ignored: a `meta_data=` JSON parameter and
+    // `ccmeta_` with an underscore.
     let link = format!(
-        "{}&ccmeta_user_id=u-42",
-        sim.link_url(&json!({"link_id": "lnk_1", "nested": {"a": 1}}))
+        "{}?ccmeta-user_id=5&ccmeta-referrer=John&meta_data={}&ccmeta_loan=L-1",
+        sim.widget_url(),
+        url::form_urlencoded::byte_serialize(br#"{"link_id":"lnk_1"}"#).collect::<String>()
     );
 
     let (status, html, _) = b.get(&link).await;
@@ -145,9 +154,12 @@ async fn hosted_widget_good_login_with_meta_data() {
         "consent asked without a consent token"
     );
     let meta = input_value(&html, "meta_data").unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&meta).unwrap(), documented);
+    // The simulator's own link builder writes the same documented parameters.
+    let (_, built, _) = b.get(&sim.link_url(&documented)).await;
     assert_eq!(
-        serde_json::from_str::<Value>(&meta).unwrap(),
-        json!({"link_id": "lnk_1", "nested": {"a": 1}, "user_id": "u-42"})
+        serde_json::from_str::<Value>(&input_value(&built, "meta_data").unwrap()).unwrap(),
+        documented
     );
     let login = format!("{}/login", sim.widget_url());
 
@@ -177,10 +189,7 @@ async fn hosted_widget_good_login_with_meta_data() {
     assert!(html.contains("AUTO AU-5550001"));
 
     let (_, body) = env.get(&env.team(&format!("/pulls/{pull_id}"))).await;
-    assert_eq!(
-        body["pull"]["meta_data"],
-        json!({"link_id": "lnk_1", "nested": {"a": 1}, "user_id": "u-42"})
-    );
+    assert_eq!(body["pull"]["meta_data"], documented);
 
     // Webhooks, in order: AUTH_STATUS(SUCCESS, seq 1), POLICY_AVAILABLE ×2, POLICIES_AVAILABLE, COMPLETE.
     env.hooks.wait_event("COMPLETE", Some(&pull_id)).await;
@@ -204,10 +213,7 @@ async fn hosted_widget_good_login_with_meta_data() {
     for r in &got {
         assert_envelope(r);
         let v = r.json();
-        assert_eq!(
-            v["meta_data"],
-            json!({"link_id": "lnk_1", "nested": {"a": 1}, "user_id": "u-42"})
-        );
+        assert_eq!(v["meta_data"], documented);
         assert_eq!(v["is_monitored"], false);
         assert!(v["monitoring"].is_null());
         assert_eq!(v["widget_id"], sim.config().widget_id.as_str());

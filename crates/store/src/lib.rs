@@ -29,7 +29,10 @@ pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
 pub use events::{EVENTS_CHANNEL, EventFilter, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
-pub use links::{ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, WEBHOOK_TOKEN_KIND};
+pub use links::{
+    ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, SESSION_PROOF_KIND,
+    WEBHOOK_TOKEN_KIND,
+};
 pub use requirements::{DueLink, StoredRequirementSet};
 pub use snapshots::{PolicyVersion, SnapshotOutcome, StoredAccount, StoredPolicy};
 

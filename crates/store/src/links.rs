@@ -42,6 +42,9 @@ pub struct NewLink {
     pub session_url: Option<String>,
     /// SHA-256 of the per-link webhook token (the token itself is never stored).
     pub webhook_token_hash: Option<String>,
+    /// SHA-256 of the session's proof (see `SESSION_PROOF_KIND`; the proof itself is never
+    /// stored).
+    pub session_proof_hash: Option<String>,
     pub replaces_link_id: Option<LinkId>,
     /// A requirement set of the tenant to attach from the start.
     pub requirement_set_id: Option<String>,
@@ -154,6 +157,9 @@ impl Store {
         let record = record_from_model(inserted)?;
         if let Some(hash) = &new.webhook_token_hash {
             insert_external_id(&txn, &record.link, WEBHOOK_TOKEN_KIND, hash).await?;
+        }
+        if let Some(hash) = &new.session_proof_hash {
+            insert_external_id(&txn, &record.link, SESSION_PROOF_KIND, hash).await?;
         }
         let event = insert_event(&txn, &record.link, first_event).await?;
         txn.commit().await?;
@@ -342,6 +348,13 @@ impl Store {
 /// several: each session (the first and every reconnect) gets its own URL, and the vendor may
 /// keep using an older one.
 pub const WEBHOOK_TOKEN_KIND: &str = "webhook_token_sha256";
+
+/// The external-id kind under which hashes of a link's session proofs are kept: the per-session
+/// value a vendor with one shared webhook URL carries back in its own record of the session
+/// (Canopy's pull meta data). One per session, first and every reconnect; older ones stay
+/// valid, since the vendor keeps echoing the value of the session that created its record.
+/// Being a key of `link_external_ids`, a hash names one link at most.
+pub const SESSION_PROOF_KIND: &str = "session_proof_sha256";
 
 pub(crate) async fn insert_external_id<C: sea_orm::ConnectionTrait>(
     conn: &C,

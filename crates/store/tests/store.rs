@@ -11,7 +11,7 @@ use coverwatch_core::policy::{
 use coverwatch_core::{EventKind, LinkId, LinkState, ProviderKind, TenantId};
 use coverwatch_store::{
     ConnectOptions, DeliveryStatus, EventFilter, Ingested, LinkFilter, NewDelivery, NewEvent,
-    NewLink, SnapshotOutcome, Store, StoreError, testing,
+    NewLink, SESSION_PROOF_KIND, SnapshotOutcome, Store, StoreError, testing,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -44,6 +44,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 metadata: BTreeMap::from([("loan".into(), "L-1".into())]),
                 session_url: Some("https://vendor.example/s".into()),
                 webhook_token_hash: Some(format!("hash-{id}")),
+                session_proof_hash: Some(format!("proof-{id}")),
                 replaces_link_id: None,
                 requirement_set_id: None,
                 created_at: Utc::now(),
@@ -96,6 +97,30 @@ async fn links_and_events_are_scoped_to_their_tenant() {
     let found = store.get_link(&a, &link).await.unwrap().unwrap();
     assert_eq!(found.link.state, LinkState::Pending);
     assert_eq!(found.link.metadata["loan"], "L-1");
+    // The session proof's hash names its link across tenants, as a webhook token's does: a
+    // vendor delivery carries no tenant.
+    let by_proof = store
+        .find_link_by_external_id(
+            ProviderKind::Axle,
+            SESSION_PROOF_KIND,
+            &format!("proof-{link}"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_proof.link.id, link);
+    assert!(
+        store
+            .find_link_by_external_id(
+                ProviderKind::Canopy,
+                SESSION_PROOF_KIND,
+                &format!("proof-{link}")
+            )
+            .await
+            .unwrap()
+            .is_none(),
+        "another provider's proof names nothing"
+    );
     assert!(store.get_link(&b, &link).await.unwrap().is_none());
     assert!(
         store
@@ -589,6 +614,7 @@ async fn a_link_cannot_start_with_a_set_its_tenant_lacks() {
                 metadata: BTreeMap::new(),
                 session_url: None,
                 webhook_token_hash: None,
+                session_proof_hash: None,
                 replaces_link_id: None,
                 requirement_set_id: Some("nope".into()),
                 created_at: Utc::now(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{
     all_events, authed, burst_body as body, burst_counts, client, post_signed, serve_canopy,
-    workdir,
+    session_meta, workdir,
 };
 use coverwatch_proto::v1;
 use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig};
@@ -36,7 +36,7 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
     let database_url = coverwatch_store::testing::fresh_database_url().await;
 
     let mut first = serve_canopy(&dir, &database_url, &canopy, &api, &widgets, &[]);
-    let link = client(&first.grpc)
+    let started = client(&first.grpc)
         .await
         .start_link(authed(v1::StartLinkRequest {
             provider: v1::Provider::Canopy as i32,
@@ -45,9 +45,9 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
         }))
         .await
         .unwrap()
-        .into_inner()
-        .link
-        .unwrap();
+        .into_inner();
+    // What the vendor's deliveries carry to name the link: the session's meta data.
+    let link = session_meta(&started.session_url);
 
     // 2,000 distinct deliveries and 400 copies of earlier ones, 32 in flight.
     let mut order: Vec<usize> = (0..DISTINCT).collect();
@@ -59,8 +59,7 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
     let kill_after = (DISTINCT + DUPLICATES) / 3;
     let burst = futures::stream::iter(order.clone())
         .map(|n| {
-            let (http, url, body, sent) =
-                (http.clone(), url.clone(), body(&link.id, n), sent.clone());
+            let (http, url, body, sent) = (http.clone(), url.clone(), body(&link, n), sent.clone());
             async move {
                 let ok = post(&http, &url, &body).await;
                 sent.fetch_add(1, Ordering::SeqCst);
@@ -99,7 +98,7 @@ async fn a_kill_9_mid_burst_loses_nothing_acknowledged() {
     let url = format!("{}/webhooks/canopy", second.http);
     for n in &refused {
         assert!(
-            post(&http, &url, &body(&link.id, *n)).await,
+            post(&http, &url, &body(&link, *n)).await,
             "retry of {n} is acknowledged"
         );
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Running, all_events, authed, burst_body, burst_counts, client, post_signed, serve_canopy,
-    server_log, vendor_event_body, workdir,
+    server_log, session_meta, vendor_event_body, workdir,
 };
 use coverwatch_proto::v1;
 use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig};
@@ -356,7 +356,7 @@ async fn postgres_stopped_mid_burst_refuses_then_recovers_losing_nothing() {
     let (grpc, base) = (server.0.grpc.clone(), server.0.http.clone());
     let http = reqwest::Client::new();
 
-    let link = client(&grpc)
+    let started = client(&grpc)
         .await
         .start_link(authed(v1::StartLinkRequest {
             provider: v1::Provider::Canopy as i32,
@@ -365,9 +365,9 @@ async fn postgres_stopped_mid_burst_refuses_then_recovers_losing_nothing() {
         }))
         .await
         .unwrap()
-        .into_inner()
-        .link
-        .unwrap();
+        .into_inner();
+    // What the vendor's deliveries carry to name the link: the session's meta data.
+    let link = session_meta(&started.session_url);
     let watched = Arc::new(Mutex::new(Watched::default()));
     let watcher = tokio::spawn(watch(grpc.clone(), watched.clone()));
 
@@ -393,7 +393,7 @@ async fn postgres_stopped_mid_burst_refuses_then_recovers_losing_nothing() {
     let burst: Vec<_> = order
         .iter()
         .map(|&n| {
-            let (vendor, body) = (vendor.clone(), burst_body(&link.id, n));
+            let (vendor, body) = (vendor.clone(), burst_body(&link, n));
             tokio::spawn(async move { (n, vendor.deliver(body).await) })
         })
         .collect();
@@ -415,7 +415,7 @@ async fn postgres_stopped_mid_burst_refuses_then_recovers_losing_nothing() {
     let refuses_webhooks = async {
         eventually!("a new delivery is answered 503", Duration::from_secs(30), {
             probes += 1;
-            let body = vendor_event_body(&link.id, &format!("PROBE_{probes:03}"));
+            let body = vendor_event_body(&link, &format!("PROBE_{probes:03}"));
             match post_signed(&http, &vendor.url, &body).await {
                 Ok(status) if status == 200 => {
                     panic!("a delivery was acknowledged while the database was down")

@@ -244,11 +244,21 @@ impl CanopySim {
         )
     }
 
-    /// The widget URL carrying `meta_data` (a JSON object) the way the SDK's `pullMetaData` does.
+    /// The widget URL carrying `meta_data` (an object of flat values) as Canopy documents it
+    /// for a link URL: one `ccmeta-KEY=VALUE` parameter per key. Values that are not strings
+    /// travel as their JSON text and come back as strings, as they would from Canopy.
     pub fn link_url(&self, meta_data: &Value) -> String {
         let mut url = url::Url::parse(&self.widget_url()).expect("widget url parses");
-        url.query_pairs_mut()
-            .append_pair("meta_data", &meta_data.to_string());
+        if let Value::Object(meta) = meta_data {
+            let mut query = url.query_pairs_mut();
+            for (key, value) in meta {
+                let value = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                query.append_pair(&format!("{}{key}", widget::META_QUERY_PREFIX), &value);
+            }
+        }
         url.to_string()
     }
 

@@ -3,10 +3,14 @@
 //! test can drive them with form posts and a person with any browser.
 //!
 //! Pages:
-//! * `GET  /c/{alias}?meta_data=<url-encoded JSON object>&ccmeta_<key>=<value>&consentToken=…`:
-//!   consent (skipped with a valid consent token), carrier, user name, password;
+//! * `GET  /c/{alias}?ccmeta-<key>=<value>&…&consentToken=…`: consent (skipped with a valid
+//!   consent token), carrier, user name, password. Each `ccmeta-KEY=VALUE` becomes
+//!   `"KEY": "VALUE"` in the pull's `meta_data`, values as strings, exactly as Canopy documents
+//!   ("Adding metadata to a pull", https://docs.usecanopy.com/reference/adding-metadata-to-a-pull);
+//!   nothing else on the URL does (no `meta_data=`, no `ccmeta_`);
 //! * `POST /c/{alias}/login` (form `insurerName`, `username`, `password`, `consent=yes` or
-//!   `consent_token`, `meta_data`): creates the pull and answers 303 to its status page;
+//!   `consent_token`, and `meta_data`, the JSON the page put in a hidden field): creates the
+//!   pull and answers 303 to its status page;
 //! * `GET  /c/{alias}/pull/{pull_id}?token=<pull jwt>`: the pull's current step;
 //! * `POST /c/{alias}/pull/{pull_id}/connect|idvoptions|idv` (form `token` plus `insurerName`,
 //!   `username`, `password` | `optionKey` | `mfaValue`): 303 back to the status page;
@@ -170,22 +174,32 @@ const CREDENTIAL_FIELDS: &str = "<label>Username <input name=\"username\" id=\"u
 const CONSENT_TEXT: &str =
     "I agree to the Canopy Connect End User Privacy Policy and Terms of Service";
 
-/// Meta data from `meta_data=<JSON object>` and `ccmeta_<key>=<value>` (which win).
-fn meta_from_query(pairs: &[(String, String)]) -> Result<Map<String, Value>, String> {
-    let mut meta = match get_field(pairs, "meta_data").or_else(|| get_field(pairs, "pullMetaData"))
-    {
+/// The query prefix Canopy documents for meta data on a link URL.
+pub const META_QUERY_PREFIX: &str = "ccmeta-";
+
+/// A pull's meta data from a link URL's `ccmeta-KEY=VALUE` parameters, values as strings. A
+/// key given twice keeps its last value.
+pub fn meta_from_link_query(pairs: &[(String, String)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k
+                .strip_prefix(META_QUERY_PREFIX)
+                .filter(|k| !k.is_empty())?;
+            Some((key.to_owned(), Value::String(v.clone())))
+        })
+        .collect()
+}
+
+/// The meta data the login page carried over in its hidden field.
+fn meta_from_form(pairs: &[(String, String)]) -> Result<Map<String, Value>, String> {
+    match get_field(pairs, "meta_data") {
         Some(raw) if !raw.trim().is_empty() => match serde_json::from_str::<Value>(&raw) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err("meta_data must be a JSON object".into()),
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err("meta_data must be a JSON object".into()),
         },
-        _ => Map::new(),
-    };
-    for (k, v) in pairs {
-        if let Some(key) = k.strip_prefix("ccmeta_").filter(|k| !k.is_empty()) {
-            meta.insert(key.to_owned(), Value::String(v.clone()));
-        }
+        _ => Ok(Map::new()),
     }
-    Ok(meta)
 }
 
 fn login_page(
@@ -237,10 +251,7 @@ async fn open(
         return unknown_link();
     }
     let q = query_pairs(&q);
-    let meta = match meta_from_query(&q) {
-        Ok(m) => m,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
-    };
+    let meta = meta_from_link_query(&q);
     let token = get_field(&q, "consentToken").or_else(|| get_field(&q, "consent_token"));
     let valid = token.filter(|t| sim.with_state(|st| st.consent_tokens.contains(t)));
     login_page(&sim, StatusCode::OK, &meta, valid.as_deref(), None)
@@ -251,7 +262,7 @@ async fn login(State(sim): State<CanopySim>, Path(alias): Path<String>, body: By
         return unknown_link();
     }
     let f = form(&body);
-    let meta = match meta_from_query(&f) {
+    let meta = match meta_from_form(&f) {
         Ok(m) => m,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e),
     };
@@ -547,5 +558,41 @@ async fn action(
                 &body,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        query_pairs(&Some(query.to_owned()))
+    }
+
+    /// "Adding metadata to a pull", https://docs.usecanopy.com/reference/adding-metadata-to-a-pull:
+    /// "adding `?ccmeta-user_id=5&ccmeta-referrer=John` will add the following metadata to your
+    /// pull's meta_data field: `{"user_id": "5", "referrer": "John"}`".
+    #[test]
+    fn meta_data_is_built_from_ccmeta_parameters_as_documented() {
+        assert_eq!(
+            Value::Object(meta_from_link_query(&pairs(
+                "ccmeta-user_id=5&ccmeta-referrer=John"
+            ))),
+            serde_json::json!({"user_id": "5", "referrer": "John"})
+        );
+    }
+
+    #[test]
+    fn nothing_else_on_the_link_url_becomes_meta_data() {
+        let meta = meta_from_link_query(&pairs(
+            "meta_data=%7B%22link_id%22%3A%22lnk_1%22%7D&pullMetaData=%7B%22a%22%3A1%7D\
+             &ccmeta_user_id=u-42&ccmeta-=empty&consentToken=c&ccmeta-loan=L-1",
+        ));
+        assert_eq!(
+            Value::Object(meta),
+            serde_json::json!({"loan": "L-1"}),
+            "`meta_data=`, `pullMetaData=` (an SDK option, not a URL parameter) and `ccmeta_` are \
+             not Canopy's link parameters"
+        );
     }
 }

@@ -163,15 +163,33 @@ pub fn authed<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// A Canopy delivery about `link_id` that becomes one `vendor.event` of type `event_type`:
-/// processing it needs no vendor call.
-pub fn vendor_event_body(link_id: &str, event_type: &str) -> Vec<u8> {
+/// The pull meta data Canopy records for a pull started from `session_url`: its
+/// `ccmeta-KEY=VALUE` parameters, among them the link id and the session's proof that
+/// attribute a delivery to the link.
+pub fn session_meta(session_url: &str) -> serde_json::Value {
+    serde_json::Value::Object(
+        reqwest::Url::parse(session_url)
+            .unwrap()
+            .query_pairs()
+            .filter_map(|(key, value)| {
+                Some((
+                    key.strip_prefix("ccmeta-")?.to_owned(),
+                    serde_json::Value::String(value.into_owned()),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// A Canopy delivery of the session whose pull meta data is `meta` (see [`session_meta`]) that
+/// becomes one `vendor.event` of type `event_type`: processing it needs no vendor call.
+pub fn vendor_event_body(meta: &serde_json::Value, event_type: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "widget_id": "00000000-0000-4000-8000-000000000001",
         "team_id": "00000000-0000-4000-8000-000000000002",
         "pull_id": "00000000-0000-4000-8000-000000000003",
         "status": "SUCCESS",
-        "meta_data": {"coverwatch_link_id": link_id},
+        "meta_data": meta,
         "event_type": event_type,
         "is_monitored": false,
         "monitoring": null,
@@ -181,8 +199,8 @@ pub fn vendor_event_body(link_id: &str, event_type: &str) -> Vec<u8> {
 }
 
 /// Burst delivery `n`: its event's vendor type is `BURST_{n:05}`.
-pub fn burst_body(link_id: &str, n: usize) -> Vec<u8> {
-    vendor_event_body(link_id, &format!("BURST_{n:05}"))
+pub fn burst_body(meta: &serde_json::Value, n: usize) -> Vec<u8> {
+    vendor_event_body(meta, &format!("BURST_{n:05}"))
 }
 
 /// POST one delivery signed like Canopy signs it; the HTTP status, or the transport error.
