@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, insert_event};
-use crate::{Result, Store, StoreError, from_ms, parse_column, parse_json, to_ms};
+use crate::{Keyring, Result, Store, StoreError, from_ms, parse_column, parse_json, to_ms};
 
 /// A link with what the engine needs beyond what callers see.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,33 @@ pub struct LinkPage {
     pub next_after: Option<LinkId>,
 }
 
-pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
+/// What binds a link's sealed session URL to its row.
+fn session_url_aad(id: &str) -> Vec<u8> {
+    format!("link:{id}:session_url").into_bytes()
+}
+
+/// A session URL as stored: sealed, because it can carry a bearer token (Canopy's reconnect URL
+/// holds the reconnect token, Axle's Ignition URI the session's token).
+pub(crate) fn seal_session_url(
+    keyring: &Keyring,
+    id: &LinkId,
+    url: Option<&str>,
+) -> Result<Option<String>> {
+    url.map(|url| keyring.seal_text(url, &session_url_aad(&id.to_string())))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+pub(crate) fn open_session_url(keyring: &Keyring, id: &str, stored: &str) -> Result<String> {
+    Ok(keyring.open_text(stored, &session_url_aad(id))?)
+}
+
+pub(crate) fn record_from_model(keyring: &Keyring, model: link::Model) -> Result<LinkRecord> {
+    let session_url = model
+        .session_url
+        .as_deref()
+        .map(|stored| open_session_url(keyring, &model.id, stored))
+        .transpose()?;
     Ok(LinkRecord {
         link: Link {
             id: parse_column("link id", &model.id)?,
@@ -74,7 +100,7 @@ pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
             provider: parse_column("provider", &model.provider)?,
             state: parse_column("link state", &model.state)?,
             metadata: parse_json("link metadata", &model.metadata)?,
-            session_url: model.session_url,
+            session_url,
             created_at: from_ms(model.created_at),
             updated_at: from_ms(model.updated_at),
             last_refreshed_at: model.last_refreshed_at.map(from_ms),
@@ -126,7 +152,11 @@ impl Store {
             state: Set(LinkState::Pending.to_string()),
             metadata: Set(serde_json::to_string(&new.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?),
-            session_url: Set(new.session_url.clone()),
+            session_url: Set(seal_session_url(
+                &self.keyring,
+                &new.id,
+                new.session_url.as_deref(),
+            )?),
             account_key: Set(None),
             replaces_link_id: Set(new.replaces_link_id.map(|id| id.to_string())),
             auth_sequence: Set(None),
@@ -151,11 +181,11 @@ impl Store {
         let inserted = link::Entity::insert(model)
             .exec_with_returning(&txn)
             .await?;
-        let record = record_from_model(inserted)?;
+        let record = record_from_model(&self.keyring, inserted)?;
         if let Some(hash) = &new.webhook_token_hash {
             insert_external_id(&txn, &record.link, WEBHOOK_TOKEN_KIND, hash).await?;
         }
-        let event = insert_event(&txn, &record.link, first_event).await?;
+        let event = insert_event(&txn, &self.keyring, &record.link, first_event).await?;
         txn.commit().await?;
         Ok((record, event))
     }
@@ -165,7 +195,7 @@ impl Store {
             .filter(link::Column::TenantId.eq(tenant.as_str()))
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -175,7 +205,7 @@ impl Store {
         link::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -204,7 +234,7 @@ impl Store {
         rows.truncate(limit as usize);
         let links = rows
             .into_iter()
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .collect::<Result<Vec<_>>>()?;
         let next_after = if more {
             links.last().map(|l| l.link.id)
@@ -246,7 +276,7 @@ impl Store {
             .filter(link::Column::TenantId.eq(row.tenant_id))
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -264,7 +294,7 @@ impl Store {
             .order_by_asc(link::Column::Id)
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -289,7 +319,7 @@ impl Store {
             .order_by_asc(link::Column::Id)
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
