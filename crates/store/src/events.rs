@@ -60,15 +60,28 @@ fn event_aad(id: &str) -> Vec<u8> {
     format!("event:{id}").into_bytes()
 }
 
+/// The kinds of event whose payload carries a URL that grants access.
+pub(crate) const KINDS_WITH_SECRET_URL: [EventKind; 2] =
+    [EventKind::SessionOpened, EventKind::ReconnectRequired];
+
+/// The URL in a payload that grants access: a session URL (Axle's Ignition URI carries the
+/// session token, Canopy's reconnect URL its reconnect token) or a reconnect URL.
+pub(crate) fn secret_url(payload: &mut EventPayload) -> Option<&mut String> {
+    match payload {
+        EventPayload::SessionOpened { url, .. }
+        | EventPayload::ReconnectRequired {
+            reconnect_url: Some(url),
+            ..
+        } => Some(url),
+        _ => None,
+    }
+}
+
 /// The payload as stored: a value that grants access (a reconnect URL carries its reconnect
 /// token) is sealed in place; callers still receive it in clear.
 pub(crate) fn seal_payload(keyring: &Keyring, id: &str, payload: &EventPayload) -> Result<String> {
     let mut stored = payload.clone();
-    if let EventPayload::ReconnectRequired {
-        reconnect_url: Some(url),
-        ..
-    } = &mut stored
-    {
+    if let Some(url) = secret_url(&mut stored) {
         *url = keyring.seal_text(url, &event_aad(id))?;
     }
     serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -77,11 +90,7 @@ pub(crate) fn seal_payload(keyring: &Keyring, id: &str, payload: &EventPayload) 
 /// The payload as callers see it, sealed values opened.
 pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<EventPayload> {
     let mut payload: EventPayload = parse_json("event payload", stored)?;
-    if let EventPayload::ReconnectRequired {
-        reconnect_url: Some(url),
-        ..
-    } = &mut payload
-    {
+    if let Some(url) = secret_url(&mut payload) {
         *url = keyring.open_text(url, &event_aad(id))?;
     }
     Ok(payload)
