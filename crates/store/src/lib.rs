@@ -203,6 +203,11 @@ impl Store {
         Ok(())
     }
 
+    /// The key new secrets are sealed with.
+    pub fn active_key_id(&self) -> &str {
+        self.keyring.active_key_id()
+    }
+
     pub fn backend(&self) -> DatabaseBackend {
         self.db.get_database_backend()
     }

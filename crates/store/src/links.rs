@@ -323,6 +323,26 @@ impl Store {
             .transpose()
     }
 
+    /// When the link was descoped (its `link.descoped` event was recorded); `None` while it
+    /// is not descoped.
+    pub async fn descoped_at(
+        &self,
+        tenant: &TenantId,
+        id: &LinkId,
+    ) -> Result<Option<DateTime<Utc>>> {
+        use crate::entities::event;
+        let at = event::Entity::find()
+            .select_only()
+            .column_as(event::Column::RecordedAt.max(), "at")
+            .filter(event::Column::TenantId.eq(tenant.as_str()))
+            .filter(event::Column::LinkId.eq(id.to_string()))
+            .filter(event::Column::Kind.eq(coverwatch_core::EventKind::Descoped.as_str()))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?;
+        Ok(at.flatten().map(from_ms))
+    }
+
     /// What a provider needs to act for a link: its decrypted secrets and vendor ids.
     pub async fn link_access(&self, tenant: &TenantId, id: &LinkId) -> Result<LinkAccess> {
         let external_ids = link_external_id::Entity::find()
