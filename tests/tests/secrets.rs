@@ -109,27 +109,6 @@ fn sqlite_path(url: &str) -> Option<String> {
         .map(|rest| rest.split('?').next().unwrap_or(rest).to_owned())
 }
 
-async fn drop_database(url: &str) {
-    if let Some(path) = sqlite_path(url) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-        return;
-    }
-    use sqlx::Connection as _;
-    let server = std::env::var(coverwatch_store::testing::TEST_DATABASE_URL_VAR).unwrap();
-    let name = url::Url::parse(url)
-        .unwrap()
-        .path()
-        .trim_start_matches('/')
-        .to_owned();
-    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-}
-
 fn holds(haystack: &[u8], secret: &str) -> bool {
     let hex = hex_of(secret);
     [secret.as_bytes(), hex.as_bytes()]
@@ -496,7 +475,7 @@ async fn after_full_flows_no_secret_is_in_the_database_the_logs_or_admin_answers
     for (what, secret) in secrets {
         assert!(!holds(&stored, secret), "{what} is stored in clear");
     }
-    drop_database(&world.database_url).await;
+    coverwatch_store::testing::drop_database(&world.database_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,5 +544,5 @@ async fn a_descoped_links_webhook_url_is_refused_after_the_grace_period() {
     );
     assert_eq!(link_events(client, &link_id).await.len(), events);
     server.stop().await;
-    drop_database(&database_url).await;
+    coverwatch_store::testing::drop_database(&database_url).await;
 }

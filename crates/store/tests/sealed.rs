@@ -77,28 +77,6 @@ fn holds(raw: &[u8], secret: &str) -> bool {
         .any(|needle| raw.windows(needle.len()).any(|w| w == *needle))
 }
 
-async fn drop_database(url: &str) {
-    if let Some(rest) = url.strip_prefix("sqlite://") {
-        let path = rest.split('?').next().unwrap();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
-        }
-        return;
-    }
-    use sqlx::Connection as _;
-    let server = std::env::var(testing::TEST_DATABASE_URL_VAR).unwrap();
-    let name = url::Url::parse(url)
-        .unwrap()
-        .path()
-        .trim_start_matches('/')
-        .to_owned();
-    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-}
-
 /// A link with a session URL, an access token, a reconnect URL and their events, plus
 /// deliveries carrying a shared header and an auth code; returns the link.
 async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
@@ -278,7 +256,7 @@ async fn secrets_are_sealed_and_read_back_in_clear() {
         assert!(!holds(&raw, secret), "`{secret}` is stored in clear");
     }
     store.close().await;
-    drop_database(&url).await;
+    testing::drop_database(&url).await;
 }
 
 #[tokio::test]
@@ -369,7 +347,7 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
         other => panic!("expected the new key to be needed, got {other:?}"),
     }
     store.close().await;
-    drop_database(&url).await;
+    testing::drop_database(&url).await;
 }
 
 #[tokio::test]
@@ -390,5 +368,5 @@ async fn rotation_names_a_key_it_needs_and_does_not_have() {
         other => panic!("expected UnknownKey(gone), got {other:?}"),
     }
     store.close().await;
-    drop_database(&url).await;
+    testing::drop_database(&url).await;
 }

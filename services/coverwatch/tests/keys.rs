@@ -166,6 +166,7 @@ async fn keys_rotate_reseals_everything_so_the_old_key_can_be_removed() {
         BTreeMap::from([(Some("new".to_owned()), 6)])
     );
     after.close().await;
+    coverwatch_store::testing::drop_database(&url).await;
 }
 
 #[test]
