@@ -85,20 +85,28 @@ fn is_secret_field(name: &str) -> bool {
         || normalized.ends_with("password")
 }
 
-fn redact_json(value: &mut serde_json::Value) {
+/// Mask the secret fields of `value`; `true` when there was one.
+fn redact_json(value: &mut serde_json::Value) -> bool {
+    let mut masked = false;
     match value {
         serde_json::Value::Object(map) => {
             for (name, field) in map.iter_mut() {
                 if is_secret_field(name) && !field.is_null() {
                     *field = serde_json::Value::String(REDACTED.to_owned());
+                    masked = true;
                 } else {
-                    redact_json(field);
+                    masked |= redact_json(field);
                 }
             }
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                masked |= redact_json(item);
+            }
+        }
         _ => {}
     }
+    masked
 }
 
 /// A delivery as an operator may see it: the values of secret headers (the well-known ones
@@ -112,13 +120,14 @@ pub fn redact_delivery(mut record: DeliveryRecord, secret_headers: &[String]) ->
             *value = REDACTED.to_owned();
         }
     }
+    // A body without secrets stays byte for byte as received; one with secrets is written
+    // again from its parsed form (same content, fields in sorted order).
     if let Some(body) = &mut record.body
         && let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(body)
+        && redact_json(&mut json)
+        && let Ok(masked) = serde_json::to_vec(&json)
     {
-        redact_json(&mut json);
-        if let Ok(masked) = serde_json::to_vec(&json) {
-            *body = masked;
-        }
+        *body = masked;
     }
     record
 }
@@ -289,6 +298,13 @@ mod tests {
                 "nested":[{"reconnect_url":REDACTED,"reconnect_token":REDACTED,"accessToken":REDACTED,
                 "pull_jwt":REDACTED,"postal_code":"12345","code":REDACTED}]}})
         );
+    }
+
+    #[test]
+    fn a_body_without_secrets_is_kept_byte_for_byte() {
+        let raw = r#"{"type": "changed",  "id":"evt-1"}"#;
+        let masked = redact_delivery(record(&[], raw), &[]);
+        assert_eq!(masked.body.unwrap(), raw.as_bytes());
     }
 
     #[test]
