@@ -8,6 +8,7 @@ mod m0001_initial;
 mod m0002_inbox_link_order;
 mod m0003_consumers;
 mod m0004_requirements;
+mod m0005_sealed_deliveries;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_inbox_link_order::Migration),
             Box::new(m0003_consumers::Migration),
             Box::new(m0004_requirements::Migration),
+            Box::new(m0005_sealed_deliveries::Migration),
         ]
     }
 }

@@ -24,7 +24,7 @@ use coverwatch_core::backoff::Backoff;
 use coverwatch_store::Store;
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
-pub use admin::RetentionConfig;
+pub use admin::{REDACTED, RetentionConfig, redact_delivery};
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
 pub use isolation::{UnitFailure, panic_message};
@@ -71,6 +71,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Seven days: longer than any vendor's documented retry schedule.
+pub const DEFAULT_DESCOPED_TOKEN_GRACE: Duration = Duration::from_secs(7 * 86_400);
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The public base URL of the webhook listener, as vendors reach it.
@@ -82,6 +85,12 @@ pub struct EngineConfig {
     pub stream_poll: Duration,
     /// Stale-link reports and periodic requirement checks.
     pub sweep: SweepConfig,
+    /// How long a descoped link's webhook URLs are still accepted (the vendor may still be
+    /// delivering what it sent before the descope); after it they are refused like unknown ones.
+    pub descoped_token_grace: Duration,
+    /// Header names (lowercase) whose values grant access, masked in admin answers beside the
+    /// well-known ones (`authorization`, …): a configured shared webhook header, say.
+    pub secret_headers: Vec<String>,
 }
 
 impl EngineConfig {
@@ -92,6 +101,8 @@ impl EngineConfig {
             retention: RetentionConfig::default(),
             stream_poll: Duration::from_millis(500),
             sweep: SweepConfig::default(),
+            descoped_token_grace: DEFAULT_DESCOPED_TOKEN_GRACE,
+            secret_headers: Vec::new(),
         }
     }
 }

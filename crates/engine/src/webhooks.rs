@@ -77,6 +77,23 @@ impl Engine {
                 return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
             }
             if record.link.state == LinkState::Descoped {
+                // A descoped link's URL stays a bearer secret for as long as it is accepted:
+                // past the grace period nothing the vendor may still be retrying needs it.
+                let descoped_at = self
+                    .inner
+                    .store
+                    .descoped_at(&record.link.tenant_id, &record.link.id)
+                    .await
+                    .map_err(unavailable)?
+                    .unwrap_or(record.link.updated_at);
+                let grace = chrono::Duration::from_std(self.inner.config.descoped_token_grace)
+                    .unwrap_or(chrono::Duration::MAX);
+                if descoped_at
+                    .checked_add_signed(grace)
+                    .is_some_and(|until| webhook.received_at >= until)
+                {
+                    return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
+                }
                 tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
             }
             link = Some((record.link.tenant_id, record.link.id));

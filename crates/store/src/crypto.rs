@@ -11,6 +11,19 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretSlice};
 
 const NONCE_LEN: usize = 12;
+/// A sealed blob is this much longer than its plaintext: the nonce and the GCM tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
+/// How a sealed text value starts; the key id and the base64 of the sealed bytes follow.
+pub const SEALED_TEXT_PREFIX: &str = "sealed:v1:";
+
+/// The key id of a text sealed by [`Keyring::seal_text`]; `None` for plaintext.
+pub fn sealed_text_key_id(text: &str) -> Option<&str> {
+    split_sealed_text(text).map(|(key_id, _)| key_id)
+}
+
+fn split_sealed_text(text: &str) -> Option<(&str, &str)> {
+    text.strip_prefix(SEALED_TEXT_PREFIX)?.split_once(':')
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyringError {
@@ -115,6 +128,34 @@ impl Keyring {
             .map_err(|_| KeyringError::Corrupt(key_id.to_owned()))
     }
 
+    /// Whether `key_id` is configured (a row sealed with it can be opened).
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.keys.contains_key(key_id)
+    }
+
+    /// Seal a text value into a self-describing text (`sealed:v1:{key id}:{base64}`), for
+    /// secrets kept in a TEXT column or inside a JSON document.
+    pub fn seal_text(&self, plaintext: &str, aad: &[u8]) -> Result<String, KeyringError> {
+        let (key_id, blob) = self.seal(plaintext.as_bytes(), aad)?;
+        Ok(format!(
+            "{SEALED_TEXT_PREFIX}{key_id}:{}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        ))
+    }
+
+    /// Open what [`Keyring::seal_text`] sealed. Text without the prefix was stored before values
+    /// were sealed and is returned as it is.
+    pub fn open_text(&self, text: &str, aad: &[u8]) -> Result<String, KeyringError> {
+        let Some((key_id, encoded)) = split_sealed_text(text) else {
+            return Ok(text.to_owned());
+        };
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| KeyringError::Corrupt(key_id.to_owned()))?;
+        let plain = self.open(key_id, &blob, aad)?;
+        String::from_utf8(plain).map_err(|_| KeyringError::Corrupt(key_id.to_owned()))
+    }
+
     fn cipher(&self, key_id: &str) -> Result<Aes256Gcm, KeyringError> {
         let key = self
             .keys
@@ -164,6 +205,33 @@ mod tests {
             only_new.open(&kid, &blob, b"row"),
             Err(KeyringError::UnknownKey("2025".into()))
         );
+    }
+
+    #[test]
+    fn sealed_text_names_its_key_and_plaintext_passes_through() {
+        let (ring, _) = ring(&["k1"]);
+        let sealed = ring
+            .seal_text("https://x/reconnect?reconnectToken=tok", b"lnk_1")
+            .unwrap();
+        assert!(sealed.starts_with("sealed:v1:k1:"), "{sealed}");
+        assert!(!sealed.contains("tok"), "{sealed}");
+        assert_eq!(sealed_text_key_id(&sealed), Some("k1"));
+        assert_eq!(
+            ring.open_text(&sealed, b"lnk_1").unwrap(),
+            "https://x/reconnect?reconnectToken=tok"
+        );
+        assert_eq!(
+            ring.open_text(&sealed, b"lnk_2"),
+            Err(KeyringError::Corrupt("k1".into()))
+        );
+        assert_eq!(sealed_text_key_id("https://plain"), None);
+        assert_eq!(
+            ring.open_text("https://plain", b"lnk_1").unwrap(),
+            "https://plain"
+        );
+        let (blob_kid, blob) = ring.seal(b"abc", b"").unwrap();
+        assert_eq!(blob_kid, "k1");
+        assert_eq!(blob.len(), 3 + SEAL_OVERHEAD);
     }
 
     #[test]

@@ -10,8 +10,10 @@ use sea_orm::{
     QuerySelect, Select, TransactionTrait,
 };
 
+use crate::crypto::SEAL_OVERHEAD;
 use crate::entities::inbox;
-use crate::{DeliveryStatus, Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json};
+use crate::inbox::{open_body, open_headers};
+use crate::{DeliveryStatus, Keyring, Result, Store, StoreError, from_ms, now_ms, parse_column};
 
 /// Which deliveries to list, oldest first; every condition set must hold.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +91,8 @@ struct Row {
     received_at: i64,
     next_attempt_at: i64,
     processed_at: Option<i64>,
+    key_id: Option<String>,
+    /// Stored bytes: for a sealed body, the sealing overhead included.
     body_size: Option<i64>,
 }
 
@@ -111,12 +115,14 @@ fn select_rows() -> Select<inbox::Entity> {
             C::ReceivedAt,
             C::NextAttemptAt,
             C::ProcessedAt,
+            C::KeyId,
         ])
         // LENGTH counts bytes of a BLOB (SQLite) and of a bytea (PostgreSQL).
         .column_as(Expr::cust("CAST(LENGTH(body) AS BIGINT)"), "body_size")
 }
 
-fn record_from_row(row: Row, body: Option<Vec<u8>>) -> Result<DeliveryRecord> {
+/// `body` as stored (sealed or not); it is opened here.
+fn record_from_row(keyring: &Keyring, row: Row, body: Option<Vec<u8>>) -> Result<DeliveryRecord> {
     let link = match (row.tenant_id, row.link_id) {
         (Some(tenant), Some(link)) => Some((
             parse_column("tenant id", &tenant)?,
@@ -124,6 +130,12 @@ fn record_from_row(row: Row, body: Option<Vec<u8>>) -> Result<DeliveryRecord> {
         )),
         _ => None,
     };
+    let key_id = row.key_id.as_deref();
+    let headers = open_headers(keyring, &row.id, key_id, &row.headers)?;
+    let body = body
+        .map(|body| open_body(keyring, &row.id, key_id, body))
+        .transpose()?;
+    let overhead = if key_id.is_some() { SEAL_OVERHEAD } else { 0 };
     Ok(DeliveryRecord {
         seq: row.seq,
         id: parse_column("delivery id", &row.id)?,
@@ -131,9 +143,11 @@ fn record_from_row(row: Row, body: Option<Vec<u8>>) -> Result<DeliveryRecord> {
         dedupe_key: row.dedupe_key,
         link,
         path: row.path,
-        headers: parse_json("delivery headers", &row.headers)?,
+        headers,
         body,
-        body_size: row.body_size.map(|n| n.max(0) as u64),
+        body_size: row
+            .body_size
+            .map(|n| (n.max(0) as u64).saturating_sub(overhead as u64)),
         status: row
             .status
             .parse()
@@ -178,7 +192,7 @@ impl Store {
         };
         let deliveries = rows
             .into_iter()
-            .map(|row| record_from_row(row, None))
+            .map(|row| record_from_row(&self.keyring, row, None))
             .collect::<Result<Vec<_>>>()?;
         Ok(DeliveryPage {
             deliveries,
@@ -188,7 +202,7 @@ impl Store {
 
     /// One delivery with its raw body (unless purged).
     pub async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>> {
-        get_delivery(&self.db, id).await
+        get_delivery(&self.db, &self.keyring, id).await
     }
 
     /// Put a settled delivery (dead, unmatched or done) back to `pending`, with its attempts
@@ -212,7 +226,7 @@ impl Store {
             .filter(inbox::Column::Body.is_not_null())
             .exec(&txn)
             .await?;
-        let Some(record) = get_delivery(&txn, id).await? else {
+        let Some(record) = get_delivery(&txn, &self.keyring, id).await? else {
             return Ok(Replay::NotFound);
         };
         txn.commit().await?;
@@ -228,9 +242,19 @@ impl Store {
     /// Drop the raw bodies of deliveries processed (`done`) before `cutoff`; their rows, and
     /// every dead, unmatched or pending body, stay. Returns how many bodies were dropped.
     pub async fn purge_processed_bodies(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        self.purge_bodies(DeliveryStatus::Done, cutoff).await
+    }
+
+    /// Drop the raw bodies of deliveries settled with `status` (done, dead or unmatched) before
+    /// `cutoff`; their rows, headers and status stay. Pending bodies are never dropped (the
+    /// worker still needs them). Returns how many bodies were dropped.
+    pub async fn purge_bodies(&self, status: DeliveryStatus, cutoff: DateTime<Utc>) -> Result<u64> {
+        if status == DeliveryStatus::Pending {
+            return Ok(0);
+        }
         let result = inbox::Entity::update_many()
             .col_expr(inbox::Column::Body, Option::<Vec<u8>>::None.into())
-            .filter(inbox::Column::Status.eq(DeliveryStatus::Done.as_str()))
+            .filter(inbox::Column::Status.eq(status.as_str()))
             .filter(inbox::Column::ProcessedAt.lt(crate::to_ms(cutoff)))
             .filter(inbox::Column::Body.is_not_null())
             .exec(&self.db)
@@ -241,6 +265,7 @@ impl Store {
 
 async fn get_delivery<C: ConnectionTrait>(
     conn: &C,
+    keyring: &Keyring,
     id: &DeliveryId,
 ) -> Result<Option<DeliveryRecord>> {
     let Some(model) = inbox::Entity::find()
@@ -266,7 +291,8 @@ async fn get_delivery<C: ConnectionTrait>(
         received_at: model.received_at,
         next_attempt_at: model.next_attempt_at,
         processed_at: model.processed_at,
+        key_id: model.key_id,
         body_size,
     };
-    record_from_row(row, model.body).map(Some)
+    record_from_row(keyring, row, model.body).map(Some)
 }

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 
 use crate::entities::event;
-use crate::{Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json, to_ms};
+use crate::{Keyring, Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json, to_ms};
 
 /// An event to append; the store adds the cursor, the ids of its link and the time recorded.
 #[derive(Debug, Clone)]
@@ -55,8 +55,50 @@ const EVENT_APPEND_LOCK: i64 = 0x636f_7665_7277_6174; // "coverwat"
 /// The PostgreSQL channel on which committed event cursors are announced.
 pub const EVENTS_CHANNEL: &str = "coverwatch_events";
 
+/// What binds an event's sealed values to its row.
+fn event_aad(id: &str) -> Vec<u8> {
+    format!("event:{id}").into_bytes()
+}
+
+/// The kinds of event whose payload carries a URL that grants access.
+pub(crate) const KINDS_WITH_SECRET_URL: [EventKind; 2] =
+    [EventKind::SessionOpened, EventKind::ReconnectRequired];
+
+/// The URL in a payload that grants access: a session URL (Axle's Ignition URI carries the
+/// session token, Canopy's reconnect URL its reconnect token) or a reconnect URL.
+pub(crate) fn secret_url(payload: &mut EventPayload) -> Option<&mut String> {
+    match payload {
+        EventPayload::SessionOpened { url, .. }
+        | EventPayload::ReconnectRequired {
+            reconnect_url: Some(url),
+            ..
+        } => Some(url),
+        _ => None,
+    }
+}
+
+/// The payload as stored: a value that grants access (a reconnect URL carries its reconnect
+/// token) is sealed in place; callers still receive it in clear.
+pub(crate) fn seal_payload(keyring: &Keyring, id: &str, payload: &EventPayload) -> Result<String> {
+    let mut stored = payload.clone();
+    if let Some(url) = secret_url(&mut stored) {
+        *url = keyring.seal_text(url, &event_aad(id))?;
+    }
+    serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The payload as callers see it, sealed values opened.
+pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<EventPayload> {
+    let mut payload: EventPayload = parse_json("event payload", stored)?;
+    if let Some(url) = secret_url(&mut payload) {
+        *url = keyring.open_text(url, &event_aad(id))?;
+    }
+    Ok(payload)
+}
+
 pub(crate) async fn insert_event<C: ConnectionTrait>(
     conn: &C,
+    keyring: &Keyring,
     link: &Link,
     new: NewEvent,
 ) -> Result<Event> {
@@ -70,8 +112,7 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(
     }
     let id = EventId::new();
     let recorded_at = now_ms();
-    let payload =
-        serde_json::to_string(&new.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let payload = seal_payload(keyring, &id.to_string(), &new.payload)?;
     let detail =
         serde_json::to_string(&new.detail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let result = event::Entity::insert(event::ActiveModel {
@@ -117,8 +158,9 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(
     })
 }
 
-fn event_from_model(model: event::Model) -> Result<Event> {
+fn event_from_model(keyring: &Keyring, model: event::Model) -> Result<Event> {
     Ok(Event {
+        payload: open_payload(keyring, &model.id, &model.payload)?,
         cursor: model.cursor,
         id: parse_column("event id", &model.id)?,
         tenant_id: parse_column("tenant id", &model.tenant_id)?,
@@ -127,7 +169,6 @@ fn event_from_model(model: event::Model) -> Result<Event> {
         provider: parse_column("provider", &model.provider)?,
         occurred_at: from_ms(model.occurred_at),
         recorded_at: from_ms(model.recorded_at),
-        payload: parse_json("event payload", &model.payload)?,
         detail: parse_json("event detail", &model.detail)?,
     })
 }
@@ -160,7 +201,7 @@ impl Store {
             .all(&self.db)
             .await?
             .into_iter()
-            .map(event_from_model)
+            .map(|row| event_from_model(&self.keyring, row))
             .collect()
     }
 

@@ -12,7 +12,9 @@ use sea_orm::{
 };
 
 use crate::entities::inbox;
-use crate::{Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json, to_ms};
+use base64::Engine as _;
+
+use crate::{Keyring, Result, Store, StoreError, from_ms, now_ms, parse_column, parse_json, to_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
@@ -83,7 +85,7 @@ pub struct ClaimedDelivery {
     pub attempts: u32,
 }
 
-fn claimed_from_model(model: inbox::Model) -> Result<ClaimedDelivery> {
+fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedDelivery> {
     let link = match (model.tenant_id, model.link_id) {
         (Some(tenant), Some(link)) => Some((
             parse_column("tenant id", &tenant)?,
@@ -91,16 +93,80 @@ fn claimed_from_model(model: inbox::Model) -> Result<ClaimedDelivery> {
         )),
         _ => None,
     };
+    let key_id = model.key_id.as_deref();
     Ok(ClaimedDelivery {
+        headers: open_headers(keyring, &model.id, key_id, &model.headers)?,
+        body: match model.body {
+            Some(body) => open_body(keyring, &model.id, key_id, body)?,
+            None => Vec::new(),
+        },
         id: parse_column("delivery id", &model.id)?,
         provider: parse_column("provider", &model.provider)?,
         link,
         path: model.path,
-        headers: parse_json("delivery headers", &model.headers)?,
-        body: model.body.unwrap_or_default(),
         received_at: from_ms(model.received_at),
         attempts: model.attempts.max(0) as u32,
     })
+}
+
+/// What binds a delivery's sealed headers or body to its row, so that neither can be moved to
+/// another delivery (or swapped with the other) without failing to open.
+fn delivery_aad(id: &str, part: &str) -> Vec<u8> {
+    format!("inbox:{id}:{part}").into_bytes()
+}
+
+/// A delivery's headers and body as stored: the key id, the headers column (base64 of the
+/// sealed JSON) and the sealed body.
+pub(crate) fn seal_delivery(
+    keyring: &Keyring,
+    id: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+) -> Result<(String, String, Option<Vec<u8>>)> {
+    let json = serde_json::to_vec(headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (key_id, sealed_headers) = keyring.seal(&json, &delivery_aad(id, "headers"))?;
+    let sealed_body = body
+        .map(|body| {
+            keyring
+                .seal(body, &delivery_aad(id, "body"))
+                .map(|(_, blob)| blob)
+        })
+        .transpose()?;
+    Ok((
+        key_id,
+        base64::engine::general_purpose::STANDARD.encode(sealed_headers),
+        sealed_body,
+    ))
+}
+
+/// The headers of a stored delivery; `key_id` `None`: stored in plaintext (before sealing).
+pub(crate) fn open_headers(
+    keyring: &Keyring,
+    id: &str,
+    key_id: Option<&str>,
+    stored: &str,
+) -> Result<Vec<(String, String)>> {
+    let Some(key_id) = key_id else {
+        return parse_json("delivery headers", stored);
+    };
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .map_err(|_| StoreError::Corrupt(format!("sealed headers of delivery {id}")))?;
+    let json = keyring.open(key_id, &blob, &delivery_aad(id, "headers"))?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("delivery headers: {e}")))
+}
+
+/// The raw body of a stored delivery, opened when it was sealed.
+pub(crate) fn open_body(
+    keyring: &Keyring,
+    id: &str,
+    key_id: Option<&str>,
+    stored: Vec<u8>,
+) -> Result<Vec<u8>> {
+    match key_id {
+        Some(key_id) => Ok(keyring.open(key_id, &stored, &delivery_aad(id, "body"))?),
+        None => Ok(stored),
+    }
 }
 
 const CLAIM_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
@@ -164,15 +230,21 @@ impl Store {
             .from_raw_sql(stmt)
             .one(&self.db)
             .await?
-            .map(claimed_from_model)
+            .map(|row| claimed_from_model(&self.keyring, row))
             .transpose()
     }
 
     /// Store a delivery in one statement; a second copy of the same delivery writes nothing.
+    /// Its headers and body are sealed with the active key (they can carry webhook secrets and
+    /// one-time codes); the dedupe key must therefore not be derived from secrets in clear.
     pub async fn ingest_delivery(&self, new: NewDelivery) -> Result<Ingested> {
         let id = DeliveryId::new();
-        let headers =
-            serde_json::to_string(&new.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (key_id, headers, body) = seal_delivery(
+            &self.keyring,
+            &id.to_string(),
+            &new.headers,
+            Some(&new.body),
+        )?;
         let received = to_ms(new.received_at);
         let model = inbox::ActiveModel {
             seq: sea_orm::NotSet,
@@ -183,7 +255,7 @@ impl Store {
             link_id: Set(new.link.as_ref().map(|(_, l)| l.to_string())),
             path: Set(new.path),
             headers: Set(headers),
-            body: Set(Some(new.body)),
+            body: Set(body),
             status: Set(DeliveryStatus::Pending.as_str().to_owned()),
             attempts: Set(0),
             last_error: Set(None),
@@ -192,6 +264,7 @@ impl Store {
             lease_owner: Set(None),
             lease_expires_at: Set(None),
             processed_at: Set(None),
+            key_id: Set(Some(key_id)),
         };
         let result = inbox::Entity::insert(model)
             .on_conflict(
@@ -238,7 +311,9 @@ impl Store {
             .all(&self.db)
             .await?;
         rows.sort_by_key(|row| row.seq);
-        rows.into_iter().map(claimed_from_model).collect()
+        rows.into_iter()
+            .map(|row| claimed_from_model(&self.keyring, row))
+            .collect()
     }
 
     /// How many deliveries of `provider` the inbox holds, whatever their status.

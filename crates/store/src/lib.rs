@@ -14,6 +14,7 @@ mod inbox;
 mod link_tx;
 mod links;
 mod requirements;
+mod rotate;
 mod snapshots;
 pub mod testing;
 
@@ -34,6 +35,7 @@ pub use links::{
     WEBHOOK_TOKEN_KIND,
 };
 pub use requirements::{DueLink, StoredRequirementSet};
+pub use rotate::{ResealProgress, ResealReport, SealedKind};
 pub use snapshots::{PolicyVersion, SnapshotOutcome, StoredAccount, StoredPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +174,10 @@ impl Store {
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Space freed by an update or delete is zeroed, so that a value re-sealed by a
+                // key rotation (or kept in clear before sealing) does not linger in the file.
+                .pragma("secure_delete", "ON");
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
@@ -199,6 +204,11 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         coverwatch_migration::Migrator::up(&self.db, None).await?;
         Ok(())
+    }
+
+    /// The key new secrets are sealed with.
+    pub fn active_key_id(&self) -> &str {
+        self.keyring.active_key_id()
     }
 
     pub fn backend(&self) -> DatabaseBackend {

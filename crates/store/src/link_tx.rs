@@ -17,7 +17,9 @@ use secrecy::SecretString;
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, insert_event};
 use crate::inbox::{DeliveryStatus, settle};
-use crate::links::{LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets};
+use crate::links::{
+    LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets, seal_session_url,
+};
 use crate::requirements::{StoredRequirementSet, read_set};
 use crate::snapshots::{SnapshotOutcome, latest_policies, save_account, save_policy};
 use crate::{Keyring, Result, Store, StoreError, now_ms, to_ms};
@@ -64,7 +66,7 @@ impl Store {
         Ok(Some(LinkTx {
             txn,
             keyring: self.keyring.clone(),
-            record: record_from_model(model)?,
+            record: record_from_model(&self.keyring, model)?,
             changed: false,
             policies_changed: false,
         }))
@@ -299,7 +301,7 @@ impl LinkTx {
     }
 
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
-        insert_event(&self.txn, &self.record.link, event).await
+        insert_event(&self.txn, &self.keyring, &self.record.link, event).await
     }
 
     pub async fn save_policy(
@@ -360,7 +362,11 @@ impl LinkTx {
             link::Entity::update(link::ActiveModel {
                 id: Set(link.id.to_string()),
                 state: Set(link.state.to_string()),
-                session_url: Set(link.session_url.clone()),
+                session_url: Set(seal_session_url(
+                    &self.keyring,
+                    &link.id,
+                    link.session_url.as_deref(),
+                )?),
                 account_key: Set(record.account_key.clone()),
                 auth_sequence: Set(Some(
                     serde_json::to_string(&record.auth_sequences)

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, insert_event};
-use crate::{Result, Store, StoreError, from_ms, parse_column, parse_json, to_ms};
+use crate::{Keyring, Result, Store, StoreError, from_ms, parse_column, parse_json, to_ms};
 
 /// A link with what the engine needs beyond what callers see.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,33 @@ pub struct LinkPage {
     pub next_after: Option<LinkId>,
 }
 
-pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
+/// What binds a link's sealed session URL to its row.
+fn session_url_aad(id: &str) -> Vec<u8> {
+    format!("link:{id}:session_url").into_bytes()
+}
+
+/// A session URL as stored: sealed, because it can carry a bearer token (Canopy's reconnect URL
+/// holds the reconnect token, Axle's Ignition URI the session's token).
+pub(crate) fn seal_session_url(
+    keyring: &Keyring,
+    id: &LinkId,
+    url: Option<&str>,
+) -> Result<Option<String>> {
+    url.map(|url| keyring.seal_text(url, &session_url_aad(&id.to_string())))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+pub(crate) fn open_session_url(keyring: &Keyring, id: &str, stored: &str) -> Result<String> {
+    Ok(keyring.open_text(stored, &session_url_aad(id))?)
+}
+
+pub(crate) fn record_from_model(keyring: &Keyring, model: link::Model) -> Result<LinkRecord> {
+    let session_url = model
+        .session_url
+        .as_deref()
+        .map(|stored| open_session_url(keyring, &model.id, stored))
+        .transpose()?;
     Ok(LinkRecord {
         link: Link {
             id: parse_column("link id", &model.id)?,
@@ -77,7 +103,7 @@ pub(crate) fn record_from_model(model: link::Model) -> Result<LinkRecord> {
             provider: parse_column("provider", &model.provider)?,
             state: parse_column("link state", &model.state)?,
             metadata: parse_json("link metadata", &model.metadata)?,
-            session_url: model.session_url,
+            session_url,
             created_at: from_ms(model.created_at),
             updated_at: from_ms(model.updated_at),
             last_refreshed_at: model.last_refreshed_at.map(from_ms),
@@ -129,7 +155,11 @@ impl Store {
             state: Set(LinkState::Pending.to_string()),
             metadata: Set(serde_json::to_string(&new.metadata)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?),
-            session_url: Set(new.session_url.clone()),
+            session_url: Set(seal_session_url(
+                &self.keyring,
+                &new.id,
+                new.session_url.as_deref(),
+            )?),
             account_key: Set(None),
             replaces_link_id: Set(new.replaces_link_id.map(|id| id.to_string())),
             auth_sequence: Set(None),
@@ -154,14 +184,14 @@ impl Store {
         let inserted = link::Entity::insert(model)
             .exec_with_returning(&txn)
             .await?;
-        let record = record_from_model(inserted)?;
+        let record = record_from_model(&self.keyring, inserted)?;
         if let Some(hash) = &new.webhook_token_hash {
             insert_external_id(&txn, &record.link, WEBHOOK_TOKEN_KIND, hash).await?;
         }
         if let Some(hash) = &new.session_proof_hash {
             insert_external_id(&txn, &record.link, SESSION_PROOF_KIND, hash).await?;
         }
-        let event = insert_event(&txn, &record.link, first_event).await?;
+        let event = insert_event(&txn, &self.keyring, &record.link, first_event).await?;
         txn.commit().await?;
         Ok((record, event))
     }
@@ -171,7 +201,7 @@ impl Store {
             .filter(link::Column::TenantId.eq(tenant.as_str()))
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -181,7 +211,7 @@ impl Store {
         link::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -210,7 +240,7 @@ impl Store {
         rows.truncate(limit as usize);
         let links = rows
             .into_iter()
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .collect::<Result<Vec<_>>>()?;
         let next_after = if more {
             links.last().map(|l| l.link.id)
@@ -252,7 +282,7 @@ impl Store {
             .filter(link::Column::TenantId.eq(row.tenant_id))
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -270,7 +300,7 @@ impl Store {
             .order_by_asc(link::Column::Id)
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
     }
 
@@ -295,8 +325,28 @@ impl Store {
             .order_by_asc(link::Column::Id)
             .one(&self.db)
             .await?
-            .map(record_from_model)
+            .map(|row| record_from_model(&self.keyring, row))
             .transpose()
+    }
+
+    /// When the link was descoped (its `link.descoped` event was recorded); `None` while it
+    /// is not descoped.
+    pub async fn descoped_at(
+        &self,
+        tenant: &TenantId,
+        id: &LinkId,
+    ) -> Result<Option<DateTime<Utc>>> {
+        use crate::entities::event;
+        let at = event::Entity::find()
+            .select_only()
+            .column_as(event::Column::RecordedAt.max(), "at")
+            .filter(event::Column::TenantId.eq(tenant.as_str()))
+            .filter(event::Column::LinkId.eq(id.to_string()))
+            .filter(event::Column::Kind.eq(coverwatch_core::EventKind::Descoped.as_str()))
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?;
+        Ok(at.flatten().map(from_ms))
     }
 
     /// What a provider needs to act for a link: its decrypted secrets and vendor ids.

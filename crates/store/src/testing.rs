@@ -34,6 +34,36 @@ pub async fn fresh_database_url() -> String {
     }
 }
 
+/// Remove a database made by [`fresh_database_url`]: the SQLite file (with its write-ahead log
+/// and shared memory), or the PostgreSQL database, whoever is still connected to it.
+pub async fn drop_database(url: &str) {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap_or(rest);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        return;
+    }
+    let Ok(server) = std::env::var(TEST_DATABASE_URL_VAR) else {
+        return;
+    };
+    let Some(name) = url::Url::parse(url)
+        .ok()
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .filter(|name| name.starts_with("cw_test_"))
+    else {
+        return;
+    };
+    if let Ok(options) = sqlx::postgres::PgConnectOptions::from_str(&server)
+        && let Ok(mut admin) = options.connect().await
+    {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+        let _ = admin.close().await;
+    }
+}
+
 /// A fresh keyring with one random key.
 pub fn keyring() -> crate::Keyring {
     crate::Keyring::from_base64(&[("test".into(), crate::Keyring::generate_key_base64())])

@@ -270,3 +270,76 @@ async fn replay_puts_a_settled_delivery_back_and_purge_keeps_rows() {
         4
     );
 }
+
+#[tokio::test]
+async fn dead_and_unmatched_bodies_are_purged_by_their_own_cutoff() {
+    let store = store().await;
+    let dead = ingest(&store, ProviderKind::Canopy, "dead", None).await;
+    let unmatched = ingest(&store, ProviderKind::Canopy, "unmatched", None).await;
+    let done = ingest(&store, ProviderKind::Canopy, "done", None).await;
+    settle_all(&store, |id| {
+        if *id == dead {
+            DeliveryStatus::Dead
+        } else if *id == unmatched {
+            DeliveryStatus::Unmatched
+        } else {
+            DeliveryStatus::Done
+        }
+    })
+    .await;
+    let pending = ingest(&store, ProviderKind::Canopy, "pending", None).await;
+    let body_of = |id: DeliveryId| {
+        let store = store.clone();
+        async move { store.get_delivery(&id).await.unwrap().unwrap().body }
+    };
+
+    // Settled after the cutoff: kept.
+    let earlier = Utc::now() - Duration::hours(1);
+    assert_eq!(
+        store
+            .purge_bodies(DeliveryStatus::Dead, earlier)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = Utc::now() + Duration::seconds(1);
+    // A pending body is never dropped, whatever the cutoff: the worker still needs it.
+    assert_eq!(
+        store
+            .purge_bodies(DeliveryStatus::Pending, later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(body_of(pending).await.is_some());
+
+    // Each status by its own cutoff: dropping dead bodies leaves the unmatched and done ones.
+    assert_eq!(
+        store
+            .purge_bodies(DeliveryStatus::Dead, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(body_of(dead).await.is_none());
+    assert!(body_of(unmatched).await.is_some());
+    assert!(body_of(done).await.is_some());
+    assert_eq!(
+        store
+            .purge_bodies(DeliveryStatus::Unmatched, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(body_of(unmatched).await.is_none());
+    assert!(body_of(done).await.is_some());
+
+    // The rows stay, and a purged dead delivery can no longer be replayed.
+    let record = store.get_delivery(&dead).await.unwrap().unwrap();
+    assert_eq!(record.status, DeliveryStatus::Dead);
+    assert_eq!(record.headers.len(), 1);
+    assert!(matches!(
+        store.replay_delivery(&dead).await.unwrap(),
+        Replay::BodyPurged(_)
+    ));
+}

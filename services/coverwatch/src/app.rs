@@ -192,12 +192,21 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     };
     let mut engine_config = EngineConfig::new(public_base_url);
     engine_config.worker = overrides.worker.unwrap_or_else(|| worker_config(&config));
+    let days = |n: u32| Duration::from_secs(u64::from(n) * 86_400);
     engine_config.retention = RetentionConfig {
-        processed_body_age: Duration::from_secs(
-            u64::from(config.retention.processed_body_days) * 86_400,
-        ),
+        processed_body_age: days(config.retention.processed_body_days),
+        dead_body_age: days(config.retention.dead_body_days),
+        unmatched_body_age: days(config.retention.unmatched_body_days),
         ..RetentionConfig::default()
     };
+    engine_config.descoped_token_grace =
+        Duration::from_secs(config.webhooks.descoped_token_grace_hours * 3_600);
+    engine_config.secret_headers = config
+        .axle
+        .iter()
+        .filter_map(|axle| axle.webhook_header_name.as_deref())
+        .map(str::to_ascii_lowercase)
+        .collect();
     if let Some(poll) = overrides.stream_poll {
         engine_config.stream_poll = poll;
     }

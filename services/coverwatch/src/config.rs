@@ -71,6 +71,8 @@ pub struct Config {
     pub admin_api_key_sha256: Vec<String>,
     /// What the retention job keeps.
     pub retention: RetentionSettings,
+    /// How the webhook listener treats the URLs of descoped links.
+    pub webhooks: WebhookSettings,
     /// Keys sealing vendor secrets at rest, newest first; the first seals, all open.
     pub encryption_keys: Vec<EncryptionKeyConfig>,
     /// Where a development key is kept when `encryption_keys` is empty.
@@ -287,15 +289,36 @@ impl Default for SweepSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
-    /// Raw bodies of deliveries processed this many days ago are dropped (the rows stay);
-    /// dead-lettered, unmatched and pending deliveries keep theirs.
+    /// Raw bodies of deliveries processed this many days ago are dropped (the rows stay).
     pub processed_body_days: u32,
+    /// Raw bodies of dead-lettered deliveries this many days after they were given up on.
+    pub dead_body_days: u32,
+    /// Raw bodies of deliveries that matched no link this many days after they were settled.
+    pub unmatched_body_days: u32,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             processed_body_days: 30,
+            dead_body_days: 90,
+            unmatched_body_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Hours a descoped link's webhook URL is still accepted (deliveries are stored and
+    /// ignored); after them it is refused with 401 like an unknown one. 0: refused at once.
+    pub descoped_token_grace_hours: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            descoped_token_grace_hours: 7 * 24,
         }
     }
 }
@@ -348,6 +371,7 @@ impl Default for Config {
             dev_api_key: None,
             admin_api_key_sha256: Vec::new(),
             retention: RetentionSettings::default(),
+            webhooks: WebhookSettings::default(),
             encryption_keys: Vec::new(),
             encryption_key_file: PathBuf::from("coverwatch.key"),
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
@@ -501,12 +525,30 @@ impl Config {
                 ));
             }
         }
-        if self.retention.processed_body_days == 0 {
-            return Err(ConfigError::invalid(
+        for (key, days) in [
+            (
                 "retention.processed_body_days",
-                "0",
-                "must be at least 1",
+                self.retention.processed_body_days,
+            ),
+            ("retention.dead_body_days", self.retention.dead_body_days),
+            (
+                "retention.unmatched_body_days",
+                self.retention.unmatched_body_days,
+            ),
+        ] {
+            if days == 0 {
+                return Err(ConfigError::invalid(key, "0", "must be at least 1"));
+            }
+        }
+        if self.webhooks.descoped_token_grace_hours > 24 * 365 {
+            return Err(ConfigError::invalid(
+                "webhooks.descoped_token_grace_hours",
+                self.webhooks.descoped_token_grace_hours.to_string(),
+                "must be at most 8760 hours (a year)",
             ));
+        }
+        if let Some(axle) = &self.axle {
+            check_shared_header(axle)?;
         }
         if let Some(key) = &self.dev_api_key
             && key.len() < 16
@@ -769,6 +811,28 @@ fn check_variables(variables: &Env) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Axle's shared webhook header needs both its name and its value: with only one, deliveries
+/// would silently be accepted without the check the operator meant to configure.
+fn check_shared_header(axle: &AxleSettings) -> Result<(), ConfigError> {
+    let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+    match (
+        set(&axle.webhook_header_name),
+        set(&axle.webhook_header_value),
+    ) {
+        (true, false) => Err(ConfigError::invalid(
+            "axle.webhook_header_value",
+            "",
+            "is missing: axle.webhook_header_name is set, and the shared header needs both",
+        )),
+        (false, true) => Err(ConfigError::invalid(
+            "axle.webhook_header_name",
+            axle.webhook_header_name.clone().unwrap_or_default(),
+            "is missing: axle.webhook_header_value is set, and the shared header needs both",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A configured key hash must be the SHA-256 of a key, never the key itself.
 fn check_key_hash(key: &str, hash: &str) -> Result<(), ConfigError> {
     if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -992,6 +1056,103 @@ mod tests {
             || Config::load(Path::new("absent.toml")).unwrap(),
         );
         assert_eq!(config.worker.lease_seconds, 86_400);
+    }
+
+    #[test]
+    fn a_half_configured_axle_shared_header_is_refused_by_name() {
+        let axle = [
+            ("COVERWATCH_AXLE__BASE_URL", "https://api.axle.insure"),
+            ("COVERWATCH_AXLE__CLIENT_ID", "cli_1"),
+            ("COVERWATCH_AXLE__CLIENT_SECRET", "s3cret"),
+        ];
+        let load = |extra: &[(&str, &str)]| {
+            let vars: Vec<(&str, &str)> = axle.iter().chain(extra).copied().collect();
+            with_env(&vars, || Config::load(Path::new("absent.toml")))
+        };
+        let err = load(&[("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`axle.webhook_header_value`"), "{err}");
+        let err = load(&[("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", "hush-hush-value")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`axle.webhook_header_name`") && !err.contains("hush-hush-value"),
+            "the value is a secret and is not repeated: {err}"
+        );
+        let err = load(&[
+            ("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
+            ("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", " "),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`axle.webhook_header_value`"), "{err}");
+        let config = load(&[
+            ("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
+            ("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", "hush-hush-value"),
+        ])
+        .unwrap();
+        let axle = config.axle.unwrap();
+        assert_eq!(axle.webhook_header_name.as_deref(), Some("x-axle-secret"));
+        assert!(load(&[]).is_ok(), "no shared header at all is fine");
+    }
+
+    #[test]
+    fn retention_and_descoped_grace_from_the_environment() {
+        let config = with_env(
+            &[
+                ("COVERWATCH_RETENTION__DEAD_BODY_DAYS", "14"),
+                ("COVERWATCH_RETENTION__UNMATCHED_BODY_DAYS", "3"),
+                ("COVERWATCH_WEBHOOKS__DESCOPED_TOKEN_GRACE_HOURS", "0"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(
+            (
+                config.retention.dead_body_days,
+                config.retention.unmatched_body_days
+            ),
+            (14, 3)
+        );
+        assert_eq!(config.webhooks.descoped_token_grace_hours, 0);
+        let defaults = Config::default();
+        assert_eq!(
+            (
+                defaults.retention.dead_body_days,
+                defaults.retention.unmatched_body_days,
+                defaults.webhooks.descoped_token_grace_hours
+            ),
+            (90, 90, 168)
+        );
+        for (var, key) in [
+            (
+                "COVERWATCH_RETENTION__DEAD_BODY_DAYS",
+                "`retention.dead_body_days`",
+            ),
+            (
+                "COVERWATCH_RETENTION__UNMATCHED_BODY_DAYS",
+                "`retention.unmatched_body_days`",
+            ),
+        ] {
+            let err = with_env(&[(var, "0")], || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            });
+            assert!(err.contains(key), "{err}");
+        }
+        let err = with_env(
+            &[("COVERWATCH_WEBHOOKS__DESCOPED_TOKEN_GRACE_HOURS", "9000")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
+        assert!(
+            err.contains("`webhooks.descoped_token_grace_hours`"),
+            "{err}"
+        );
     }
 
     #[test]

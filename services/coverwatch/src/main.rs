@@ -1,4 +1,5 @@
-//! `coverwatch`: serve, migrate, run the vendor sandbox alone, or hash an API key.
+//! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, or rotate the
+//! keys that seal secrets at rest.
 
 use std::path::PathBuf;
 
@@ -39,6 +40,62 @@ enum Command {
         /// The API key to hash.
         key: String,
     },
+    /// Manage the keys that seal secrets at rest (`encryption_keys`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every sealed value with the active (first) key of `encryption_keys`, while the
+    /// service runs, in batches, printing progress. Afterwards the other keys can be removed.
+    Rotate {
+        /// Rows re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch: u64,
+    },
+}
+
+/// `coverwatch keys rotate`: re-seal, report, and say which keys are no longer needed.
+async fn rotate_keys(config: &Config, batch: u64) -> anyhow::Result<()> {
+    let store = coverwatch::app::connect_store(config).await?;
+    let active = store.active_key_id().to_owned();
+    println!("re-sealing with key `{active}`, {batch} rows per transaction");
+    let report = store
+        .reseal_all(batch, |p| {
+            println!(
+                "{}: {}/{} checked, {} re-sealed",
+                p.kind, p.checked, p.total, p.resealed
+            );
+        })
+        .await
+        .context("key rotation stopped (what was re-sealed so far stays re-sealed)")?;
+    let by_key = store.sealed_key_ids().await?;
+    store.close().await;
+    let total: u64 = report.resealed.iter().map(|(_, n)| n).sum();
+    if report.remaining > 0 {
+        anyhow::bail!(
+            "{} values changed while they were being re-sealed and still use another key; run `coverwatch keys rotate` again",
+            report.remaining
+        );
+    }
+    let retired: Vec<&str> = config
+        .encryption_keys
+        .iter()
+        .map(|k| k.id.as_str())
+        .filter(|id| *id != active)
+        .collect();
+    let sealed = by_key.values().sum::<u64>();
+    println!("done: {total} values re-sealed; all {sealed} sealed values use key `{active}`");
+    if !retired.is_empty() {
+        println!(
+            "no longer needed, and can be removed from encryption_keys: {}",
+            retired.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -83,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
     init_logging(config.log_format);
     match cli.command {
         Command::HashKey { .. } => unreachable!("handled above"),
+        Command::Keys {
+            command: KeysCommand::Rotate { batch },
+        } => rotate_keys(&config, batch).await?,
         Command::Migrate => {
             coverwatch::app::connect_store(&config).await?;
             tracing::info!("migrations applied");

@@ -22,6 +22,8 @@ pub struct Model {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,
     pub processed_at: Option<i64>,
+    /// The key that sealed `headers` and `body`; `None` for rows stored in plaintext.
+    pub key_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
