@@ -91,6 +91,7 @@ async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
                 metadata: BTreeMap::new(),
                 session_url: Some(SESSION_URL.into()),
                 webhook_token_hash: None,
+                session_proof_hash: None,
                 replaces_link_id: None,
                 requirement_set_id: None,
                 created_at: Utc::now(),

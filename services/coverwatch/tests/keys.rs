@@ -58,6 +58,7 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
                 metadata: BTreeMap::new(),
                 session_url: Some(SESSION_URL.into()),
                 webhook_token_hash: None,
+                session_proof_hash: None,
                 replaces_link_id: None,
                 requirement_set_id: None,
                 created_at: Utc::now(),
