@@ -9,8 +9,8 @@ mod grpc;
 mod http;
 pub mod providers;
 mod requirements;
-pub mod tls;
 pub mod supervisor;
+pub mod tls;
 
 pub use app::{App, Overrides, start};
 pub use config::Config;
