@@ -486,7 +486,7 @@ mod tests {
         const DOCUMENTED: [&str; 10] = [
             "BI", "PD", "UMBI", "UMPD", "UIMBI", "UIMPD", "UUIMBI", "UUIMPD", "COLL", "COMP",
         ];
-        let props = vec!["prp_a".to_owned(), "prp_b".to_owned()];
+        let props = ["prp_a".to_owned(), "prp_b".to_owned()];
         let now = Utc::now();
         let mut seen = Vec::new();
         for kind in [
