@@ -1034,6 +1034,7 @@ fn coverage(
         premium_cents: None,
         property_id: property_id.map(Into::into),
         declined: false,
+        ..Default::default()
     }
 }
 
@@ -1183,6 +1184,25 @@ async fn each_test_login_reads_back_field_by_field() {
                     dollars(250),
                     None,
                 ),
+                // Axle's underinsured codes, normalized as Canopy's underinsured types are.
+                coverage(
+                    C::UnderinsuredMotoristBodilyInjury,
+                    "UIMBI",
+                    "Underinsured Motorists Bodily Injury",
+                    dollars(100_000),
+                    dollars(300_000),
+                    None,
+                    None,
+                ),
+                coverage(
+                    C::UnderinsuredMotoristPropertyDamage,
+                    "UIMPD",
+                    "Underinsured Motorists Property Damage",
+                    None,
+                    dollars(25_000),
+                    dollars(250),
+                    None,
+                ),
                 coverage(
                     C::Comprehensive,
                     "COMP",
@@ -1285,20 +1305,33 @@ async fn each_test_login_reads_back_field_by_field() {
                     dollars(500),
                     None,
                 ),
-                // The same limit on BI and PD is Axle's way of writing a combined single limit.
+                // The same limit on BI and PD is how Axle writes a combined single limit, and
+                // also how it writes a lone BI limit: the CSL is inferred, and says so.
+                v1::Coverage {
+                    inferred: true,
+                    ..coverage(
+                        C::CombinedSingleLimit,
+                        "BI+PD",
+                        "Combined Single Limit",
+                        None,
+                        dollars(300_000),
+                        None,
+                        None,
+                    )
+                },
                 coverage(
-                    C::CombinedSingleLimit,
-                    "BI+PD",
-                    "Combined Single Limit",
+                    C::UninsuredMotoristBodilyInjury,
+                    "UUIMBI",
+                    "Uninsured/Underinsured Motorists Bodily Injury",
                     None,
                     dollars(300_000),
                     None,
                     None,
                 ),
                 coverage(
-                    C::UninsuredMotoristBodilyInjury,
-                    "UMBI",
-                    "Uninsured Motorists Bodily Injury",
+                    C::UnderinsuredMotoristBodilyInjury,
+                    "UUIMBI",
+                    "Uninsured/Underinsured Motorists Bodily Injury",
                     None,
                     dollars(300_000),
                     None,
@@ -1450,7 +1483,7 @@ async fn each_test_login_reads_back_field_by_field() {
             }],
             coverages: vec![
                 coverage(
-                    C::Dwelling,
+                    C::Other,
                     "DWELL",
                     "Dwelling",
                     None,
@@ -1459,7 +1492,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::OtherStructures,
+                    C::Other,
                     "OS",
                     "Other Structures",
                     None,
@@ -1468,7 +1501,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::PersonalProperty,
+                    C::Other,
                     "PP",
                     "Personal Property",
                     None,
@@ -1477,7 +1510,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::LossOfUse,
+                    C::Other,
                     "LOU",
                     "Loss of Use",
                     None,
@@ -1486,7 +1519,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::PersonalLiability,
+                    C::Other,
                     "PL",
                     "Personal Liability",
                     None,
@@ -1495,7 +1528,7 @@ async fn each_test_login_reads_back_field_by_field() {
                     None
                 ),
                 coverage(
-                    C::MedicalPaymentsToOthers,
+                    C::Other,
                     "MED",
                     "Medical Payments",
                     dollars(5_000),
@@ -1505,8 +1538,11 @@ async fn each_test_login_reads_back_field_by_field() {
                 ),
             ],
             insureds: vec![insured("Harper", "Holmes", v1::InsuredRole::Primary, None)],
+            // No home code could be confirmed against Axle's Coverages page, so each stays
+            // Axle's own (COVERAGE_CODE_OTHER); Axle types the lender `interest`, its default
+            // for an unclassified party: an additional interest, not a guessed mortgagee.
             interested_parties: vec![v1::InterestedParty {
-                kind: v1::PartyKind::Mortgagee as i32,
+                kind: v1::PartyKind::AdditionalInterest as i32,
                 name: Some("Sandbox Home Lending".into()),
                 address: address("900 Mortgage Blvd", None, "Dallas", "TX", "75201", "USA"),
                 loan_number: None,

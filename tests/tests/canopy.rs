@@ -1393,7 +1393,30 @@ async fn assert_fixture_data(canopy: &Canopy, linked: &Linked, login: fixtures::
             ),
             (C::Comprehensive, None, None, Some(50_000), Some(9_800)),
             (C::Collision, None, None, Some(100_000), Some(18_400)),
+            // Unlimited, and a per-day limit: neither is an amount, checked below.
+            (C::PersonalInjuryProtection, None, None, None, None),
+            (C::RentalReimbursement, None, None, None, None),
         ]
+    );
+    // Canopy's VehicleCoverage `per_person_unlimited` / `per_incident_unlimited` ("If true, this
+    // coverage has an unlimited per-person limit") and `per_day_limit_cents` / `max_days`
+    // ("comes in pairs with `per_day_limit_cents`"), carried to the caller as stated.
+    let on = |code: v1::CoverageCode| {
+        auto.coverages
+            .iter()
+            .find(|c| c.code() == code && c.property_id.as_deref() == Some(camry))
+            .unwrap_or_else(|| panic!("{code:?} on the Camry"))
+    };
+    let pip = on(C::PersonalInjuryProtection);
+    assert!(pip.limit_per_person_unlimited && pip.limit_per_accident_unlimited);
+    let rental = on(C::RentalReimbursement);
+    assert_eq!(
+        (
+            rental.limit_per_day_cents,
+            rental.max_days,
+            rental.limit_per_person_unlimited
+        ),
+        (Some(3_000), Some(30), false)
     );
     let mut on_civic = coverages_on(auto, civic);
     on_civic.sort_by_key(|c| c.0 as i32);
@@ -1431,7 +1454,7 @@ async fn assert_fixture_data(canopy: &Canopy, linked: &Linked, login: fixtures::
         ],
         "liability only on the Civic"
     );
-    assert_eq!(auto.coverages.len(), 10);
+    assert_eq!(auto.coverages.len(), 12);
     assert!(auto.coverages.iter().all(|c| !c.declined));
     assert_eq!(
         auto.interested_parties,
@@ -1528,8 +1551,9 @@ async fn assert_fixture_data(canopy: &Canopy, linked: &Linked, login: fixtures::
                 None,
                 Some(1_300)
             ),
-            (C::Other, None, None, Some(100_000), None),
             (C::Other, None, None, Some(700_000), None),
+            // The home deductible, on ALL_OTHER_PERILS as in Canopy's own HOMEOWNERS example.
+            (C::AllPerils, None, None, Some(100_000), None),
         ]
     );
     let others: Vec<_> = home
@@ -1537,7 +1561,12 @@ async fn assert_fixture_data(canopy: &Canopy, linked: &Linked, login: fixtures::
         .iter()
         .filter_map(|c| c.other_code.as_deref())
         .collect();
-    assert_eq!(others, ["ALL_OTHER_PERILS", "WINDSTORM_OR_HAIL"]);
+    assert_eq!(others, ["WINDSTORM_OR_HAIL"]);
+    assert!(
+        home.coverages
+            .iter()
+            .any(|c| c.code() == C::AllPerils && c.vendor_code == "ALL_OTHER_PERILS")
+    );
     assert_eq!(
         home.interested_parties,
         [v1::InterestedParty {

@@ -95,6 +95,9 @@ enum CarrierChange {
     RestoreCoverage,
     /// The vendor reports no coverage at all for the financed car.
     DropCoveragesOfFinancedCar,
+    /// Canopy only: bodily injury on the financed car becomes unlimited per person and per
+    /// incident (Axle states no unlimited limits).
+    UnlimitedBodilyInjury,
     /// Something no rule of the lender's set reads (Axle: the premium; Canopy: a deductible on
     /// the other car); `step` makes each one a new value.
     Unrelated {
@@ -372,6 +375,9 @@ impl Harness {
                 &|_| {},
             ),
             CarrierChange::Unrelated { step } => json!({"premium": 1342.5 + 100.0 * step as f64}),
+            CarrierChange::UnlimitedBodilyInjury => {
+                panic!("Axle documents no unlimited limit to simulate")
+            }
         };
         let outcome = self
             .axle()
@@ -430,6 +436,8 @@ impl Harness {
                 "UNINSURED_MOTORIST_PROPERTY_DAMAGE_LIABILITY",
                 "COMPREHENSIVE",
                 "COLLISION",
+                "PERSONAL_INJURY_PROTECTION",
+                "RENTAL_REIMBURSEMENT",
             ]
             .into_iter()
             .map(|coverage| ScenarioAction::RemoveVehicleCoverage {
@@ -437,6 +445,15 @@ impl Harness {
                 coverage: coverage.into(),
             })
             .collect(),
+            CarrierChange::UnlimitedBodilyInjury => vec![set(
+                &vin,
+                "BODILY_INJURY_LIABILITY",
+                CoveragePatch {
+                    per_person_unlimited: Some(true),
+                    per_incident_unlimited: Some(true),
+                    ..Default::default()
+                },
+            )],
             CarrierChange::Unrelated { step } => vec![set(
                 &Some(CANOPY_CIVIC.to_owned()),
                 "UNINSURED_MOTORIST_PROPERTY_DAMAGE_LIABILITY",
@@ -1039,6 +1056,128 @@ async fn axle_a_rule_without_its_data_is_unknown_never_a_pass() {
 #[tokio::test]
 async fn canopy_a_rule_without_its_data_is_unknown_never_a_pass() {
     a_rule_without_its_data_is_unknown(Vendor::Canopy).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits as each vendor states them
+
+/// Axle, Coverages (docs.axle.insure/api-reference/policies/coverages), Auto Policy Coverage
+/// Types: a combined single limit "will be set as limitPerAccident for both Bodily Injury and
+/// Property Damage coverages", and "If there is only a single limit returned, the limit will be
+/// recorded as limitPerAccident". The sandbox's F-150 policy is written so: the CSL coverwatch
+/// reads from it is inferred, and a bodily-injury minimum it would meet as a CSL is UNKNOWN,
+/// while property damage, stated outright, passes.
+#[tokio::test]
+async fn axle_an_inferred_combined_single_limit_is_unknown_not_met() {
+    let h = Harness::start(Vendor::Axle).await;
+    h.put(set(
+        "csl-truck",
+        "CSL truck",
+        vec![
+            vin_covered("1FTEW1EF0FKD00003"),
+            min_bodily_injury(10_000_000, 30_000_000),
+            rule(Kind::MinPropertyDamage(v1::MinPropertyDamageRule {
+                per_accident_cents: 30_000_000,
+            })),
+        ],
+    ))
+    .await;
+    let linked = h.link("user-1", Some("csl-truck")).await;
+    let truck = list_policies(&h.client, &linked.link_id)
+        .await
+        .into_iter()
+        .find(|p| p.policy_number.as_deref() == Some("AUTO-100-2002"))
+        .expect("the CSL policy");
+    let csl = truck
+        .coverages
+        .iter()
+        .find(|c| c.code() == v1::CoverageCode::CombinedSingleLimit)
+        .expect("an inferred CSL");
+    assert!(csl.inferred);
+    assert_eq!(csl.vendor_code, "BI+PD");
+    assert_eq!(csl.limit_per_accident_cents, Some(30_000_000));
+
+    let evaluation = h.evaluate(&linked.link_id).await.expect("EvaluateLink");
+    assert_eq!(evaluation.status(), Status::Unknown, "{evaluation:?}");
+    assert_eq!(
+        results(&evaluation.outcomes),
+        [
+            ("vin_covered".to_owned(), R::Pass),
+            ("min_bodily_injury".to_owned(), R::Unknown),
+            ("min_property_damage".to_owned(), R::Pass),
+        ]
+    );
+    let bi = outcome(&evaluation.outcomes, "min_bodily_injury");
+    assert!(
+        observed(bi).contains("combined_single_limit (inferred) 30000000 cents"),
+        "{bi:?}"
+    );
+    h.stop().await;
+}
+
+/// Canopy's VehicleCoverage: "per_person_unlimited: If true, this coverage has an unlimited
+/// per-person limit"; "per_incident_unlimited: If true, this coverage has an unlimited
+/// per-incident limit" (canopy-openapi.json, components.schemas.VehicleCoverage). A minimum no
+/// stated amount meets is met once the carrier makes the limit unlimited.
+#[tokio::test]
+async fn canopy_an_unlimited_limit_meets_any_minimum() {
+    let h = Harness::start(Vendor::Canopy).await;
+    let fixture = Vendor::Canopy.fixture();
+    h.put(set(
+        "huge-bi",
+        "Huge bodily injury",
+        vec![
+            vin_covered(fixture.vin),
+            min_bodily_injury(1_000_000_000, 2_000_000_000),
+        ],
+    ))
+    .await;
+    let linked = h.link("user-1", Some("huge-bi")).await;
+    let evaluation = h.evaluate(&linked.link_id).await.expect("EvaluateLink");
+    assert_eq!(evaluation.status(), Status::Unmet, "{evaluation:?}");
+
+    let events = h
+        .carrier_changes(&linked, CarrierChange::UnlimitedBodilyInjury)
+        .await;
+    let changes = last_policy_update(&events).changes;
+    assert!(
+        changes.iter().any(|c| {
+            c.kind() == v1::ChangeKind::CoverageLimitChanged
+                && c.field.as_deref() == Some("limit_per_accident_cents")
+                && c.after.as_deref() == Some("unlimited")
+        }),
+        "{changes:?}"
+    );
+    assert_eq!(
+        standings(&events),
+        [K::PolicyRequirementsUnmet, K::PolicyRequirementsMet]
+    );
+    let (_, _, outcomes) = last_standing(&events);
+    let bi = outcome(&outcomes, "min_bodily_injury");
+    assert_eq!(bi.result(), R::Pass);
+    assert!(
+        observed(bi).contains("bodily_injury unlimited/unlimited cents"),
+        "{bi:?}"
+    );
+    let policy = list_policies(&h.client, &linked.link_id)
+        .await
+        .into_iter()
+        .find(|p| p.external_id == linked.policy_id)
+        .expect("the auto policy");
+    let bi = policy
+        .coverages
+        .iter()
+        .find(|c| {
+            c.code() == v1::CoverageCode::BodilyInjury
+                && c.property_id.as_deref() == Some(linked.vehicle_id.as_str())
+        })
+        .expect("BI on the financed car");
+    assert!(bi.limit_per_person_unlimited && bi.limit_per_accident_unlimited);
+    assert_eq!(
+        (bi.limit_per_person_cents, bi.limit_per_accident_cents),
+        (None, None)
+    );
+    h.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------

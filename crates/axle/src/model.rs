@@ -178,8 +178,11 @@ pub struct Coverage {
     pub code: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
     pub label: Option<String>,
-    #[serde(deserialize_with = "lenient_f64")]
-    pub limit_per_person: Option<f64>,
+    /// Outer `None`: the key is missing, which Axle uses for "the field does not exist on
+    /// this coverage" (a combined single limit has no per-person part); `Some(None)`: present
+    /// but `null` ("no information"). See `normalize` on combined single limits.
+    #[serde(deserialize_with = "present_f64")]
+    pub limit_per_person: Option<Option<f64>>,
     #[serde(deserialize_with = "lenient_f64")]
     pub limit_per_accident: Option<f64>,
     #[serde(deserialize_with = "lenient_f64")]
@@ -350,6 +353,11 @@ fn present_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>,
     Ok(Some(bool_of(&Value::deserialize(d)?)))
 }
 
+/// Called only when the key is present, like [`present_bool`].
+fn present_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Ok(Some(f64_of(&Value::deserialize(d)?)))
+}
+
 fn lenient_map<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::Object(map) => map,
@@ -439,12 +447,25 @@ mod tests {
             "deductible": null, "premium": "$12.50"
         }))
         .unwrap();
-        assert_eq!(c.limit_per_person, Some(250_000.0));
+        assert_eq!(c.limit_per_person, Some(Some(250_000.0)));
         assert_eq!(c.limit_per_accident, Some(500_000.0));
         assert_eq!(c.deductible, None);
         assert_eq!(c.premium, Some(12.5));
         let v: VehicleData = serde_json::from_value(json!({"year": 2017})).unwrap();
         assert_eq!(v.year.as_deref(), Some("2017"));
+    }
+
+    /// Axle, API overview, Null values: `null` means "the carrier data source supports the
+    /// field, but no information is present"; `undefined` that "the field does not exist on the
+    /// Account or Policy" (docs.axle.insure/api-reference/overview).
+    #[test]
+    fn a_missing_per_person_limit_differs_from_a_null_one() {
+        let missing: Coverage =
+            serde_json::from_value(json!({"code": "BI", "limitPerAccident": 300000})).unwrap();
+        assert_eq!(missing.limit_per_person, None);
+        let null: Coverage =
+            serde_json::from_value(json!({"code": "BI", "limitPerPerson": null})).unwrap();
+        assert_eq!(null.limit_per_person, Some(None));
     }
 
     #[test]

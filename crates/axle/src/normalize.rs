@@ -5,13 +5,17 @@
 //! - `isActive`: `true` → Active, `false` → Inactive (Axle does not say cancelled or expired),
 //!   present but `null` → Removed (Axle: the policy may have left the account), missing →
 //!   Unknown (a `manual` result carries no status).
-//! - Coverage codes: `BI`, `PD`, `UMBI`, `UMPD`, `COMP`, `COLL` map to their core codes, an
-//!   explicit `CSL` to `CombinedSingleLimit`, anything else (home codes are undocumented) to
-//!   `Other(code)`. Labels vary between Axle examples, so only the code is read.
-//! - Combined single limit (axle.md §6.3): Axle writes a CSL as the same `limitPerAccident` on
-//!   `BI` and `PD` with no `limitPerPerson` on `BI`. Both stay as Axle wrote them (each limit is
-//!   true for its coverage) and a `CombinedSingleLimit` coverage (vendor code `BI+PD`) is added
-//!   after them, so that a rule can tell a CSL from a split limit whose per-person part is unknown.
+//! - Coverage codes: exactly the ones Axle documents for the Coverage `code` (`BI` `PD` `UMBI`
+//!   `UMPD` `UIMBI` `UIMPD` `UUIMBI` `UUIMPD` `COLL` `COMP`) map to core codes; a combined
+//!   uninsured/underinsured code yields one coverage per part, as Canopy's combined types do.
+//!   Anything else, home coverages included (their codes could not be confirmed against Axle's
+//!   pages), stays `Other(code)` with its label. Labels vary between Axle examples, so only the
+//!   code is read.
+//! - Combined single limit: Axle writes a CSL as `limitPerAccident` on both `BI` and `PD`, and a
+//!   lone limit as `limitPerAccident` too, so equal limits are never proof. Where they are the
+//!   only reading left (one `BI` with no `limitPerPerson` key at all, one `PD` of the same scope
+//!   with the same `limitPerAccident`), a `CombinedSingleLimit` coverage (vendor code `BI+PD`)
+//!   marked `inferred` is added after them; both stay as Axle wrote them. Rules never pass on it.
 //! - Properties of type `vehicle` are vehicles; other property types Axle may use for homes
 //!   (its dwelling schema is undocumented) are dwellings, with the address read from `data`.
 //! - Documents keep metadata only; the signed `url` is never read.
@@ -20,8 +24,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use coverwatch_core::policy::{
     Account, AccountSnapshot, Address, AppliesTo, Carrier, ConnectionStatus, Coverage,
-    CoverageCode, DocumentInfo, Dwelling, Insured, InsuredRole, InterestedParty, PartyKind, Policy,
-    PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType, Vehicle, dollars_to_cents,
+    CoverageCode, DocumentInfo, Dwelling, Insured, InsuredRole, InterestedParty, Limit, PartyKind,
+    Policy, PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType, Vehicle, dollars_to_cents,
 };
 use serde_json::Value;
 
@@ -75,11 +79,9 @@ pub fn policy(p: &model::Policy, requested_id: &str) -> Policy {
             _ => {}
         }
     }
-    let kind = policy_type(p.policy_type.as_deref());
-    let dwelling_line = is_dwelling_line(&kind);
     Policy {
         external_id: p.id.clone().unwrap_or_else(|| requested_id.to_owned()),
-        policy_type: kind,
+        policy_type: policy_type(p.policy_type.as_deref()),
         carrier: carrier(p.carrier.as_deref()),
         policy_number: p.policy_number.as_deref().and_then(clean),
         status: status(p.is_active),
@@ -90,13 +92,9 @@ pub fn policy(p: &model::Policy, requested_id: &str) -> Policy {
         address: p.address.as_ref().and_then(address),
         vehicles,
         dwellings,
-        coverages: coverages(&p.coverages, dwelling_line),
+        coverages: coverages(&p.coverages),
         insureds: p.insureds.iter().map(insured).collect(),
-        interested_parties: p
-            .third_parties
-            .iter()
-            .map(|t| party(t, dwelling_line))
-            .collect(),
+        interested_parties: p.third_parties.iter().map(party).collect(),
         documents: p.documents.iter().map(document).collect(),
     }
 }
@@ -156,120 +154,131 @@ fn carrier(slug: Option<&str>) -> Carrier {
     }
 }
 
-/// Whether a policy insures a dwelling (home, condo, renters, landlord): Axle's home coverage
-/// codes and its `interest` parties read differently there than on an auto policy.
-fn is_dwelling_line(kind: &PolicyType) -> bool {
-    matches!(
-        kind,
-        PolicyType::Homeowners | PolicyType::Condo | PolicyType::Renters | PolicyType::Landlord
-    )
-}
-
-/// The shared code of an Axle coverage code. Axle documents only the auto codes; the home codes
-/// (`DWELL`, `OS`, `PP`, `LOU`, `PL`, `MED`) are those its home policies carry, mapped to the
-/// codes Canopy's dwelling coverages map to, so that one caller rule reads both vendors alike.
-pub fn coverage_code_for(code: &str, dwelling_line: bool) -> CoverageCode {
-    let upper = code.trim().to_ascii_uppercase();
-    if dwelling_line {
-        let home = match upper.as_str() {
-            "DWELL" | "DWELLING" => Some(CoverageCode::Dwelling),
-            "OS" | "OTHER_STRUCTURES" => Some(CoverageCode::OtherStructures),
-            "PP" | "PERSONAL_PROPERTY" => Some(CoverageCode::PersonalProperty),
-            "LOU" | "ALE" | "LOSS_OF_USE" => Some(CoverageCode::LossOfUse),
-            "PL" | "PERSONAL_LIABILITY" => Some(CoverageCode::PersonalLiability),
-            "MED" | "MEDPAY" => Some(CoverageCode::MedicalPaymentsToOthers),
-            _ => None,
-        };
-        if let Some(home) = home {
-            return home;
-        }
-    } else if matches!(upper.as_str(), "MED" | "MEDPAY") {
-        return CoverageCode::MedicalPayments;
-    }
-    coverage_code(code)
-}
-
-pub fn coverage_code(code: &str) -> CoverageCode {
-    match code.trim().to_ascii_uppercase().as_str() {
-        "BI" => CoverageCode::BodilyInjury,
-        "PD" => CoverageCode::PropertyDamage,
-        "UMBI" => CoverageCode::UninsuredMotoristBodilyInjury,
-        "UMPD" => CoverageCode::UninsuredMotoristPropertyDamage,
-        "COMP" => CoverageCode::Comprehensive,
-        "COLL" => CoverageCode::Collision,
-        "CSL" => CoverageCode::CombinedSingleLimit,
-        _ => CoverageCode::Other(code.trim().to_owned()),
+/// The shared codes of one Axle coverage code. Axle's Coverage object lists `code` as
+/// "Available options: BI PD UMBI UMPD UIMBI UIMPD UUIMBI UUIMPD COLL COMP"; `UU…` codes cover
+/// uninsured and underinsured motorists together, so they yield both parts. Any other code is
+/// kept as `Other`, trimmed.
+pub fn coverage_codes(code: &str) -> Vec<CoverageCode> {
+    use CoverageCode::*;
+    let code = code.trim();
+    match code.to_ascii_uppercase().as_str() {
+        "BI" => vec![BodilyInjury],
+        "PD" => vec![PropertyDamage],
+        "UMBI" => vec![UninsuredMotoristBodilyInjury],
+        "UMPD" => vec![UninsuredMotoristPropertyDamage],
+        "UIMBI" => vec![UnderinsuredMotoristBodilyInjury],
+        "UIMPD" => vec![UnderinsuredMotoristPropertyDamage],
+        "UUIMBI" => vec![
+            UninsuredMotoristBodilyInjury,
+            UnderinsuredMotoristBodilyInjury,
+        ],
+        "UUIMPD" => vec![
+            UninsuredMotoristPropertyDamage,
+            UnderinsuredMotoristPropertyDamage,
+        ],
+        "COMP" => vec![Comprehensive],
+        "COLL" => vec![Collision],
+        _ => vec![Other(code.to_owned())],
     }
 }
 
-/// The vendor code of the coverage added for a combined single limit.
+/// The vendor code of the coverage inferred for a combined single limit.
 pub const CSL_VENDOR_CODE: &str = "BI+PD";
 
-fn coverages(items: &[model::Coverage], dwelling_line: bool) -> Vec<Coverage> {
-    let mut out: Vec<Coverage> = items
-        .iter()
-        .filter_map(|c| {
-            let vendor_code = c.code.as_deref().and_then(clean);
-            let code = match (&vendor_code, c.label.as_deref().and_then(clean)) {
-                (Some(code), _) => coverage_code_for(code, dwelling_line),
-                // No code to key on: keep it, under its label, rather than lose it.
-                (None, Some(label)) => CoverageCode::Other(label),
-                (None, None) => return None,
-            };
-            Some(Coverage {
-                code,
-                vendor_code: vendor_code.unwrap_or_default(),
-                label: c.label.as_deref().and_then(clean),
-                limit_per_person_cents: c.limit_per_person.and_then(dollars_to_cents),
-                limit_per_accident_cents: c.limit_per_accident.and_then(dollars_to_cents),
+fn coverages(items: &[model::Coverage]) -> Vec<Coverage> {
+    let mut out = Vec::new();
+    for c in items {
+        let vendor_code = c.code.as_deref().and_then(clean);
+        let label = c.label.as_deref().and_then(clean);
+        let codes = match (&vendor_code, &label) {
+            (Some(code), _) => coverage_codes(code),
+            // No code to key on: keep it, under its label, rather than lose it.
+            (None, Some(label)) => vec![CoverageCode::Other(label.clone())],
+            (None, None) => continue,
+        };
+        for (i, code) in codes.into_iter().enumerate() {
+            out.push(Coverage {
+                label: label.clone(),
+                limit_per_person: c
+                    .limit_per_person
+                    .flatten()
+                    .and_then(dollars_to_cents)
+                    .map(Limit::Cents),
+                limit_per_accident: c
+                    .limit_per_accident
+                    .and_then(dollars_to_cents)
+                    .map(Limit::Cents),
                 deductible_cents: c.deductible.and_then(dollars_to_cents),
-                premium_cents: c.premium.and_then(dollars_to_cents),
+                // A combined code has one premium: count it once.
+                premium_cents: if i == 0 {
+                    c.premium.and_then(dollars_to_cents)
+                } else {
+                    None
+                },
                 applies_to: applies_to(c.property.as_deref()),
-                declined: false,
-            })
-        })
-        .collect();
-    add_combined_single_limits(&mut out);
+                ..Coverage::new(code, vendor_code.clone().unwrap_or_default())
+            });
+        }
+    }
+    infer_combined_single_limits(items, &mut out);
     out
 }
 
-fn add_combined_single_limits(coverages: &mut Vec<Coverage>) {
-    if coverages
-        .iter()
-        .any(|c| c.code == CoverageCode::CombinedSingleLimit)
-    {
-        return;
-    }
+/// Adds an inferred CSL after each `BI`/`PD` pair that Axle's rules leave only one reading
+/// for short of a lone limit (see the module doc). Axle: "Within a Policy object, there will
+/// only be a single Coverage object per coverage `code` per `property`", so two of one code in
+/// one scope is data we do not understand, and nothing is inferred from it.
+fn infer_combined_single_limits(items: &[model::Coverage], coverages: &mut Vec<Coverage>) {
+    let is = |c: &model::Coverage, code: &str| {
+        c.code
+            .as_deref()
+            .is_some_and(|k| k.trim().eq_ignore_ascii_case(code))
+    };
+    let scope = |c: &model::Coverage| applies_to(c.property.as_deref());
     let mut additions = Vec::new();
-    for (bi_index, bi) in coverages.iter().enumerate() {
-        if bi.code != CoverageCode::BodilyInjury || bi.limit_per_person_cents.is_some() {
-            continue;
-        }
-        let Some(limit) = bi.limit_per_accident_cents else {
+    for bi in items.iter().filter(|c| is(c, "BI")) {
+        let Some(limit) = bi.limit_per_accident.and_then(dollars_to_cents) else {
             continue;
         };
-        let pd = coverages.iter().position(|pd| {
-            pd.code == CoverageCode::PropertyDamage
-                && pd.applies_to == bi.applies_to
-                && pd.limit_per_accident_cents == Some(limit)
-        });
-        if let Some(pd_index) = pd {
-            additions.push((
-                bi_index.max(pd_index) + 1,
-                Coverage {
-                    code: CoverageCode::CombinedSingleLimit,
-                    vendor_code: CSL_VENDOR_CODE.to_owned(),
-                    label: Some("Combined Single Limit".to_owned()),
-                    limit_per_person_cents: None,
-                    limit_per_accident_cents: Some(limit),
-                    deductible_cents: None,
-                    premium_cents: None,
-                    applies_to: bi.applies_to.clone(),
-                    declined: false,
-                },
-            ));
+        // A present `limitPerPerson`, even null, belongs to a split limit.
+        if bi.limit_per_person.is_some() {
+            continue;
         }
+        let same_scope = |code: &str| -> Vec<&model::Coverage> {
+            items
+                .iter()
+                .filter(|c| is(c, code) && scope(c) == scope(bi))
+                .collect()
+        };
+        let (bis, pds) = (same_scope("BI"), same_scope("PD"));
+        let [pd] = pds.as_slice() else {
+            continue;
+        };
+        if bis.len() != 1 || pd.limit_per_accident.and_then(dollars_to_cents) != Some(limit) {
+            continue;
+        }
+        let after = coverages
+            .iter()
+            .rposition(|c| {
+                c.applies_to == scope(bi)
+                    && matches!(
+                        c.code,
+                        CoverageCode::BodilyInjury | CoverageCode::PropertyDamage
+                    )
+            })
+            .map_or(coverages.len(), |i| i + 1);
+        additions.push((
+            after,
+            Coverage {
+                label: Some("Combined Single Limit".to_owned()),
+                limit_per_accident: Some(Limit::Cents(limit)),
+                applies_to: scope(bi),
+                inferred: true,
+                ..Coverage::new(CoverageCode::CombinedSingleLimit, CSL_VENDOR_CODE)
+            },
+        ));
     }
+    additions.sort_by_key(|(at, _)| *at);
     for (at, coverage) in additions.into_iter().rev() {
         coverages.insert(at, coverage);
     }
@@ -372,9 +381,10 @@ pub fn mask_license(license: &str) -> String {
         .collect()
 }
 
-/// Axle's third-party types are `lienholder`, `lessor` and `interest`; on a dwelling policy the
-/// lender's interest is the mortgagee (Canopy names it so), elsewhere an additional interest.
-fn party(t: &model::ThirdParty, dwelling_line: bool) -> InterestedParty {
+/// Axle's third-party `type` is "Available options: lienholder lessor interest"; `interest` is
+/// its default for a party the carrier did not classify (changelog, 2023-05-24), so it, and any
+/// type Axle does not document, is an additional interest, never a guessed mortgagee.
+fn party(t: &model::ThirdParty) -> InterestedParty {
     let kind = match t
         .party_type
         .as_deref()
@@ -383,8 +393,6 @@ fn party(t: &model::ThirdParty, dwelling_line: bool) -> InterestedParty {
     {
         Some("lienholder") => PartyKind::Lienholder,
         Some("lessor") => PartyKind::Lessor,
-        Some("mortgagee") => PartyKind::Mortgagee,
-        Some("interest") if dwelling_line => PartyKind::Mortgagee,
         _ => PartyKind::AdditionalInterest,
     };
     InterestedParty {
@@ -564,15 +572,10 @@ mod tests {
         assert_eq!(
             p.coverages[0],
             Coverage {
-                code: CoverageCode::BodilyInjury,
-                vendor_code: "BI".into(),
                 label: Some("Bodily Injury".into()),
-                limit_per_person_cents: Some(25_000_000),
-                limit_per_accident_cents: Some(50_000_000),
-                deductible_cents: None,
-                premium_cents: None,
-                applies_to: AppliesTo::AllProperties,
-                declined: false,
+                limit_per_person: Some(Limit::Cents(25_000_000)),
+                limit_per_accident: Some(Limit::Cents(50_000_000)),
+                ..Coverage::new(CoverageCode::BodilyInjury, "BI")
             }
         );
         assert_eq!(p.coverages[3].deductible_cents, Some(25_000));
@@ -664,8 +667,13 @@ mod tests {
         );
     }
 
+    /// Axle, Coverages, Auto Policy Coverage Types, rules applied: "If the policy returns a
+    /// combined single limit (CSL) for Bodily Injury and Property Damage, the limit will be set
+    /// as limitPerAccident for both Bodily Injury and Property Damage coverages"
+    /// (docs.axle.insure/api-reference/policies/coverages). The same page records a lone limit
+    /// as limitPerAccident, so the CSL is only inferred, and marked so.
     #[test]
-    fn a_combined_single_limit_is_recognized() {
+    fn a_combined_single_limit_is_inferred_and_marked() {
         let raw = json!({"id": "pol_csl", "coverages": [
             {"code": "BI", "label": "Bodily Injury", "limitPerAccident": 300000},
             {"code": "PD", "label": "Property Damage", "limitPerAccident": 300000, "deductible": 500},
@@ -686,26 +694,80 @@ mod tests {
                 CoverageCode::Comprehensive,
             ]
         );
-        assert_eq!(p.coverages[0].limit_per_person_cents, None);
-        assert_eq!(p.coverages[0].limit_per_accident_cents, Some(30_000_000));
+        // What Axle stated stays as stated.
+        assert_eq!(p.coverages[0].limit_per_person, None);
+        assert_eq!(
+            p.coverages[0].limit_per_accident,
+            Some(Limit::Cents(30_000_000))
+        );
+        assert!(!p.coverages[0].inferred && !p.coverages[1].inferred);
         assert_eq!(p.coverages[1].deductible_cents, Some(50_000));
-        let csl = &p.coverages[2];
-        assert_eq!(csl.vendor_code, CSL_VENDOR_CODE);
-        assert_eq!(csl.limit_per_accident_cents, Some(30_000_000));
-        assert_eq!(csl.limit_per_person_cents, None);
-        assert_eq!(csl.applies_to, AppliesTo::AllProperties);
-        assert_eq!(p.coverages[3].limit_per_person_cents, None);
+        assert_eq!(
+            p.coverages[2],
+            Coverage {
+                label: Some("Combined Single Limit".into()),
+                limit_per_accident: Some(Limit::Cents(30_000_000)),
+                inferred: true,
+                ..Coverage::new(CoverageCode::CombinedSingleLimit, CSL_VENDOR_CODE)
+            }
+        );
+
+        // One inferred CSL per vehicle when each vehicle has its own pair.
+        let p = policy_snapshot(
+            json!({"coverages": [
+                {"code": "BI", "limitPerAccident": 100000, "property": "prp_1"},
+                {"code": "PD", "limitPerAccident": 100000, "property": "prp_1"},
+                {"code": "BI", "limitPerAccident": 300000, "property": "prp_2"},
+                {"code": "PD", "limitPerAccident": 300000, "property": "prp_2"}
+            ]}),
+            "x",
+            PolicyTerm::Current,
+        )
+        .unwrap()
+        .policy;
+        let csls: Vec<_> = p
+            .coverages
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.code == CoverageCode::CombinedSingleLimit)
+            .map(|(i, c)| (i, c.applies_to.clone(), c.limit_per_accident))
+            .collect();
+        assert_eq!(
+            csls,
+            vec![
+                (
+                    2,
+                    AppliesTo::Property("prp_1".into()),
+                    Some(Limit::Cents(10_000_000))
+                ),
+                (
+                    5,
+                    AppliesTo::Property("prp_2".into()),
+                    Some(Limit::Cents(30_000_000))
+                ),
+            ]
+        );
     }
 
     #[test]
-    fn split_and_single_limits_are_not_a_csl() {
+    fn a_csl_is_not_inferred_where_another_reading_remains() {
         for coverages in [
+            // A split limit.
             json!([{"code": "BI", "limitPerPerson": 25000, "limitPerAccident": 50000},
                    {"code": "PD", "limitPerAccident": 50000}]),
+            // A per-person part the carrier has but did not give: "null - The carrier data source
+            // supports the field, but no information is present" (API overview, Null values).
+            json!([{"code": "BI", "limitPerPerson": null, "limitPerAccident": 100000},
+                   {"code": "PD", "limitPerAccident": 100000}]),
+            // Different limits, or only one of the pair.
             json!([{"code": "BI", "limitPerAccident": 100000}, {"code": "PD", "limitPerAccident": 50000}]),
             json!([{"code": "BI", "limitPerAccident": 100000}]),
+            // Different scopes.
             json!([{"code": "BI", "limitPerAccident": 100000, "property": "prp_1"},
                    {"code": "PD", "limitPerAccident": 100000}]),
+            // Two PD in one scope, which Axle says does not happen.
+            json!([{"code": "BI", "limitPerAccident": 100000},
+                   {"code": "PD", "limitPerAccident": 100000}, {"code": "PD", "limitPerAccident": 100000}]),
         ] {
             let p = policy_snapshot(json!({"coverages": coverages}), "x", PolicyTerm::Current)
                 .unwrap()
@@ -717,73 +779,119 @@ mod tests {
                 "{coverages}"
             );
         }
-        // An explicit CSL is taken as is, with nothing added.
+        // `CSL` is no code Axle documents: it stays the vendor's own, and infers nothing.
         let p = policy_snapshot(
-            json!({"coverages": [{"code": "csl", "limitPerAccident": 300000},
-                                 {"code": "BI", "limitPerAccident": 300000},
-                                 {"code": "PD", "limitPerAccident": 300000}]}),
-            "x",
-            PolicyTerm::Current,
-        )
-        .unwrap()
-        .policy;
-        assert_eq!(p.coverages.len(), 3);
-        assert_eq!(p.coverages[0].code, CoverageCode::CombinedSingleLimit);
-    }
-
-    #[test]
-    fn coverage_codes() {
-        for (code, want) in [
-            ("BI", CoverageCode::BodilyInjury),
-            ("PD", CoverageCode::PropertyDamage),
-            ("UMBI", CoverageCode::UninsuredMotoristBodilyInjury),
-            ("UMPD", CoverageCode::UninsuredMotoristPropertyDamage),
-            ("COMP", CoverageCode::Comprehensive),
-            ("coll", CoverageCode::Collision),
-            ("CSL", CoverageCode::CombinedSingleLimit),
-            ("DWELL", CoverageCode::Other("DWELL".into())),
-        ] {
-            assert_eq!(coverage_code(code), want, "{code}");
-        }
-        for (code, home, auto) in [
-            (
-                "DWELL",
-                CoverageCode::Dwelling,
-                CoverageCode::Other("DWELL".into()),
-            ),
-            (
-                " MED ",
-                CoverageCode::MedicalPaymentsToOthers,
-                CoverageCode::MedicalPayments,
-            ),
-            (
-                "lou",
-                CoverageCode::LossOfUse,
-                CoverageCode::Other("lou".into()),
-            ),
-            ("BI", CoverageCode::BodilyInjury, CoverageCode::BodilyInjury),
-        ] {
-            assert_eq!(
-                coverage_code_for(code, true),
-                home,
-                "{code} on a home policy"
-            );
-            assert_eq!(
-                coverage_code_for(code, false),
-                auto,
-                "{code} on an auto policy"
-            );
-        }
-        let p = policy_snapshot(
-            json!({"coverages": [{"label": "Roadside"}, {"limitPerAccident": 1}]}),
+            json!({"coverages": [{"code": "csl", "label": "Combined Single Limit", "limitPerAccident": 300000}]}),
             "x",
             PolicyTerm::Current,
         )
         .unwrap()
         .policy;
         assert_eq!(p.coverages.len(), 1);
-        assert_eq!(p.coverages[0].code, CoverageCode::Other("Roadside".into()));
-        assert_eq!(p.coverages[0].vendor_code, "");
+        assert_eq!(p.coverages[0].code, CoverageCode::Other("csl".into()));
+        assert_eq!(
+            p.coverages[0].label.as_deref(),
+            Some("Combined Single Limit")
+        );
+    }
+
+    /// Axle, Coverage object, `code`: "Available options: `BI` `PD` `UMBI` `UMPD` `UIMBI`
+    /// `UIMPD` `UUIMBI` `UUIMPD` `COLL` `COMP`" (docs.axle.insure/api-reference/_snippets/coverage,
+    /// referenced from docs.axle.insure/api-reference/policies/coverages).
+    #[test]
+    fn exactly_the_documented_codes_map() {
+        use CoverageCode::*;
+        for (code, want) in [
+            ("BI", vec![BodilyInjury]),
+            ("PD", vec![PropertyDamage]),
+            ("UMBI", vec![UninsuredMotoristBodilyInjury]),
+            ("UMPD", vec![UninsuredMotoristPropertyDamage]),
+            ("UIMBI", vec![UnderinsuredMotoristBodilyInjury]),
+            ("UIMPD", vec![UnderinsuredMotoristPropertyDamage]),
+            (
+                "UUIMBI",
+                vec![
+                    UninsuredMotoristBodilyInjury,
+                    UnderinsuredMotoristBodilyInjury,
+                ],
+            ),
+            (
+                "UUIMPD",
+                vec![
+                    UninsuredMotoristPropertyDamage,
+                    UnderinsuredMotoristPropertyDamage,
+                ],
+            ),
+            ("COLL", vec![Collision]),
+            (" comp ", vec![Comprehensive]),
+            // Undocumented: the vendor's own code, whatever it looks like.
+            ("CSL", vec![Other("CSL".into())]),
+            ("MED", vec![Other("MED".into())]),
+            ("DWELL", vec![Other("DWELL".into())]),
+        ] {
+            assert_eq!(coverage_codes(code), want, "{code}");
+        }
+
+        // A combined code yields each part, with the limits on each and the premium once.
+        let p = policy_snapshot(
+            json!({"coverages": [
+                {"code": "UUIMBI", "label": "Uninsured/Underinsured Motorists Bodily Injury",
+                 "limitPerPerson": 100000, "limitPerAccident": 300000, "premium": 40.5},
+                {"code": "UIMPD", "label": "Underinsured Motorists Property Damage",
+                 "limitPerAccident": 25000, "deductible": 250, "property": "prp_1"},
+                {"label": "Roadside"}, {"limitPerAccident": 1}
+            ]}),
+            "x",
+            PolicyTerm::Current,
+        )
+        .unwrap()
+        .policy;
+        let seen: Vec<_> = p
+            .coverages
+            .iter()
+            .map(|c| {
+                (
+                    c.code.clone(),
+                    c.vendor_code.as_str(),
+                    c.limit_per_person,
+                    c.limit_per_accident,
+                    c.premium_cents,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    UninsuredMotoristBodilyInjury,
+                    "UUIMBI",
+                    Some(Limit::Cents(10_000_000)),
+                    Some(Limit::Cents(30_000_000)),
+                    Some(4_050)
+                ),
+                (
+                    UnderinsuredMotoristBodilyInjury,
+                    "UUIMBI",
+                    Some(Limit::Cents(10_000_000)),
+                    Some(Limit::Cents(30_000_000)),
+                    None
+                ),
+                (
+                    UnderinsuredMotoristPropertyDamage,
+                    "UIMPD",
+                    None,
+                    Some(Limit::Cents(2_500_000)),
+                    None
+                ),
+                // No code to key on: kept under its label.
+                (Other("Roadside".into()), "", None, None, None),
+            ]
+        );
+        assert_eq!(p.coverages[2].deductible_cents, Some(25_000));
+        assert_eq!(
+            p.coverages[2].applies_to,
+            AppliesTo::Property("prp_1".into())
+        );
     }
 
     #[test]
@@ -798,7 +906,8 @@ mod tests {
                 {"id": "prp_boat", "type": "watercraft", "data": {}}],
             "coverages": [{"code": "DWELL", "label": "Dwelling", "limitPerAccident": 350000, "deductible": 1000}],
             "thirdParties": [{"type": "interest", "name": "Sandbox Home Lending"},
-                             {"type": "lessor", "name": "Lease Co"}, {"type": "mortgagee"}],
+                             {"type": "lessor", "name": "Lease Co"}, {"type": "mortgagee"},
+                             {"type": "lienholder", "name": "Car Credit"}],
             "insureds": [{"firstName": "Harper", "lastName": "Holmes", "type": "primary", "licenseNo": null}]
         });
         let p = policy_snapshot(raw, "x", PolicyTerm::Renewal)
@@ -822,15 +931,28 @@ mod tests {
                 replacement_cost_cents: None,
             }]
         );
-        assert_eq!(p.coverages[0].code, CoverageCode::Dwelling);
-        assert_eq!(p.coverages[0].limit_per_accident_cents, Some(35_000_000));
+        // No home coverage code could be confirmed against Axle's pages: the code is Axle's own,
+        // with its label and limits, for display and for a rule keyed on it.
+        assert_eq!(p.coverages[0].code, CoverageCode::Other("DWELL".into()));
+        assert_eq!(p.coverages[0].label.as_deref(), Some("Dwelling"));
+        assert_eq!(
+            p.coverages[0].limit_per_accident,
+            Some(Limit::Cents(35_000_000))
+        );
+        assert_eq!(p.coverages[0].deductible_cents, Some(100_000));
+        // Axle's ThirdParty `type`: "Available options: lienholder lessor interest"
+        // (docs.axle.insure/api-reference/_snippets/thirdParty); "Policy.thirdParties.type has a
+        // default value of interest. If you do not find a thirdParty of type lienholder or lessor
+        // on the policy, the data source may not have specified this classification" (changelog,
+        // 2023-05-24). An interest is no mortgagee, on a home policy either.
         let kinds: Vec<_> = p.interested_parties.iter().map(|t| t.kind).collect();
         assert_eq!(
             kinds,
             vec![
-                PartyKind::Mortgagee,
+                PartyKind::AdditionalInterest,
                 PartyKind::Lessor,
-                PartyKind::Mortgagee
+                PartyKind::AdditionalInterest,
+                PartyKind::Lienholder,
             ]
         );
         assert_eq!(p.interested_parties[0].applies_to, AppliesTo::AllProperties);

@@ -13,8 +13,8 @@ use coverwatch_core::event::{AuthStatus, FailureReason, ProviderDetail, Reconnec
 use coverwatch_core::ids::{LinkId, TenantId, UserId};
 use coverwatch_core::policy::{
     Account, Address, AppliesTo, Carrier, ConnectionStatus, Coverage, CoverageCode, DocumentInfo,
-    Dwelling, Insured, InsuredRole, InterestedParty, PartyKind, Policy, PolicyStatus, PolicyTerm,
-    PolicyType, Vehicle,
+    Dwelling, Insured, InsuredRole, InterestedParty, Limit, PartyKind, Policy, PolicyStatus,
+    PolicyTerm, PolicyType, Vehicle,
 };
 use coverwatch_core::provider::{
     Completion, LinkAccess, LinkGrant, LinkSessionRequest, Provider, ProviderError, RejectionKind,
@@ -240,15 +240,12 @@ fn coverage(
     applies_to: AppliesTo,
 ) -> Coverage {
     Coverage {
-        code,
-        vendor_code: vendor.into(),
         label: Some(label.into()),
-        limit_per_person_cents: per_person,
-        limit_per_accident_cents: per_accident,
+        limit_per_person: per_person.map(Limit::Cents),
+        limit_per_accident: per_accident.map(Limit::Cents),
         deductible_cents: deductible,
-        premium_cents: None,
         applies_to,
-        declined: false,
+        ..Coverage::new(code, vendor)
     }
 }
 
@@ -489,6 +486,25 @@ async fn simple_auto_links_and_normalizes_field_by_field() {
                 dollars(250),
                 AppliesTo::AllProperties,
             ),
+            // Axle's documented underinsured codes read as Canopy's underinsured types do.
+            coverage(
+                CoverageCode::UnderinsuredMotoristBodilyInjury,
+                "UIMBI",
+                "Underinsured Motorists Bodily Injury",
+                dollars(100_000),
+                dollars(300_000),
+                None,
+                AppliesTo::AllProperties,
+            ),
+            coverage(
+                CoverageCode::UnderinsuredMotoristPropertyDamage,
+                "UIMPD",
+                "Underinsured Motorists Property Damage",
+                None,
+                dollars(25_000),
+                dollars(250),
+                AppliesTo::AllProperties,
+            ),
             coverage(
                 CoverageCode::Comprehensive,
                 "COMP",
@@ -606,19 +622,33 @@ async fn simple_auto_links_and_normalizes_field_by_field() {
                 dollars(500),
                 AppliesTo::AllProperties,
             ),
+            // Not stated by Axle: inferred from equal BI and PD limits, and marked so.
+            Coverage {
+                inferred: true,
+                ..coverage(
+                    CoverageCode::CombinedSingleLimit,
+                    "BI+PD",
+                    "Combined Single Limit",
+                    None,
+                    dollars(300_000),
+                    None,
+                    AppliesTo::AllProperties,
+                )
+            },
+            // UUIMBI: uninsured and underinsured motorists together, one coverage per part.
             coverage(
-                CoverageCode::CombinedSingleLimit,
-                "BI+PD",
-                "Combined Single Limit",
+                CoverageCode::UninsuredMotoristBodilyInjury,
+                "UUIMBI",
+                "Uninsured/Underinsured Motorists Bodily Injury",
                 None,
                 dollars(300_000),
                 None,
                 AppliesTo::AllProperties,
             ),
             coverage(
-                CoverageCode::UninsuredMotoristBodilyInjury,
-                "UMBI",
-                "Uninsured Motorists Bodily Injury",
+                CoverageCode::UnderinsuredMotoristBodilyInjury,
+                "UUIMBI",
+                "Uninsured/Underinsured Motorists Bodily Injury",
                 None,
                 dollars(300_000),
                 None,
@@ -735,7 +765,7 @@ async fn minimum_auto_is_inactive_with_state_minimum_limits() {
 }
 
 #[tokio::test]
-async fn home_maps_the_dwelling_and_the_mortgage_interest() {
+async fn home_maps_the_dwelling_and_keeps_undocumented_codes_and_the_interest_as_axle_wrote_them() {
     let h = Harness::start().await;
     let linked = h.link("user-home", "pass-home").await;
     let fetched = h
@@ -779,7 +809,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
             }],
             coverages: vec![
                 coverage(
-                    CoverageCode::Dwelling,
+                    CoverageCode::Other("DWELL".into()),
                     "DWELL",
                     "Dwelling",
                     None,
@@ -788,7 +818,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    CoverageCode::OtherStructures,
+                    CoverageCode::Other("OS".into()),
                     "OS",
                     "Other Structures",
                     None,
@@ -797,7 +827,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    CoverageCode::PersonalProperty,
+                    CoverageCode::Other("PP".into()),
                     "PP",
                     "Personal Property",
                     None,
@@ -806,7 +836,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    CoverageCode::LossOfUse,
+                    CoverageCode::Other("LOU".into()),
                     "LOU",
                     "Loss of Use",
                     None,
@@ -815,7 +845,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    CoverageCode::PersonalLiability,
+                    CoverageCode::Other("PL".into()),
                     "PL",
                     "Personal Liability",
                     None,
@@ -824,7 +854,7 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                     all.clone()
                 ),
                 coverage(
-                    CoverageCode::MedicalPaymentsToOthers,
+                    CoverageCode::Other("MED".into()),
                     "MED",
                     "Medical Payments",
                     dollars(5_000),
@@ -834,8 +864,9 @@ async fn home_maps_the_dwelling_and_the_mortgage_interest() {
                 ),
             ],
             insureds: vec![insured("Harper", "Holmes", InsuredRole::Primary, None)],
+            // Axle types the lender `interest`, its default for an unclassified party.
             interested_parties: vec![InterestedParty {
-                kind: PartyKind::Mortgagee,
+                kind: PartyKind::AdditionalInterest,
                 name: Some("Sandbox Home Lending".into()),
                 address: Some(Address {
                     line1: Some("900 Mortgage Blvd".into()),
@@ -1613,4 +1644,64 @@ async fn a_429_then_a_500_then_success_is_one_successful_read() {
     assert_eq!(fetched.policies[0].term, PolicyTerm::Renewal);
     let seen = server.seen.lock().unwrap().clone();
     assert_eq!(seen, vec!["GET /policies/pol_1?term=renewal HTTP/1.1"; 3]);
+}
+
+/// Axle, Coverages (docs.axle.insure/api-reference/policies/coverages), Auto Policy Coverage
+/// Types: a CSL's limit "will be set as limitPerAccident for both Bodily Injury and Property
+/// Damage coverages", and "If there is only a single limit returned, the limit will be recorded as
+/// limitPerAccident". The sandbox's CSL policy is written that way, so a bodily-injury minimum it
+/// would meet as a CSL is UNKNOWN, not met; one it misses either way is unmet; property damage,
+/// stated outright, is met.
+#[tokio::test]
+async fn requirement_rules_do_not_pass_on_an_inferred_combined_single_limit() {
+    use coverwatch_core::requirements::{OverallStatus, RequirementSet, Rule, evaluate};
+
+    let h = Harness::start().await;
+    let linked = h.link("username", "password").await;
+    let fetched = h
+        .provider
+        .fetch(&linked.access, &DataRef::All)
+        .await
+        .unwrap();
+    let csl = fetched
+        .policies
+        .iter()
+        .find(|p| p.policy.policy_number.as_deref() == Some("AUTO-100-2002"))
+        .expect("the CSL policy")
+        .policy
+        .clone();
+    let main = fetched
+        .policies
+        .iter()
+        .find(|p| p.policy.policy_number.as_deref() == Some("AUTO-100-2001"))
+        .expect("the split-limit policy")
+        .policy
+        .clone();
+    let check = |rule: Rule, policy: &Policy| {
+        let set = RequirementSet {
+            id: "lender".into(),
+            name: "Lender".into(),
+            rules: vec![rule],
+        };
+        let evaluation = evaluate(&set, std::slice::from_ref(policy), linked.linked_at);
+        (evaluation.status, evaluation.outcomes[0].observed.clone())
+    };
+    let bi = |person: i64, accident: i64| Rule::MinBodilyInjury {
+        per_person_cents: person * 100,
+        per_accident_cents: accident * 100,
+    };
+    let (status, observed) = check(bi(100_000, 300_000), &csl);
+    assert_eq!(status, OverallStatus::Unknown);
+    assert!(
+        observed
+            .unwrap()
+            .contains("combined_single_limit (inferred) 30000000 cents"),
+    );
+    assert_eq!(check(bi(100_000, 500_000), &csl).0, OverallStatus::Unmet);
+    let pd = Rule::MinPropertyDamage {
+        per_accident_cents: 300_000 * 100,
+    };
+    assert_eq!(check(pd, &csl).0, OverallStatus::Met);
+    // A split limit Axle stated in full passes as before.
+    assert_eq!(check(bi(100_000, 300_000), &main).0, OverallStatus::Met);
 }

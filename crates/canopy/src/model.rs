@@ -289,8 +289,18 @@ pub struct VehicleCoverage {
     pub premium_cents: Option<i64>,
     #[serde(deserialize_with = "lenient::int")]
     pub per_person_limit_cents: Option<i64>,
+    /// "If true, this coverage has an unlimited per-person limit".
+    #[serde(deserialize_with = "lenient::flag")]
+    pub per_person_unlimited: bool,
     #[serde(deserialize_with = "lenient::int")]
     pub per_incident_limit_cents: Option<i64>,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub per_incident_unlimited: bool,
+    /// "Per-day limit, in cents"; `max_days` "comes in pairs with `per_day_limit_cents`".
+    #[serde(deserialize_with = "lenient::int")]
+    pub per_day_limit_cents: Option<i64>,
+    #[serde(deserialize_with = "lenient::int")]
+    pub max_days: Option<i64>,
     #[serde(deserialize_with = "lenient::int")]
     pub deductible_cents: Option<i64>,
     #[serde(deserialize_with = "lenient::flag")]
@@ -364,8 +374,13 @@ pub struct DwellingCoverage {
     pub premium_cents: Option<i64>,
     #[serde(deserialize_with = "lenient::int")]
     pub per_person_limit_cents: Option<i64>,
+    /// Nullable here, unlike on a vehicle coverage; null reads as not unlimited.
+    #[serde(deserialize_with = "lenient::flag")]
+    pub per_person_unlimited: bool,
     #[serde(deserialize_with = "lenient::int")]
     pub per_incident_limit_cents: Option<i64>,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub per_incident_unlimited: bool,
     /// Percent of the dwelling (Coverage A) limit: `"10.000"` in the schema, `10` in examples.
     #[serde(deserialize_with = "lenient::decimal")]
     pub per_incident_limit_percent: Option<f64>,

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use coverwatch_core::policy::{
     Account, AccountSnapshot, Address, AppliesTo, Carrier, ConnectionStatus, Coverage,
-    CoverageCode, DocumentInfo, Dwelling, Insured, InsuredRole, InterestedParty, PartyKind, Policy,
-    PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType, Vehicle,
+    CoverageCode, DocumentInfo, Dwelling, Insured, InsuredRole, InterestedParty, Limit, PartyKind,
+    Policy, PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType, Vehicle,
 };
 use serde_json::Value;
 
@@ -291,7 +291,8 @@ pub fn vehicle_coverage_codes(name: &str) -> Vec<CoverageCode> {
 }
 
 /// Normalized code of a `DwellingCoverage.name`; carrier-specific names for the standard
-/// homeowners coverages (Allstate's family liability, guest medical) map to the standard code.
+/// homeowners coverages (Allstate's family liability, guest medical) map to the standard code,
+/// and the all-perils deductible lines to [`CoverageCode::AllPerils`].
 pub fn dwelling_coverage_code(name: &str) -> CoverageCode {
     use CoverageCode::*;
     match name {
@@ -301,6 +302,9 @@ pub fn dwelling_coverage_code(name: &str) -> CoverageCode {
         "LOSS_OF_USE" | "ADDITIONAL_LIVING_EXPENSE" => LossOfUse,
         "PERSONAL_LIABILITY" | "FAMILY_LIABILITY_PROTECTION" => PersonalLiability,
         "MEDICAL_PAYMENTS" | "GUEST_MEDICAL_PROTECTION" => MedicalPaymentsToOthers,
+        // The deductible lines of Canopy's own HOMEOWNERS example (`ALL_OTHER_PERILS` beside
+        // `WINDSTORM_OR_HAIL`); `ALL_PERILS` where no peril has a deductible of its own.
+        "ALL_PERILS" | "ALL_OTHER_PERILS" => AllPerils,
         other => Other(other.to_owned()),
     }
 }
@@ -429,6 +433,16 @@ fn redact(value: &mut Value) {
     }
 }
 
+/// A limit as Canopy states it: its `*_unlimited` flag wins over an amount, which Canopy leaves
+/// null for an unlimited limit.
+fn limit(cents: Option<i64>, unlimited: bool) -> Option<Limit> {
+    if unlimited {
+        Some(Limit::Unlimited)
+    } else {
+        cents.map(Limit::Cents)
+    }
+}
+
 fn percent_of(percent: Option<f64>, base: Option<i64>) -> Option<i64> {
     let (percent, base) = (percent?, base?);
     coverwatch_core::policy::dollars_to_cents(base as f64 * percent / 100.0 / 100.0)
@@ -511,16 +525,17 @@ fn normalize_policy(
             }
             for (i, code) in vehicle_coverage_codes(&c.name).into_iter().enumerate() {
                 coverages.push(Coverage {
-                    code,
-                    vendor_code: c.name.clone(),
                     label: non_empty(c.friendly_name.as_deref()),
-                    limit_per_person_cents: c.per_person_limit_cents,
-                    limit_per_accident_cents: c.per_incident_limit_cents,
+                    limit_per_person: limit(c.per_person_limit_cents, c.per_person_unlimited),
+                    limit_per_accident: limit(c.per_incident_limit_cents, c.per_incident_unlimited),
+                    limit_per_day_cents: c.per_day_limit_cents,
+                    max_days: c.max_days.and_then(|d| u32::try_from(d).ok()),
                     deductible_cents: c.deductible_cents,
                     // A combined coverage has one premium: count it once.
                     premium_cents: if i == 0 { c.premium_cents } else { None },
                     applies_to: applies_to.clone(),
                     declined: c.is_declined,
+                    ..Coverage::new(code, c.name.clone())
                 });
             }
         }
@@ -648,19 +663,20 @@ fn normalize_policy(
                 continue;
             }
             coverages.push(Coverage {
-                code: dwelling_coverage_code(&c.name),
-                vendor_code: c.name.clone(),
                 label: non_empty(c.friendly_name.as_deref()),
-                limit_per_person_cents: c.per_person_limit_cents,
-                limit_per_accident_cents: c
-                    .per_incident_limit_cents
-                    .or_else(|| percent_of(c.per_incident_limit_percent, dwelling_limit)),
+                limit_per_person: limit(c.per_person_limit_cents, c.per_person_unlimited),
+                limit_per_accident: limit(
+                    c.per_incident_limit_cents
+                        .or_else(|| percent_of(c.per_incident_limit_percent, dwelling_limit)),
+                    c.per_incident_unlimited,
+                ),
                 deductible_cents: c
                     .deductible_cents
                     .or_else(|| percent_of(c.deductible_percent, dwelling_limit)),
                 premium_cents: c.premium_cents,
                 applies_to: applies_to.clone(),
                 declined: c.is_declined,
+                ..Coverage::new(dwelling_coverage_code(&c.name), c.name.clone())
             });
         }
         let mut mortgagees: Vec<InterestedParty> = dw
@@ -961,8 +977,8 @@ mod tests {
         let bi = find(p, &CoverageCode::BodilyInjury, "4T1G11AK5MU000001");
         assert_eq!(bi.vendor_code, "BODILY_INJURY_LIABILITY");
         assert_eq!(bi.label.as_deref(), Some("Bodily Injury Liability"));
-        assert_eq!(bi.limit_per_person_cents, Some(10_000_000));
-        assert_eq!(bi.limit_per_accident_cents, Some(30_000_000));
+        assert_eq!(bi.limit_per_person, Some(Limit::Cents(10_000_000)));
+        assert_eq!(bi.limit_per_accident, Some(Limit::Cents(30_000_000)));
         assert_eq!(bi.premium_cents, Some(21_000));
         assert!(!bi.declined);
         let coll = find(p, &CoverageCode::Collision, "4T1G11AK5MU000001");
@@ -978,8 +994,8 @@ mod tests {
             &CoverageCode::UninsuredMotoristPropertyDamage,
             "4T1G11AK5MU000001",
         );
-        assert_eq!(umbi.limit_per_accident_cents, Some(5_000_000));
-        assert_eq!(umpd.limit_per_accident_cents, Some(5_000_000));
+        assert_eq!(umbi.limit_per_accident, Some(Limit::Cents(5_000_000)));
+        assert_eq!(umpd.limit_per_accident, Some(Limit::Cents(5_000_000)));
         assert_eq!((umbi.premium_cents, umpd.premium_cents), (Some(900), None));
         let glass = find(
             p,
@@ -988,7 +1004,7 @@ mod tests {
         );
         assert!(glass.declined);
         let pd = find(p, &CoverageCode::PropertyDamage, "v2");
-        assert_eq!(pd.limit_per_accident_cents, Some(10_000_000));
+        assert_eq!(pd.limit_per_accident, Some(Limit::Cents(10_000_000)));
         assert!(
             !p.coverages
                 .iter()
@@ -1072,6 +1088,155 @@ mod tests {
         assert_eq!(d.created_at, parse_date("2024-01-15"));
     }
 
+    /// A pull holding one policy of the given JSON, normalized.
+    fn one_policy(policy: Value) -> Policy {
+        let pull = json!({"pull_id": "p", "status": "SUCCESS", "policies": [policy]});
+        normalize_pull(&pull, "initial").unwrap().policies[0]
+            .policy
+            .clone()
+    }
+
+    /// The dwelling coverages of Canopy's own HOMEOWNERS example, value for value (canopy-openapi.json,
+    /// `GET /teams/{teamId}/pulls/{pullId}`, example "Personal Example Response",
+    /// `policies[0].dwellings[0].coverages[6..8]`): the policy's deductible sits on
+    /// `ALL_OTHER_PERILS`, beside a separate `WINDSTORM_OR_HAIL` one.
+    #[test]
+    fn the_home_deductible_on_all_other_perils_or_all_perils_is_mapped() {
+        let p = one_policy(json!({
+            "policy_id": "p-home", "carrier_policy_number": "HO132483", "policy_type": "HOMEOWNERS",
+            "dwellings": [{"dwelling_id": "dw", "coverages": [
+                {"dwelling_coverage_id": "7985df7e-6811-43fd-b8d3-71d98a9c9766", "name": "DWELLING",
+                 "friendly_name": "Dwelling Liability", "premium_cents": 140675, "per_person_limit_cents": null,
+                 "per_incident_limit_cents": 28838000, "deductible_cents": null, "is_declined": false},
+                {"dwelling_coverage_id": "e3fd64bf-ea70-4f2d-a43f-c428114e75c1", "name": "ALL_OTHER_PERILS",
+                 "friendly_name": "All Other Perils", "premium_cents": null, "per_person_limit_cents": null,
+                 "per_incident_limit_cents": null, "deductible_cents": 288380, "deductible_percent": 1,
+                 "is_declined": false},
+                {"dwelling_coverage_id": "c2ac825a-6ada-486f-b531-a4d8596c844d", "name": "WINDSTORM_OR_HAIL",
+                 "friendly_name": "Windstorm or Hail", "premium_cents": null, "per_person_limit_cents": null,
+                 "per_incident_limit_cents": null, "deductible_cents": 576760, "deductible_percent": 2,
+                 "is_declined": false}
+            ]}]
+        }));
+        let aop = find(&p, &CoverageCode::AllPerils, "dw");
+        assert_eq!(aop.vendor_code, "ALL_OTHER_PERILS");
+        assert_eq!(aop.label.as_deref(), Some("All Other Perils"));
+        assert_eq!(aop.deductible_cents, Some(288_380));
+        assert_eq!(aop.limit_per_accident, None);
+        // Wind and hail keep their own deductible, under Canopy's name.
+        assert_eq!(
+            find(&p, &CoverageCode::Other("WINDSTORM_OR_HAIL".into()), "dw").deductible_cents,
+            Some(576_760)
+        );
+        // `ALL_PERILS` is in DwellingCoverage's `name` enum for a policy with one deductible.
+        assert_eq!(
+            dwelling_coverage_code("ALL_PERILS"),
+            CoverageCode::AllPerils
+        );
+        // Only a percentage given: read against the dwelling limit, like the other percentages.
+        let p = one_policy(json!({
+            "policy_id": "p", "policy_type": "HOMEOWNERS",
+            "dwellings": [{"dwelling_id": "dw", "coverages": [
+                {"name": "DWELLING", "per_incident_limit_cents": 28838000},
+                {"name": "ALL_PERILS", "deductible_percent": "1.000"}
+            ]}]
+        }));
+        assert_eq!(
+            find(&p, &CoverageCode::AllPerils, "dw").deductible_cents,
+            Some(288_380)
+        );
+    }
+
+    /// canopy-openapi.json, `components.schemas.VehicleCoverage`: "per_person_unlimited: If
+    /// true, this coverage has an unlimited per-person limit", "per_incident_unlimited: If true,
+    /// this coverage has an unlimited per-incident limit", "per_day_limit_cents: Per-day limit, in
+    /// cents", "max_days: Max days, comes in pairs with `per_day_limit_cents`"; the per-day pair
+    /// as in Canopy's own `ADD_VEHICLE` servicing example (`RENTAL_REIMBURSEMENT`
+    /// `per_day_limit_cents` 3000, `max_days` 30). DwellingCoverage has the same two flags.
+    #[test]
+    fn unlimited_and_per_day_limits_are_read_as_stated() {
+        let p = one_policy(json!({
+            "policy_id": "p", "carrier_policy_number": "AU-9", "policy_type": "AUTO",
+            "vehicles": [{"vehicle_id": "v", "vin": "4T1G11AK5MU000001", "coverages": [
+                {"name": "PERSONAL_INJURY_PROTECTION", "per_person_limit_cents": null,
+                 "per_person_unlimited": true, "per_incident_limit_cents": null,
+                 "per_incident_unlimited": true, "per_day_limit_cents": null, "max_days": null},
+                {"name": "BODILY_INJURY_LIABILITY", "per_person_limit_cents": 10000000,
+                 "per_person_unlimited": false, "per_incident_limit_cents": null,
+                 "per_incident_unlimited": true},
+                {"name": "MEDICAL_PAYMENTS", "per_person_limit_cents": null, "per_person_unlimited": false},
+                {"name": "RENTAL_REIMBURSEMENT", "is_declined": false, "per_day_limit_cents": 3000,
+                 "max_days": 30}
+            ]}],
+            "dwellings": [{"dwelling_id": "dw", "coverages": [
+                {"name": "PERSONAL_LIABILITY", "per_incident_limit_cents": null, "per_incident_unlimited": true,
+                 "per_person_unlimited": null}
+            ]}]
+        }));
+        let vin = "4T1G11AK5MU000001";
+        let pip = find(&p, &CoverageCode::PersonalInjuryProtection, vin);
+        assert_eq!(
+            (pip.limit_per_person, pip.limit_per_accident),
+            (Some(Limit::Unlimited), Some(Limit::Unlimited))
+        );
+        let bi = find(&p, &CoverageCode::BodilyInjury, vin);
+        assert_eq!(
+            (bi.limit_per_person, bi.limit_per_accident),
+            (Some(Limit::Cents(10_000_000)), Some(Limit::Unlimited))
+        );
+        // Not unlimited and no amount: unknown, never "no limit".
+        let med = find(&p, &CoverageCode::MedicalPayments, vin);
+        assert_eq!((med.limit_per_person, med.limit_per_accident), (None, None));
+        let rental = find(&p, &CoverageCode::RentalReimbursement, vin);
+        assert_eq!(
+            (rental.limit_per_day_cents, rental.max_days),
+            (Some(3_000), Some(30))
+        );
+        assert_eq!(rental.limit_per_accident, None);
+        let liability = find(&p, &CoverageCode::PersonalLiability, "dw");
+        assert_eq!(
+            (liability.limit_per_person, liability.limit_per_accident),
+            (None, Some(Limit::Unlimited))
+        );
+    }
+
+    /// An unlimited limit as Canopy states it meets any bodily-injury minimum; the same coverage
+    /// with the flag off and no amount is UNKNOWN.
+    #[test]
+    fn an_unlimited_canopy_limit_meets_a_requirement_rule() {
+        use coverwatch_core::requirements::{OverallStatus, RequirementSet, Rule, evaluate};
+        let policy = |unlimited: bool| {
+            let mut p = one_policy(json!({
+                "policy_id": "p", "carrier_policy_number": "AU-9", "policy_type": "AUTO",
+                "status": "ACTIVE",
+                "vehicles": [{"vehicle_id": "v", "vin": "4T1G11AK5MU000001", "coverages": [
+                    {"name": "BODILY_INJURY_LIABILITY", "per_person_limit_cents": null,
+                     "per_person_unlimited": unlimited, "per_incident_limit_cents": null,
+                     "per_incident_unlimited": unlimited}
+                ]}]
+            }));
+            p.status = PolicyStatus::Active;
+            p
+        };
+        let set = RequirementSet {
+            id: "lender".into(),
+            name: "Lender".into(),
+            rules: vec![Rule::MinBodilyInjury {
+                per_person_cents: 100_000_000,
+                per_accident_cents: 300_000_000,
+            }],
+        };
+        let now = Utc::now();
+        assert_eq!(
+            evaluate(&set, &[policy(true)], now).status,
+            OverallStatus::Met
+        );
+        assert_eq!(
+            evaluate(&set, &[policy(false)], now).status,
+            OverallStatus::Unknown
+        );
+    }
+
     #[test]
     fn home_policy_field_by_field() {
         let n = normalize_pull(&sample_pull(), "initial").unwrap();
@@ -1089,21 +1254,21 @@ mod tests {
             Some("123 Main St")
         );
         assert_eq!(
-            find(p, &CoverageCode::Dwelling, key).limit_per_accident_cents,
-            Some(35_000_000)
+            find(p, &CoverageCode::Dwelling, key).limit_per_accident,
+            Some(Limit::Cents(35_000_000))
         );
         assert_eq!(
-            find(p, &CoverageCode::OtherStructures, key).limit_per_accident_cents,
-            Some(3_500_000)
+            find(p, &CoverageCode::OtherStructures, key).limit_per_accident,
+            Some(Limit::Cents(3_500_000))
         );
         // A percent-only limit is read against the dwelling limit.
         assert_eq!(
-            find(p, &CoverageCode::PersonalProperty, key).limit_per_accident_cents,
-            Some(17_500_000)
+            find(p, &CoverageCode::PersonalProperty, key).limit_per_accident,
+            Some(Limit::Cents(17_500_000))
         );
         assert_eq!(
-            find(p, &CoverageCode::MedicalPaymentsToOthers, key).limit_per_person_cents,
-            Some(500_000)
+            find(p, &CoverageCode::MedicalPaymentsToOthers, key).limit_per_person,
+            Some(Limit::Cents(500_000))
         );
         assert_eq!(
             find(p, &CoverageCode::Other("WINDSTORM_OR_HAIL".into()), key).deductible_cents,

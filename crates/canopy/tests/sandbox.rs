@@ -14,7 +14,7 @@ use coverwatch_core::backoff::Backoff;
 use coverwatch_core::event::{AuthStatus, FailureReason, ReconnectReason};
 use coverwatch_core::ids::{LinkId, TenantId, UserId};
 use coverwatch_core::policy::{
-    AppliesTo, ConnectionStatus, CoverageCode, InsuredRole, PartyKind, Policy, PolicyStatus,
+    AppliesTo, ConnectionStatus, CoverageCode, InsuredRole, Limit, PartyKind, Policy, PolicyStatus,
     PolicyType,
 };
 use coverwatch_core::provider::{
@@ -233,12 +233,14 @@ fn coverage<'a>(
         .unwrap_or_else(|| panic!("{code:?} on {on}"))
 }
 
+/// Limits as amounts; a coverage with an unlimited limit is checked on its own.
 fn limits(
     c: &coverwatch_core::policy::Coverage,
 ) -> (Option<i64>, Option<i64>, Option<i64>, Option<i64>) {
+    let amount = |l: Option<Limit>| l.map(|l| l.cents().expect("an amount, not unlimited"));
     (
-        c.limit_per_person_cents,
-        c.limit_per_accident_cents,
+        amount(c.limit_per_person),
+        amount(c.limit_per_accident),
         c.deductible_cents,
         c.premium_cents,
     )
@@ -372,7 +374,23 @@ fn assert_fixture_data(
         limits(coverage(auto, UninsuredMotoristPropertyDamage, civic)),
         (None, Some(2_500_000), Some(25_000), Some(1_000))
     );
-    assert_eq!(auto.coverages.len(), 10, "liability only on the Civic");
+    // canopy-openapi.json, VehicleCoverage: "per_person_unlimited: If true, this coverage has an
+    // unlimited per-person limit"; "per_incident_unlimited: If true, this coverage has an
+    // unlimited per-incident limit".
+    let pip = coverage(auto, PersonalInjuryProtection, camry);
+    assert_eq!(
+        (pip.limit_per_person, pip.limit_per_accident),
+        (Some(Limit::Unlimited), Some(Limit::Unlimited))
+    );
+    // VehicleCoverage: "per_day_limit_cents: Per-day limit, in cents"; "max_days: Max days, comes
+    // in pairs with `per_day_limit_cents`" (3000 and 30 in Canopy's ADD_VEHICLE example).
+    let rental = coverage(auto, RentalReimbursement, camry);
+    assert_eq!(
+        (rental.limit_per_day_cents, rental.max_days),
+        (Some(3_000), Some(30))
+    );
+    assert_eq!(limits(rental), (None, None, None, None));
+    assert_eq!(auto.coverages.len(), 12, "liability only on the Civic");
     // The financed Camry names its lienholder; the Civic is owned outright.
     assert_eq!(auto.interested_parties.len(), 1);
     let lien = &auto.interested_parties[0];
@@ -505,10 +523,10 @@ fn assert_fixture_data(
         limits(coverage(home, MedicalPaymentsToOthers, dwelling)),
         (Some(500_000), None, None, Some(1_300))
     );
-    assert_eq!(
-        limits(coverage(home, Other("ALL_OTHER_PERILS".into()), dwelling)),
-        (None, None, Some(100_000), None)
-    );
+    // The home deductible, on ALL_OTHER_PERILS as in Canopy's own HOMEOWNERS example.
+    let aop = coverage(home, AllPerils, dwelling);
+    assert_eq!(aop.vendor_code, "ALL_OTHER_PERILS");
+    assert_eq!(limits(aop), (None, None, Some(100_000), None));
     assert_eq!(
         limits(coverage(home, Other("WINDSTORM_OR_HAIL".into()), dwelling)),
         (None, None, Some(700_000), None)

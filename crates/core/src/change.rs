@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::event::{ChangeKind, FieldChange, PolicyChange};
-use crate::policy::{Account, AppliesTo, Coverage, CoverageCode, InterestedParty, Policy};
+use crate::policy::{Account, AppliesTo, Coverage, CoverageCode, InterestedParty, Limit, Policy};
 
 fn change(
     kind: ChangeKind,
@@ -30,6 +30,10 @@ fn date(value: Option<DateTime<Utc>>) -> Option<String> {
 
 fn cents(value: Option<i64>) -> Option<String> {
     value.map(|c| c.to_string())
+}
+
+fn limit(value: Option<Limit>) -> Option<String> {
+    value.map(|l| l.to_string())
 }
 
 fn code_name(code: &CoverageCode) -> String {
@@ -151,13 +155,23 @@ pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
                 for (field, b, a) in [
                     (
                         "limit_per_person_cents",
-                        coverage.limit_per_person_cents,
-                        now.limit_per_person_cents,
+                        limit(coverage.limit_per_person),
+                        limit(now.limit_per_person),
                     ),
                     (
                         "limit_per_accident_cents",
-                        coverage.limit_per_accident_cents,
-                        now.limit_per_accident_cents,
+                        limit(coverage.limit_per_accident),
+                        limit(now.limit_per_accident),
+                    ),
+                    (
+                        "limit_per_day_cents",
+                        cents(coverage.limit_per_day_cents),
+                        cents(now.limit_per_day_cents),
+                    ),
+                    (
+                        "max_days",
+                        coverage.max_days.map(|d| d.to_string()),
+                        now.max_days.map(|d| d.to_string()),
                     ),
                 ] {
                     if b != a {
@@ -165,8 +179,8 @@ pub fn diff_policies(before: &Policy, after: &Policy) -> Vec<PolicyChange> {
                             ChangeKind::CoverageLimitChanged,
                             Some(subject.clone()),
                             Some(field),
-                            cents(b),
-                            cents(a),
+                            b,
+                            a,
                         ));
                     }
                 }
@@ -341,15 +355,9 @@ mod tests {
             vehicles: vec![],
             dwellings: vec![],
             coverages: vec![Coverage {
-                code: CoverageCode::BodilyInjury,
-                vendor_code: "BI".into(),
-                label: None,
-                limit_per_person_cents: Some(5_000_000),
-                limit_per_accident_cents: Some(10_000_000),
-                deductible_cents: None,
-                premium_cents: None,
-                applies_to: AppliesTo::AllProperties,
-                declined: false,
+                limit_per_person: Some(Limit::Cents(5_000_000)),
+                limit_per_accident: Some(Limit::Cents(10_000_000)),
+                ..Coverage::new(CoverageCode::BodilyInjury, "BI")
             }],
             insureds: vec![],
             interested_parties: vec![InterestedParty {
@@ -372,7 +380,7 @@ mod tests {
     fn cancellation_and_coverage_reduction_are_named() {
         let mut after = base();
         after.status = PolicyStatus::Cancelled;
-        after.coverages[0].limit_per_person_cents = Some(2_500_000);
+        after.coverages[0].limit_per_person = Some(Limit::Cents(2_500_000));
         let changes = diff_policies(&base(), &after);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0].kind, ChangeKind::StatusChanged);
@@ -382,6 +390,42 @@ mod tests {
         assert_eq!(changes[1].subject.as_deref(), Some("bodily_injury"));
         assert_eq!(changes[1].field.as_deref(), Some("limit_per_person_cents"));
         assert_eq!(changes[1].after.as_deref(), Some("2500000"));
+    }
+
+    #[test]
+    fn a_limit_becoming_unlimited_or_gaining_a_daily_cap_is_a_limit_change() {
+        let mut after = base();
+        after.coverages[0].limit_per_accident = Some(Limit::Unlimited);
+        after.coverages[0].limit_per_day_cents = Some(3_000);
+        after.coverages[0].max_days = Some(30);
+        let changes = diff_policies(&base(), &after);
+        let seen: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.field.as_deref().unwrap_or_default(),
+                    c.before.as_deref(),
+                    c.after.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "limit_per_accident_cents",
+                    Some("10000000"),
+                    Some("unlimited")
+                ),
+                ("limit_per_day_cents", None, Some("3000")),
+                ("max_days", None, Some("30")),
+            ]
+        );
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.kind == ChangeKind::CoverageLimitChanged)
+        );
     }
 
     #[test]

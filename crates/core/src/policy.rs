@@ -99,8 +99,85 @@ pub enum CoverageCode {
     LossOfUse,
     PersonalLiability,
     MedicalPaymentsToOthers,
+    /// Home: the line that carries the property deductible for every peril (Canopy
+    /// `ALL_PERILS`), or for every peril without a deductible of its own (`ALL_OTHER_PERILS`,
+    /// beside a windstorm-or-hail one). Its `deductible_cents` is the policy's usual deductible.
+    AllPerils,
     /// A coverage with no common meaning; carries the vendor's own code.
     Other(String),
+}
+
+/// A limit as the vendor states it: an amount, or explicitly none (Canopy's
+/// `per_person_unlimited` / `per_incident_unlimited`). A limit the vendor did not give is a
+/// `None` beside this type, never `Unlimited`.
+///
+/// Stored as the number of cents, or the string `"unlimited"`, so that snapshots written before
+/// unlimited limits existed read unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Limit {
+    Cents(i64),
+    /// The coverage pays without a cap; it meets any minimum.
+    Unlimited,
+}
+
+impl Limit {
+    /// The amount, when there is one.
+    pub fn cents(self) -> Option<i64> {
+        match self {
+            Limit::Cents(cents) => Some(cents),
+            Limit::Unlimited => None,
+        }
+    }
+
+    pub fn is_unlimited(self) -> bool {
+        self == Limit::Unlimited
+    }
+
+    /// Whether this limit is at least `required` cents.
+    pub fn meets(self, required: i64) -> bool {
+        match self {
+            Limit::Cents(cents) => cents >= required,
+            Limit::Unlimited => true,
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Cents(cents) => write!(f, "{cents}"),
+            Limit::Unlimited => f.write_str(UNLIMITED),
+        }
+    }
+}
+
+const UNLIMITED: &str = "unlimited";
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Limit::Cents(cents) => serializer.serialize_i64(*cents),
+            Limit::Unlimited => serializer.serialize_str(UNLIMITED),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Cents(i64),
+            Word(String),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Cents(cents) => Ok(Limit::Cents(cents)),
+            Stored::Word(word) if word == UNLIMITED => Ok(Limit::Unlimited),
+            Stored::Word(word) => Err(serde::de::Error::custom(format!(
+                "a limit is a number of cents or \"{UNLIMITED}\", not {word:?}"
+            ))),
+        }
+    }
 }
 
 /// What a coverage, party or insured is bound to: one property of the policy, or all of them.
@@ -118,13 +195,47 @@ pub struct Coverage {
     /// The vendor's own code and label, kept for display; rules key on `code`.
     pub vendor_code: String,
     pub label: Option<String>,
-    pub limit_per_person_cents: Option<i64>,
-    pub limit_per_accident_cents: Option<i64>,
+    /// Per-person limit of a split limit. `None`: the vendor gave none (unknown).
+    #[serde(rename = "limit_per_person_cents")]
+    pub limit_per_person: Option<Limit>,
+    /// Per-accident (per-incident, per-occurrence) limit; a single limit sits here.
+    #[serde(rename = "limit_per_accident_cents")]
+    pub limit_per_accident: Option<Limit>,
+    /// A daily limit (rental reimbursement: so much a day), paid for at most `max_days` days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_per_day_cents: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_days: Option<u32>,
     pub deductible_cents: Option<i64>,
     pub premium_cents: Option<i64>,
     pub applies_to: AppliesTo,
     /// Declined by the insured: listed by the carrier, but not in force.
     pub declined: bool,
+    /// Not stated by the vendor but read by us from other coverages under the vendor's documented
+    /// rules (an Axle combined single limit). A rule never passes on an inferred coverage alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
+}
+
+impl Coverage {
+    /// A coverage the vendor stated, with nothing but its code and vendor code; the caller sets
+    /// the rest.
+    pub fn new(code: CoverageCode, vendor_code: impl Into<String>) -> Self {
+        Coverage {
+            code,
+            vendor_code: vendor_code.into(),
+            label: None,
+            limit_per_person: None,
+            limit_per_accident: None,
+            limit_per_day_cents: None,
+            max_days: None,
+            deductible_cents: None,
+            premium_cents: None,
+            applies_to: AppliesTo::AllProperties,
+            declined: false,
+            inferred: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +440,50 @@ mod tests {
             serde_json::to_value(AppliesTo::Property("prp_1".into())).unwrap(),
             serde_json::json!({"scope": "property", "property_id": "prp_1"})
         );
+    }
+
+    #[test]
+    fn an_unlimited_limit_meets_any_minimum_and_is_stored_as_a_word() {
+        assert!(Limit::Unlimited.meets(i64::MAX));
+        assert!(Limit::Cents(5_000_000).meets(5_000_000));
+        assert!(!Limit::Cents(4_999_999).meets(5_000_000));
+        assert!(Limit::Unlimited > Limit::Cents(i64::MAX));
+        assert_eq!(Limit::Unlimited.cents(), None);
+
+        let mut coverage = Coverage::new(CoverageCode::PersonalInjuryProtection, "PIP");
+        coverage.limit_per_person = Some(Limit::Unlimited);
+        coverage.limit_per_accident = Some(Limit::Cents(30_000_000));
+        let stored = serde_json::to_value(&coverage).unwrap();
+        assert_eq!(stored["limit_per_person_cents"], "unlimited");
+        assert_eq!(stored["limit_per_accident_cents"], 30_000_000);
+        assert_eq!(
+            serde_json::from_value::<Coverage>(stored).unwrap(),
+            coverage
+        );
+        assert!(
+            serde_json::from_value::<Limit>(serde_json::json!("lots"))
+                .unwrap_err()
+                .to_string()
+                .contains("\"unlimited\"")
+        );
+    }
+
+    /// Snapshots stored before per-day limits, unlimited limits and inferred coverages existed
+    /// must read back, and a coverage without them must store exactly as before, so that its
+    /// content hash (and so its version history) does not change.
+    #[test]
+    fn coverages_stored_before_the_new_fields_read_and_write_unchanged() {
+        let old = serde_json::json!({
+            "code": "bodily_injury", "vendor_code": "BI", "label": "Bodily Injury",
+            "limit_per_person_cents": 25_000_000, "limit_per_accident_cents": 50_000_000,
+            "deductible_cents": null, "premium_cents": null,
+            "applies_to": {"scope": "all_properties"}, "declined": false
+        });
+        let coverage: Coverage = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(coverage.limit_per_person, Some(Limit::Cents(25_000_000)));
+        assert!(!coverage.inferred);
+        assert_eq!(coverage.limit_per_day_cents, None);
+        assert_eq!(serde_json::to_value(&coverage).unwrap(), old);
     }
 
     #[test]

@@ -54,9 +54,12 @@
 //!   the required per-accident amount (which validation keeps at or above per person), and
 //!   `min_property_damage` when `L` is at least its per-accident amount. Each rule reads the CSL
 //!   on its own; the limit is not split between them, as lenders commonly accept. A CSL's limit
-//!   is its per-accident limit, else its per-person one. Axle reports a CSL as equal `BI` and
-//!   `PD` per-accident limits with no per-person part, plus a CSL coverage: the split `BI` alone
-//!   would be Unknown, and the CSL decides.
+//!   is its per-accident limit, else its per-person one. A CSL the vendor did not state but that
+//!   was inferred (Axle writes a CSL as equal `BI` and `PD` per-accident limits, which a lone
+//!   `BI` limit can also produce) never passes: at best it is Unknown, and it fails only where
+//!   every reading of it would.
+//! - **Unlimited.** A limit the vendor states as unlimited meets any minimum; a limit it does
+//!   not give is Unknown.
 //! - **Interested parties** match on kind and on [`comparable_name`] (case, spacing and
 //!   punctuation ignored). A party of that kind with no name is Unknown. A party bound to one
 //!   vehicle counts only if that vehicle is one the set names with `vin_covered` (when it names
@@ -85,8 +88,8 @@ use serde_json::Value;
 use crate::change::comparable_name;
 use crate::event::{EventKind, EventPayload, RuleOutcome, RuleResult};
 use crate::policy::{
-    Address, AppliesTo, Coverage, CoverageCode, InterestedParty, PartyKind, Policy, PolicyStatus,
-    PolicyType, Vehicle,
+    Address, AppliesTo, Coverage, CoverageCode, InterestedParty, Limit, PartyKind, Policy,
+    PolicyStatus, PolicyType, Vehicle,
 };
 
 /// More rules than anyone writes by hand; a bound keeps stored sets and evaluations small.
@@ -1254,16 +1257,33 @@ fn missing(declined: bool, any_listed: bool, what: &str) -> Verdict {
     }
 }
 
-fn csl_limit(c: &Coverage) -> Option<i64> {
-    c.limit_per_accident_cents.or(c.limit_per_person_cents)
+fn limit(value: Option<Limit>) -> String {
+    value.map_or_else(|| "?".to_owned(), |l| l.to_string())
 }
 
+/// Whether a limit is known to fall short of `required`; an unknown one is not.
+fn short(value: Option<Limit>, required: i64) -> bool {
+    value.is_some_and(|l| !l.meets(required))
+}
+
+fn csl_limit(c: &Coverage) -> Option<Limit> {
+    c.limit_per_accident.or(c.limit_per_person)
+}
+
+/// An inferred CSL may instead be a lone limit of its first coverage, so it cannot pass on its
+/// own; when it falls short, every reading of it does (the caller's per-accident minimum is
+/// the larger one), so it may fail.
 fn csl(c: &Coverage, required: i64) -> Verdict {
-    let limit = csl_limit(c);
+    let value = csl_limit(c);
+    let what = if c.inferred {
+        "combined_single_limit (inferred)"
+    } else {
+        "combined_single_limit"
+    };
     Verdict::from_checks(
-        limit.is_some_and(|l| l < required),
-        limit.is_none(),
-        format!("combined_single_limit {} cents", cents(limit)),
+        short(value, required),
+        value.is_none() || c.inferred,
+        format!("{what} {} cents", limit(value)),
     )
 }
 
@@ -1290,11 +1310,11 @@ fn bodily_injury(
             .map(|c| match c.code {
                 CoverageCode::CombinedSingleLimit => csl(c, person.max(accident)),
                 _ => {
-                    let (pp, pa) = (c.limit_per_person_cents, c.limit_per_accident_cents);
+                    let (pp, pa) = (c.limit_per_person, c.limit_per_accident);
                     Verdict::from_checks(
-                        pp.is_some_and(|l| l < person) || pa.is_some_and(|l| l < accident),
+                        short(pp, person) || short(pa, accident),
                         pp.is_none() || pa.is_none(),
-                        format!("bodily_injury {}/{} cents", cents(pp), cents(pa)),
+                        format!("bodily_injury {}/{} cents", limit(pp), limit(pa)),
                     )
                 }
             })
@@ -1321,11 +1341,11 @@ fn property_damage(policy: &Policy, vehicle: Option<&Vehicle>, accident: i64) ->
             .map(|c| match c.code {
                 CoverageCode::CombinedSingleLimit => csl(c, accident),
                 _ => {
-                    let limit = c.limit_per_accident_cents;
+                    let pa = c.limit_per_accident;
                     Verdict::from_checks(
-                        limit.is_some_and(|l| l < accident),
-                        limit.is_none(),
-                        format!("property_damage {} cents", cents(limit)),
+                        short(pa, accident),
+                        pa.is_none(),
+                        format!("property_damage {} cents", limit(pa)),
                     )
                 }
             })
@@ -1699,15 +1719,10 @@ mod tests {
         ded: Option<i64>,
     ) -> Coverage {
         Coverage {
-            code,
-            vendor_code: "X".into(),
-            label: None,
-            limit_per_person_cents: pp,
-            limit_per_accident_cents: pa,
+            limit_per_person: pp.map(Limit::Cents),
+            limit_per_accident: pa.map(Limit::Cents),
             deductible_cents: ded,
-            premium_cents: None,
-            applies_to: AppliesTo::AllProperties,
-            declined: false,
+            ..Coverage::new(code, "X")
         }
     }
 
@@ -2116,7 +2131,7 @@ mod tests {
     #[test]
     fn a_missing_limit_is_unknown_never_a_pass() {
         let mut p = auto("p");
-        p.coverages[0].limit_per_person_cents = None;
+        p.coverages[0].limit_per_person = None;
         let outcome = one(bi(2_500_000, 5_000_000), &[p.clone()]);
         assert_eq!(outcome.result, RuleResult::Unknown);
         assert_eq!(
@@ -2129,7 +2144,7 @@ mod tests {
             RuleResult::Fail
         );
 
-        p.coverages[1].limit_per_accident_cents = None;
+        p.coverages[1].limit_per_accident = None;
         let pd = Rule::MinPropertyDamage {
             per_accident_cents: 1,
         };
@@ -2227,8 +2242,89 @@ mod tests {
             RuleResult::Pass
         );
         assert_eq!(result(pd(50_000_001), &[canopy.clone()]), RuleResult::Fail);
-        canopy.coverages[2].limit_per_person_cents = None;
+        canopy.coverages[2].limit_per_person = None;
         assert_eq!(result(pd(1), &[canopy]), RuleResult::Unknown);
+    }
+
+    #[test]
+    fn an_unlimited_limit_meets_any_minimum_and_an_unstated_one_stays_unknown() {
+        // Canopy's VehicleCoverage: "per_person_unlimited: If true, this coverage has an
+        // unlimited per-person limit" (canopy-openapi.json, components.schemas.VehicleCoverage).
+        let mut p = auto("p");
+        p.coverages[0].limit_per_person = Some(Limit::Unlimited);
+        p.coverages[0].limit_per_accident = Some(Limit::Unlimited);
+        let outcome = one(bi(100_000_000_000, 100_000_000_000), &[p.clone()]);
+        assert_eq!(outcome.result, RuleResult::Pass);
+        assert_eq!(
+            observed(&outcome),
+            "p vehicle 1HGCM82633A004352: bodily_injury unlimited/unlimited cents"
+        );
+        // Unlimited per person says nothing of the accident limit.
+        p.coverages[0].limit_per_accident = None;
+        assert_eq!(result(bi(1, 1), &[p.clone()]), RuleResult::Unknown);
+        p.coverages[0].limit_per_accident = Some(Limit::Cents(1_000_000));
+        assert_eq!(result(bi(1, 2_000_000), &[p.clone()]), RuleResult::Fail);
+
+        let mut p = auto("p");
+        p.coverages[1].limit_per_accident = Some(Limit::Unlimited);
+        let pd = Rule::MinPropertyDamage {
+            per_accident_cents: i64::MAX,
+        };
+        assert_eq!(result(pd, &[p.clone()]), RuleResult::Pass);
+        // A stated CSL may be unlimited too.
+        let mut csl = auto("p");
+        csl.coverages.drain(0..2);
+        let mut unlimited = coverage(CoverageCode::CombinedSingleLimit, None, None, None);
+        unlimited.limit_per_accident = Some(Limit::Unlimited);
+        csl.coverages.push(unlimited);
+        assert_eq!(
+            result(bi(50_000_000, 100_000_000), &[csl]),
+            RuleResult::Pass
+        );
+    }
+
+    #[test]
+    fn an_inferred_combined_single_limit_never_passes_but_may_fail() {
+        // Axle, Coverages: "If the policy returns a combined single limit (CSL) for Bodily Injury
+        // and Property Damage, the limit will be set as limitPerAccident for both"; and "If there
+        // is only a single limit returned, the limit will be recorded as limitPerAccident"
+        // (docs.axle.insure/api-reference/policies/coverages, Auto Policy Coverage Types). Equal
+        // BI and PD limits may be either, so a CSL read from them is a guess.
+        let mut axle = auto("p");
+        axle.coverages[0] = coverage(CoverageCode::BodilyInjury, None, Some(30_000_000), None);
+        axle.coverages[1] = coverage(CoverageCode::PropertyDamage, None, Some(30_000_000), None);
+        let mut inferred = coverage(
+            CoverageCode::CombinedSingleLimit,
+            None,
+            Some(30_000_000),
+            None,
+        );
+        inferred.inferred = true;
+        axle.coverages.push(inferred);
+
+        let outcome = one(bi(10_000_000, 30_000_000), &[axle.clone()]);
+        assert_eq!(outcome.result, RuleResult::Unknown);
+        assert_eq!(
+            observed(&outcome),
+            "p vehicle 1HGCM82633A004352: bodily_injury ?/30000000 cents; \
+             combined_single_limit (inferred) 30000000 cents"
+        );
+        // Short of the minimum whichever way it is read.
+        assert_eq!(
+            result(bi(10_000_000, 50_000_000), &[axle.clone()]),
+            RuleResult::Fail
+        );
+        // The PD limit is stated either way, so PD passes on it, not on the guess.
+        let pd = |cents| Rule::MinPropertyDamage {
+            per_accident_cents: cents,
+        };
+        let outcome = one(pd(30_000_000), &[axle.clone()]);
+        assert_eq!(outcome.result, RuleResult::Pass);
+        assert_eq!(
+            observed(&outcome),
+            "p vehicle 1HGCM82633A004352: property_damage 30000000 cents"
+        );
+        assert_eq!(result(pd(50_000_000), &[axle]), RuleResult::Fail);
     }
 
     // --- comprehensive and collision, vehicles ----------------------------------------------
@@ -2323,7 +2419,7 @@ mod tests {
         let mut cancelled = auto("old");
         cancelled.status = PolicyStatus::Cancelled;
         let mut weak = auto("new");
-        weak.coverages[0].limit_per_person_cents = Some(1_000_000);
+        weak.coverages[0].limit_per_person = Some(Limit::Cents(1_000_000));
         let rules = vec![bi(2_500_000, 5_000_000), vin(VIN)];
         let out = outcomes(rules.clone(), &[cancelled.clone(), weak]);
         assert_eq!(out[0].result, RuleResult::Fail);
@@ -2341,7 +2437,7 @@ mod tests {
         let mut bare_home = home("h");
         bare_home.coverages.clear();
         let mut weak = auto("a");
-        weak.coverages[0].limit_per_person_cents = Some(1);
+        weak.coverages[0].limit_per_person = Some(Limit::Cents(1));
         // The homeowners policy, with no coverages at all, would otherwise turn Fail into Unknown.
         let outcome = one(bi(2_500_000, 5_000_000), &[weak, bare_home.clone()]);
         assert_eq!(outcome.result, RuleResult::Fail);
@@ -2590,7 +2686,7 @@ mod tests {
         );
 
         let mut unknown = auto("p");
-        unknown.coverages[0].limit_per_accident_cents = None;
+        unknown.coverages[0].limit_per_accident = None;
         let evaluation = evaluate(&set(lender()), &[unknown.clone()], now());
         assert_eq!(evaluation.status, OverallStatus::Unknown);
 
@@ -2612,7 +2708,7 @@ mod tests {
             evaluate(&rules, &[p.clone()], now()).status,
             OverallStatus::Met
         );
-        p.coverages[0].limit_per_person_cents = Some(1_500_000);
+        p.coverages[0].limit_per_person = Some(Limit::Cents(1_500_000));
         let evaluation = evaluate(&rules, &[p.clone()], now());
         assert_eq!(evaluation.status, OverallStatus::Unmet);
         let failed: Vec<&str> = evaluation
@@ -2622,7 +2718,7 @@ mod tests {
             .map(|o| o.rule.as_str())
             .collect();
         assert_eq!(failed, ["min_bodily_injury(2500000/5000000 cents)"]);
-        p.coverages[0].limit_per_person_cents = Some(2_500_000);
+        p.coverages[0].limit_per_person = Some(Limit::Cents(2_500_000));
         assert_eq!(
             evaluate(&rules, &[p.clone()], now()).status,
             OverallStatus::Met

@@ -800,9 +800,11 @@ async fn get_account_and_policy() {
         .collect();
     assert_eq!(
         codes,
-        ["BI", "PD", "UMBI", "UMPD", "COMP", "COLL", "COMP", "COLL"]
+        [
+            "BI", "PD", "UMBI", "UMPD", "UIMBI", "UIMPD", "COMP", "COLL", "COMP", "COLL"
+        ]
     );
-    assert_eq!(p["coverages"][4]["property"], p["properties"][0]["id"]);
+    assert_eq!(p["coverages"][6]["property"], p["properties"][0]["id"]);
     assert_eq!(p["thirdParties"][0]["type"], "lienholder");
     assert_eq!(p["thirdParties"][0]["property"], p["properties"][0]["id"]);
     assert_eq!(p["insureds"][0]["type"], "primary");

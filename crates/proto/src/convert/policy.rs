@@ -4,7 +4,7 @@
 
 use coverwatch_core::policy::{
     Account, Address, AppliesTo, Carrier, Coverage, CoverageCode, DocumentInfo, Dwelling, Insured,
-    InterestedParty, Policy, PolicyType, Vehicle,
+    InterestedParty, Limit, Policy, PolicyType, Vehicle,
 };
 
 use super::enums::{enum_value, to_i32};
@@ -96,6 +96,7 @@ fn coverage_code_to_proto(value: CoverageCode) -> (v1::CoverageCode, Option<Stri
         CoverageCode::LossOfUse => P::LossOfUse,
         CoverageCode::PersonalLiability => P::PersonalLiability,
         CoverageCode::MedicalPaymentsToOthers => P::MedicalPaymentsToOthers,
+        CoverageCode::AllPerils => P::AllPerils,
         CoverageCode::Other(code) => return (P::Other, Some(code)),
     };
     (proto, None)
@@ -132,6 +133,7 @@ fn coverage_code_from_proto(value: i32, other: Option<String>) -> Result<Coverag
         P::LossOfUse => CoverageCode::LossOfUse,
         P::PersonalLiability => CoverageCode::PersonalLiability,
         P::MedicalPaymentsToOthers => CoverageCode::MedicalPaymentsToOthers,
+        P::AllPerils => CoverageCode::AllPerils,
         P::Other => CoverageCode::Other(other.ok_or_else(|| {
             FieldError::new("other_code", "is required when code is COVERAGE_CODE_OTHER")
         })?),
@@ -181,12 +183,17 @@ impl From<Coverage> for v1::Coverage {
             other_code,
             vendor_code: value.vendor_code,
             label: value.label,
-            limit_per_person_cents: value.limit_per_person_cents,
-            limit_per_accident_cents: value.limit_per_accident_cents,
+            limit_per_person_cents: value.limit_per_person.and_then(Limit::cents),
+            limit_per_accident_cents: value.limit_per_accident.and_then(Limit::cents),
             deductible_cents: value.deductible_cents,
             premium_cents: value.premium_cents,
             property_id: property_id(value.applies_to),
             declined: value.declined,
+            limit_per_person_unlimited: value.limit_per_person.is_some_and(Limit::is_unlimited),
+            limit_per_accident_unlimited: value.limit_per_accident.is_some_and(Limit::is_unlimited),
+            limit_per_day_cents: value.limit_per_day_cents,
+            max_days: value.max_days,
+            inferred: value.inferred,
         }
     }
 }
@@ -330,6 +337,23 @@ impl From<v1::Carrier> for Carrier {
     }
 }
 
+/// A limit is an amount or unlimited, never both.
+fn limit_from_proto(
+    field: &'static str,
+    cents: Option<i64>,
+    unlimited: bool,
+) -> Result<Option<Limit>, FieldError> {
+    match (cents, unlimited) {
+        (Some(_), true) => Err(FieldError::new(
+            field,
+            "an amount and unlimited at once; send one of them",
+        )),
+        (Some(cents), false) => Ok(Some(Limit::Cents(cents))),
+        (None, true) => Ok(Some(Limit::Unlimited)),
+        (None, false) => Ok(None),
+    }
+}
+
 impl TryFrom<v1::Coverage> for Coverage {
     type Error = FieldError;
 
@@ -338,12 +362,23 @@ impl TryFrom<v1::Coverage> for Coverage {
             code: coverage_code_from_proto(value.code, value.other_code)?,
             vendor_code: value.vendor_code,
             label: value.label,
-            limit_per_person_cents: value.limit_per_person_cents,
-            limit_per_accident_cents: value.limit_per_accident_cents,
+            limit_per_person: limit_from_proto(
+                "limit_per_person_cents",
+                value.limit_per_person_cents,
+                value.limit_per_person_unlimited,
+            )?,
+            limit_per_accident: limit_from_proto(
+                "limit_per_accident_cents",
+                value.limit_per_accident_cents,
+                value.limit_per_accident_unlimited,
+            )?,
+            limit_per_day_cents: value.limit_per_day_cents,
+            max_days: value.max_days,
             deductible_cents: value.deductible_cents,
             premium_cents: value.premium_cents,
             applies_to: applies_to(value.property_id),
             declined: value.declined,
+            inferred: value.inferred,
         })
     }
 }
@@ -483,19 +518,16 @@ mod tests {
 
     fn coverage(code: CoverageCode, applies_to: AppliesTo) -> Coverage {
         Coverage {
-            code,
-            vendor_code: "BI".into(),
             label: Some("Bodily injury".into()),
-            limit_per_person_cents: Some(10_000_000),
-            limit_per_accident_cents: Some(30_000_000),
-            deductible_cents: None,
+            limit_per_person: Some(Limit::Cents(10_000_000)),
+            limit_per_accident: Some(Limit::Cents(30_000_000)),
             premium_cents: Some(12_345),
             applies_to,
-            declined: false,
+            ..Coverage::new(code, "BI")
         }
     }
 
-    const ALL_CODES: [CoverageCode; 19] = [
+    const ALL_CODES: [CoverageCode; 20] = [
         CoverageCode::BodilyInjury,
         CoverageCode::PropertyDamage,
         CoverageCode::CombinedSingleLimit,
@@ -515,6 +547,7 @@ mod tests {
         CoverageCode::LossOfUse,
         CoverageCode::PersonalLiability,
         CoverageCode::MedicalPaymentsToOthers,
+        CoverageCode::AllPerils,
     ];
 
     pub(crate) fn sample_policy() -> Policy {
@@ -530,6 +563,26 @@ mod tests {
                 CoverageCode::Other("GAP".into()),
                 AppliesTo::Property("veh_1".into()),
             )
+        });
+        coverages.push(Coverage {
+            limit_per_person: Some(Limit::Unlimited),
+            limit_per_accident: Some(Limit::Unlimited),
+            ..coverage(
+                CoverageCode::PersonalInjuryProtection,
+                AppliesTo::Property("veh_2".into()),
+            )
+        });
+        coverages.push(Coverage {
+            limit_per_person: None,
+            limit_per_accident: None,
+            limit_per_day_cents: Some(3_000),
+            max_days: Some(30),
+            ..coverage(CoverageCode::RentalReimbursement, AppliesTo::AllProperties)
+        });
+        coverages.push(Coverage {
+            limit_per_person: None,
+            inferred: true,
+            ..coverage(CoverageCode::CombinedSingleLimit, AppliesTo::AllProperties)
         });
         Policy {
             external_id: "pol_123".into(),
@@ -624,12 +677,35 @@ mod tests {
         let proto = v1::Policy::from(&policy);
         assert_eq!(proto.policy_type, v1::PolicyType::Auto as i32);
         assert_eq!(proto.other_policy_type, None);
-        let gap = proto.coverages.last().unwrap();
+        let gap = &proto.coverages[ALL_CODES.len()];
         assert_eq!(gap.code, v1::CoverageCode::Other as i32);
         assert_eq!(gap.other_code.as_deref(), Some("GAP"));
         assert_eq!(gap.property_id.as_deref(), Some("veh_1"));
         assert_eq!(proto.coverages[0].property_id, None);
+        let [pip, rental, csl] = &proto.coverages[ALL_CODES.len() + 1..] else {
+            panic!("three more coverages");
+        };
+        assert!(pip.limit_per_person_unlimited && pip.limit_per_accident_unlimited);
+        assert_eq!(
+            (pip.limit_per_person_cents, pip.limit_per_accident_cents),
+            (None, None)
+        );
+        assert_eq!(
+            (rental.limit_per_day_cents, rental.max_days),
+            (Some(3_000), Some(30))
+        );
+        assert!(!rental.limit_per_person_unlimited && rental.limit_per_person_cents.is_none());
+        assert!(csl.inferred && !pip.inferred);
         assert_eq!(Policy::try_from(proto), Ok(policy));
+    }
+
+    #[test]
+    fn a_limit_sent_both_as_an_amount_and_unlimited_is_refused() {
+        let mut proto = v1::Policy::from(&sample_policy());
+        proto.coverages[2].limit_per_accident_unlimited = true;
+        let error = Policy::try_from(proto).unwrap_err();
+        assert_eq!(error.field, "coverages[2].limit_per_accident_cents");
+        assert!(error.message.contains("unlimited"), "{error:?}");
     }
 
     #[test]

@@ -38,6 +38,8 @@
 //! * `PD` Property Damage: limitPerAccident 100000 (all)
 //! * `UMBI` Uninsured Motorists Bodily Injury: limitPerPerson 100000, limitPerAccident 300000 (all)
 //! * `UMPD` Uninsured Motorists Property Damage: limitPerAccident 25000, deductible 250 (all)
+//! * `UIMBI` Underinsured Motorists Bodily Injury: limitPerPerson 100000, limitPerAccident 300000 (all)
+//! * `UIMPD` Underinsured Motorists Property Damage: limitPerAccident 25000, deductible 250 (all)
 //! * `COMP` Comprehensive: deductible 500 (V1); deductible 1000 (V2)
 //! * `COLL` Collision: deductible 500 (V1); deductible 1000 (V2)
 //!
@@ -51,10 +53,15 @@
 //! **Policy 2** (`policyNumber` `AUTO-100-2002`, `auto`, active, effective `T − 20 days`,
 //! `premium` 610.0), same address. One vehicle V3
 //! `{year: "2015", make: "FORD", model: "F-150", vin: "1FTEW1EF0FKD00003", bodyStyle: "Pickup"}`.
-//! Combined single limit: `BI` limitPerAccident 300000, `PD` limitPerAccident 300000 with
-//! deductible 500, `UMBI` limitPerAccident 300000 (no limitPerPerson), `COMP` deductible 250
-//! (V3), `COLL` deductible 500 (V3). No third parties. Insured John Smith (primary). Same
-//! document.
+//! Combined single limit, as Axle's Coverages page writes one ("the limit will be set as
+//! limitPerAccident for both Bodily Injury and Property Damage coverages"): `BI` limitPerAccident
+//! 300000 (no limitPerPerson key), `PD` limitPerAccident 300000 with deductible 500, `UUIMBI`
+//! Uninsured/Underinsured Motorists Bodily Injury limitPerAccident 300000 (no limitPerPerson),
+//! `COMP` deductible 250 (V3), `COLL` deductible 500 (V3). No third parties. Insured John Smith
+//! (primary). Same document.
+//!
+//! Every auto code above is one of the Coverage `code` options Axle documents: `BI` `PD` `UMBI`
+//! `UMPD` `UIMBI` `UIMPD` `UUIMBI` `UUIMPD` `COLL` `COMP`.
 //!
 //! # `user-auto-state-minimum` / `pass-auto-state-minimum` — minimum auto
 //!
@@ -71,13 +78,16 @@
 //! `HOME-300-4001`, `type` `home`, active, effective `T − 120 days`, 12-month term, `premium`
 //! 1850.0, address `500 Oak Ave.`, null, `Decatur`, `Georgia`, `30030`, `USA`. Property
 //! `{type: "dwelling", data: {addressLine1: "500 Oak Ave.", city: "Decatur", state: "Georgia",
-//! postalCode: "30030", yearBuilt: "1998"}}`. Coverages (Axle documents no home codes; these
-//! are the sandbox's): `DWELL` Dwelling limitPerAccident 350000 deductible 1000; `OS` Other
-//! Structures 35000; `PP` Personal Property 175000; `LOU` Loss of Use 70000; `PL` Personal
-//! Liability 300000; `MED` Medical Payments limitPerPerson 5000. Third party
-//! `{type: "interest", name: "Sandbox Home Lending", address: {addressLine1: "900 Mortgage Blvd",
-//! city: "Dallas", state: "TX", postalCode: "75201", country: "USA"}}` (the mortgagee).
-//! Insured Harper Holmes (primary). One `Declaration Page` document.
+//! postalCode: "30030", yearBuilt: "1998"}}`. Coverages: Axle's Coverages page has a list of
+//! home coverage types, but its codes could not be confirmed from the copies of it at hand, so
+//! these codes are the sandbox's stand-ins, and coverwatch reads them as the vendor's own
+//! (`Other`): `DWELL` Dwelling limitPerAccident 350000 deductible 1000; `OS` Other Structures
+//! 35000; `PP` Personal Property 175000; `LOU` Loss of Use 70000; `PL` Personal Liability
+//! 300000; `MED` Medical Payments limitPerPerson 5000. Third party `{type: "interest", name:
+//! "Sandbox Home Lending", address: {addressLine1: "900 Mortgage Blvd", city: "Dallas", state:
+//! "TX", postalCode: "75201", country: "USA"}}`: the home lender, typed `interest`, Axle's
+//! default for a party the carrier did not classify. Insured Harper Holmes (primary). One
+//! `Declaration Page` document.
 
 use chrono::{DateTime, Duration, Months, NaiveTime, Utc};
 use serde_json::{Value, json};
@@ -289,6 +299,8 @@ impl PolicyKind {
                     {"code": "PD", "label": "Property Damage", "limitPerAccident": 100000},
                     {"code": "UMBI", "label": "Uninsured Motorists Bodily Injury", "limitPerPerson": 100000, "limitPerAccident": 300000},
                     {"code": "UMPD", "label": "Uninsured Motorists Property Damage", "limitPerAccident": 25000, "deductible": 250},
+                    {"code": "UIMBI", "label": "Underinsured Motorists Bodily Injury", "limitPerPerson": 100000, "limitPerAccident": 300000},
+                    {"code": "UIMPD", "label": "Underinsured Motorists Property Damage", "limitPerAccident": 25000, "deductible": 250},
                     {"code": "COMP", "label": "Comprehensive", "deductible": 500, "property": p(0)},
                     {"code": "COLL", "label": "Collision", "deductible": 500, "property": p(0)},
                     {"code": "COMP", "label": "Comprehensive", "deductible": 1000, "property": p(1)},
@@ -321,7 +333,7 @@ impl PolicyKind {
                 json!([
                     {"code": "BI", "label": "Bodily Injury", "limitPerAccident": 300000},
                     {"code": "PD", "label": "Property Damage", "limitPerAccident": 300000, "deductible": 500},
-                    {"code": "UMBI", "label": "Uninsured Motorists Bodily Injury", "limitPerAccident": 300000},
+                    {"code": "UUIMBI", "label": "Uninsured/Underinsured Motorists Bodily Injury", "limitPerAccident": 300000},
                     {"code": "COMP", "label": "Comprehensive", "deductible": 250, "property": p(0)},
                     {"code": "COLL", "label": "Collision", "deductible": 500, "property": p(0)},
                 ]),
@@ -463,7 +475,40 @@ mod tests {
                 .get("property")
                 .is_none()
         );
-        assert_eq!(p["coverages"][4]["property"], "prp_a");
+        assert_eq!(p["coverages"][6]["property"], "prp_a");
         assert_eq!(p["thirdParties"][0]["type"], "lienholder");
+    }
+
+    /// Axle's Coverage object, `code`: "Available options: `BI` `PD` `UMBI` `UMPD` `UIMBI`
+    /// `UIMPD` `UUIMBI` `UUIMPD` `COLL` `COMP`" (docs.axle.insure/api-reference/_snippets/coverage).
+    #[test]
+    fn auto_policies_use_only_documented_coverage_codes() {
+        const DOCUMENTED: [&str; 10] = [
+            "BI", "PD", "UMBI", "UMPD", "UIMBI", "UIMPD", "UUIMBI", "UUIMPD", "COLL", "COMP",
+        ];
+        let props = ["prp_a".to_owned(), "prp_b".to_owned()];
+        let now = Utc::now();
+        let mut seen = Vec::new();
+        for kind in [
+            PolicyKind::SimpleAutoMain,
+            PolicyKind::SimpleAutoCsl,
+            PolicyKind::MinimumAuto,
+        ] {
+            let p = kind.build(&PolicyIds {
+                policy_id: "pol_1",
+                account_id: "acc_1",
+                carrier: "geico",
+                property_ids: &props[..kind.property_count()],
+                now,
+            });
+            for c in p["coverages"].as_array().unwrap() {
+                let code = c["code"].as_str().unwrap().to_owned();
+                assert!(DOCUMENTED.contains(&code.as_str()), "{code}");
+                seen.push(code);
+            }
+        }
+        for code in ["UIMBI", "UIMPD", "UUIMBI"] {
+            assert!(seen.iter().any(|c| c == code), "{code} is served");
+        }
     }
 }

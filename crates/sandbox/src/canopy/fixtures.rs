@@ -51,7 +51,11 @@
 //!   PROPERTY_DAMAGE_LIABILITY 10 000 000 per incident, 15 000;
 //!   UNINSURED_MOTORIST_BODILY_INJURY_LIABILITY 5 000 000 / 10 000 000, 4 000;
 //!   UNINSURED_MOTORIST_PROPERTY_DAMAGE_LIABILITY 2 500 000 per incident, deductible 25 000, 1 200;
-//!   COMPREHENSIVE deductible 50 000, 9 800; COLLISION deductible 100 000, 18 400.
+//!   COMPREHENSIVE deductible 50 000, 9 800; COLLISION deductible 100 000, 18 400;
+//!   PERSONAL_INJURY_PROTECTION `per_person_unlimited` and `per_incident_unlimited` true, amounts
+//!   null (an unlimited limit as Canopy states one); RENTAL_REIMBURSEMENT `per_day_limit_cents`
+//!   3 000, `max_days` 30 (the pair from Canopy's own `ADD_VEHICLE` servicing example). Neither
+//!   of the last two itemizes a premium (`premium_cents` null).
 //! * 2016 HONDA Civic LX, VIN `2HGFC2F59GH000002`, PASSENGER CAR, 8 000 mi/yr, PLEASURE, OWN,
 //!   no lien holder; drivers Casey (primary), Morgan. Coverages: BODILY_INJURY_LIABILITY
 //!   10 000 000 / 30 000 000, 16 500; PROPERTY_DAMAGE_LIABILITY 10 000 000, 12 000;
@@ -609,6 +613,30 @@ pub fn account_data(login: TestLogin, carrier: &Carrier, now: DateTime<Utc>) -> 
                 Some(100_000),
                 Some(18_400),
             ),
+            VehicleCoverage {
+                per_person_unlimited: true,
+                per_incident_unlimited: true,
+                ..vehicle_coverage(
+                    "vc-camry-pip",
+                    "PERSONAL_INJURY_PROTECTION",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            },
+            VehicleCoverage {
+                per_day_limit_cents: Some(3_000),
+                max_days: Some(30),
+                ..vehicle_coverage(
+                    "vc-camry-rental",
+                    "RENTAL_REIMBURSEMENT",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            },
         ],
         drivers: vec![morgan.on_vehicle(true), casey.on_vehicle(false)],
     };

@@ -61,14 +61,25 @@ impl ScenarioTarget {
     }
 }
 
-/// Fields of a coverage to set; absent fields stay as they are.
+/// Fields of a coverage to set; absent fields stay as they are. As at Canopy, a limit is an
+/// amount or unlimited: setting an amount clears the matching `*_unlimited` flag, and setting the
+/// flag clears the amount.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CoveragePatch {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_person_limit_cents: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_person_unlimited: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_incident_limit_cents: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_incident_unlimited: Option<bool>,
+    /// Vehicle coverages only (Canopy's DwellingCoverage has no per-day limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_day_limit_cents: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_days: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deductible_cents: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -421,11 +432,24 @@ fn apply_to_policy(
                     }
                 };
                 let c = &mut v.coverages[idx];
-                set(&mut c.per_person_limit_cents, patch.per_person_limit_cents);
-                set(
-                    &mut c.per_incident_limit_cents,
-                    patch.per_incident_limit_cents,
+                let mut person_unlimited = Some(c.per_person_unlimited);
+                limit_patch(
+                    &mut c.per_person_limit_cents,
+                    &mut person_unlimited,
+                    patch.per_person_limit_cents,
+                    patch.per_person_unlimited,
                 );
+                c.per_person_unlimited = person_unlimited.unwrap_or(false);
+                let mut incident_unlimited = Some(c.per_incident_unlimited);
+                limit_patch(
+                    &mut c.per_incident_limit_cents,
+                    &mut incident_unlimited,
+                    patch.per_incident_limit_cents,
+                    patch.per_incident_unlimited,
+                );
+                c.per_incident_unlimited = incident_unlimited.unwrap_or(false);
+                set(&mut c.per_day_limit_cents, patch.per_day_limit_cents);
+                set(&mut c.max_days, patch.max_days);
                 set(&mut c.deductible_cents, patch.deductible_cents);
                 set(&mut c.premium_cents, patch.premium_cents);
                 if let Some(d) = patch.is_declined {
@@ -454,6 +478,9 @@ fn apply_to_policy(
             fixtures::recompute_premium(policy);
         }
         ScenarioAction::SetDwellingCoverage { coverage, patch } => {
+            if patch.per_day_limit_cents.is_some() || patch.max_days.is_some() {
+                return Err(bad("a dwelling coverage has no per-day limit"));
+            }
             let d = policy
                 .dwellings
                 .first_mut()
@@ -468,10 +495,17 @@ fn apply_to_policy(
                 }
             };
             let c = &mut d.coverages[idx];
-            set(&mut c.per_person_limit_cents, patch.per_person_limit_cents);
-            set(
+            limit_patch(
+                &mut c.per_person_limit_cents,
+                &mut c.per_person_unlimited,
+                patch.per_person_limit_cents,
+                patch.per_person_unlimited,
+            );
+            limit_patch(
                 &mut c.per_incident_limit_cents,
+                &mut c.per_incident_unlimited,
                 patch.per_incident_limit_cents,
+                patch.per_incident_unlimited,
             );
             set(&mut c.deductible_cents, patch.deductible_cents);
             set(&mut c.premium_cents, patch.premium_cents);
@@ -564,8 +598,48 @@ fn apply_to_policy(
     Ok(doc)
 }
 
+/// One limit of a coverage: an amount clears the unlimited flag, the flag set clears the amount.
+fn limit_patch(
+    amount: &mut Option<i64>,
+    unlimited: &mut Option<bool>,
+    new_amount: Option<i64>,
+    new_unlimited: Option<bool>,
+) {
+    if let Some(cents) = new_amount {
+        *amount = Some(cents);
+        *unlimited = Some(false);
+    }
+    if let Some(flag) = new_unlimited {
+        *unlimited = Some(flag);
+        if flag {
+            *amount = None;
+        }
+    }
+}
+
 fn set(field: &mut Option<i64>, value: Option<i64>) {
     if let Some(v) = value {
         *field = Some(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Canopy states an unlimited limit with the flag and a null amount
+    /// (`per_person_unlimited`: "If true, this coverage has an unlimited per-person limit"), so a
+    /// patch never leaves both an amount and the flag.
+    #[test]
+    fn a_limit_is_an_amount_or_unlimited_never_both() {
+        let (mut amount, mut unlimited) = (Some(10_000_000), Some(false));
+        limit_patch(&mut amount, &mut unlimited, None, Some(true));
+        assert_eq!((amount, unlimited), (None, Some(true)));
+        limit_patch(&mut amount, &mut unlimited, Some(2_500_000), None);
+        assert_eq!((amount, unlimited), (Some(2_500_000), Some(false)));
+        limit_patch(&mut amount, &mut unlimited, None, Some(false));
+        assert_eq!((amount, unlimited), (Some(2_500_000), Some(false)));
+        limit_patch(&mut amount, &mut unlimited, None, None);
+        assert_eq!((amount, unlimited), (Some(2_500_000), Some(false)));
     }
 }
