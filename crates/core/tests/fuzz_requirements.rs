@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use coverwatch_core::event::RuleResult;
 use coverwatch_core::policy::{
     Address, AppliesTo, Carrier, Coverage, CoverageCode, DocumentInfo, Dwelling, Insured,
-    InsuredRole, InterestedParty, PartyKind, Policy, PolicyStatus, PolicyType, Vehicle,
+    InsuredRole, InterestedParty, Limit, PartyKind, Policy, PolicyStatus, PolicyType, Vehicle,
 };
 use coverwatch_core::requirements::{
     OverallStatus, RequirementSet, Rule, evaluate, requirements_transition, transition_event,
@@ -201,26 +201,40 @@ fn vehicle(index: usize) -> impl Strategy<Value = Vehicle> {
         })
 }
 
+fn limit() -> impl Strategy<Value = Limit> {
+    prop_oneof![cents().prop_map(Limit::Cents), Just(Limit::Unlimited)]
+}
+
 fn coverage() -> impl Strategy<Value = Coverage> {
     (
-        coverage_code(),
-        prop::option::of(cents()),
-        prop::option::of(cents()),
-        prop::option::of(cents()),
-        applies_to(),
-        any::<bool>(),
+        (
+            coverage_code(),
+            prop::option::of(limit()),
+            prop::option::of(limit()),
+            prop::option::of(cents()),
+        ),
+        (
+            prop::option::of(cents()),
+            prop::option::of(any::<u32>()),
+            applies_to(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
-            |(code, per_person, per_accident, deductible, applies_to, declined)| Coverage {
-                code,
-                vendor_code: String::new(),
-                label: None,
-                limit_per_person_cents: per_person,
-                limit_per_accident_cents: per_accident,
+            |(
+                (code, per_person, per_accident, deductible),
+                (per_day, max_days, applies_to, declined, inferred),
+            )| Coverage {
+                limit_per_person: per_person,
+                limit_per_accident: per_accident,
+                limit_per_day_cents: per_day,
+                max_days,
                 deductible_cents: deductible,
-                premium_cents: None,
                 applies_to,
                 declined,
+                inferred,
+                ..Coverage::new(code, String::new())
             },
         )
 }
