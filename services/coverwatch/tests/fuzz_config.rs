@@ -397,13 +397,29 @@ fn the_seeds_load_and_their_toml_is_read_back() {
             let config = Config::load(Path::new(FILE)).unwrap();
             // The rendering is faithful: a seed loads to exactly what it says.
             let mut expected = serde_json::to_value(Config::default()).unwrap();
-            for (key, value) in seed.as_object().unwrap() {
-                expected[key] = value.clone();
-            }
+            merge(&mut expected, &seed);
             assert_eq!(serde_json::to_value(&config).unwrap(), expected);
         }
         Ok(())
     });
+}
+
+/// `over` laid onto `base` the way the loader lays a file onto the defaults: a table sets only
+/// the keys it names, so a seed's `[worker]` keeps the defaults of the keys it leaves out.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(key) {
+                    Some(slot) if slot.is_object() && value.is_object() => merge(slot, value),
+                    _ => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
 }
 
 /// The mutation strategy must reach accepted configurations too, or the runnable check would
