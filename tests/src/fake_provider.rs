@@ -249,6 +249,8 @@ impl Provider for FakeProvider {
                 event_id: body["id"].as_str().map(str::to_owned),
                 event_type: kind,
                 reference: None,
+                ignition_token: None,
+                result: None,
             },
             happenings: vec![happening],
         })
