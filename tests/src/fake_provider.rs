@@ -198,6 +198,7 @@ impl Provider for FakeProvider {
         Ok(AuthenticatedWebhook {
             vendor_event_id: id,
             link_token: (!self.team_wide).then(|| webhook.path.clone()),
+            late_by_seconds: None,
         })
     }
 

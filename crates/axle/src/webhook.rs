@@ -92,6 +92,7 @@ pub fn authenticate(
     Ok(AuthenticatedWebhook {
         vendor_event_id: event_id(&webhook.body),
         link_token: Some(token.to_owned()),
+        late_by_seconds: None,
     })
 }
 
@@ -379,6 +380,7 @@ mod tests {
             AuthenticatedWebhook {
                 vendor_event_id: Some("evt_9".into()),
                 link_token: Some("whk_abc123".into()),
+                late_by_seconds: None,
             }
         );
         let trailing = authenticate(&inbound("whk_abc123/", json!({})), None).unwrap();

@@ -290,7 +290,12 @@ impl Provider for CanopyProvider {
     ) -> Result<AuthenticatedWebhook, WebhookRejection> {
         let tolerance =
             i64::try_from(self.config.signature_tolerance.as_secs()).unwrap_or(i64::MAX);
-        webhook::authenticate(webhook, &self.config.signing_secrets, tolerance)
+        webhook::authenticate(
+            webhook,
+            &self.config.signing_secrets,
+            tolerance,
+            self.config.stale_signatures,
+        )
     }
 
     fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {

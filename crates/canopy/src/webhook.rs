@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::config::StaleSignatures;
 use crate::model::{WebhookBody, lenient, meta_data_object};
 
 pub const SIGNATURE_HEADER: &str = "canopy-signature";
@@ -37,12 +38,15 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// Checks `canopy-signature` against every configured secret, then the timestamp's age against
-/// `now` (the time the delivery was received).
+/// `now` (the time the delivery was received). A genuine signature outside the tolerance is
+/// refused under [`StaleSignatures::Reject`]; under [`StaleSignatures::Accept`] it passes and
+/// the answer says by how much it was late.
 pub fn verify_signature(
     webhook: &InboundWebhook,
     secrets: &[SecretString],
     tolerance_seconds: i64,
-) -> Result<(), WebhookRejection> {
+    stale: StaleSignatures,
+) -> Result<Option<i64>, WebhookRejection> {
     let header = webhook
         .header(SIGNATURE_HEADER)
         .ok_or(WebhookRejection::MissingHeader(SIGNATURE_HEADER.into()))?;
@@ -93,28 +97,33 @@ pub fn verify_signature(
         return Err(WebhookRejection::BadSignature);
     }
     let age = webhook.received_at.timestamp() - timestamp;
-    if age.abs() > tolerance_seconds {
-        return Err(WebhookRejection::StaleTimestamp {
+    if age.abs() <= tolerance_seconds {
+        return Ok(None);
+    }
+    match stale {
+        StaleSignatures::Accept => Ok(Some(age)),
+        StaleSignatures::Reject => Err(WebhookRejection::StaleTimestamp {
             age_seconds: age,
             tolerance_seconds,
-        });
+        }),
     }
-    Ok(())
 }
 
 pub fn authenticate(
     webhook: &InboundWebhook,
     secrets: &[SecretString],
     tolerance_seconds: i64,
+    stale: StaleSignatures,
 ) -> Result<AuthenticatedWebhook, WebhookRejection> {
     if !webhook.path.trim_matches('/').is_empty() {
         return Err(WebhookRejection::UnknownPath);
     }
-    verify_signature(webhook, secrets, tolerance_seconds)?;
+    let late_by_seconds = verify_signature(webhook, secrets, tolerance_seconds, stale)?;
     // Canopy sends no event id: the engine keys the inbox on a hash of the body.
     Ok(AuthenticatedWebhook {
         vendor_event_id: None,
         link_token: None,
+        late_by_seconds,
     })
 }
 
@@ -424,7 +433,13 @@ mod tests {
 
     #[test]
     fn a_valid_signature_passes_with_no_event_id() {
-        let ok = authenticate(&signed(b"{\"a\":1}", NOW - 10), &secrets(&[SECRET]), 300).unwrap();
+        let ok = authenticate(
+            &signed(b"{\"a\":1}", NOW - 10),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
         assert_eq!(ok.vendor_event_id, None);
         assert_eq!(ok.link_token, None);
     }
@@ -434,11 +449,16 @@ mod tests {
         let mut w = signed(b"{\"a\":1}", NOW);
         w.body = b"{\"a\": 1}".to_vec();
         assert_eq!(
-            authenticate(&w, &secrets(&[SECRET]), 300),
+            authenticate(&w, &secrets(&[SECRET]), 300, StaleSignatures::Reject),
             Err(WebhookRejection::BadSignature)
         );
         assert_eq!(
-            authenticate(&signed(b"{}", NOW), &secrets(&["other"]), 300),
+            authenticate(
+                &signed(b"{}", NOW),
+                &secrets(&["other"]),
+                300,
+                StaleSignatures::Reject
+            ),
             Err(WebhookRejection::BadSignature)
         );
     }
@@ -448,22 +468,74 @@ mod tests {
         let body = b"{}";
         // Rotation: the delivery is signed with the new secret and we know both.
         let w = signed(body, NOW);
-        authenticate(&w, &secrets(&["old", SECRET]), 300).unwrap();
+        authenticate(&w, &secrets(&["old", SECRET]), 300, StaleSignatures::Reject).unwrap();
         // Several `s=` (Canopy signing with two secrets), extra elements ignored.
         let header = format!(
             "t={NOW},v=1,s={},s={}",
             sign("unknown", NOW, body),
             sign(SECRET, NOW, body)
         );
-        authenticate(&delivery(body, Some(header)), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &delivery(body, Some(header)),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
         // Uppercase hex is the same signature.
         let header = format!("t={NOW},s={}", sign(SECRET, NOW, body).to_uppercase());
-        authenticate(&delivery(body, Some(header)), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &delivery(body, Some(header)),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
+    }
+
+    /// "Verifying webhook signatures" (docs.usecanopy.com/reference/verifying-webhook-signatures)
+    /// leaves the tolerance to us and does not say whether a retry is signed afresh; "Webhook
+    /// retries" (docs.usecanopy.com/reference/webhook-retries) retries "up to 10 times" over
+    /// hours. Under the default policy a genuine signature outside the window passes and says
+    /// how late it is; only a signature that does not match is refused.
+    #[test]
+    fn stale_but_genuine_signatures_pass_under_the_default_policy_and_say_how_late() {
+        assert_eq!(StaleSignatures::default(), StaleSignatures::Accept);
+        let late = authenticate(
+            &signed(b"{}", NOW - 5_096),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Accept,
+        )
+        .unwrap();
+        assert_eq!(late.late_by_seconds, Some(5_096));
+        let on_time = authenticate(
+            &signed(b"{}", NOW - 10),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Accept,
+        )
+        .unwrap();
+        assert_eq!(on_time.late_by_seconds, None);
+        let mut forged = signed(b"{}", NOW - 5_096);
+        forged.body = b"{ }".to_vec();
+        assert_eq!(
+            authenticate(&forged, &secrets(&[SECRET]), 300, StaleSignatures::Accept),
+            Err(WebhookRejection::BadSignature)
+        );
+        assert_eq!("reject".parse(), Ok(StaleSignatures::Reject));
+        assert_eq!("accept".parse(), Ok(StaleSignatures::Accept));
+        assert!("lenient".parse::<StaleSignatures>().is_err());
     }
 
     #[test]
     fn stale_and_future_timestamps_are_refused() {
-        let old = authenticate(&signed(b"{}", NOW - 301), &secrets(&[SECRET]), 300);
+        let old = authenticate(
+            &signed(b"{}", NOW - 301),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        );
         assert_eq!(
             old,
             Err(WebhookRejection::StaleTimestamp {
@@ -471,7 +543,12 @@ mod tests {
                 tolerance_seconds: 300
             })
         );
-        let future = authenticate(&signed(b"{}", NOW + 400), &secrets(&[SECRET]), 300);
+        let future = authenticate(
+            &signed(b"{}", NOW + 400),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        );
         assert!(matches!(
             future,
             Err(WebhookRejection::StaleTimestamp {
@@ -479,13 +556,24 @@ mod tests {
                 ..
             })
         ));
-        authenticate(&signed(b"{}", NOW + 300), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &signed(b"{}", NOW + 300),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
     }
 
     #[test]
     fn missing_and_malformed_headers() {
         assert_eq!(
-            authenticate(&delivery(b"{}", None), &secrets(&[SECRET]), 300),
+            authenticate(
+                &delivery(b"{}", None),
+                &secrets(&[SECRET]),
+                300,
+                StaleSignatures::Reject
+            ),
             Err(WebhookRejection::MissingHeader("canopy-signature".into()))
         );
         for header in [
@@ -515,7 +603,7 @@ mod tests {
         let mut w = signed(b"{}", NOW);
         w.path = "extra".into();
         assert_eq!(
-            authenticate(&w, &secrets(&[SECRET]), 300),
+            authenticate(&w, &secrets(&[SECRET]), 300, StaleSignatures::Reject),
             Err(WebhookRejection::UnknownPath)
         );
     }
