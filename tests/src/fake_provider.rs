@@ -301,6 +301,7 @@ impl Provider for FakeProvider {
             }),
             policies: vec![self.policy(&account)],
             external_ids: BTreeMap::new(),
+            vendor_reasons: BTreeMap::new(),
         })
     }
 

@@ -436,6 +436,11 @@ async fn a_refresh_without_changes_and_one_with_changes() {
     };
     assert_eq!(updated.policy_external_id, "AU-5550001");
     assert_eq!(updated.status(), v1::PolicyStatus::Cancelled);
+    // Canopy's own label for it, from `GET /monitorings/{id}/events` (OpenAPI
+    // `MonitoringEvent.type`, one of RENEWAL, EXPIRED, CANCELED, NEW_BUSINESS, REINSTATED,
+    // ENDORSEMENT, …), agrees with the status change seen in the data.
+    assert_eq!(updated.vendor_reasons, ["CANCELED"]);
+    assert!(!updated.vendor_disagrees);
     assert!(
         updated
             .changes

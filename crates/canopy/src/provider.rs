@@ -79,6 +79,25 @@ impl CanopyProvider {
         })
     }
 
+    /// Canopy's own account of what a monitoring refresh changed (`GET …/monitorings/{id}/events`,
+    /// the diff between its two most recent pulls), per policy. Only when its `latest_pull_id`
+    /// is the pull being read, so the labels describe this data; the endpoint is plan-gated, so
+    /// a refusal or failure means no labels, never a failed fetch.
+    async fn monitoring_reasons(
+        &self,
+        monitoring_id: &str,
+        pull_id: &str,
+        policies: &[coverwatch_core::policy::PolicySnapshot],
+    ) -> BTreeMap<String, Vec<String>> {
+        match self.client.monitoring_events(monitoring_id).await {
+            Ok(answer) => crate::webhook::monitoring_reasons(&answer, pull_id, policies),
+            Err(err) => {
+                tracing::info!(monitoring = monitoring_id, error = %err, "Canopy monitoring events not read; policy.updated goes without the vendor's reasons");
+                BTreeMap::new()
+            }
+        }
+    }
+
     pub fn config(&self) -> &CanopyConfig {
         &self.config
     }
@@ -339,10 +358,18 @@ impl Provider for CanopyProvider {
             ))
             .into());
         }
+        let vendor_reasons = match access.external_ids.get(EXTERNAL_MONITORING) {
+            Some(monitoring) if matches!(data, DataRef::Version(_)) => {
+                self.monitoring_reasons(monitoring, pull_id, &pull.policies)
+                    .await
+            }
+            _ => BTreeMap::new(),
+        };
         Ok(FetchedData {
             account: Some(pull.account),
             policies: pull.policies,
             external_ids: BTreeMap::from([(EXTERNAL_PULL.to_owned(), pull_id.to_owned())]),
+            vendor_reasons,
         })
     }
 

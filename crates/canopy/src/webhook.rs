@@ -299,6 +299,61 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
     })
 }
 
+/// Canopy's `MonitoringEvent`s (`{previous_pull_id, latest_pull_id, events: [{type, changes:
+/// [{schema, type, before, after}], documents}]}`) as reasons per policy external id. Each
+/// event is tied to the policies whose `policy_id` its changes carry (Canopy's diff keeps the
+/// ids of the changed object and its parents); one that names none is about every policy of
+/// the pull. Nothing when the diff is not about `pull_id`.
+pub fn monitoring_reasons(
+    answer: &Value,
+    pull_id: &str,
+    policies: &[coverwatch_core::policy::PolicySnapshot],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    if text(answer.get("latest_pull_id")).as_deref() != Some(pull_id) {
+        return out;
+    }
+    let external_of = |policy_id: &str| {
+        policies
+            .iter()
+            .find(|p| text(p.raw.get("policy_id")).as_deref() == Some(policy_id))
+            .map(|p| p.policy.external_id.clone())
+    };
+    for event in answer
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(label) = text(event.get("type")) else {
+            continue;
+        };
+        let mut named: Vec<String> = event
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|change| [change.get("after"), change.get("before")])
+            .filter_map(|side| text(side?.get("policy_id")))
+            .filter_map(|id| external_of(&id))
+            .collect();
+        named.dedup();
+        if named.is_empty() {
+            named = policies
+                .iter()
+                .map(|p| p.policy.external_id.clone())
+                .collect();
+        }
+        for policy in named {
+            let reasons = out.entry(policy).or_default();
+            if !reasons.contains(&label) {
+                reasons.push(label.clone());
+            }
+        }
+    }
+    out
+}
+
 fn auth_status(value: &str) -> Option<AuthStatus> {
     Some(match value {
         "NOT_AUTHENTICATED" => AuthStatus::NotAuthenticated,
@@ -588,6 +643,7 @@ mod tests {
                 &delivery(b"{}", Some(header.to_owned())),
                 &secrets(&[SECRET]),
                 300,
+                StaleSignatures::Reject,
             );
             assert!(
                 matches!(
@@ -606,6 +662,58 @@ mod tests {
             authenticate(&w, &secrets(&[SECRET]), 300, StaleSignatures::Reject),
             Err(WebhookRejection::UnknownPath)
         );
+    }
+
+    fn snapshot(external_id: &str, policy_id: &str) -> coverwatch_core::policy::PolicySnapshot {
+        let mut policy = crate::normalize::normalize_pull(
+            &json!({"pull_id": "p", "status": "SUCCESS", "policies": [{"policy_id": policy_id}]}),
+            "acct",
+        )
+        .unwrap()
+        .policies
+        .remove(0)
+        .policy;
+        policy.external_id = external_id.into();
+        coverwatch_core::policy::PolicySnapshot {
+            policy,
+            term: coverwatch_core::policy::PolicyTerm::Current,
+            raw: json!({"policy_id": policy_id}),
+        }
+    }
+
+    /// The OpenAPI document's "Coverage change" example of `GET /monitorings/{id}/events`: one
+    /// `ENDORSEMENT` whose POLICY change carries only `total_premium_cents` (51400 → 62100), so
+    /// it names no policy and is about the pull's every policy; a change that carries a
+    /// `policy_id` is about that policy alone.
+    #[test]
+    fn monitoring_events_become_reasons_per_policy() {
+        let policies = [snapshot("AU-1", "pol-a"), snapshot("HO-2", "pol-b")];
+        let example = json!({
+            "previous_pull_id": "b2cc89fc-2064-4259-bb61-460924fe115f",
+            "latest_pull_id": "af9d4a2e-f1f8-476a-a515-e16bbd432c91",
+            "events": [{"type": "ENDORSEMENT", "changes": [
+                {"schema": "POLICY", "type": "UPDATE",
+                 "before": {"total_premium_cents": 51400}, "after": {"total_premium_cents": 62100}}
+            ], "documents": []}]
+        });
+        let reasons =
+            monitoring_reasons(&example, "af9d4a2e-f1f8-476a-a515-e16bbd432c91", &policies);
+        assert_eq!(reasons["AU-1"], ["ENDORSEMENT"]);
+        assert_eq!(reasons["HO-2"], ["ENDORSEMENT"]);
+        // A diff about another pull says nothing about this one.
+        assert!(monitoring_reasons(&example, "another-pull", &policies).is_empty());
+
+        let named = json!({
+            "latest_pull_id": "p2",
+            "events": [{"type": "CANCELED", "changes": [
+                {"schema": "POLICY", "type": "UPDATE",
+                 "before": {"policy_id": "pol-old", "status": "ACTIVE"},
+                 "after": {"policy_id": "pol-b", "status": "CANCELLED"}}
+            ]}]
+        });
+        let reasons = monitoring_reasons(&named, "p2", &policies);
+        assert_eq!(reasons.len(), 1);
+        assert_eq!(reasons["HO-2"], ["CANCELED"]);
     }
 
     fn parse_json(body: Value) -> ParsedWebhook {

@@ -945,6 +945,28 @@ async fn retire_policies_not_in(
     Ok(())
 }
 
+/// Whether the vendor's own reasons for a change (Canopy's monitoring event types) contradict the
+/// changes computed from the data: a reason whose mark is missing, or a status change no status
+/// reason explains. Reasons with no normalized counterpart (claims, driving records) and no
+/// reasons at all contradict nothing.
+fn vendor_disagrees(reasons: &[String], changes: &[PolicyChange]) -> bool {
+    if reasons.is_empty() {
+        return false;
+    }
+    let has = |kinds: &[ChangeKind]| changes.iter().any(|c| kinds.contains(&c.kind));
+    let status_reason = reasons
+        .iter()
+        .any(|r| matches!(r.as_str(), "CANCELED" | "EXPIRED" | "REINSTATED"));
+    let unexplained = reasons.iter().any(|reason| match reason.as_str() {
+        "CANCELED" | "EXPIRED" | "REINSTATED" => !has(&[ChangeKind::StatusChanged]),
+        "RENEWAL" => !has(&[ChangeKind::DatesChanged]),
+        "NEW_BUSINESS" => !has(&[ChangeKind::PolicyAdded]),
+        "ENDORSEMENT" => changes.is_empty(),
+        _ => false,
+    });
+    unexplained || (!status_reason && has(&[ChangeKind::StatusChanged]))
+}
+
 /// Store fetched snapshots; when `report` is set, emit what changed, and when `refreshed` is
 /// set and nothing changed, say that fresh data arrived with no change.
 async fn save_fetched(
@@ -979,8 +1001,38 @@ async fn save_fetched(
     let count = fetched.policies.len() as u32;
     for snapshot in &fetched.policies {
         let outcome = tx.save_policy(snapshot, now).await?;
+        let reasons = fetched
+            .vendor_reasons
+            .get(&snapshot.policy.external_id)
+            .cloned()
+            .unwrap_or_default();
         let changes = match outcome {
-            SnapshotOutcome::Unchanged { .. } => continue,
+            SnapshotOutcome::Unchanged { .. } => {
+                // The vendor says this version changed something the normalized policy does
+                // not show: reported once, on the version's first notice, and flagged.
+                if report
+                    && refreshed
+                    && snapshot.term == PolicyTerm::Current
+                    && vendor_disagrees(&reasons, &[])
+                {
+                    tracing::warn!(policy = %snapshot.policy.external_id, ?reasons, "the vendor reports changes that the fresh data does not show");
+                    changed = true;
+                    emit(
+                        tx,
+                        origin,
+                        EventPayload::PolicyUpdated {
+                            policy_external_id: snapshot.policy.external_id.clone(),
+                            status: snapshot.policy.status,
+                            changes: Vec::new(),
+                            vendor_reasons: reasons,
+                            vendor_disagrees: true,
+                        },
+                        events,
+                    )
+                    .await?;
+                }
+                continue;
+            }
             SnapshotOutcome::Created { .. } => vec![PolicyChange {
                 kind: ChangeKind::PolicyAdded,
                 subject: Some(snapshot.policy.external_id.clone()),
@@ -992,6 +1044,10 @@ async fn save_fetched(
         };
         if report && !changes.is_empty() && snapshot.term == PolicyTerm::Current {
             changed = true;
+            let disagrees = vendor_disagrees(&reasons, &changes);
+            if disagrees {
+                tracing::warn!(policy = %snapshot.policy.external_id, ?reasons, ?changes, "the vendor's reasons and the computed changes disagree");
+            }
             emit(
                 tx,
                 origin,
@@ -999,8 +1055,8 @@ async fn save_fetched(
                     policy_external_id: snapshot.policy.external_id.clone(),
                     status: snapshot.policy.status,
                     changes,
-                    vendor_reasons: Vec::new(),
-                    vendor_disagrees: false,
+                    vendor_reasons: reasons,
+                    vendor_disagrees: disagrees,
                 },
                 events,
             )
@@ -1039,6 +1095,39 @@ mod tests {
         let without = grant_from_secret(&grant_to_secret(&LinkGrant::default())).unwrap();
         assert!(without.secret.is_none() && without.account_key.is_none());
         assert!(grant_from_secret(&SecretString::from("not json")).is_none());
+    }
+
+    /// Canopy's MonitoringEvent `type` values (OpenAPI `MonitoringEvent.type`: RENEWAL, EXPIRED,
+    /// CANCELED, NEW_BUSINESS, REINSTATED, ENDORSEMENT, CLAIM_OPENED, …) against the changes
+    /// computed from the data.
+    #[test]
+    fn vendor_reasons_are_checked_against_computed_changes() {
+        let change = |kind| PolicyChange {
+            kind,
+            subject: None,
+            field: None,
+            before: None,
+            after: None,
+        };
+        let reasons = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let status = [change(ChangeKind::StatusChanged)];
+        assert!(!vendor_disagrees(&reasons(&["CANCELED"]), &status));
+        assert!(vendor_disagrees(&reasons(&["CANCELED"]), &[]));
+        assert!(vendor_disagrees(&reasons(&["ENDORSEMENT"]), &status));
+        assert!(!vendor_disagrees(
+            &reasons(&["ENDORSEMENT"]),
+            &[change(ChangeKind::PremiumChanged)]
+        ));
+        assert!(!vendor_disagrees(
+            &reasons(&["RENEWAL"]),
+            &[change(ChangeKind::DatesChanged)]
+        ));
+        assert!(vendor_disagrees(&reasons(&["NEW_BUSINESS"]), &[]));
+        assert!(!vendor_disagrees(&reasons(&["CLAIM_OPENED"]), &[]));
+        assert!(
+            !vendor_disagrees(&[], &status),
+            "no reasons, nothing to contradict"
+        );
     }
 
     #[test]
