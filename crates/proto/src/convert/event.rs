@@ -457,10 +457,6 @@ mod tests {
                 reconnect_url: Some("https://app.usecanopy.com/c/x/reconnect".into()),
             },
             EventPayload::Reconnected {
-                account_external_id: None,
-                previous_account_external_id: None,
-            },
-            EventPayload::Reconnected {
                 account_external_id: Some("acc_2".into()),
                 previous_account_external_id: Some("acc_1".into()),
             },
@@ -523,7 +519,7 @@ mod tests {
         payloads
     }
 
-    fn details() -> [ProviderDetail; 3] {
+    fn details() -> [ProviderDetail; 4] {
         [
             ProviderDetail::None,
             ProviderDetail::Axle {
