@@ -213,6 +213,7 @@ impl Provider for FakeProvider {
         Ok(AuthenticatedWebhook {
             vendor_event_id: id,
             link_token: (!self.team_wide).then(|| webhook.path.clone()),
+            late_by_seconds: None,
         })
     }
 
@@ -270,6 +271,8 @@ impl Provider for FakeProvider {
                 event_id: body["id"].as_str().map(str::to_owned),
                 event_type: kind,
                 reference: None,
+                ignition_token: None,
+                result: None,
             },
             happenings: vec![happening],
         })
@@ -333,6 +336,7 @@ impl Provider for FakeProvider {
             }),
             policies: vec![self.policy(&account)],
             external_ids: BTreeMap::new(),
+            vendor_reasons: BTreeMap::new(),
         })
     }
 

@@ -822,6 +822,170 @@ async fn relinking_the_same_account_resumes_its_link_instead_of_a_second_one() {
     axle.stop().await;
 }
 
+/// Ignition completions other than a carrier login: `result` is "`link` (direct carrier
+/// connection was made and policy is available) OR `manual` (policy details were collected via
+/// document or form) OR `proxy` (operation was completed on behalf of user)"
+/// (docs.axle.insure/guides/ignition-events, "Redirect and Window MessageEvent parameters").
+/// Such a completion reaches a policy without a carrier account, whose `isActive` is "Missing
+/// when Ignition completed with result: manual" (docs.axle.insure/api-reference/policies/policy).
+/// Every Ignition event carries the Ignition's token (`data.token`,
+/// docs.axle.insure/api-reference/webhooks/ignition-events).
+#[tokio::test]
+async fn manual_and_proxy_completions_link_the_policy_without_an_account() {
+    let axle = Axle::start().await;
+    for result in ["manual", "proxy"] {
+        let started = axle.start_link("user-1", None).await;
+        let link = started.link.unwrap().id;
+        let token = ignition_token(&started.session_url);
+        axle.sim().open_ignition(&token).unwrap();
+        axle.sim().complete_without_login(&token, result).unwrap();
+
+        let events = wait_for_event(&axle.client, &link, K::LinkCompleted).await;
+        let completed_event = last_of(&events, K::LinkCompleted);
+        let v1::event::Payload::LinkCompleted(completed) = payload(completed_event) else {
+            panic!()
+        };
+        assert_eq!(completed.account_external_id, None, "{result}");
+        assert_eq!(completed.policy_external_ids.len(), 1, "{result}");
+        let Some(v1::event::ProviderDetail::Axle(detail)) = &completed_event.provider_detail else {
+            panic!("{completed_event:?}")
+        };
+        assert_eq!(detail.ignition_token.as_deref(), Some(token.as_str()));
+        assert_eq!(detail.result.as_deref(), Some(result));
+        assert_eq!(detail.event_type, "ignition.completed");
+
+        let policies = list_policies(&axle.client, &link).await;
+        assert_eq!(policies.len(), 1);
+        assert_eq!(policies[0].external_id, completed.policy_external_ids[0]);
+        // No `isActive`: whether the policy is in force is not known.
+        assert_eq!(policies[0].status(), v1::PolicyStatus::Unknown, "{result}");
+        assert_eq!(
+            get_link(&axle.client, &link).await.state(),
+            v1::LinkState::Active
+        );
+        // The opened event named the same Ignition.
+        let opened = events
+            .iter()
+            .find(|e| e.kind() == K::LinkAuthStatus)
+            .expect("ignition.opened");
+        assert!(matches!(&opened.provider_detail,
+            Some(v1::event::ProviderDetail::Axle(d)) if d.ignition_token.as_deref() == Some(token.as_str())));
+    }
+    axle.stop().await;
+}
+
+/// Axle's monitoring guide (docs.axle.insure/guides/monitoring, step 2 "Store accessToken for
+/// future access"): "If a returning user links a new insurance account, a new access token will
+/// be returned. You should compare the new token against the one you have stored for this user
+/// and determine if the old access token needs to be de-scoped." Descope Token
+/// (docs.axle.insure/api-reference/tokens/descope-token) names the case: the user "links a
+/// different account and a new token comes back (carrier switch)".
+#[tokio::test]
+async fn a_reconnect_to_a_different_account_descopes_the_old_token_and_follows_the_new_one() {
+    let axle = Axle::start().await;
+    let linked = axle.link("user-1", "username", "password").await;
+    let (link, client) = (&linked.link_id, &axle.client);
+    let old_token = axle.sim().access_token(&linked.account_id).unwrap();
+    axle.sim()
+        .disconnect_account(&linked.account_id, "credentials-expired")
+        .unwrap();
+    wait_for_state(client, link, v1::LinkState::ReconnectRequired).await;
+
+    let reconnect = client
+        .clone()
+        .start_reconnect(v1::StartReconnectRequest {
+            link_id: link.clone(),
+            redirect_uri: None,
+        })
+        .await
+        .expect("StartReconnect")
+        .into_inner();
+    // The user comes back with another carrier login: another account, another token.
+    let page = axle
+        .sign_in(&reconnect.session_url, "user-home", "pass-home")
+        .await;
+    assert_eq!(page.element_text("status").as_deref(), Some("complete"));
+
+    let events = wait_for_event(client, link, K::LinkReconnected).await;
+    let v1::event::Payload::LinkReconnected(reconnected) =
+        payload(last_of(&events, K::LinkReconnected))
+    else {
+        panic!()
+    };
+    let new_account = reconnected.account_external_id.clone().unwrap();
+    assert_ne!(new_account, linked.account_id);
+    assert_eq!(
+        reconnected.previous_account_external_id.as_deref(),
+        Some(linked.account_id.as_str())
+    );
+    let new_token = axle.sim().access_token(&new_account).unwrap();
+    assert_ne!(new_token, old_token, "a different account, a new token");
+
+    // The simulator's record: exactly the old token was descoped, the new account is monitored.
+    let descopes = axle.sim().descopes();
+    assert_eq!(descopes.len(), 1, "{descopes:?}");
+    assert_eq!(descopes[0].access_token, old_token);
+    assert_eq!(descopes[0].account, linked.account_id);
+    assert_eq!(axle.sim().is_monitored(&linked.account_id), Some(false));
+    assert_eq!(axle.sim().is_monitored(&new_account), Some(true));
+
+    // The link follows the new account: its policies are the new account's only, the old
+    // ones are reported removed.
+    let now = get_link(client, link).await;
+    assert_eq!(now.state(), v1::LinkState::Active);
+    assert_eq!(get_account(client, link).await.external_id, new_account);
+    let new_policies = axle.sim().account(&new_account).unwrap()["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    let mut listed: Vec<String> = list_policies(client, link)
+        .await
+        .into_iter()
+        .map(|p| p.external_id)
+        .collect();
+    listed.sort();
+    let mut expected = new_policies.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let events = link_events(client, link).await;
+    let removed: Vec<String> = events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            v1::event::Payload::PolicyUpdated(u)
+                if u.changes
+                    .iter()
+                    .any(|c| c.kind() == v1::ChangeKind::PolicyRemoved) =>
+            {
+                Some(u.policy_external_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut old_policies = linked.policy_ids.clone();
+    old_policies.sort();
+    let mut removed_sorted = removed.clone();
+    removed_sorted.sort();
+    assert_eq!(removed_sorted, old_policies);
+
+    // Events of the new account reach the link.
+    let updates = events
+        .iter()
+        .filter(|e| e.kind() == K::PolicyUpdated)
+        .count();
+    axle.sim()
+        .modify_policy(&new_policies[0], &json!({"premium": 2222.0}))
+        .unwrap();
+    let events = wait_for_events(client, link, K::PolicyUpdated, updates + 1).await;
+    let v1::event::Payload::PolicyUpdated(update) = payload(last_of(&events, K::PolicyUpdated))
+    else {
+        panic!()
+    };
+    assert_eq!(update.policy_external_id, new_policies[0]);
+    axle.stop().await;
+}
+
 #[tokio::test]
 async fn a_replacing_link_with_another_account_descopes_the_old_one() {
     let axle = Axle::start().await;

@@ -40,6 +40,22 @@ pub struct Exchanged {
     pub account: Option<String>,
     #[serde(deserialize_with = "id_list")]
     pub policies: Vec<String>,
+    /// A `manual` or `proxy` completion may yield a policy without an account.
+    #[serde(deserialize_with = "lenient_string")]
+    pub policy: Option<String>,
+}
+
+impl Exchanged {
+    /// Every policy id the exchange named, `policy` first, each once.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.policy.iter().cloned().collect();
+        for id in &self.policies {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -266,6 +282,9 @@ pub struct EventData {
     pub account: Option<String>,
     #[serde(rename = "ref", deserialize_with = "lenient_string")]
     pub reference: Option<String>,
+    /// Ignition events: the Ignition's token (Axle's Ignition event table).
+    #[serde(deserialize_with = "lenient_string")]
+    pub token: Option<String>,
     #[serde(deserialize_with = "lenient_map")]
     pub user: Map<String, Value>,
     #[serde(deserialize_with = "lenient_map")]

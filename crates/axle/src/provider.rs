@@ -125,6 +125,42 @@ fn rejected(kind: RejectionKind, message: impl Into<String>) -> ProviderError {
     }
 }
 
+/// The external-id kind of a policy an account-less grant reached: `policy` for the first,
+/// `policy.2`, `policy.3`, … for any further ones (a kind holds one id per link).
+const POLICY_KIND: &str = "policy";
+
+fn policy_external_ids(policy_ids: &[String]) -> BTreeMap<String, String> {
+    policy_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let kind = if i == 0 {
+                POLICY_KIND.to_owned()
+            } else {
+                format!("{POLICY_KIND}.{}", i + 1)
+            };
+            (kind, id.clone())
+        })
+        .collect()
+}
+
+/// The policies of an account-less grant, in the order the exchange named them.
+fn granted_policies(access: &LinkAccess) -> Vec<String> {
+    let mut found: Vec<(usize, String)> = access
+        .external_ids
+        .iter()
+        .filter_map(|(kind, id)| {
+            let rank = match kind.strip_prefix(POLICY_KIND)? {
+                "" => 1,
+                rest => rest.strip_prefix('.')?.parse().ok()?,
+            };
+            Some((rank, id.clone()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, id)| id).collect()
+}
+
 fn access_token(access: &LinkAccess) -> Result<&SecretString, ProviderError> {
     access.secret.as_ref().ok_or_else(|| {
         rejected(
@@ -194,11 +230,27 @@ impl Provider for AxleProvider {
             provider: ProviderKind::Axle,
             message: format!("Exchange Token answered without `{what}`"),
         };
+        let policy_ids = exchanged.policy_ids();
         let secret = exchanged
             .access_token
             .ok_or_else(|| malformed("accessToken"))?;
-        let account = exchanged.account.ok_or_else(|| malformed("account"))?;
-        tracing::info!(account = %account, policies = exchanged.policies.len(), "Axle authCode exchanged");
+        let Some(account) = exchanged.account else {
+            // A `manual` or `proxy` completion (a document, a form, or done on the user's
+            // behalf) reaches a policy with no carrier account behind it.
+            if policy_ids.is_empty() {
+                return Err(malformed("account` or `policy"));
+            }
+            tracing::info!(
+                policies = policy_ids.len(),
+                "Axle authCode exchanged for policies without an account"
+            );
+            return Ok(LinkGrant {
+                secret: Some(secret),
+                external_ids: policy_external_ids(&policy_ids),
+                account_key: None,
+            });
+        };
+        tracing::info!(account = %account, policies = policy_ids.len(), "Axle authCode exchanged");
         Ok(LinkGrant {
             secret: Some(secret),
             external_ids: BTreeMap::from([(ACCOUNT_KIND.to_owned(), account.clone())]),
@@ -226,12 +278,22 @@ impl Provider for AxleProvider {
         let mut fetched = FetchedData::default();
         match data {
             DataRef::All => {
-                let account_id = access.external_ids.get(ACCOUNT_KIND).ok_or_else(|| {
-                    rejected(
-                        RejectionKind::FailedPrecondition,
-                        format!("link {} has no Axle account id", access.link_id),
-                    )
-                })?;
+                let Some(account_id) = access.external_ids.get(ACCOUNT_KIND) else {
+                    let policies = granted_policies(access);
+                    if policies.is_empty() {
+                        return Err(rejected(
+                            RejectionKind::FailedPrecondition,
+                            format!("link {} has no Axle account or policy id", access.link_id),
+                        ));
+                    }
+                    for policy_id in &policies {
+                        fetched.policies.push(
+                            self.policy_snapshot(token, policy_id, PolicyTerm::Current)
+                                .await?,
+                        );
+                    }
+                    return Ok(fetched);
+                };
                 let account = self.account_snapshot(token, account_id).await?;
                 for policy_id in &account.account.policy_ids {
                     fetched.policies.push(

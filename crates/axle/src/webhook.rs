@@ -94,6 +94,7 @@ pub fn authenticate(
     Ok(AuthenticatedWebhook {
         vendor_event_id: event_id(&webhook.body),
         link_token: Some(token.to_owned()),
+        late_by_seconds: None,
     })
 }
 
@@ -136,9 +137,20 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
             event_id: event.id.clone(),
             event_type: event_type.clone(),
             reference: data.reference.clone(),
+            ignition_token: ignition_token(&event_type, &data),
+            result: data.result.clone(),
         },
         happenings: happening(&event_type, &data).into_iter().collect(),
     })
+}
+
+/// The Ignition's token: `data.token` as Axle's Ignition event table names it; deliveries that
+/// carry only the shared `ref` name the Ignition there.
+fn ignition_token(event_type: &str, data: &model::EventData) -> Option<String> {
+    if !event_type.starts_with("ignition.") {
+        return None;
+    }
+    data.token.clone().or_else(|| data.reference.clone())
 }
 
 fn attribution(data: &model::EventData) -> Vec<Attribution> {
@@ -370,6 +382,7 @@ mod tests {
             AuthenticatedWebhook {
                 vendor_event_id: Some("evt_9".into()),
                 link_token: Some("whk_abc123".into()),
+                late_by_seconds: None,
             }
         );
         let trailing = authenticate(&inbound("whk_abc123/", json!({})), None).unwrap();
@@ -613,6 +626,48 @@ mod tests {
         ));
     }
 
+    /// Axle's Ignition event table (docs.axle.insure/api-reference/webhooks/ignition-events)
+    /// gives Ignition events `data.token`, the Ignition token; the completion's `result` is
+    /// `link`, `manual` or `proxy` (docs.axle.insure/guides/ignition-events, "Redirect and
+    /// Window MessageEvent parameters").
+    #[test]
+    fn ignition_events_carry_their_token_and_result() {
+        for result in ["link", "manual", "proxy"] {
+            let p = parsed(
+                "ignition.completed",
+                json!({"token": "ign_d83jd7n2hd75jDh6E575x", "ref": "ign_d83jd7n2hd75jDh6E575x",
+                       "authCode": "code", "result": result}),
+            );
+            let ProviderDetail::Axle {
+                ignition_token,
+                result: seen,
+                ..
+            } = &p.detail
+            else {
+                panic!("{:?}", p.detail)
+            };
+            assert_eq!(ignition_token.as_deref(), Some("ign_d83jd7n2hd75jDh6E575x"));
+            assert_eq!(seen.as_deref(), Some(result));
+            assert!(matches!(
+                only(&p),
+                Happening::SessionCompleted { code: Some(_), .. }
+            ));
+        }
+        // Only `token`: read.
+        let p = parsed("ignition.opened", json!({"token": "ign_only"}));
+        assert!(matches!(&p.detail,
+            ProviderDetail::Axle { ignition_token: Some(t), .. } if t == "ign_only"));
+        // A monitoring event's `ref` is an account or policy, not an Ignition.
+        let p = parsed("account.modified", json!({"ref": "acc_1"}));
+        assert!(matches!(
+            &p.detail,
+            ProviderDetail::Axle {
+                ignition_token: None,
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn detail_time_and_unknown_types() {
         let p = parsed(
@@ -628,6 +683,8 @@ mod tests {
                 event_id: Some("evt_1".into()),
                 event_type: "policy-update.request-initiated".into(),
                 reference: Some("pol_9".into()),
+                ignition_token: None,
+                result: None,
             }
         );
         assert_eq!(

@@ -184,7 +184,11 @@ async fn gather_seeds() -> Seeds {
             panic!("{username} links");
         };
         let exchanged = sim.exchange(&auth_code).expect("the code exchanges");
-        let account = exchanged.account.clone();
+        // A linked (not manual or proxy) Ignition always grants an account.
+        let account = exchanged
+            .account
+            .clone()
+            .expect("a linked Ignition has an account");
         for policy in &exchanged.policies {
             let renewal = json!({ "premium": 999.99 });
             let outcomes = [

@@ -238,6 +238,26 @@ impl CanopyClient {
         }
     }
 
+    /// `GET /teams/{teamId}/monitorings/{monitoringId}/events`: what changed between the
+    /// monitoring's two most recent pulls, as Canopy classifies it.
+    pub async fn monitoring_events(&self, monitoring_id: &str) -> Result<Value, CanopyError> {
+        let url = self.url(
+            &["teams", self.team(), "monitorings", monitoring_id, "events"],
+            &[],
+        )?;
+        let answer: Value = self
+            .call(
+                "monitorings.events",
+                Method::GET,
+                url,
+                None,
+                Auth::Key,
+                Retry::Idempotent,
+            )
+            .await?;
+        Ok(answer)
+    }
+
     /// `GET /teams/{teamId}/monitorings?pull_id=`: the monitorings that include this pull.
     pub async fn monitorings_of_pull(&self, pull_id: &str) -> Result<Vec<Monitoring>, CanopyError> {
         let url = self.url(

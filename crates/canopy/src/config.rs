@@ -32,6 +32,8 @@ pub struct CanopyConfig {
     pub signing_secrets: Vec<SecretString>,
     /// How far a signature's `t=` may be from our clock.
     pub signature_tolerance: Duration,
+    /// What becomes of a genuine signature whose `t=` is outside the tolerance.
+    pub stale_signatures: StaleSignatures,
     /// ISO-8601 duration of at least 30 days (`P1M`), sent when a monitoring is created.
     pub monitoring_interval: String,
     /// Skips the widget's consent screen when the caller has collected consent itself.
@@ -44,6 +46,37 @@ pub struct CanopyConfig {
     /// A `Retry-After` longer than this is not waited for: the call fails as unavailable and
     /// the engine's own retry takes over.
     pub max_retry_after: Duration,
+}
+
+/// What becomes of a delivery whose signature is genuine but whose timestamp is outside the
+/// tolerance.
+///
+/// Canopy's "Verifying webhook signatures" page leaves the tolerance to the receiver and does
+/// not say whether a retry is signed afresh. If a retry keeps its first `t`, a strict window
+/// turns every retry after an outage longer than the window into a `401`, and after its tenth
+/// retry (about 7.2 hours, "Webhook retries") Canopy gives the event up for good. A replayed
+/// genuine delivery can do no harm here: every stored delivery is deduplicated (a hash of the
+/// body, as Canopy sends no event id), so the worst a replay does is nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StaleSignatures {
+    /// Stored and processed, and counted (the engine logs and counts late deliveries). Only a
+    /// signature that does not match is refused.
+    #[default]
+    Accept,
+    /// Refused with `401`, as a bad signature is.
+    Reject,
+}
+
+impl std::str::FromStr for StaleSignatures {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "accept" => Ok(Self::Accept),
+            "reject" => Ok(Self::Reject),
+            other => Err(format!("`{other}` is not one of: accept, reject")),
+        }
+    }
 }
 
 impl CanopyConfig {
@@ -65,6 +98,7 @@ impl CanopyConfig {
             public_alias: public_alias.into(),
             signing_secrets: Vec::new(),
             signature_tolerance: Duration::from_secs(300),
+            stale_signatures: StaleSignatures::default(),
             monitoring_interval: "P1M".into(),
             consent_token: None,
             connect_timeout: Duration::from_secs(5),

@@ -21,7 +21,7 @@ pub mod provider;
 pub mod webhook;
 
 pub use client::CanopyClient;
-pub use config::CanopyConfig;
+pub use config::{CanopyConfig, StaleSignatures};
 pub use error::CanopyError;
 pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
 pub use webhook::{

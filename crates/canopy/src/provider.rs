@@ -80,6 +80,25 @@ impl CanopyProvider {
         })
     }
 
+    /// Canopy's own account of what a monitoring refresh changed (`GET …/monitorings/{id}/events`,
+    /// the diff between its two most recent pulls), per policy. Only when its `latest_pull_id`
+    /// is the pull being read, so the labels describe this data; the endpoint is plan-gated, so
+    /// a refusal or failure means no labels, never a failed fetch.
+    async fn monitoring_reasons(
+        &self,
+        monitoring_id: &str,
+        pull_id: &str,
+        policies: &[coverwatch_core::policy::PolicySnapshot],
+    ) -> BTreeMap<String, Vec<String>> {
+        match self.client.monitoring_events(monitoring_id).await {
+            Ok(answer) => crate::webhook::monitoring_reasons(&answer, pull_id, policies),
+            Err(err) => {
+                tracing::info!(monitoring = monitoring_id, error = %err, "Canopy monitoring events not read; policy.updated goes without the vendor's reasons");
+                BTreeMap::new()
+            }
+        }
+    }
+
     pub fn config(&self) -> &CanopyConfig {
         &self.config
     }
@@ -336,7 +355,12 @@ impl Provider for CanopyProvider {
     ) -> Result<AuthenticatedWebhook, WebhookRejection> {
         let tolerance =
             i64::try_from(self.config.signature_tolerance.as_secs()).unwrap_or(i64::MAX);
-        webhook::authenticate(webhook, &self.config.signing_secrets, tolerance)
+        webhook::authenticate(
+            webhook,
+            &self.config.signing_secrets,
+            tolerance,
+            self.config.stale_signatures,
+        )
     }
 
     fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
@@ -381,10 +405,18 @@ impl Provider for CanopyProvider {
             ))
             .into());
         }
+        let vendor_reasons = match access.external_ids.get(EXTERNAL_MONITORING) {
+            Some(monitoring) if matches!(data, DataRef::Version(_)) => {
+                self.monitoring_reasons(monitoring, pull_id, &pull.policies)
+                    .await
+            }
+            _ => BTreeMap::new(),
+        };
         Ok(FetchedData {
             account: Some(pull.account),
             policies: pull.policies,
             external_ids: BTreeMap::from([(EXTERNAL_PULL.to_owned(), pull_id.to_owned())]),
+            vendor_reasons,
         })
     }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::config::StaleSignatures;
 use crate::model::{WebhookBody, lenient, meta_data_object};
 
 pub const SIGNATURE_HEADER: &str = "canopy-signature";
@@ -40,12 +41,15 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// Checks `canopy-signature` against every configured secret, then the timestamp's age against
-/// `now` (the time the delivery was received).
+/// `now` (the time the delivery was received). A genuine signature outside the tolerance is
+/// refused under [`StaleSignatures::Reject`]; under [`StaleSignatures::Accept`] it passes and
+/// the answer says by how much it was late.
 pub fn verify_signature(
     webhook: &InboundWebhook,
     secrets: &[SecretString],
     tolerance_seconds: i64,
-) -> Result<(), WebhookRejection> {
+    stale: StaleSignatures,
+) -> Result<Option<i64>, WebhookRejection> {
     let header = webhook
         .header(SIGNATURE_HEADER)
         .ok_or(WebhookRejection::MissingHeader(SIGNATURE_HEADER.into()))?;
@@ -97,28 +101,33 @@ pub fn verify_signature(
     }
     // `t` is whatever the sender wrote: saturate, a `t` near the i64 limits must not overflow.
     let age = webhook.received_at.timestamp().saturating_sub(timestamp);
-    if age.saturating_abs() > tolerance_seconds {
-        return Err(WebhookRejection::StaleTimestamp {
+    if age.saturating_abs() <= tolerance_seconds {
+        return Ok(None);
+    }
+    match stale {
+        StaleSignatures::Accept => Ok(Some(age)),
+        StaleSignatures::Reject => Err(WebhookRejection::StaleTimestamp {
             age_seconds: age,
             tolerance_seconds,
-        });
+        }),
     }
-    Ok(())
 }
 
 pub fn authenticate(
     webhook: &InboundWebhook,
     secrets: &[SecretString],
     tolerance_seconds: i64,
+    stale: StaleSignatures,
 ) -> Result<AuthenticatedWebhook, WebhookRejection> {
     if !webhook.path.trim_matches('/').is_empty() {
         return Err(WebhookRejection::UnknownPath);
     }
-    verify_signature(webhook, secrets, tolerance_seconds)?;
+    let late_by_seconds = verify_signature(webhook, secrets, tolerance_seconds, stale)?;
     // Canopy sends no event id: the engine keys the inbox on a hash of the body.
     Ok(AuthenticatedWebhook {
         vendor_event_id: None,
         link_token: None,
+        late_by_seconds,
     })
 }
 
@@ -305,6 +314,61 @@ pub fn session_claim(meta_data: &Value) -> Option<Attribution> {
     })
 }
 
+/// Canopy's `MonitoringEvent`s (`{previous_pull_id, latest_pull_id, events: [{type, changes:
+/// [{schema, type, before, after}], documents}]}`) as reasons per policy external id. Each
+/// event is tied to the policies whose `policy_id` its changes carry (Canopy's diff keeps the
+/// ids of the changed object and its parents); one that names none is about every policy of
+/// the pull. Nothing when the diff is not about `pull_id`.
+pub fn monitoring_reasons(
+    answer: &Value,
+    pull_id: &str,
+    policies: &[coverwatch_core::policy::PolicySnapshot],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    if text(answer.get("latest_pull_id")).as_deref() != Some(pull_id) {
+        return out;
+    }
+    let external_of = |policy_id: &str| {
+        policies
+            .iter()
+            .find(|p| text(p.raw.get("policy_id")).as_deref() == Some(policy_id))
+            .map(|p| p.policy.external_id.clone())
+    };
+    for event in answer
+        .get("events")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(label) = text(event.get("type")) else {
+            continue;
+        };
+        let mut named: Vec<String> = event
+            .get("changes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|change| [change.get("after"), change.get("before")])
+            .filter_map(|side| text(side?.get("policy_id")))
+            .filter_map(|id| external_of(&id))
+            .collect();
+        named.dedup();
+        if named.is_empty() {
+            named = policies
+                .iter()
+                .map(|p| p.policy.external_id.clone())
+                .collect();
+        }
+        for policy in named {
+            let reasons = out.entry(policy).or_default();
+            if !reasons.contains(&label) {
+                reasons.push(label.clone());
+            }
+        }
+    }
+    out
+}
+
 fn auth_status(value: &str) -> Option<AuthStatus> {
     Some(match value {
         "NOT_AUTHENTICATED" => AuthStatus::NotAuthenticated,
@@ -439,7 +503,13 @@ mod tests {
 
     #[test]
     fn a_valid_signature_passes_with_no_event_id() {
-        let ok = authenticate(&signed(b"{\"a\":1}", NOW - 10), &secrets(&[SECRET]), 300).unwrap();
+        let ok = authenticate(
+            &signed(b"{\"a\":1}", NOW - 10),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
         assert_eq!(ok.vendor_event_id, None);
         assert_eq!(ok.link_token, None);
     }
@@ -449,11 +519,16 @@ mod tests {
         let mut w = signed(b"{\"a\":1}", NOW);
         w.body = b"{\"a\": 1}".to_vec();
         assert_eq!(
-            authenticate(&w, &secrets(&[SECRET]), 300),
+            authenticate(&w, &secrets(&[SECRET]), 300, StaleSignatures::Reject),
             Err(WebhookRejection::BadSignature)
         );
         assert_eq!(
-            authenticate(&signed(b"{}", NOW), &secrets(&["other"]), 300),
+            authenticate(
+                &signed(b"{}", NOW),
+                &secrets(&["other"]),
+                300,
+                StaleSignatures::Reject
+            ),
             Err(WebhookRejection::BadSignature)
         );
     }
@@ -463,22 +538,74 @@ mod tests {
         let body = b"{}";
         // Rotation: the delivery is signed with the new secret and we know both.
         let w = signed(body, NOW);
-        authenticate(&w, &secrets(&["old", SECRET]), 300).unwrap();
+        authenticate(&w, &secrets(&["old", SECRET]), 300, StaleSignatures::Reject).unwrap();
         // Several `s=` (Canopy signing with two secrets), extra elements ignored.
         let header = format!(
             "t={NOW},v=1,s={},s={}",
             sign("unknown", NOW, body),
             sign(SECRET, NOW, body)
         );
-        authenticate(&delivery(body, Some(header)), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &delivery(body, Some(header)),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
         // Uppercase hex is the same signature.
         let header = format!("t={NOW},s={}", sign(SECRET, NOW, body).to_uppercase());
-        authenticate(&delivery(body, Some(header)), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &delivery(body, Some(header)),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
+    }
+
+    /// "Verifying webhook signatures" (docs.usecanopy.com/reference/verifying-webhook-signatures)
+    /// leaves the tolerance to us and does not say whether a retry is signed afresh; "Webhook
+    /// retries" (docs.usecanopy.com/reference/webhook-retries) retries "up to 10 times" over
+    /// hours. Under the default policy a genuine signature outside the window passes and says
+    /// how late it is; only a signature that does not match is refused.
+    #[test]
+    fn stale_but_genuine_signatures_pass_under_the_default_policy_and_say_how_late() {
+        assert_eq!(StaleSignatures::default(), StaleSignatures::Accept);
+        let late = authenticate(
+            &signed(b"{}", NOW - 5_096),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Accept,
+        )
+        .unwrap();
+        assert_eq!(late.late_by_seconds, Some(5_096));
+        let on_time = authenticate(
+            &signed(b"{}", NOW - 10),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Accept,
+        )
+        .unwrap();
+        assert_eq!(on_time.late_by_seconds, None);
+        let mut forged = signed(b"{}", NOW - 5_096);
+        forged.body = b"{ }".to_vec();
+        assert_eq!(
+            authenticate(&forged, &secrets(&[SECRET]), 300, StaleSignatures::Accept),
+            Err(WebhookRejection::BadSignature)
+        );
+        assert_eq!("reject".parse(), Ok(StaleSignatures::Reject));
+        assert_eq!("accept".parse(), Ok(StaleSignatures::Accept));
+        assert!("lenient".parse::<StaleSignatures>().is_err());
     }
 
     #[test]
     fn stale_and_future_timestamps_are_refused() {
-        let old = authenticate(&signed(b"{}", NOW - 301), &secrets(&[SECRET]), 300);
+        let old = authenticate(
+            &signed(b"{}", NOW - 301),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        );
         assert_eq!(
             old,
             Err(WebhookRejection::StaleTimestamp {
@@ -486,7 +613,12 @@ mod tests {
                 tolerance_seconds: 300
             })
         );
-        let future = authenticate(&signed(b"{}", NOW + 400), &secrets(&[SECRET]), 300);
+        let future = authenticate(
+            &signed(b"{}", NOW + 400),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        );
         assert!(matches!(
             future,
             Err(WebhookRejection::StaleTimestamp {
@@ -494,7 +626,13 @@ mod tests {
                 ..
             })
         ));
-        authenticate(&signed(b"{}", NOW + 300), &secrets(&[SECRET]), 300).unwrap();
+        authenticate(
+            &signed(b"{}", NOW + 300),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
     }
 
     /// Found by `tests/fuzz.rs`: a correctly signed `t` at the i64 limit overflowed the age
@@ -502,20 +640,45 @@ mod tests {
     #[test]
     fn a_signed_timestamp_at_the_i64_limits_is_stale_not_a_panic() {
         for t in [i64::MIN, i64::MAX] {
-            let r = authenticate(&signed(b"{}", t), &secrets(&[SECRET]), 300);
+            let r = authenticate(
+                &signed(b"{}", t),
+                &secrets(&[SECRET]),
+                300,
+                StaleSignatures::Reject,
+            );
             assert!(
                 matches!(r, Err(WebhookRejection::StaleTimestamp { age_seconds, .. }) if age_seconds.unsigned_abs() > 300),
                 "{t}: {r:?}"
             );
         }
         // The widest tolerance (a configured one too large for i64) takes any age.
-        authenticate(&signed(b"{}", i64::MIN), &secrets(&[SECRET]), i64::MAX).unwrap();
+        authenticate(
+            &signed(b"{}", i64::MIN),
+            &secrets(&[SECRET]),
+            i64::MAX,
+            StaleSignatures::Reject,
+        )
+        .unwrap();
+        // Accepting late signatures, the age still saturates instead of overflowing.
+        let late = authenticate(
+            &signed(b"{}", i64::MIN),
+            &secrets(&[SECRET]),
+            300,
+            StaleSignatures::Accept,
+        )
+        .unwrap();
+        assert_eq!(late.late_by_seconds, Some(i64::MAX));
     }
 
     #[test]
     fn missing_and_malformed_headers() {
         assert_eq!(
-            authenticate(&delivery(b"{}", None), &secrets(&[SECRET]), 300),
+            authenticate(
+                &delivery(b"{}", None),
+                &secrets(&[SECRET]),
+                300,
+                StaleSignatures::Reject
+            ),
             Err(WebhookRejection::MissingHeader("canopy-signature".into()))
         );
         for header in [
@@ -530,6 +693,7 @@ mod tests {
                 &delivery(b"{}", Some(header.to_owned())),
                 &secrets(&[SECRET]),
                 300,
+                StaleSignatures::Reject,
             );
             assert!(
                 matches!(
@@ -545,9 +709,61 @@ mod tests {
         let mut w = signed(b"{}", NOW);
         w.path = "extra".into();
         assert_eq!(
-            authenticate(&w, &secrets(&[SECRET]), 300),
+            authenticate(&w, &secrets(&[SECRET]), 300, StaleSignatures::Reject),
             Err(WebhookRejection::UnknownPath)
         );
+    }
+
+    fn snapshot(external_id: &str, policy_id: &str) -> coverwatch_core::policy::PolicySnapshot {
+        let mut policy = crate::normalize::normalize_pull(
+            &json!({"pull_id": "p", "status": "SUCCESS", "policies": [{"policy_id": policy_id}]}),
+            "acct",
+        )
+        .unwrap()
+        .policies
+        .remove(0)
+        .policy;
+        policy.external_id = external_id.into();
+        coverwatch_core::policy::PolicySnapshot {
+            policy,
+            term: coverwatch_core::policy::PolicyTerm::Current,
+            raw: json!({"policy_id": policy_id}),
+        }
+    }
+
+    /// The OpenAPI document's "Coverage change" example of `GET /monitorings/{id}/events`: one
+    /// `ENDORSEMENT` whose POLICY change carries only `total_premium_cents` (51400 → 62100), so
+    /// it names no policy and is about the pull's every policy; a change that carries a
+    /// `policy_id` is about that policy alone.
+    #[test]
+    fn monitoring_events_become_reasons_per_policy() {
+        let policies = [snapshot("AU-1", "pol-a"), snapshot("HO-2", "pol-b")];
+        let example = json!({
+            "previous_pull_id": "b2cc89fc-2064-4259-bb61-460924fe115f",
+            "latest_pull_id": "af9d4a2e-f1f8-476a-a515-e16bbd432c91",
+            "events": [{"type": "ENDORSEMENT", "changes": [
+                {"schema": "POLICY", "type": "UPDATE",
+                 "before": {"total_premium_cents": 51400}, "after": {"total_premium_cents": 62100}}
+            ], "documents": []}]
+        });
+        let reasons =
+            monitoring_reasons(&example, "af9d4a2e-f1f8-476a-a515-e16bbd432c91", &policies);
+        assert_eq!(reasons["AU-1"], ["ENDORSEMENT"]);
+        assert_eq!(reasons["HO-2"], ["ENDORSEMENT"]);
+        // A diff about another pull says nothing about this one.
+        assert!(monitoring_reasons(&example, "another-pull", &policies).is_empty());
+
+        let named = json!({
+            "latest_pull_id": "p2",
+            "events": [{"type": "CANCELED", "changes": [
+                {"schema": "POLICY", "type": "UPDATE",
+                 "before": {"policy_id": "pol-old", "status": "ACTIVE"},
+                 "after": {"policy_id": "pol-b", "status": "CANCELLED"}}
+            ]}]
+        });
+        let reasons = monitoring_reasons(&named, "p2", &policies);
+        assert_eq!(reasons.len(), 1);
+        assert_eq!(reasons["HO-2"], ["CANCELED"]);
     }
 
     fn parse_json(body: Value) -> ParsedWebhook {

@@ -260,7 +260,13 @@ pub enum EventPayload {
         reconnect_url: Option<String>,
     },
     #[serde(rename = "link.reconnected")]
-    Reconnected { account_external_id: Option<String> },
+    Reconnected {
+        account_external_id: Option<String>,
+        /// Set when the end-user signed in to a different account than the one the link held:
+        /// that account's monitoring was stopped at the vendor and the link follows the new one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_account_external_id: Option<String>,
+    },
     #[serde(rename = "link.descoped")]
     Descoped {
         reason: DescopeReason,
@@ -277,6 +283,14 @@ pub enum EventPayload {
         policy_external_id: String,
         status: PolicyStatus,
         changes: Vec<PolicyChange>,
+        /// What the vendor itself said changed, in its own words (Canopy's monitoring event
+        /// types: `CANCELED`, `RENEWAL`, ...), where it says so.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        vendor_reasons: Vec<String>,
+        /// The vendor's reasons and the computed `changes` do not agree (for example `CANCELED`
+        /// with no status change seen): worth a look before acting on either.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        vendor_disagrees: bool,
     },
     #[serde(rename = "policy.renewal_available")]
     RenewalAvailable { policy_external_id: String },
@@ -335,6 +349,12 @@ pub enum ProviderDetail {
         event_type: String,
         /// The object the event refers to (`acc_…` or `pol_…`).
         reference: Option<String>,
+        /// Ignition events: the Ignition session's token (`data.token`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ignition_token: Option<String>,
+        /// `ignition.completed`: how the session was completed (`link`, `manual`, `proxy`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     Canopy {
         event_type: String,

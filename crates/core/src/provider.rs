@@ -154,6 +154,10 @@ pub struct FetchedData {
     pub policies: Vec<PolicySnapshot>,
     /// Vendor ids learned while fetching (for example the latest pull), merged into the link's.
     pub external_ids: BTreeMap<String, String>,
+    /// What the vendor itself says changed, per policy (external id), in its own words (Canopy's
+    /// monitoring event types). Reported as the `policy.updated` reasons and checked against the
+    /// computed changes.
+    pub vendor_reasons: BTreeMap<String, Vec<String>>,
 }
 
 /// One step of an in-app reconnect.

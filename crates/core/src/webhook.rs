@@ -37,6 +37,11 @@ pub struct AuthenticatedWebhook {
     /// A per-link secret found in the path; the engine must find the link it belongs to, or
     /// refuse the delivery as unauthenticated.
     pub link_token: Option<String>,
+    /// The signature is genuine but its timestamp lies this many seconds outside the tolerance
+    /// (a vendor retry that kept its first timestamp, say), and the provider's policy is to take
+    /// such a delivery: stored deliveries are deduplicated, so a genuine one replayed late
+    /// changes nothing. The engine counts and logs these.
+    pub late_by_seconds: Option<i64>,
 }
 
 /// Why a delivery was refused before anything was stored. Answered with `401`.

@@ -61,6 +61,9 @@ pub(crate) enum Prepared {
         /// Why the vendor's monitoring could not be made sure of yet (for example a Canopy pull
         /// still running). The link completes anyway; the delivery is tried again for it.
         monitoring_pending: Option<String>,
+        /// The end-user signed in to a different account than the one the link held; its
+        /// monitoring was already stopped at the vendor.
+        switched_from: Option<SwitchedAccount>,
     },
     /// The session reached an account that another link already holds, and the vendor
     /// resumed monitoring it there: that link gets the data, this one ends.
@@ -98,6 +101,42 @@ pub(crate) enum Prepared {
     },
     /// Nothing to do for this link in its current state.
     Nothing,
+}
+
+/// The account a link followed before the end-user signed in to another one.
+pub(crate) struct SwitchedAccount {
+    /// The vendor's identity of the previous account (`LinkGrant::account_key`).
+    pub account_key: String,
+    /// Vendor ids that named the previous account, no longer to be attributed to the link.
+    pub external_ids: Vec<(String, String)>,
+}
+
+/// A grant for another account than the one a linked link holds. Axle answers a returning user
+/// who links a different account with a new access token and says to descope the old one
+/// (docs.axle.insure/guides/monitoring, "Store accessToken for future access"), or the old
+/// account stays monitored: orphan webhooks, and billing.
+fn switched_account(
+    record: &LinkRecord,
+    existing: &LinkAccess,
+    grant: &LinkGrant,
+) -> Option<SwitchedAccount> {
+    let old = record.account_key.as_deref()?;
+    let new = grant.account_key.as_deref()?;
+    if !record.link.state.is_linked() || old == new {
+        return None;
+    }
+    let external_ids = grant
+        .external_ids
+        .iter()
+        .filter_map(|(kind, value)| {
+            let previous = existing.external_ids.get(kind)?;
+            (previous != value).then(|| (kind.clone(), previous.clone()))
+        })
+        .collect();
+    Some(SwitchedAccount {
+        account_key: old.to_owned(),
+        external_ids,
+    })
 }
 
 impl Prepared {
@@ -248,6 +287,8 @@ impl Engine {
         }
 
         let existing = self.access(link).await?;
+        let switched_from = switched_account(record, &existing, &grant);
+        let previous_access = switched_from.as_ref().map(|_| existing.clone());
         let mut access = access_from_grant(link, &grant, existing);
         let fetched = provider.fetch(&access, &data).await?;
         access.external_ids.extend(fetched.external_ids.clone());
@@ -264,11 +305,25 @@ impl Engine {
             // whole: descoping is idempotent, and the grant is kept.
             self.replace(record, &old, &grant).await?;
         }
+        if let Some(previous) = &previous_access {
+            // Before the new grant is stored, for the same reason: until then a retry still
+            // holds the previous account's access to descope.
+            match provider.descope(previous).await {
+                Ok(()) => {
+                    tracing::info!(link = %link.id, "end-user signed in to a different account; the previous one was descoped")
+                }
+                Err(err) if err.is_retryable() => return Err(err.into()),
+                Err(err) => {
+                    tracing::warn!(link = %link.id, error = %err, "previous account could not be descoped at the vendor; the link follows the new one")
+                }
+            }
+        }
         Ok(Prepared::Completed {
             grant,
             fetched,
             monitoring_ids,
             monitoring_pending,
+            switched_from,
         })
     }
 
@@ -511,6 +566,7 @@ impl Engine {
                 origin,
                 EventPayload::Reconnected {
                     account_external_id,
+                    previous_account_external_id: None,
                 },
                 &mut events,
             )
@@ -642,10 +698,16 @@ async fn apply(
             fetched,
             monitoring_ids,
             monitoring_pending: _,
+            switched_from,
         } => {
             let before = tx.state();
             if before == LinkState::Descoped {
                 return Ok(());
+            }
+            if let Some(switched) = &switched_from {
+                for (kind, value) in &switched.external_ids {
+                    tx.forget_external_id(kind, value).await?;
+                }
             }
             let mut secrets = vec![(PENDING_GRANT_SECRET.to_owned(), None)];
             if let Some(secret) = grant.secret.clone() {
@@ -672,6 +734,9 @@ async fn apply(
             let payload = if before == LinkState::ReconnectRequired {
                 EventPayload::Reconnected {
                     account_external_id: account_id,
+                    previous_account_external_id: switched_from
+                        .as_ref()
+                        .map(|s| s.account_key.clone()),
                 }
             } else {
                 EventPayload::Completed {
@@ -682,6 +747,9 @@ async fn apply(
             transition(tx, LinkState::Active, origin, payload, events).await?;
             if before == LinkState::ReconnectRequired {
                 tx.retain_secrets(&[ACCESS_SECRET]).await?;
+            }
+            if switched_from.is_some() {
+                retire_policies_not_in(tx, &fetched, origin, events).await?;
             }
             // On a link that was linked before (a relink, a repeated completion) this is fresh
             // data like any refresh and its differences are reported; on a new link the first
@@ -751,6 +819,7 @@ async fn apply(
                     origin,
                     EventPayload::Reconnected {
                         account_external_id,
+                        previous_account_external_id: None,
                     },
                     events,
                 )
@@ -831,6 +900,73 @@ async fn apply(
     Ok(())
 }
 
+/// The link now follows another account: its current policies that the fresh data does not hold
+/// belonged to the previous account. Each is reported removed and stops counting as the link's.
+async fn retire_policies_not_in(
+    tx: &mut LinkTx,
+    fetched: &FetchedData,
+    origin: &Origin,
+    events: &mut Vec<Event>,
+) -> Result<(), EngineError> {
+    let kept: std::collections::BTreeSet<&str> = fetched
+        .policies
+        .iter()
+        .map(|p| p.policy.external_id.as_str())
+        .collect();
+    let gone: Vec<_> = tx
+        .current_policies()
+        .await?
+        .into_iter()
+        .filter(|p| !kept.contains(p.external_id.as_str()))
+        .collect();
+    for policy in &gone {
+        emit(
+            tx,
+            origin,
+            EventPayload::PolicyUpdated {
+                policy_external_id: policy.external_id.clone(),
+                status: policy.status,
+                changes: vec![PolicyChange {
+                    kind: ChangeKind::PolicyRemoved,
+                    subject: Some(policy.external_id.clone()),
+                    field: None,
+                    before: None,
+                    after: None,
+                }],
+                vendor_reasons: Vec::new(),
+                vendor_disagrees: false,
+            },
+            events,
+        )
+        .await?;
+    }
+    let ids: Vec<String> = gone.into_iter().map(|p| p.external_id).collect();
+    tx.retire_policies(&ids).await?;
+    Ok(())
+}
+
+/// Whether the vendor's own reasons for a change (Canopy's monitoring event types) contradict the
+/// changes computed from the data: a reason whose mark is missing, or a status change no status
+/// reason explains. Reasons with no normalized counterpart (claims, driving records) and no
+/// reasons at all contradict nothing.
+fn vendor_disagrees(reasons: &[String], changes: &[PolicyChange]) -> bool {
+    if reasons.is_empty() {
+        return false;
+    }
+    let has = |kinds: &[ChangeKind]| changes.iter().any(|c| kinds.contains(&c.kind));
+    let status_reason = reasons
+        .iter()
+        .any(|r| matches!(r.as_str(), "CANCELED" | "EXPIRED" | "REINSTATED"));
+    let unexplained = reasons.iter().any(|reason| match reason.as_str() {
+        "CANCELED" | "EXPIRED" | "REINSTATED" => !has(&[ChangeKind::StatusChanged]),
+        "RENEWAL" => !has(&[ChangeKind::DatesChanged]),
+        "NEW_BUSINESS" => !has(&[ChangeKind::PolicyAdded]),
+        "ENDORSEMENT" => changes.is_empty(),
+        _ => false,
+    });
+    unexplained || (!status_reason && has(&[ChangeKind::StatusChanged]))
+}
+
 /// Store fetched snapshots; when `report` is set, emit what changed, and when `refreshed` is
 /// set and nothing changed, say that fresh data arrived with no change.
 async fn save_fetched(
@@ -865,8 +1001,38 @@ async fn save_fetched(
     let count = fetched.policies.len() as u32;
     for snapshot in &fetched.policies {
         let outcome = tx.save_policy(snapshot, now).await?;
+        let reasons = fetched
+            .vendor_reasons
+            .get(&snapshot.policy.external_id)
+            .cloned()
+            .unwrap_or_default();
         let changes = match outcome {
-            SnapshotOutcome::Unchanged { .. } => continue,
+            SnapshotOutcome::Unchanged { .. } => {
+                // The vendor says this version changed something the normalized policy does
+                // not show: reported once, on the version's first notice, and flagged.
+                if report
+                    && refreshed
+                    && snapshot.term == PolicyTerm::Current
+                    && vendor_disagrees(&reasons, &[])
+                {
+                    tracing::warn!(policy = %snapshot.policy.external_id, ?reasons, "the vendor reports changes that the fresh data does not show");
+                    changed = true;
+                    emit(
+                        tx,
+                        origin,
+                        EventPayload::PolicyUpdated {
+                            policy_external_id: snapshot.policy.external_id.clone(),
+                            status: snapshot.policy.status,
+                            changes: Vec::new(),
+                            vendor_reasons: reasons,
+                            vendor_disagrees: true,
+                        },
+                        events,
+                    )
+                    .await?;
+                }
+                continue;
+            }
             SnapshotOutcome::Created { .. } => vec![PolicyChange {
                 kind: ChangeKind::PolicyAdded,
                 subject: Some(snapshot.policy.external_id.clone()),
@@ -878,6 +1044,10 @@ async fn save_fetched(
         };
         if report && !changes.is_empty() && snapshot.term == PolicyTerm::Current {
             changed = true;
+            let disagrees = vendor_disagrees(&reasons, &changes);
+            if disagrees {
+                tracing::warn!(policy = %snapshot.policy.external_id, ?reasons, ?changes, "the vendor's reasons and the computed changes disagree");
+            }
             emit(
                 tx,
                 origin,
@@ -885,6 +1055,8 @@ async fn save_fetched(
                     policy_external_id: snapshot.policy.external_id.clone(),
                     status: snapshot.policy.status,
                     changes,
+                    vendor_reasons: reasons,
+                    vendor_disagrees: disagrees,
                 },
                 events,
             )
@@ -925,6 +1097,39 @@ mod tests {
         assert!(grant_from_secret(&SecretString::from("not json")).is_none());
     }
 
+    /// Canopy's MonitoringEvent `type` values (OpenAPI `MonitoringEvent.type`: RENEWAL, EXPIRED,
+    /// CANCELED, NEW_BUSINESS, REINSTATED, ENDORSEMENT, CLAIM_OPENED, …) against the changes
+    /// computed from the data.
+    #[test]
+    fn vendor_reasons_are_checked_against_computed_changes() {
+        let change = |kind| PolicyChange {
+            kind,
+            subject: None,
+            field: None,
+            before: None,
+            after: None,
+        };
+        let reasons = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let status = [change(ChangeKind::StatusChanged)];
+        assert!(!vendor_disagrees(&reasons(&["CANCELED"]), &status));
+        assert!(vendor_disagrees(&reasons(&["CANCELED"]), &[]));
+        assert!(vendor_disagrees(&reasons(&["ENDORSEMENT"]), &status));
+        assert!(!vendor_disagrees(
+            &reasons(&["ENDORSEMENT"]),
+            &[change(ChangeKind::PremiumChanged)]
+        ));
+        assert!(!vendor_disagrees(
+            &reasons(&["RENEWAL"]),
+            &[change(ChangeKind::DatesChanged)]
+        ));
+        assert!(vendor_disagrees(&reasons(&["NEW_BUSINESS"]), &[]));
+        assert!(!vendor_disagrees(&reasons(&["CLAIM_OPENED"]), &[]));
+        assert!(
+            !vendor_disagrees(&[], &status),
+            "no reasons, nothing to contradict"
+        );
+    }
+
     #[test]
     fn only_the_completion_that_went_through_asks_for_a_retry() {
         let pending = Prepared::Completed {
@@ -932,6 +1137,7 @@ mod tests {
             fetched: FetchedData::default(),
             monitoring_ids: BTreeMap::new(),
             monitoring_pending: Some("pull still running".into()),
+            switched_from: None,
         };
         assert_eq!(pending.retry_reason(), Some("pull still running"));
         assert_eq!(Prepared::Nothing.retry_reason(), None);

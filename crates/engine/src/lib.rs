@@ -126,6 +126,8 @@ struct Inner {
     /// `POLICIES_AVAILABLE` and `COMPLETE` of one pull, say) could both decide to create the
     /// same vendor object. Entries die with their last guard.
     link_locks: std::sync::Mutex<HashMap<LinkId, Weak<tokio::sync::Mutex<()>>>>,
+    /// Deliveries taken with a genuine but late signature, since start.
+    late_signed: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -139,8 +141,17 @@ impl Engine {
                 latest_event,
                 inbox_wake: Notify::new(),
                 link_locks: std::sync::Mutex::default(),
+                late_signed: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How many deliveries this process took whose signature was genuine but whose timestamp
+    /// was outside the provider's tolerance (see `AuthenticatedWebhook::late_by_seconds`).
+    pub fn late_signed_deliveries(&self) -> u64 {
+        self.inner
+            .late_signed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {

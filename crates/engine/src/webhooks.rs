@@ -63,6 +63,15 @@ impl Engine {
         let authenticated = implementation
             .authenticate_webhook(&webhook)
             .map_err(IngestError::Unauthenticated)?;
+        if let Some(late_by) = authenticated.late_by_seconds {
+            // Genuine, so at worst a replay, which deduplication makes harmless; most likely a
+            // vendor retry that kept its first timestamp. Counted so that a clock problem on
+            // either side shows.
+            self.inner
+                .late_signed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(provider = %kind, late_by_seconds = late_by, "delivery with a genuine but late signature taken");
+        }
 
         let mut link = None;
         let mut path = webhook.path.clone();

@@ -67,6 +67,15 @@ impl RetrySchedule {
         self
     }
 
+    /// How long after the first try attempt `n` (1 for the first try) goes out on the vendor's
+    /// own schedule, before `time_scale`: what a vendor that signs a retry with its first
+    /// timestamp makes that timestamp look, to a receiver, by then.
+    pub fn unscaled_elapsed_before(&self, n: u32) -> f64 {
+        (1..n)
+            .map(|k| self.base_secs + f64::from(k).powi(self.power as i32))
+            .sum()
+    }
+
     /// Delay before retry `n` (1-based).
     pub fn delay(&self, n: u32) -> Duration {
         let secs = (self.base_secs + f64::from(n).powi(self.power as i32)) * self.time_scale;
@@ -74,9 +83,9 @@ impl RetrySchedule {
     }
 }
 
-/// Computes per-attempt headers from the exact bytes being sent (Canopy signs each attempt with
-/// a fresh timestamp).
-pub type Signer = Arc<dyn Fn(&[u8]) -> Vec<(String, String)> + Send + Sync>;
+/// Computes per-attempt headers from the exact bytes being sent and the attempt's number (1 for
+/// the first try): Canopy may sign each attempt afresh or keep its first timestamp.
+pub type Signer = Arc<dyn Fn(&[u8], u32) -> Vec<(String, String)> + Send + Sync>;
 
 /// One webhook to deliver.
 #[derive(Clone)]
@@ -528,7 +537,7 @@ async fn attempt(
         headers.push(("content-type".into(), "application/json".into()));
     }
     if let Some(signer) = &req.signer {
-        headers.extend(signer(body));
+        headers.extend(signer(body, n));
     }
     if let Some(status) = status_fault {
         tags.push("status".into());

@@ -222,6 +222,42 @@ impl LinkTx {
         Ok(added)
     }
 
+    /// Stop attributing deliveries to this link through a vendor id it no longer stands for (the
+    /// account the end-user switched away from). Forgetting an id the link does not hold is no
+    /// error.
+    pub async fn forget_external_id(&mut self, kind: &str, value: &str) -> Result<()> {
+        let link = &self.record.link;
+        link_external_id::Entity::delete_many()
+            .filter(link_external_id::Column::Provider.eq(link.provider.to_string()))
+            .filter(link_external_id::Column::Kind.eq(kind))
+            .filter(link_external_id::Column::Value.eq(value))
+            .filter(link_external_id::Column::LinkId.eq(link.id.to_string()))
+            .exec(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// Drop every stored version (both terms) of policies that are no longer the link's: they
+    /// belonged to an account the link stopped following, and must not count as its current
+    /// policies any more. The events that reported them stay.
+    pub async fn retire_policies(&mut self, external_ids: &[String]) -> Result<()> {
+        if external_ids.is_empty() {
+            return Ok(());
+        }
+        let link = &self.record.link;
+        crate::entities::policy_snapshot::Entity::delete_many()
+            .filter(crate::entities::policy_snapshot::Column::TenantId.eq(link.tenant_id.as_str()))
+            .filter(crate::entities::policy_snapshot::Column::LinkId.eq(link.id.to_string()))
+            .filter(
+                crate::entities::policy_snapshot::Column::PolicyExternalId
+                    .is_in(external_ids.iter().cloned()),
+            )
+            .exec(&self.txn)
+            .await?;
+        self.policies_changed = true;
+        Ok(())
+    }
+
     /// Move the vendor ids of `kind` that another link of the same tenant holds to this one, so
     /// that deliveries attributed through them (a webhook URL's token, say) reach this link.
     pub async fn adopt_external_ids(&mut self, from: &LinkId, kind: &str) -> Result<u64> {

@@ -88,6 +88,9 @@ pub struct Config {
     pub canopy: Option<CanopySettings>,
     /// ISO-8601 interval of Canopy monitorings (at least 30 days).
     pub canopy_monitoring_interval: String,
+    /// `accept` (default) or `reject`: what becomes of a Canopy delivery whose signature is
+    /// genuine but whose timestamp is outside the tolerance (a retry that kept its first `t`).
+    pub canopy_stale_signatures: String,
     pub log_format: LogFormat,
     /// How long graceful shutdown waits for in-flight work.
     pub shutdown_grace_seconds: u64,
@@ -380,6 +383,7 @@ impl Default for Config {
             axle: None,
             canopy: None,
             canopy_monitoring_interval: "P1M".into(),
+            canopy_stale_signatures: "accept".into(),
             log_format: LogFormat::Text,
             shutdown_grace_seconds: 20,
             grpc: GrpcSettings::default(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coverwatch_axle::{AxleConfig, AxleProvider};
-use coverwatch_canopy::{CanopyConfig, CanopyProvider};
+use coverwatch_canopy::{CanopyConfig, CanopyProvider, StaleSignatures};
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig, SandboxHandle};
 use rand::RngCore;
@@ -31,7 +31,11 @@ fn axle_config(settings: &AxleSettings) -> AxleConfig {
     config
 }
 
-fn canopy_config(settings: &CanopySettings, interval: &str) -> CanopyConfig {
+fn canopy_config(
+    settings: &CanopySettings,
+    interval: &str,
+    stale: StaleSignatures,
+) -> CanopyConfig {
     let mut config = CanopyConfig::new(
         settings.base_url.clone(),
         settings.widget_base_url.clone(),
@@ -47,6 +51,7 @@ fn canopy_config(settings: &CanopySettings, interval: &str) -> CanopyConfig {
         .map(SecretString::from)
         .collect();
     config.signature_tolerance = Duration::from_secs(settings.signature_tolerance_seconds);
+    config.stale_signatures = stale;
     config.monitoring_interval = interval.to_owned();
     config.consent_token = settings.consent_token.clone().map(SecretString::from);
     config
@@ -66,15 +71,24 @@ pub fn validate(config: &Config) -> Result<(), crate::config::ConfigError> {
             })?;
     }
     if let Some(canopy) = &config.canopy {
-        canopy_config(canopy, &config.canopy_monitoring_interval)
-            .validate()
-            .map_err(|e| ConfigError::Invalid {
-                key: "canopy".into(),
-                value: "…".into(),
-                reason: e.to_string(),
-            })?;
+        canopy_config(
+            canopy,
+            &config.canopy_monitoring_interval,
+            StaleSignatures::default(),
+        )
+        .validate()
+        .map_err(|e| ConfigError::Invalid {
+            key: "canopy".into(),
+            value: "…".into(),
+            reason: e.to_string(),
+        })?;
     }
-    let mut probe = canopy_config(&sandbox_canopy_settings("http://127.0.0.1", "probe"), "");
+    stale_signatures(config)?;
+    let mut probe = canopy_config(
+        &sandbox_canopy_settings("http://127.0.0.1", "probe"),
+        "",
+        StaleSignatures::default(),
+    );
     probe.monitoring_interval = config.canopy_monitoring_interval.clone();
     probe
         .monitoring_interval()
@@ -84,6 +98,17 @@ pub fn validate(config: &Config) -> Result<(), crate::config::ConfigError> {
             reason: e.to_string(),
         })?;
     Ok(())
+}
+
+fn stale_signatures(config: &Config) -> Result<StaleSignatures, crate::config::ConfigError> {
+    config
+        .canopy_stale_signatures
+        .parse()
+        .map_err(|reason| crate::config::ConfigError::Invalid {
+            key: "canopy_stale_signatures".into(),
+            value: config.canopy_stale_signatures.clone(),
+            reason,
+        })
 }
 
 fn sandbox_canopy_settings(sandbox_base: &str, secret: &str) -> CanopySettings {
@@ -143,11 +168,13 @@ pub async fn from_config(
         }
         (None, None) => unreachable!("the sandbox starts when a vendor has no credentials"),
     };
+    let stale = stale_signatures(config)?;
     let canopy = match (&config.canopy, &sandbox) {
-        (Some(settings), _) => canopy_config(settings, &config.canopy_monitoring_interval),
+        (Some(settings), _) => canopy_config(settings, &config.canopy_monitoring_interval, stale),
         (None, Some(sandbox)) => canopy_config(
             &sandbox_canopy_settings(sandbox.base_url(), &canopy_secret),
             &config.canopy_monitoring_interval,
+            stale,
         ),
         (None, None) => unreachable!("the sandbox starts when a vendor has no credentials"),
     };

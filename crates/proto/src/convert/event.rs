@@ -115,8 +115,10 @@ impl From<EventPayload> for Payload {
             }),
             EventPayload::Reconnected {
                 account_external_id,
+                previous_account_external_id,
             } => Payload::LinkReconnected(v1::LinkReconnected {
                 account_external_id,
+                previous_account_external_id,
             }),
             EventPayload::Descoped {
                 reason,
@@ -136,10 +138,14 @@ impl From<EventPayload> for Payload {
                 policy_external_id,
                 status,
                 changes,
+                vendor_reasons,
+                vendor_disagrees,
             } => Payload::PolicyUpdated(v1::PolicyUpdated {
                 policy_external_id,
                 status: to_i32::<v1::PolicyStatus>(status),
                 changes: all(changes),
+                vendor_reasons,
+                vendor_disagrees,
             }),
             EventPayload::RenewalAvailable { policy_external_id } => {
                 Payload::PolicyRenewalAvailable(v1::PolicyRenewalAvailable { policy_external_id })
@@ -179,10 +185,14 @@ pub fn provider_detail(detail: ProviderDetail) -> Option<ProtoDetail> {
             event_id,
             event_type,
             reference,
+            ignition_token,
+            result,
         } => Some(ProtoDetail::Axle(v1::AxleEventDetail {
             event_id,
             event_type,
             reference,
+            ignition_token,
+            result,
         })),
         ProviderDetail::Canopy {
             event_type,
@@ -209,6 +219,8 @@ pub fn provider_detail_from_proto(detail: Option<ProtoDetail>) -> ProviderDetail
             event_id: axle.event_id,
             event_type: axle.event_type,
             reference: axle.reference,
+            ignition_token: axle.ignition_token,
+            result: axle.result,
         },
         Some(ProtoDetail::Canopy(canopy)) => ProviderDetail::Canopy {
             event_type: canopy.event_type,
@@ -273,6 +285,7 @@ fn payload_from_proto(payload: Payload) -> Result<EventPayload, FieldError> {
         },
         Payload::LinkReconnected(p) => EventPayload::Reconnected {
             account_external_id: p.account_external_id,
+            previous_account_external_id: p.previous_account_external_id,
         },
         Payload::LinkDescoped(p) => EventPayload::Descoped {
             reason: enum_value::<v1::DescopeReason>(p.reason, "reason")?,
@@ -294,6 +307,8 @@ fn payload_from_proto(payload: Payload) -> Result<EventPayload, FieldError> {
             policy_external_id: p.policy_external_id,
             status: enum_value::<v1::PolicyStatus>(p.status, "status")?,
             changes: each(p.changes, "changes", policy_change)?,
+            vendor_reasons: p.vendor_reasons,
+            vendor_disagrees: p.vendor_disagrees,
         },
         Payload::PolicyRenewalAvailable(p) => EventPayload::RenewalAvailable {
             policy_external_id: p.policy_external_id,
@@ -442,7 +457,8 @@ mod tests {
                 reconnect_url: Some("https://app.usecanopy.com/c/x/reconnect".into()),
             },
             EventPayload::Reconnected {
-                account_external_id: None,
+                account_external_id: Some("acc_2".into()),
+                previous_account_external_id: Some("acc_1".into()),
             },
             EventPayload::Descoped {
                 reason: DescopeReason::Replaced,
@@ -475,6 +491,8 @@ mod tests {
                         after: None,
                     },
                 ],
+                vendor_reasons: vec!["CANCELED".into()],
+                vendor_disagrees: true,
             },
             EventPayload::RenewalAvailable {
                 policy_external_id: "pol_2".into(),
@@ -501,13 +519,22 @@ mod tests {
         payloads
     }
 
-    fn details() -> [ProviderDetail; 3] {
+    fn details() -> [ProviderDetail; 4] {
         [
             ProviderDetail::None,
             ProviderDetail::Axle {
                 event_id: Some("evt-axle-1".into()),
                 event_type: "policy.modified".into(),
                 reference: Some("pol_1".into()),
+                ignition_token: None,
+                result: None,
+            },
+            ProviderDetail::Axle {
+                event_id: Some("evt-axle-2".into()),
+                event_type: "ignition.completed".into(),
+                reference: Some("ign_1".into()),
+                ignition_token: Some("ign_1".into()),
+                result: Some("manual".into()),
             },
             ProviderDetail::Canopy {
                 event_type: "MONITORING_RECONNECT".into(),

@@ -154,8 +154,14 @@ pub struct IgnitionStarted {
 #[serde(rename_all = "camelCase")]
 pub struct Exchanged {
     pub access_token: String,
-    pub account: String,
+    /// Absent for a `manual` or `proxy` completion, which reaches a policy but no carrier
+    /// account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub policies: Vec<String>,
+    /// The policy of a `manual` or `proxy` completion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -251,6 +257,7 @@ struct Ignition {
 
 #[derive(Debug)]
 struct AuthCode {
+    /// An account id, or for a `manual`/`proxy` completion the id of its lone policy.
     account: String,
     issued_at: DateTime<Utc>,
     used: bool,
@@ -282,6 +289,17 @@ struct State {
     policies: BTreeMap<String, Policy>,
     tokens: HashMap<String, String>,
     logins: HashMap<(String, String), String>,
+    descopes: Vec<Descoped>,
+}
+
+/// One `POST /token/descope` the simulator answered, in order: what a test checks to see that a
+/// client stopped monitoring the account it meant to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descoped {
+    pub access_token: String,
+    pub account: String,
+    pub at: DateTime<Utc>,
 }
 
 /// The Axle simulator. Cheap to clone; clones share state.
@@ -574,6 +592,92 @@ impl AxleSim {
         }
     }
 
+    /// Ignition completed without a carrier login: `result: manual` ("My carrier is not listed"
+    /// and a document upload, docs.axle.insure/guides/sandbox) or `result: proxy` (completed on
+    /// the user's behalf, docs.axle.insure/guides/proxy-ignition). The result is one policy
+    /// with no account behind it: Exchange Token answers `policy` and no `account`, and the
+    /// Policy has no `isActive` ("Missing when Ignition completed with result: manual",
+    /// docs.axle.insure/api-reference/policies/policy).
+    pub fn complete_without_login(&self, token: &str, result: &str) -> AxleResult<SignIn> {
+        if !matches!(result, "manual" | "proxy") {
+            return Err(AxleError::bad(format!(
+                "result {result:?}: expected manual or proxy"
+            )));
+        }
+        let now = self.now();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let ign = st
+            .ignitions
+            .get_mut(token)
+            .ok_or_else(|| AxleError::NotFound("Ignition not found".into()))?;
+        if ign.status.is_final() {
+            return Err(AxleError::bad("This Ignition session has already ended"));
+        }
+        let fixture = match fixtures::login("username", "password") {
+            LoginOutcome::Link(fixture) => fixture,
+            _ => unreachable!("the simple auto login links"),
+        };
+        let kind = fixture.policies[0];
+        let policy_id = new_id("pol_");
+        let property_ids: Vec<String> =
+            (0..kind.property_count()).map(|_| new_id("prp_")).collect();
+        let mut json = kind.build(&PolicyIds {
+            policy_id: &policy_id,
+            account_id: "",
+            carrier: "other",
+            property_ids: &property_ids,
+            now,
+        });
+        let ts = format_ts(now);
+        json["account"] = Value::Null;
+        json["result"] = json!(result);
+        json["createdAt"] = json!(ts);
+        json["modifiedAt"] = json!(ts);
+        json["refreshedAt"] = json!(ts);
+        let Value::Object(mut current) = json else {
+            unreachable!("fixture policies are objects")
+        };
+        current.remove("isActive");
+        st.policies.insert(
+            policy_id.clone(),
+            Policy {
+                kind,
+                current,
+                renewal: None,
+            },
+        );
+        st.tokens.insert(random_secret(40), policy_id.clone());
+        let code = random_secret(32);
+        st.auth_codes.insert(
+            code.clone(),
+            AuthCode {
+                account: policy_id.clone(),
+                issued_at: now,
+                used: false,
+            },
+        );
+        ign.status = IgnitionStatus::Completed;
+        let mut extra = Map::new();
+        extra.insert("authCode".into(), json!(code));
+        extra.insert("result".into(), json!(result));
+        self.ignition_event(ign, "ignition.completed", extra);
+        let redirect = redirect_url(
+            ign,
+            &[
+                ("status", "complete"),
+                ("authCode", &code),
+                ("result", result),
+            ],
+        );
+        Ok(SignIn::Complete {
+            auth_code: code,
+            account: policy_id,
+            result: result.into(),
+            redirect,
+        })
+    }
+
     /// The person left Ignition at `step`: `ignition.exited`. Returns the redirect URL, if any.
     pub fn exit_ignition(&self, token: &str, step: &str) -> AxleResult<Option<String>> {
         let mut st = self.lock();
@@ -599,6 +703,9 @@ impl AxleSim {
     ) -> Emitted {
         let mut data = Map::new();
         data.insert("client".into(), json!(ign.client));
+        // Axle's Ignition event table names the Ignition token `token`; `ref` is the field
+        // every event shares.
+        data.insert("token".into(), json!(ign.token));
         data.insert("ref".into(), json!(ign.token));
         data.insert("user".into(), ign.user.clone());
         data.insert("metadata".into(), ign.metadata.clone());
@@ -624,14 +731,26 @@ impl AxleSim {
         }
         code.used = true;
         let account_id = code.account.clone();
-        let acc = st
-            .accounts
-            .get(&account_id)
-            .expect("auth code points to an account");
+        let Some(acc) = st.accounts.get(&account_id) else {
+            // A manual or proxy completion: a policy with no account behind it.
+            let token = st
+                .tokens
+                .iter()
+                .find(|(_, owner)| **owner == account_id)
+                .map(|(token, _)| token.clone())
+                .expect("a policy-only code has its token");
+            return Ok(Exchanged {
+                access_token: token,
+                account: None,
+                policies: vec![account_id.clone()],
+                policy: Some(account_id),
+            });
+        };
         Ok(Exchanged {
             access_token: acc.access_token.clone(),
             policies: policy_ids(acc),
-            account: account_id,
+            account: Some(account_id),
+            policy: None,
         })
     }
 
@@ -646,17 +765,28 @@ impl AxleSim {
 
     /// `POST /token/descope` with `scope: monitoring`: no more Account or Policy events.
     pub fn descope(&self, access_token: &str) -> AxleResult<String> {
+        let now = self.now();
         let mut st = self.lock();
         let account_id = st
             .tokens
             .get(access_token)
             .cloned()
             .ok_or(AxleError::InvalidAccessToken)?;
-        st.accounts
-            .get_mut(&account_id)
-            .expect("token points to an account")
-            .monitored = false;
+        // A manual or proxy token names a policy, which no monitoring watches.
+        if let Some(acc) = st.accounts.get_mut(&account_id) {
+            acc.monitored = false;
+        }
+        st.descopes.push(Descoped {
+            access_token: access_token.to_owned(),
+            account: account_id,
+            at: now,
+        });
         Ok(access_token.to_owned())
+    }
+
+    /// Every descope answered so far, oldest first.
+    pub fn descopes(&self) -> Vec<Descoped> {
+        self.lock().descopes.clone()
     }
 
     pub fn access_token(&self, account_id: &str) -> Option<String> {
@@ -745,7 +875,10 @@ impl AxleSim {
             .get(access_token)
             .ok_or(AxleError::InvalidAccessToken)?;
         let policy = match st.policies.get(policy_id) {
-            Some(p) if p.current.get("account").and_then(Value::as_str) == Some(owner.as_str()) => {
+            Some(p)
+                if p.current.get("account").and_then(Value::as_str) == Some(owner.as_str())
+                    || policy_id == owner.as_str() =>
+            {
                 p
             }
             _ => return Err(AxleError::NotFound("Policy not found".into())),

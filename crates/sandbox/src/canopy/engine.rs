@@ -19,8 +19,8 @@ use super::model::{
     WebhookBody, WebhookMonitoring, event_type as ev, pull_status as ps,
 };
 use super::{
-    CanopyError, CanopyResult, CanopySim, CanopySimConfig, ReconnectInfo, SignatureMode, jwt,
-    signature,
+    CanopyError, CanopyResult, CanopySim, CanopySimConfig, ReconnectInfo, RetrySigning,
+    SignatureMode, jwt, signature,
 };
 use crate::clock::format_ts;
 use crate::delivery::{Signer, WebhookRequest};
@@ -89,6 +89,8 @@ pub(crate) struct State {
     pub reconnect_tokens: HashMap<String, ReconnectTokenRecord>,
     pub consent_tokens: HashSet<String>,
     pub signature_mode: SignatureMode,
+    pub retry_signing: RetrySigning,
+    pub retry_time_scale: Option<f64>,
 }
 
 impl State {
@@ -108,6 +110,8 @@ impl State {
             reconnect_tokens: HashMap::new(),
             consent_tokens: HashSet::new(),
             signature_mode: SignatureMode::Valid,
+            retry_signing: RetrySigning::Fresh,
+            retry_time_scale: None,
         }
     }
 
@@ -683,20 +687,24 @@ impl CanopySim {
         let known = ev::ALL.contains(&event_type);
         let subscribed =
             |h: &&Webhook| h.is_active && (!known || h.event_types.iter().any(|t| t == event_type));
+        let mut retry = self.inner.cfg.retry;
+        if let Some(scale) = st.retry_time_scale {
+            retry.time_scale = scale;
+        }
         for hook in st.webhooks.iter().filter(subscribed) {
-            let mut req = WebhookRequest::json(
-                "canopy",
-                event_type,
-                &hook.url,
-                &value,
-                self.inner.cfg.retry,
-            );
+            let mut req = WebhookRequest::json("canopy", event_type, &hook.url, &value, retry);
             let clock = self
                 .inner
                 .cfg
                 .sign_with_sandbox_clock
                 .then(|| self.inner.ctx.clock.clone());
-            if let Some(signer) = signer(hook.signing_secret.clone(), st.signature_mode, clock) {
+            let signing = (st.retry_signing, retry);
+            if let Some(signer) = signer(
+                hook.signing_secret.clone(),
+                st.signature_mode,
+                clock,
+                signing,
+            ) {
                 req = req.with_signer(signer);
             }
             self.inner.ctx.webhooks.send(req);
@@ -1218,6 +1226,7 @@ fn signer(
     secret: String,
     mode: SignatureMode,
     clock: Option<crate::clock::SandboxClock>,
+    (retry_signing, schedule): (RetrySigning, crate::delivery::RetrySchedule),
 ) -> Option<Signer> {
     let (key, skew) = match mode {
         SignatureMode::Missing => return None,
@@ -1226,13 +1235,17 @@ fn signer(
         SignatureMode::Stale { seconds } => (secret, seconds),
     };
     let header = signature::HEADER.to_owned();
-    Some(Arc::new(move |body: &[u8]| {
+    Some(Arc::new(move |body: &[u8], attempt: u32| {
         let now = clock
             .as_ref()
             .map_or_else(|| Utc::now().timestamp(), |c| c.unix_seconds());
+        let kept = match retry_signing {
+            RetrySigning::Fresh => 0,
+            RetrySigning::Original => schedule.unscaled_elapsed_before(attempt).round() as i64,
+        };
         vec![(
             header.clone(),
-            signature::header_value(&key, now - skew, body),
+            signature::header_value(&key, now - skew - kept, body),
         )]
     }))
 }

@@ -136,6 +136,20 @@ pub enum SignatureMode {
     Missing,
 }
 
+/// How a retried webhook is signed. Canopy's "Verifying webhook signatures" page does not say
+/// whether a retry is signed afresh, so a receiver must cope with either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrySigning {
+    /// Every attempt carries the time it is sent.
+    #[default]
+    Fresh,
+    /// Every retry carries the first attempt's `t`, which is then as old as Canopy's schedule
+    /// ("Webhook retries": `60 s + attempt^4 s` apart) makes it, whatever `time_scale` the
+    /// simulator runs its retries at.
+    Original,
+}
+
 /// What a consumer types into the widget (or a white-label client sends).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectRequest {
@@ -495,6 +509,17 @@ impl CanopySim {
 
     pub fn set_signature_mode(&self, mode: SignatureMode) {
         self.lock().signature_mode = mode;
+    }
+
+    pub fn set_retry_signing(&self, signing: RetrySigning) {
+        self.lock().retry_signing = signing;
+    }
+
+    /// Runs later webhooks' retries at this fraction of Canopy's schedule (`None`: as
+    /// configured), so a test can reach the fifth retry (about 21 minutes on Canopy's clock)
+    /// in well under a second.
+    pub fn set_retry_time_scale(&self, scale: Option<f64>) {
+        self.lock().retry_time_scale = scale;
     }
 
     /// Accounts the sandbox knows, by `account_identifier`.
