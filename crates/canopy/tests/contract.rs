@@ -981,7 +981,7 @@ async fn every_route_of_the_simulator_answers_as_the_document_says() {
     for endpoint in &exercised {
         assert!(
             log.iter()
-                .any(|x| &x.endpoint == endpoint && (200..400).contains(&x.status)),
+                .any(|x| x.endpoint == endpoint && (200..400).contains(&x.status)),
             "{endpoint} was never exercised successfully"
         );
     }
