@@ -596,7 +596,7 @@ async fn get_monitoring(
                         s if ps::is_terminal(s) => "EXPIRED",
                         _ => "PROCESSING",
                     };
-                    json!({
+                    let mut item = json!({
                         "pull_id": p.pull_id, "widget_id": p.widget_id, "created_at": p.created_at,
                         "first_name": p.first_name, "middle_name": p.middle_name, "last_name": p.last_name,
                         "email": p.email, "account_email": p.account_email, "phone": p.phone,
@@ -604,7 +604,13 @@ async fn get_monitoring(
                         "work_phone_extension": p.work_phone_extension, "status": p.status,
                         "insurance_provider_name": p.insurance_provider_name, "is_archived": p.is_archived,
                         "monitoring_status": monitoring_status,
-                    })
+                    });
+                    // The document types these fields as strings, not nullable: an unknown
+                    // value is left out rather than sent as `null`.
+                    if let Value::Object(fields) = &mut item {
+                        fields.retain(|_, v| !v.is_null());
+                    }
+                    item
                 })
                 .collect();
             out["pulls"] = Value::Array(pulls);
@@ -621,9 +627,15 @@ async fn patch_monitoring(
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
     monitoring_id_ok(&monitoring_id)?;
-    let body = json_body(&body, CanopyError::bad_request("INVALID_INPUT"))?;
+    // Canopy documents no generic INVALID_INPUT here (OpenAPI, PATCH monitorings 400): a
+    // field of the wrong type is answered with that field's own code.
+    let body = json_body(&body, CanopyError::bad_request("INVALID_INTERVAL"))?;
+    let wrong_type = |k: &str| !matches!(body.get(k), None | Some(Value::Null | Value::String(_)));
+    if wrong_type("stop_after_date") {
+        return Err(CanopyError::bad_request("INVALID_STOP_AFTER"));
+    }
     let patch: MonitoringPatch = serde_json::from_value(Value::Object(body))
-        .map_err(|_| CanopyError::bad_request("INVALID_INPUT"))?;
+        .map_err(|_| CanopyError::bad_request("INVALID_INTERVAL"))?;
     let m = sim.patch_monitoring(&monitoring_id, patch)?;
     ok(json!({ "success": true, "monitoring": m }))
 }
@@ -780,7 +792,8 @@ async fn redeem_reconnect_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    authenticate(&sim, &headers)?;
+    // The document lists 403 UNAUTHORIZED, not 401, for a missing or wrong API key here.
+    authenticate(&sim, &headers).map_err(|_| CanopyError::forbidden())?;
     let invalid = CanopyError::bad_request("INVALID_RECONNECT_TOKEN");
     let body = json_body(&body, invalid.clone())?;
     let token = body
