@@ -17,7 +17,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use coverwatch_canopy::model::PullResponse;
 use coverwatch_canopy::normalize::normalize_pull;
 use coverwatch_canopy::webhook::sign;
-use coverwatch_canopy::{CanopyConfig, CanopyProvider, LINK_ID_META_KEY, SIGNATURE_HEADER};
+use coverwatch_canopy::{
+    CanopyConfig, CanopyProvider, LINK_ID_META_KEY, SIGNATURE_HEADER, StaleSignatures,
+};
 use coverwatch_core::change::{diff_accounts, diff_policies};
 use coverwatch_core::ids::LinkId;
 use coverwatch_core::provider::{Provider, ProviderError};
@@ -94,19 +96,30 @@ const KEYS: &[&str] = &[
 
 fn provider() -> &'static CanopyProvider {
     static PROVIDER: OnceLock<CanopyProvider> = OnceLock::new();
+    PROVIDER.get_or_init(|| CanopyProvider::new(canopy_config()).expect("a valid configuration"))
+}
+
+/// The same provider refusing genuine signatures with an old timestamp.
+fn strict_provider() -> &'static CanopyProvider {
+    static PROVIDER: OnceLock<CanopyProvider> = OnceLock::new();
     PROVIDER.get_or_init(|| {
-        // Never called: only the webhook methods, which make no request, are exercised.
-        let config = CanopyConfig::new(
-            "http://127.0.0.1:9/canopy/api/v1.0.0",
-            "http://127.0.0.1:9/canopy/",
-            "team",
-            "client",
-            SecretString::from("secret"),
-            "coverwatch-sandbox",
-        )
-        .with_signing_secret(SECRET);
+        let mut config = canopy_config();
+        config.stale_signatures = StaleSignatures::Reject;
         CanopyProvider::new(config).expect("a valid configuration")
     })
+}
+
+fn canopy_config() -> CanopyConfig {
+    // Never called: only the webhook methods, which make no request, are exercised.
+    CanopyConfig::new(
+        "http://127.0.0.1:9/canopy/api/v1.0.0",
+        "http://127.0.0.1:9/canopy/",
+        "team",
+        "client",
+        SecretString::from("secret"),
+        "coverwatch-sandbox",
+    )
+    .with_signing_secret(SECRET)
 }
 
 fn received_at() -> DateTime<Utc> {
@@ -325,8 +338,14 @@ proptest! {
         let position = at.index(elements.len() + 1);
         elements.insert(position, format!("s={signature}"));
         let header = elements.join(",");
-        let result = provider().authenticate_webhook(&delivery(body, Some(header.clone())));
         let fresh = (i128::from(NOW) - i128::from(t)).abs() <= i128::from(TOLERANCE);
+        // By default a genuine signature with an old `t` is taken and said to be late.
+        let lenient = provider().authenticate_webhook(&delivery(body.clone(), Some(header.clone())));
+        if let Ok(accepted) = &lenient {
+            prop_assert!(good_signature && second_t.is_none(), "{header}");
+            prop_assert_eq!(accepted.late_by_seconds.is_some(), !fresh, "{}", header);
+        }
+        let result = strict_provider().authenticate_webhook(&delivery(body, Some(header.clone())));
         if result.is_ok() {
             prop_assert!(good_signature && fresh && second_t.is_none(), "{header}");
         }
