@@ -112,7 +112,9 @@ fn the_schema_holds_the_documented_enums_and_refuses_others() {
     let defs = &schema()["$defs"];
     assert_eq!(
         defs["AutoCoverageCode"]["enum"],
-        json!(["BI", "PD", "UMBI", "UMPD", "UIMBI", "UIMPD", "UUIMBI", "UUIMPD", "COLL", "COMP"])
+        json!([
+            "BI", "PD", "UMBI", "UMPD", "UIMBI", "UIMPD", "UUIMBI", "UUIMPD", "COLL", "COMP"
+        ])
     );
     let policy = |ty: &str, code: &str| {
         let mut p = defs["Policy"]["examples"][0].clone();
@@ -203,7 +205,10 @@ const OUTSIDE_THE_REFERENCE: &[(&str, &str)] = &[
         "axle.documents.get",
         "the signed URL of `documents[].url`: a storage download (a PDF), not the API",
     ),
-    ("axle.ignition_ui", "the hosted Ignition page (HTML), not the API"),
+    (
+        "axle.ignition_ui",
+        "the hosted Ignition page (HTML), not the API",
+    ),
 ];
 
 impl Harness {
@@ -397,12 +402,17 @@ async fn exercise_linking(h: &Harness) {
 
     // The Ignition lifecycle, for its webhooks: opened, attempted, exited, errored.
     let token = h.ignition("usr_exit").await;
-    // The hosted page is outside the reference; it must still open at the `ignitionUri`.
-    let uri = h.axle().ignition(&token).map(|_| {
-        format!("{}/ignition-ui/?token={token}", h.sandbox.axle_base_url())
-    });
-    let resp = h.http.get(uri.expect("the session exists")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    // The hosted page is outside the reference; it must still open at the `ignitionUri`, which
+    // is opaque to a client and so taken from the answer, never built.
+    let uri = {
+        let log = h.log.lock().unwrap();
+        let start = log.last().expect("the start was recorded");
+        let body: Value = serde_json::from_slice(&start.body).unwrap();
+        body["data"]["ignitionUri"].as_str().unwrap().to_owned()
+    };
+    let resp = h.http.get(&uri).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{uri}");
+    assert!(resp.text().await.unwrap().contains(&token));
     h.log.lock().unwrap().push(Exchange {
         endpoint: "axle.ignition_ui",
         method: GET,
@@ -443,7 +453,12 @@ async fn exercise_linking(h: &Harness) {
     let token = h.ignition("usr_reuse").await;
     let SignIn::Complete { auth_code, .. } = h
         .axle()
-        .sign_in(&token, "state-farm", "user-auto-state-minimum", "pass-auto-state-minimum")
+        .sign_in(
+            &token,
+            "state-farm",
+            "user-auto-state-minimum",
+            "pass-auto-state-minimum",
+        )
         .unwrap()
     else {
         panic!("minimum auto links");
@@ -462,7 +477,10 @@ async fn exercise_linking(h: &Harness) {
         panic!("manual completes");
     };
     let manual = h.exchange(&auth_code).await;
-    let policy = manual["policy"].as_str().expect("a manual policy").to_owned();
+    let policy = manual["policy"]
+        .as_str()
+        .expect("a manual policy")
+        .to_owned();
     let access = manual["accessToken"].as_str().unwrap().to_owned();
     let (status, _) = h
         .call("axle.policies.get", GET, POLICY)
@@ -701,7 +719,11 @@ fn judge(x: &Exchange) -> Vec<String> {
     }
     let mut out = Vec::new();
     // "Every response will include an `x-axle-request-id` header" (docs.axle.insure/api-reference/overview).
-    if !x.request_id.as_deref().is_some_and(|id| id.starts_with("req_")) {
+    if !x
+        .request_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("req_"))
+    {
         out.push(format!("{head}: no x-axle-request-id"));
     }
     if !x.content_type.starts_with("application/json") {
@@ -845,7 +867,10 @@ async fn every_route_of_the_simulator_answers_as_the_reference_says() {
     let table_names: BTreeSet<String> = table.iter().map(|(e, _)| e.clone()).collect();
     let mut expected_names = table_names.clone();
     expected_names.insert("axle.ignition_ui".into());
-    assert_eq!(expected_names, served, "the route table and the fault registry differ");
+    assert_eq!(
+        expected_names, served,
+        "the route table and the fault registry differ"
+    );
     let exercised_paths: BTreeSet<(String, String)> = log
         .iter()
         .map(|x| (x.endpoint.to_owned(), x.template.to_owned()))
@@ -888,28 +913,75 @@ fn examples(def: &str) -> Vec<Value> {
     assert!(!list.is_empty(), "{def} has examples");
     for (i, ex) in list.iter().enumerate() {
         let v = violations(&format!("/$defs/{def}"), ex);
-        assert!(v.is_empty(), "{def} example {i} breaks its own shape: {v:?}");
+        assert!(
+            v.is_empty(),
+            "{def} example {i} breaks its own shape: {v:?}"
+        );
     }
     list.clone()
 }
 
 fn check_policy(ex: &Value, ours: &model::Policy, what: &str) {
     assert_eq!(ours.id.as_deref(), ex["id"].as_str(), "{what}: id");
-    assert_eq!(ours.account.as_deref(), ex["account"].as_str(), "{what}: account");
-    assert_eq!(ours.policy_type.as_deref(), ex["type"].as_str(), "{what}: type");
-    assert_eq!(ours.is_active, Some(ex["isActive"].as_bool()), "{what}: isActive");
+    assert_eq!(
+        ours.account.as_deref(),
+        ex["account"].as_str(),
+        "{what}: account"
+    );
+    assert_eq!(
+        ours.policy_type.as_deref(),
+        ex["type"].as_str(),
+        "{what}: type"
+    );
+    assert_eq!(
+        ours.is_active,
+        Some(ex["isActive"].as_bool()),
+        "{what}: isActive"
+    );
     assert_eq!(ours.premium, ex["premium"].as_f64(), "{what}: premium");
-    assert_eq!(ours.properties.len(), len(&ex["properties"]), "{what}: properties");
-    assert_eq!(ours.coverages.len(), len(&ex["coverages"]), "{what}: coverages");
-    assert_eq!(ours.insureds.len(), len(&ex["insureds"]), "{what}: insureds");
-    assert_eq!(ours.third_parties.len(), len(&ex["thirdParties"]), "{what}: thirdParties");
-    assert_eq!(ours.documents.len(), len(&ex["documents"]), "{what}: documents");
-    for (c, e) in ours.coverages.iter().zip(ex["coverages"].as_array().unwrap()) {
+    assert_eq!(
+        ours.properties.len(),
+        len(&ex["properties"]),
+        "{what}: properties"
+    );
+    assert_eq!(
+        ours.coverages.len(),
+        len(&ex["coverages"]),
+        "{what}: coverages"
+    );
+    assert_eq!(
+        ours.insureds.len(),
+        len(&ex["insureds"]),
+        "{what}: insureds"
+    );
+    assert_eq!(
+        ours.third_parties.len(),
+        len(&ex["thirdParties"]),
+        "{what}: thirdParties"
+    );
+    assert_eq!(
+        ours.documents.len(),
+        len(&ex["documents"]),
+        "{what}: documents"
+    );
+    for (c, e) in ours
+        .coverages
+        .iter()
+        .zip(ex["coverages"].as_array().unwrap())
+    {
         check_coverage(e, c, what);
     }
-    for (p, e) in ours.properties.iter().zip(ex["properties"].as_array().unwrap()) {
+    for (p, e) in ours
+        .properties
+        .iter()
+        .zip(ex["properties"].as_array().unwrap())
+    {
         let v: model::VehicleData = read(&Value::Object(p.data.clone()), what);
-        assert_eq!(v.year.as_deref(), e["data"]["year"].as_str(), "{what}: year");
+        assert_eq!(
+            v.year.as_deref(),
+            e["data"]["year"].as_str(),
+            "{what}: year"
+        );
         assert_eq!(v.vin.as_deref(), e["data"]["vin"].as_str(), "{what}: vin");
     }
 }
@@ -919,9 +991,21 @@ fn check_coverage(ex: &Value, ours: &model::Coverage, what: &str) {
     assert_eq!(ours.label.as_deref(), ex["label"].as_str(), "{what}: label");
     let per_person = ex.get("limitPerPerson").map(Value::as_f64);
     assert_eq!(ours.limit_per_person, per_person, "{what}: limitPerPerson");
-    assert_eq!(ours.limit_per_accident, ex["limitPerAccident"].as_f64(), "{what}: limitPerAccident");
-    assert_eq!(ours.deductible, ex["deductible"].as_f64(), "{what}: deductible");
-    assert_eq!(ours.property.as_deref(), ex["property"].as_str(), "{what}: property");
+    assert_eq!(
+        ours.limit_per_accident,
+        ex["limitPerAccident"].as_f64(),
+        "{what}: limitPerAccident"
+    );
+    assert_eq!(
+        ours.deductible,
+        ex["deductible"].as_f64(),
+        "{what}: deductible"
+    );
+    assert_eq!(
+        ours.property.as_deref(),
+        ex["property"].as_str(),
+        "{what}: property"
+    );
 }
 
 #[test]
@@ -970,8 +1054,14 @@ fn every_example_of_the_pages_reads_into_our_types() {
         let t: model::ThirdParty = read(&ex, "ThirdParty");
         assert_eq!(t.party_type.as_deref(), ex["type"].as_str());
         let addr = t.address.expect("address");
-        assert_eq!(addr.address_line1.as_deref(), ex["address"]["addressLine1"].as_str());
-        assert_eq!(addr.postal_code.as_deref(), ex["address"]["postalCode"].as_str());
+        assert_eq!(
+            addr.address_line1.as_deref(),
+            ex["address"]["addressLine1"].as_str()
+        );
+        assert_eq!(
+            addr.postal_code.as_deref(),
+            ex["address"]["postalCode"].as_str()
+        );
     }
     for ex in examples("Document") {
         let d: model::Document = read(&ex, "Document");
