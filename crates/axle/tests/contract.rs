@@ -760,6 +760,13 @@ fn judge(x: &Exchange) -> Vec<String> {
             .into_iter()
             .map(|v| format!("{head}: {v}")),
     );
+    if x.status == 200 && x.template == POLICY {
+        out.extend(
+            coverage_rules(&body["data"])
+                .into_iter()
+                .map(|v| format!("{head}: {v}")),
+        );
+    }
     // The schema cannot tell an ignitionToken from the older example's bare token.
     if x.status == 200 && x.template == IGNITION {
         let ok = body["data"]["ignitionToken"]
@@ -770,6 +777,47 @@ fn judge(x: &Exchange) -> Vec<String> {
         }
     }
     out
+}
+
+/// The rules Axle's pages state about a Policy's coverages that JSON Schema cannot express:
+/// "Within a Policy object, there will only be a single Coverage object per coverage `code` per
+/// `property`" (docs.axle.insure/api-reference/_snippets/coverage), and "If both the
+/// limitPerAccident and limitPerPerson values are provided for a coverage, the limitPerAccident
+/// value must be greater than the limitPerPerson value" (docs.axle.insure/api-reference/policies/coverages).
+fn coverage_rules(policy: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for c in policy["coverages"].as_array().into_iter().flatten() {
+        let key = (c["code"].to_string(), c["property"].to_string());
+        if !seen.insert(key.clone()) {
+            out.push(format!("two coverages {} for property {}", key.0, key.1));
+        }
+        if let (Some(person), Some(accident)) =
+            (c["limitPerPerson"].as_f64(), c["limitPerAccident"].as_f64())
+            && accident <= person
+        {
+            out.push(format!(
+                "{}: limitPerAccident {accident} is not greater than limitPerPerson {person}",
+                c["code"]
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_coverage_rules_catch_what_the_pages_forbid() {
+    let ok = json!({"coverages": [
+        {"code": "BI", "limitPerPerson": 250000, "limitPerAccident": 500000},
+        {"code": "COMP", "property": "prp_a"},
+        {"code": "COMP", "property": "prp_b"},
+    ]});
+    assert!(coverage_rules(&ok).is_empty());
+    let twice = json!({"coverages": [{"code": "COMP"}, {"code": "COMP"}]});
+    assert_eq!(coverage_rules(&twice).len(), 1);
+    let inverted =
+        json!({"coverages": [{"code": "BI", "limitPerPerson": 50000, "limitPerAccident": 50000}]});
+    assert_eq!(coverage_rules(&inverted).len(), 1);
 }
 
 /// `(endpoint, path)` of every route in the simulator's route table for Axle's REST API.
