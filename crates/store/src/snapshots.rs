@@ -282,6 +282,44 @@ impl Store {
             .transpose()
     }
 
+    /// The vendor JSON behind the latest version of each current-term policy of a link (by
+    /// policy external id, ordered by it) and behind its latest account snapshot. A vendor's
+    /// own verdicts (Canopy's policy check) are read from here rather than asked for again.
+    pub async fn latest_raw(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+    ) -> Result<(Vec<(String, serde_json::Value)>, Option<serde_json::Value>)> {
+        let rows = policy_snapshot::Entity::find()
+            .filter(policy_snapshot::Column::TenantId.eq(tenant.as_str()))
+            .filter(policy_snapshot::Column::LinkId.eq(link.to_string()))
+            .filter(policy_snapshot::Column::Term.eq(PolicyTerm::Current.as_str()))
+            .order_by_asc(policy_snapshot::Column::PolicyExternalId)
+            .order_by_desc(policy_snapshot::Column::Version)
+            .all(&self.db)
+            .await?;
+        let mut policies: Vec<(String, serde_json::Value)> = Vec::new();
+        for row in rows {
+            if policies
+                .last()
+                .is_some_and(|(id, _)| *id == row.policy_external_id)
+            {
+                continue;
+            }
+            let raw = parse_json("policy snapshot raw", &row.raw)?;
+            policies.push((row.policy_external_id, raw));
+        }
+        let account = account_snapshot::Entity::find()
+            .filter(account_snapshot::Column::TenantId.eq(tenant.as_str()))
+            .filter(account_snapshot::Column::LinkId.eq(link.to_string()))
+            .order_by_desc(account_snapshot::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(|row| parse_json("account snapshot raw", &row.raw))
+            .transpose()?;
+        Ok((policies, account))
+    }
+
     pub async fn latest_account(
         &self,
         tenant: &TenantId,
