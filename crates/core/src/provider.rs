@@ -179,6 +179,15 @@ pub enum VendorVerdict {
     Canopy(CanopyPolicyCheck),
 }
 
+impl VendorVerdict {
+    pub fn provider(&self) -> ProviderKind {
+        match self {
+            VendorVerdict::Axle(_) => ProviderKind::Axle,
+            VendorVerdict::Canopy(_) => ProviderKind::Canopy,
+        }
+    }
+}
+
 /// A rule status of Axle's Policy Validation (`pass`, `fail`, `caution`, `unknown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AxleValidationStatus {
