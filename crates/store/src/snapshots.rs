@@ -63,6 +63,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The latest version keeps the vendor's latest JSON even when the normalized content did not
+/// change: vendor fields outside the normalized model (Canopy's policy check, read by vendor
+/// checks) must not stay as they were at the version's first fetch.
+macro_rules! keep_latest_raw {
+    ($conn:expr, $entity:ident, $latest:expr, $fresh:expr) => {{
+        let fresh = $fresh.to_string();
+        if fresh != $latest.raw {
+            $entity::Entity::update_many()
+                .col_expr($entity::Column::Raw, sea_orm::sea_query::Expr::value(fresh))
+                .filter($entity::Column::Id.eq($latest.id))
+                .exec($conn)
+                .await?;
+        }
+    }};
+}
+
 pub(crate) async fn save_policy<C: ConnectionTrait>(
     conn: &C,
     tenant: &TenantId,
@@ -87,6 +103,7 @@ pub(crate) async fn save_policy<C: ConnectionTrait>(
             || serde_json::from_str(&latest.normalized)
                 .is_ok_and(|stored| policy_content_hash(&stored) == hash))
     {
+        keep_latest_raw!(conn, policy_snapshot, latest, snapshot.raw);
         return Ok(SnapshotOutcome::Unchanged {
             version: latest.version,
         });
@@ -138,6 +155,7 @@ pub(crate) async fn save_account<C: ConnectionTrait>(
     if let Some(latest) = &latest
         && latest.content_hash == hash
     {
+        keep_latest_raw!(conn, account_snapshot, latest, snapshot.raw);
         return Ok(SnapshotOutcome::Unchanged {
             version: latest.version,
         });
