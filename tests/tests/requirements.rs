@@ -17,7 +17,7 @@ use coverwatch_engine::SweepConfig;
 use coverwatch_sandbox::canopy::{
     CoveragePatch, Scenario, ScenarioAction, ScenarioTarget, fixtures,
 };
-use coverwatch_sandbox::{AxleSim, CanopySim};
+use coverwatch_sandbox::{AxleSim, CanopySim, FaultEffect, FaultRule, FaultTarget};
 use coverwatch_tests::flows::{
     Browser, DEADLINE, get_link, kinds, last_of, link_events, list_policies, sandbox,
     wait_for_event, wait_for_events,
@@ -559,6 +559,23 @@ impl Harness {
             })
             .await
             .map(|r| r.into_inner().evaluation.expect("an evaluation"))
+    }
+
+    /// EvaluateLink's whole answer: our evaluation and the vendor's verdict beside it.
+    async fn evaluate_with_vendor(&self, link_id: &str) -> (v1::Evaluation, v1::VendorCheck) {
+        let answer = self
+            .requirements
+            .clone()
+            .evaluate_link(v1::EvaluateLinkRequest {
+                link_id: link_id.to_owned(),
+            })
+            .await
+            .expect("EvaluateLink")
+            .into_inner();
+        (
+            answer.evaluation.expect("an evaluation"),
+            answer.vendor_check.expect("a vendor check"),
+        )
     }
 
     /// Every stored version of the watched policy, oldest first.
@@ -1905,5 +1922,176 @@ async fn the_sweep_checks_links_again_as_expiration_comes_closer() {
     engine.sweep(then + TimeDelta::hours(2)).await.unwrap();
     let events = link_events(&h.client, &linked.link_id).await;
     assert_eq!(standings(&events).len(), 2);
+    h.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vendors' own verdicts next to ours
+
+fn axle_verdict(check: &v1::VendorCheck) -> &v1::AxleValidation {
+    match &check.verdict {
+        Some(v1::vendor_check::Verdict::Axle(axle)) => axle,
+        other => panic!("expected Axle's validation, got {other:?} ({check:?})"),
+    }
+}
+
+fn canopy_verdict(check: &v1::VendorCheck) -> &v1::CanopyPolicyCheck {
+    match &check.verdict {
+        Some(v1::vendor_check::Verdict::Canopy(canopy)) => canopy,
+        other => panic!("expected Canopy's policy check, got {other:?} ({check:?})"),
+    }
+}
+
+#[tokio::test]
+async fn axle_validation_answers_next_to_our_evaluation_and_an_axle_failure_leaves_ours() {
+    use v1::AxleValidationStatus as A;
+    let h = Harness::start(Vendor::Axle).await;
+    h.put(lender_set("lender-auto", Vendor::Axle)).await;
+    let linked = h.link("user-1", Some("lender-auto")).await;
+
+    let (ours, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+    assert_eq!(ours.status(), Status::Met);
+    assert_eq!(vendor.provider(), v1::Provider::Axle);
+    assert_eq!(vendor.unavailable_reason, None);
+    let axle = axle_verdict(&vendor);
+    // Validate Policy's `rule` takes only `policy-active` and `rental-covered-for-collision`
+    // (docs.axle.insure/api-reference/policies/validate-policy): of the lender's five rules,
+    // only policy_active has an equivalent, and the answer says which were not sent.
+    assert_eq!(
+        axle.rules_sent,
+        [v1::AxleRuleSent {
+            requirement: "policy_active".into(),
+            axle_rule: "policy-active".into(),
+        }]
+    );
+    assert_eq!(axle.rules_not_sent.len(), 4, "{:?}", axle.rules_not_sent);
+    assert!(axle.rules_not_sent.iter().all(|r| !r.reason.is_empty()));
+    let policies = list_policies(&h.client, &linked.link_id).await;
+    assert_eq!(axle.policies.len(), policies.len());
+    let watched = |axle: &v1::AxleValidation| {
+        axle.policies
+            .iter()
+            .find(|p| p.policy_id == linked.policy_id)
+            .cloned()
+            .expect("Axle's answer for the watched policy")
+    };
+    // "pass | The policy is currently active" (docs.axle.insure/guides/policy-validation).
+    let answer = watched(axle);
+    assert_eq!(answer.overall(), A::Pass);
+    assert_eq!(
+        answer.rules,
+        [v1::AxleRuleStatus {
+            rule: "policy-active".into(),
+            status: A::Pass as i32,
+        }]
+    );
+
+    // The carrier cancels: both verdicts turn, each in its own words ("fail | The policy is
+    // not currently active"; overall "fail means that one or more specified Rules evaluated to
+    // a status of fail").
+    h.carrier_changes(&linked, CarrierChange::Cancel).await;
+    let (ours, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+    assert_eq!(ours.status(), Status::Unmet);
+    let answer = watched(axle_verdict(&vendor));
+    assert_eq!(answer.overall(), A::Fail);
+    assert_eq!(answer.rules[0].status(), A::Fail);
+
+    // Axle down: no verdict, with the reason, and our evaluation answers all the same.
+    let faults = sandbox(&h.server).faults();
+    let outage = faults.add(FaultRule::new(
+        FaultTarget::endpoint("axle.policies.validate"),
+        FaultEffect::status(503),
+    ));
+    let (ours, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+    faults.remove(outage);
+    assert_eq!(ours.status(), Status::Unmet);
+    assert_eq!(ours.outcomes.len(), 5);
+    assert_eq!(vendor.provider(), v1::Provider::Axle);
+    assert_eq!(vendor.verdict, None);
+    let reason = vendor.unavailable_reason.expect("why there is no verdict");
+    assert!(reason.contains("503"), "{reason}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn canopy_policy_check_of_the_stored_pull_answers_next_to_our_evaluation() {
+    use v1::CanopyPolicyCheckStatus as C;
+    let h = Harness::start(Vendor::Canopy).await;
+    h.put(lender_set("lender-auto", Vendor::Canopy)).await;
+    let linked = h.link("user-1", Some("lender-auto")).await;
+
+    // No Policy Check configured: the pull's `policy_check_status` is `NONE` and its policies'
+    // `policy_check` null (canopy-openapi.json, `Pull.policy_check_status`, `Policy.policy_check`).
+    let (ours, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+    assert_eq!(ours.status(), Status::Met);
+    assert_eq!(vendor.provider(), v1::Provider::Canopy);
+    assert_eq!(vendor.unavailable_reason, None);
+    let canopy = canopy_verdict(&vendor);
+    assert_eq!(canopy.pull_id.as_deref(), Some(linked.pull_id.as_str()));
+    assert_eq!(canopy.pull_status(), C::None);
+    let policies = list_policies(&h.client, &linked.link_id).await;
+    assert_eq!(canopy.policies.len(), policies.len());
+    assert!(
+        canopy.policies.iter().all(|p| p.status() == C::Unspecified),
+        "{canopy:?}"
+    );
+
+    // The team's Policy Check finds the auto policy NOT_COMPLIANT on the next submission, the
+    // one that brings the cancellation. Canopy's verdict and ours turn together.
+    h.canopy()
+        .apply(Scenario::new(
+            ScenarioTarget::pull(&linked.pull_id).policy_number(CANOPY_AUTO_POLICY),
+            ScenarioAction::SetPolicyCheck {
+                status: Some("NOT_COMPLIANT".into()),
+            },
+        ))
+        .expect("the sandbox takes the policy check");
+    h.carrier_changes(&linked, CarrierChange::Cancel).await;
+    let (ours, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+    assert_eq!(ours.status(), Status::Unmet);
+    let canopy = canopy_verdict(&vendor);
+    assert_ne!(canopy.pull_id.as_deref(), Some(linked.pull_id.as_str()));
+    assert_eq!(canopy.pull_status(), C::NotCompliant);
+    let auto = canopy
+        .policies
+        .iter()
+        .find(|p| p.policy_id == linked.policy_id)
+        .expect("the auto policy's check");
+    assert_eq!(auto.status(), C::NotCompliant);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn canopy_policy_check_seen_even_when_nothing_we_normalize_changed() {
+    use v1::CanopyPolicyCheckStatus as C;
+    let h = Harness::start(Vendor::Canopy).await;
+    h.put(lender_set("lender-auto", Vendor::Canopy)).await;
+    let linked = h.link("user-1", Some("lender-auto")).await;
+    // A check that turns COMPLIANT without any other change: the refresh stores no new policy
+    // version, yet the verdict read from the stored pull is the latest one.
+    h.canopy()
+        .apply(
+            Scenario::new(
+                ScenarioTarget::pull(&linked.pull_id).policy_number(CANOPY_AUTO_POLICY),
+                ScenarioAction::SetPolicyCheck {
+                    status: Some("COMPLIANT".into()),
+                },
+            )
+            .and_refresh(),
+        )
+        .expect("the sandbox takes the policy check");
+    let vendor = eventually("Canopy's verdict of the new pull", DEADLINE, || async {
+        let (_, vendor) = h.evaluate_with_vendor(&linked.link_id).await;
+        (canopy_verdict(&vendor).pull_status() == C::Compliant).then_some(vendor)
+    })
+    .await;
+    let canopy = canopy_verdict(&vendor);
+    let auto = canopy
+        .policies
+        .iter()
+        .find(|p| p.policy_id == linked.policy_id)
+        .expect("the auto policy's check");
+    assert_eq!(auto.status(), C::Compliant);
+    assert_eq!(h.history(&linked).await.len(), 1, "no new policy version");
     h.stop().await;
 }

@@ -178,6 +178,27 @@ impl AxleClient {
         .await
     }
 
+    /// `POST /policies/{id}/validate` with `[{"rule": …}, …]`: Axle's own verdict on the policy
+    /// (`{overall, summary, rules}`). Never retried: a caller waits on the answer, and a failure
+    /// is reported as "no verdict" for the caller to ask again.
+    pub async fn validate_policy(
+        &self,
+        access_token: &SecretString,
+        policy_id: &str,
+        rules: &[&str],
+    ) -> Result<Value, AxleError> {
+        self.call(Call {
+            operation: "validate_policy",
+            method: Method::POST,
+            path: format!("/policies/{}/validate", path_segment(policy_id)),
+            query: &[],
+            body: Some(crate::validation::request_body(rules)),
+            access_token: Some(access_token),
+            idempotent: false,
+        })
+        .await
+    }
+
     async fn call(&self, call: Call<'_>) -> Result<Value, AxleError> {
         let url = self.config.endpoint(&call.path);
         let access = match call.access_token {

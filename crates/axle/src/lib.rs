@@ -8,6 +8,8 @@
 //! - [`normalize`]: Axle objects → the core Policy and Account (pure).
 //! - [`webhook`]: authentication of raw deliveries and their normalization.
 //! - [`provider`]: [`AxleProvider`], the trait implementation.
+//! - [`validation`]: Policy Validation: the documented rules requirement rules map to, and
+//!   how Validate Policy's answer reads.
 
 pub mod client;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod error;
 pub mod model;
 pub mod normalize;
 pub mod provider;
+pub mod validation;
 pub mod webhook;
 
 pub use client::AxleClient;

@@ -6,9 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coverwatch_core::policy::PolicyTerm;
 use coverwatch_core::provider::{
-    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
-    Provider, ProviderError, ProviderKind, RejectionKind, VendorErrorInfo,
+    AxleValidation, Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession,
+    LinkSessionRequest, Provider, ProviderError, ProviderKind, RejectionKind, StoredVendorData,
+    VendorErrorInfo, VendorVerdict,
 };
+use coverwatch_core::requirements::Rule;
 use coverwatch_core::webhook::{
     AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
@@ -19,6 +21,7 @@ use crate::client::AxleClient;
 use crate::config::AxleConfig;
 use crate::error::AxleError;
 use crate::normalize;
+use crate::validation;
 use crate::webhook::{self, ACCOUNT_KIND, LINK_ID_METADATA_KEY, SharedHeader};
 
 /// Axle refreshes linked accounts itself "about daily"; two hours of slack before a link counts
@@ -336,6 +339,57 @@ impl Provider for AxleProvider {
         // A new Ignition for the same user; relinking the same account returns the same access
         // token and resumes monitoring. Start Ignition no longer accepts `x-access-token`.
         self.ignition(request).await
+    }
+
+    /// Axle's Validate Policy, live, for each stored policy of the link, with the documented
+    /// rules the set maps to (see [`validation::map_rules`]).
+    async fn vendor_check(
+        &self,
+        access: &LinkAccess,
+        rules: &[Rule],
+        stored: &StoredVendorData,
+    ) -> Result<VendorVerdict, ProviderError> {
+        let (rules_sent, rules_not_sent) = validation::map_rules(rules);
+        if rules_sent.is_empty() {
+            return Err(rejected(
+                RejectionKind::FailedPrecondition,
+                format!(
+                    "no rule of the set has an equivalent among Axle's documented validation \
+                     rules ({})",
+                    validation::DOCUMENTED_RULES.join(", ")
+                ),
+            ));
+        }
+        if stored.policies.is_empty() {
+            return Err(rejected(
+                RejectionKind::FailedPrecondition,
+                format!(
+                    "link {} has no stored Axle policy to validate",
+                    access.link_id
+                ),
+            ));
+        }
+        let token = access_token(access)?;
+        let vendor_rules: Vec<&str> = rules_sent.iter().map(|r| r.vendor_rule.as_str()).collect();
+        let mut policies = Vec::with_capacity(stored.policies.len());
+        for (policy_id, _) in &stored.policies {
+            let data = self
+                .client
+                .validate_policy(token, policy_id, &vendor_rules)
+                .await?;
+            let read = validation::parse_answer(policy_id, &data).map_err(|message| {
+                ProviderError::Malformed {
+                    provider: ProviderKind::Axle,
+                    message: format!("Validate Policy for {policy_id}: {message}"),
+                }
+            })?;
+            policies.push(read);
+        }
+        Ok(VendorVerdict::Axle(AxleValidation {
+            rules_sent,
+            rules_not_sent,
+            policies,
+        }))
     }
 
     async fn descope(&self, access: &LinkAccess) -> Result<(), ProviderError> {

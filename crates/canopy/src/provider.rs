@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use coverwatch_core::provider::{
-    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
-    Provider, ProviderError, ProviderKind, RECONNECT_SECRET, ReconnectOutcome, ReconnectStep,
-    RejectionKind, VendorErrorInfo,
+    CanopyCheckStatus, CanopyPolicyCheck, Capabilities, Completion, FetchedData, LinkAccess,
+    LinkGrant, LinkSession, LinkSessionRequest, Provider, ProviderError, ProviderKind,
+    RECONNECT_SECRET, ReconnectOutcome, ReconnectStep, RejectionKind, StoredVendorData,
+    VendorErrorInfo, VendorVerdict,
 };
+use coverwatch_core::requirements::Rule;
 use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
@@ -285,6 +287,56 @@ fn pull_status(pull: &Value) -> Option<&str> {
     pull.get("status").and_then(Value::as_str)
 }
 
+/// A Policy Check status as Canopy's OpenAPI document spells it: `Pull.policy_check_status`
+/// and `PolicyCheck.status` are both the enum `NONE`, `COMPLIANT`, `NOT_COMPLIANT`,
+/// `REVIEW_REQUIRED`.
+pub fn check_status(value: &str) -> Option<CanopyCheckStatus> {
+    match value {
+        "NONE" => Some(CanopyCheckStatus::None),
+        "COMPLIANT" => Some(CanopyCheckStatus::Compliant),
+        "NOT_COMPLIANT" => Some(CanopyCheckStatus::NotCompliant),
+        "REVIEW_REQUIRED" => Some(CanopyCheckStatus::ReviewRequired),
+        _ => None,
+    }
+}
+
+/// Canopy's Policy Check as the link's stored pull carries it: the pull's `policy_check_status`
+/// and each policy's `policy_check.status` (a `policy_check` may be null). Canopy runs every
+/// configured Policy Check on every submission, so the stored pull already holds the verdict.
+pub fn stored_policy_check(stored: &StoredVendorData) -> Result<CanopyPolicyCheck, String> {
+    let pull = stored
+        .account
+        .as_ref()
+        .ok_or_else(|| "no pull is stored for the link yet".to_owned())?;
+    let read = |value: Option<&Value>, what: &str| -> Result<Option<CanopyCheckStatus>, String> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => check_status(text)
+                .map(Some)
+                .ok_or_else(|| format!("{what} `{text}` is not a documented Policy Check status")),
+            Some(other) => Err(format!("{what} is not a string: {other}")),
+        }
+    };
+    let pull_status = read(pull.get("policy_check_status"), "policy_check_status")?;
+    let mut policies = Vec::with_capacity(stored.policies.len());
+    for (policy_id, raw) in &stored.policies {
+        let status = read(
+            raw.get("policy_check")
+                .and_then(|check| check.get("status")),
+            &format!("policy {policy_id}: policy_check.status"),
+        )?;
+        policies.push((policy_id.clone(), status));
+    }
+    Ok(CanopyPolicyCheck {
+        pull_id: pull
+            .get("pull_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        pull_status,
+        policies,
+    })
+}
+
 #[async_trait]
 impl Provider for CanopyProvider {
     fn kind(&self) -> ProviderKind {
@@ -558,6 +610,22 @@ impl Provider for CanopyProvider {
         }
     }
 
+    /// Read from the stored pull: no call to Canopy (whose `POST …/policyCheck` would evaluate
+    /// again against settings given in the request, not the team's configured checks).
+    async fn vendor_check(
+        &self,
+        _access: &LinkAccess,
+        _rules: &[Rule],
+        stored: &StoredVendorData,
+    ) -> Result<VendorVerdict, ProviderError> {
+        stored_policy_check(stored)
+            .map(VendorVerdict::Canopy)
+            .map_err(|message| ProviderError::Malformed {
+                provider: ProviderKind::Canopy,
+                message,
+            })
+    }
+
     async fn refresh(&self, access: &LinkAccess) -> Result<(), ProviderError> {
         let monitoring = monitoring_of(access)?;
         let new_pull = self.client.refresh_monitoring(monitoring).await?;
@@ -574,6 +642,62 @@ impl Provider for CanopyProvider {
 mod tests {
     use super::*;
     use coverwatch_core::ids::{LinkId, TenantId, UserId};
+    use serde_json::json;
+
+    #[test]
+    fn policy_check_values_are_the_documented_enum() {
+        // canopy-openapi.json, `Pull.policy_check_status` and `PolicyCheck.status`:
+        // "enum": ["NONE", "COMPLIANT", "NOT_COMPLIANT", "REVIEW_REQUIRED"].
+        assert_eq!(check_status("NONE"), Some(CanopyCheckStatus::None));
+        assert_eq!(
+            check_status("COMPLIANT"),
+            Some(CanopyCheckStatus::Compliant)
+        );
+        assert_eq!(
+            check_status("NOT_COMPLIANT"),
+            Some(CanopyCheckStatus::NotCompliant)
+        );
+        assert_eq!(
+            check_status("REVIEW_REQUIRED"),
+            Some(CanopyCheckStatus::ReviewRequired)
+        );
+        assert_eq!(check_status("compliant"), None);
+    }
+
+    #[test]
+    fn the_stored_pull_carries_the_verdict() {
+        // canopy-openapi.json: `Pull.policy_check_status` is the pull's overview, and
+        // `Policy.policy_check` is `null` or a `PolicyCheck` object with a `status`.
+        let stored = StoredVendorData {
+            policies: vec![
+                (
+                    "p-auto".into(),
+                    json!({"policy_id": "p-auto", "policy_check": {"status": "NOT_COMPLIANT"}}),
+                ),
+                (
+                    "p-home".into(),
+                    json!({"policy_id": "p-home", "policy_check": null}),
+                ),
+            ],
+            account: Some(json!({"pull_id": "pull-1", "policy_check_status": "NOT_COMPLIANT"})),
+        };
+        assert_eq!(
+            stored_policy_check(&stored).unwrap(),
+            CanopyPolicyCheck {
+                pull_id: Some("pull-1".into()),
+                pull_status: Some(CanopyCheckStatus::NotCompliant),
+                policies: vec![
+                    ("p-auto".into(), Some(CanopyCheckStatus::NotCompliant)),
+                    ("p-home".into(), None),
+                ],
+            }
+        );
+        let mut odd = stored.clone();
+        odd.account = Some(json!({"pull_id": "pull-1", "policy_check_status": "PASSED"}));
+        assert!(stored_policy_check(&odd).unwrap_err().contains("PASSED"));
+        let none = StoredVendorData::default();
+        assert!(stored_policy_check(&none).is_err());
+    }
 
     fn provider(consent: Option<&str>) -> CanopyProvider {
         let mut config = CanopyConfig::new(

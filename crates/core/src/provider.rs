@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{LinkId, TenantId, UserId};
 use crate::policy::{AccountSnapshot, PolicySnapshot};
+use crate::requirements::Rule;
 use crate::webhook::{
     AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
@@ -160,6 +161,97 @@ pub struct FetchedData {
     pub vendor_reasons: BTreeMap<String, Vec<String>>,
 }
 
+/// The vendor JSON coverwatch keeps for a link, for vendor checks that read it instead of
+/// calling the vendor again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredVendorData {
+    /// The latest stored vendor JSON of each current-term policy, by policy external id.
+    pub policies: Vec<(String, serde_json::Value)>,
+    /// The latest stored vendor JSON of the account (Canopy: the pull without its policies).
+    pub account: Option<serde_json::Value>,
+}
+
+/// A vendor's own verdict on a link's policies, typed per provider, shown next to coverwatch's
+/// requirement evaluation so that a caller can compare the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VendorVerdict {
+    Axle(AxleValidation),
+    Canopy(CanopyPolicyCheck),
+}
+
+impl VendorVerdict {
+    pub fn provider(&self) -> ProviderKind {
+        match self {
+            VendorVerdict::Axle(_) => ProviderKind::Axle,
+            VendorVerdict::Canopy(_) => ProviderKind::Canopy,
+        }
+    }
+}
+
+/// A rule status of Axle's Policy Validation (`pass`, `fail`, `caution`, `unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AxleValidationStatus {
+    Pass,
+    Fail,
+    Caution,
+    Unknown,
+}
+
+/// A requirement rule sent to Axle as one of its documented validation rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRule {
+    /// The requirement rule, as `RuleOutcome::rule` names it.
+    pub requirement: String,
+    /// The Axle rule sent for it (`policy-active`).
+    pub vendor_rule: String,
+}
+
+/// A requirement rule that was not sent to the vendor, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsentRule {
+    pub requirement: String,
+    pub reason: String,
+}
+
+/// What Axle's Validate Policy answered, per policy of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AxleValidation {
+    pub rules_sent: Vec<SentRule>,
+    pub rules_not_sent: Vec<UnsentRule>,
+    pub policies: Vec<AxlePolicyValidation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AxlePolicyValidation {
+    /// Axle's policy id (`pol_…`).
+    pub policy_id: String,
+    /// The overall status (`pass`, `fail` or `caution`).
+    pub overall: AxleValidationStatus,
+    /// Each rule's status from the answer's `summary`, by Axle rule name.
+    pub rules: Vec<(String, AxleValidationStatus)>,
+}
+
+/// A Canopy Policy Check status (`NONE`, `COMPLIANT`, `NOT_COMPLIANT`, `REVIEW_REQUIRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanopyCheckStatus {
+    None,
+    Compliant,
+    NotCompliant,
+    ReviewRequired,
+}
+
+/// Canopy's Policy Check as stored with the link's latest pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanopyPolicyCheck {
+    /// The pull the verdict was read from.
+    pub pull_id: Option<String>,
+    /// The pull's `policy_check_status`; `None` when the pull does not carry one.
+    pub pull_status: Option<CanopyCheckStatus>,
+    /// Each policy's `policy_check.status`, by Canopy policy id; `None` when the policy has no
+    /// `policy_check`.
+    pub policies: Vec<(String, Option<CanopyCheckStatus>)>,
+}
+
 /// One step of an in-app reconnect.
 #[derive(Debug, Clone)]
 pub enum ReconnectStep {
@@ -304,6 +396,21 @@ pub trait Provider: Send + Sync + 'static {
         Err(ProviderError::Unsupported {
             provider: self.kind(),
             capability: "on-demand refresh",
+        })
+    }
+
+    /// The vendor's own verdict on the link's policies, for the caller to compare with the
+    /// evaluation of `rules`: read from the stored vendor data, or asked of the vendor where it
+    /// answers on demand. Vendors without such a check answer `Unsupported`.
+    async fn vendor_check(
+        &self,
+        _access: &LinkAccess,
+        _rules: &[Rule],
+        _stored: &StoredVendorData,
+    ) -> Result<VendorVerdict, ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: self.kind(),
+            capability: "vendor-side policy checks",
         })
     }
 }

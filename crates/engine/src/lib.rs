@@ -32,6 +32,7 @@ pub use links::{LinkRequest, StartedSession};
 pub use registry::ProviderRegistry;
 pub use requirements::{
     LinkEvaluation, PolicyHistoryEntry, PolicyHistoryPage, PutSetOutcome, SweepConfig, SweepReport,
+    VendorCheck,
 };
 
 /// How the inbox worker behaves.

@@ -10,6 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use coverwatch_core::change::diff_policies;
 use coverwatch_core::event::{EventPayload, PolicyChange};
 use coverwatch_core::policy::PolicyTerm;
+use coverwatch_core::provider::{ProviderError, StoredVendorData, VendorVerdict};
 use coverwatch_core::requirements::{
     Evaluation, RequirementSet, StaleAction, check_set_id, evaluate, is_stale, stale_action,
     transition_event,
@@ -54,6 +55,19 @@ pub struct LinkEvaluation {
     pub set_id: String,
     pub evaluation: Evaluation,
     pub evaluated_at: DateTime<Utc>,
+    /// The vendor's own verdict, next to ours; asked for by EvaluateLink only.
+    pub vendor: Option<VendorCheck>,
+}
+
+/// The vendor's own verdict on a link, or why there is none. Never a reason to fail our
+/// evaluation: a vendor that is down, refuses, or has no such check leaves ours standing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VendorCheck {
+    Available(VendorVerdict),
+    Unavailable {
+        provider: ProviderKind,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +100,16 @@ pub struct PolicyHistoryPage {
     pub versions: Vec<PolicyHistoryEntry>,
     /// Pass as `after_version` for the next page; set when more may follow.
     pub next_after_version: Option<i32>,
+}
+
+/// Why a vendor gave no verdict, in words a caller can act on.
+fn vendor_reason(err: &ProviderError) -> String {
+    match err {
+        ProviderError::Unsupported { provider, .. } => {
+            format!("{provider} offers no policy check of its own")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn invalid_set_id(field: &str, id: &str) -> Result<(), EngineError> {
@@ -142,6 +166,7 @@ pub(crate) async fn evaluate_in_tx(
         set_id: stored.set.id,
         evaluation,
         evaluated_at: now,
+        vendor: None,
     }))
 }
 
@@ -293,13 +318,62 @@ impl Engine {
                 record.link.state
             )));
         }
-        self.evaluate_now(tenant, link, Utc::now())
+        let mut evaluation = self
+            .evaluate_now(tenant, link, Utc::now())
             .await?
             .ok_or_else(|| {
                 EngineError::FailedPrecondition(format!(
                     "link {link} changed meanwhile and has nothing to check; try again"
                 ))
-            })
+            })?;
+        // Asked after our evaluation is committed and outside any transaction: a vendor call
+        // must neither hold the link's lock nor decide our answer.
+        let vendor = self.vendor_check(tenant, &record).await;
+        evaluation.vendor = Some(vendor);
+        Ok(evaluation)
+    }
+
+    /// The vendor's own verdict on the link, against the rules of its attached set. Every
+    /// failure (vendor down, refusal, unreadable answer, no such check, time limit, even a
+    /// panic in the provider) becomes `Unavailable` with the reason.
+    async fn vendor_check(&self, tenant: &TenantId, record: &LinkRecord) -> VendorCheck {
+        let provider_kind = record.link.provider;
+        let unavailable = |reason: String| VendorCheck::Unavailable {
+            provider: provider_kind,
+            reason,
+        };
+        let work = async {
+            let provider = self.inner.providers.get(provider_kind)?.clone();
+            let rules = match &record.link.requirements {
+                Some(attached) => {
+                    self.requirement_set_named(tenant, "requirement_set_id", &attached.set_id)
+                        .await?
+                        .set
+                        .rules
+                }
+                None => Vec::new(),
+            };
+            let access = self.access(&record.link).await?;
+            let (policies, account) = self.inner.store.latest_raw(tenant, &record.link.id).await?;
+            let stored = StoredVendorData { policies, account };
+            Ok::<_, EngineError>(provider.vendor_check(&access, &rules, &stored).await)
+        };
+        let limit = self.inner.config.worker.process_timeout;
+        match isolated(limit, work).await {
+            Ok(Ok(Ok(verdict))) => VendorCheck::Available(verdict),
+            Ok(Ok(Err(err))) => {
+                tracing::info!(link = %record.link.id, error = %err, "no vendor verdict");
+                unavailable(vendor_reason(&err))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(link = %record.link.id, error = %err, "vendor check could not run");
+                unavailable(err.to_string())
+            }
+            Err(failure) => {
+                tracing::warn!(link = %record.link.id, error = %failure, "vendor check failed");
+                unavailable(failure.to_string())
+            }
+        }
     }
 
     async fn evaluate_now(

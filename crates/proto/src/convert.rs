@@ -28,7 +28,9 @@ use crate::v1;
 pub use enums::ProtoEnum;
 pub use event::{event_from_proto, provider_detail, provider_detail_from_proto};
 pub use link::link_from_proto;
-pub use requirements::{requirement_set_from_proto, requirement_set_to_proto};
+pub use requirements::{
+    requirement_set_from_proto, requirement_set_to_proto, vendor_check_to_proto,
+};
 pub use status::{
     VENDOR_ERROR_DETAIL_TYPE_URL, vendor_error_detail, vendor_error_detail_of,
     with_vendor_error_detail,

@@ -63,6 +63,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The latest version keeps the vendor's latest JSON even when the normalized content did not
+/// change: vendor fields outside the normalized model (Canopy's policy check, read by vendor
+/// checks) must not stay as they were at the version's first fetch.
+macro_rules! keep_latest_raw {
+    ($conn:expr, $entity:ident, $latest:expr, $fresh:expr) => {{
+        let fresh = $fresh.to_string();
+        if fresh != $latest.raw {
+            $entity::Entity::update_many()
+                .col_expr($entity::Column::Raw, sea_orm::sea_query::Expr::value(fresh))
+                .filter($entity::Column::Id.eq($latest.id))
+                .exec($conn)
+                .await?;
+        }
+    }};
+}
+
 pub(crate) async fn save_policy<C: ConnectionTrait>(
     conn: &C,
     tenant: &TenantId,
@@ -87,6 +103,7 @@ pub(crate) async fn save_policy<C: ConnectionTrait>(
             || serde_json::from_str(&latest.normalized)
                 .is_ok_and(|stored| policy_content_hash(&stored) == hash))
     {
+        keep_latest_raw!(conn, policy_snapshot, latest, snapshot.raw);
         return Ok(SnapshotOutcome::Unchanged {
             version: latest.version,
         });
@@ -138,6 +155,7 @@ pub(crate) async fn save_account<C: ConnectionTrait>(
     if let Some(latest) = &latest
         && latest.content_hash == hash
     {
+        keep_latest_raw!(conn, account_snapshot, latest, snapshot.raw);
         return Ok(SnapshotOutcome::Unchanged {
             version: latest.version,
         });
@@ -280,6 +298,44 @@ impl Store {
             .await?
             .map(stored_policy)
             .transpose()
+    }
+
+    /// The vendor JSON behind the latest version of each current-term policy of a link (by
+    /// policy external id, ordered by it) and behind its latest account snapshot. A vendor's
+    /// own verdicts (Canopy's policy check) are read from here rather than asked for again.
+    pub async fn latest_raw(
+        &self,
+        tenant: &TenantId,
+        link: &LinkId,
+    ) -> Result<(Vec<(String, serde_json::Value)>, Option<serde_json::Value>)> {
+        let rows = policy_snapshot::Entity::find()
+            .filter(policy_snapshot::Column::TenantId.eq(tenant.as_str()))
+            .filter(policy_snapshot::Column::LinkId.eq(link.to_string()))
+            .filter(policy_snapshot::Column::Term.eq(PolicyTerm::Current.as_str()))
+            .order_by_asc(policy_snapshot::Column::PolicyExternalId)
+            .order_by_desc(policy_snapshot::Column::Version)
+            .all(&self.db)
+            .await?;
+        let mut policies: Vec<(String, serde_json::Value)> = Vec::new();
+        for row in rows {
+            if policies
+                .last()
+                .is_some_and(|(id, _)| *id == row.policy_external_id)
+            {
+                continue;
+            }
+            let raw = parse_json("policy snapshot raw", &row.raw)?;
+            policies.push((row.policy_external_id, raw));
+        }
+        let account = account_snapshot::Entity::find()
+            .filter(account_snapshot::Column::TenantId.eq(tenant.as_str()))
+            .filter(account_snapshot::Column::LinkId.eq(link.to_string()))
+            .order_by_desc(account_snapshot::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(|row| parse_json("account snapshot raw", &row.raw))
+            .transpose()?;
+        Ok((policies, account))
     }
 
     pub async fn latest_account(

@@ -1,7 +1,7 @@
 //! The RequirementsService edge: authenticate, decode, call the engine, encode.
 
 use coverwatch_core::requirements::RequirementSet;
-use coverwatch_engine::{Engine, LinkEvaluation};
+use coverwatch_engine::{Engine, LinkEvaluation, VendorCheck};
 use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::put_requirement_set_request::Definition;
@@ -171,13 +171,22 @@ impl RequirementsService for RequirementsApi {
     ) -> Result<Response<v1::EvaluateLinkResponse>, Status> {
         let tenant = self.keys.tenant_of(&request)?;
         let id = link_id(&request.get_ref().link_id)?;
-        let evaluation = self
+        let mut evaluation = self
             .engine
             .evaluate_link(&tenant, &id)
             .await
             .map_err(status)?;
+        let vendor_check = evaluation.vendor.take().map(|check| match check {
+            VendorCheck::Available(verdict) => {
+                convert::vendor_check_to_proto(verdict.provider(), Ok(verdict))
+            }
+            VendorCheck::Unavailable { provider, reason } => {
+                convert::vendor_check_to_proto(provider, Err(reason))
+            }
+        });
         Ok(Response::new(v1::EvaluateLinkResponse {
             evaluation: Some(evaluation_to_proto(evaluation)),
+            vendor_check,
         }))
     }
 }

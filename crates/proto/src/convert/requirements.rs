@@ -2,7 +2,9 @@
 //! same paths core's validation names, so an error reads the same whichever form was sent.
 
 use chrono::{DateTime, Utc};
+use coverwatch_core::ProviderKind;
 use coverwatch_core::policy::PolicyType;
+use coverwatch_core::provider::VendorVerdict;
 use coverwatch_core::requirements::{RequirementSet, Rule};
 
 use super::enums::{enum_value, to_i32};
@@ -10,6 +12,77 @@ use super::policy::{named_policy_type, policy_type_to_proto};
 use super::{FieldError, each, indexed, timestamp};
 use crate::v1;
 use crate::v1::rule::Rule as Kind;
+
+/// The vendor's verdict on a link, or (`Err`) why there is none.
+pub fn vendor_check_to_proto(
+    provider: ProviderKind,
+    verdict: Result<VendorVerdict, String>,
+) -> v1::VendorCheck {
+    use v1::vendor_check::Verdict;
+    let (verdict, unavailable_reason) = match verdict {
+        Err(reason) => (None, Some(reason)),
+        Ok(VendorVerdict::Axle(axle)) => (
+            Some(Verdict::Axle(v1::AxleValidation {
+                rules_sent: axle
+                    .rules_sent
+                    .into_iter()
+                    .map(|r| v1::AxleRuleSent {
+                        requirement: r.requirement,
+                        axle_rule: r.vendor_rule,
+                    })
+                    .collect(),
+                rules_not_sent: axle
+                    .rules_not_sent
+                    .into_iter()
+                    .map(|r| v1::RuleNotSent {
+                        requirement: r.requirement,
+                        reason: r.reason,
+                    })
+                    .collect(),
+                policies: axle
+                    .policies
+                    .into_iter()
+                    .map(|p| v1::AxlePolicyValidation {
+                        policy_id: p.policy_id,
+                        overall: to_i32::<v1::AxleValidationStatus>(p.overall),
+                        rules: p
+                            .rules
+                            .into_iter()
+                            .map(|(rule, status)| v1::AxleRuleStatus {
+                                rule,
+                                status: to_i32::<v1::AxleValidationStatus>(status),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })),
+            None,
+        ),
+        Ok(VendorVerdict::Canopy(canopy)) => {
+            let status = |s: Option<_>| s.map_or(0, to_i32::<v1::CanopyPolicyCheckStatus>);
+            (
+                Some(Verdict::Canopy(v1::CanopyPolicyCheck {
+                    pull_id: canopy.pull_id,
+                    pull_status: status(canopy.pull_status),
+                    policies: canopy
+                        .policies
+                        .into_iter()
+                        .map(|(policy_id, s)| v1::CanopyPolicyCheckResult {
+                            policy_id,
+                            status: status(s),
+                        })
+                        .collect(),
+                })),
+                None,
+            )
+        }
+    };
+    v1::VendorCheck {
+        provider: to_i32::<v1::Provider>(provider),
+        unavailable_reason,
+        verdict,
+    }
+}
 
 pub fn requirement_set_to_proto(
     set: RequirementSet,

@@ -579,6 +579,7 @@ impl CanopySim {
         p.no_documents = documents.is_empty();
         p.addresses = addresses;
         p.drivers = drivers;
+        p.policy_check_status = policy_check_overview(&policies).into();
         p.policies = policies.clone();
         p.documents = documents;
 
@@ -1248,4 +1249,21 @@ fn signer(
             signature::header_value(&key, now - skew - kept, body),
         )]
     }))
+}
+
+/// `Pull.policy_check_status`, the "Overview of Policy Check Status" (canopy-openapi.json),
+/// from the policies' `policy_check.status`. Canopy does not document how the overview is
+/// formed; the simulator takes the least compliant status (NOT_COMPLIANT, then
+/// REVIEW_REQUIRED, then COMPLIANT), and `NONE` when no policy was checked.
+pub(crate) fn policy_check_overview(policies: &[super::model::Policy]) -> &'static str {
+    const ORDER: [&str; 3] = ["NOT_COMPLIANT", "REVIEW_REQUIRED", "COMPLIANT"];
+    let statuses: Vec<&str> = policies
+        .iter()
+        .filter_map(|p| p.policy_check.as_ref())
+        .filter_map(|check| check.get("status").and_then(serde_json::Value::as_str))
+        .collect();
+    ORDER
+        .into_iter()
+        .find(|status| statuses.contains(status))
+        .unwrap_or("NONE")
 }

@@ -150,6 +150,13 @@ pub enum ScenarioAction {
     RemoveVehicle {
         vin: String,
     },
+    /// The outcome of the team's configured Policy Checks on the policy, as the next pull
+    /// carries it: `policy_check` `{status, details}` (canopy-openapi.json `PolicyCheck`), with
+    /// `status` one of `NONE`, `COMPLIANT`, `NOT_COMPLIANT`, `REVIEW_REQUIRED`; the pull's
+    /// `policy_check_status` follows. `status` null: the policy was not checked (`null`).
+    SetPolicyCheck {
+        status: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -364,6 +371,20 @@ fn apply_to_policy(
         ScenarioAction::ReinstatePolicy => {
             policy.status = Some("ACTIVE".into());
             policy.canceled_date = None;
+        }
+        ScenarioAction::SetPolicyCheck { status } => {
+            policy.policy_check = match status.as_deref() {
+                None => None,
+                Some(s @ ("NONE" | "COMPLIANT" | "NOT_COMPLIANT" | "REVIEW_REQUIRED")) => {
+                    Some(serde_json::json!({ "status": s, "details": { "status": s } }))
+                }
+                Some(other) => {
+                    return Err(bad(format!(
+                        "policy check status {other}: NONE, COMPLIANT, NOT_COMPLIANT or \
+                         REVIEW_REQUIRED"
+                    )));
+                }
+            };
         }
         ScenarioAction::ExpirePolicy => policy.status = Some("EXPIRED".into()),
         ScenarioAction::RenewPolicy {
