@@ -777,17 +777,7 @@ async fn every_route_of_the_simulator_answers_as_the_reference_says() {
             .await
             .unwrap_or_else(|e| panic!("the simulator never sent {event_type}: {e}"));
     }
-    let deliveries = h.sandbox.deliveries().filtered(Some("axle"), None);
-    for d in &deliveries {
-        match serde_json::from_str::<Value>(&d.body) {
-            Ok(body) => failures.extend(
-                violations("/$defs/Event", &body)
-                    .into_iter()
-                    .map(|v| format!("webhook {}: {v}", d.event_type)),
-            ),
-            Err(_) => failures.push(format!("webhook {}: not JSON", d.event_type)),
-        }
-    }
+    failures.extend(VALIDATORS.webhook_failures(&h.sandbox, "axle", "/$defs/Event"));
     assert!(
         failures.is_empty(),
         "{} disagreement(s) with Axle's API reference:\n{}",

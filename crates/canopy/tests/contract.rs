@@ -819,10 +819,6 @@ fn judge(x: &Exchange) -> Vec<String> {
     }
 }
 
-fn webhook_violations(body: &Value) -> Vec<String> {
-    violations("/components/schemas/WebhookBody", body)
-}
-
 #[tokio::test]
 async fn every_route_of_the_simulator_answers_as_the_document_says() {
     let h = Harness::start().await;
@@ -834,16 +830,11 @@ async fn every_route_of_the_simulator_answers_as_the_document_says() {
     let log = h.rec.take();
     let mut failures: Vec<String> = log.iter().flat_map(judge).collect();
 
-    for d in h.sandbox.deliveries().filtered(Some("canopy"), None) {
-        match serde_json::from_str::<Value>(&d.body) {
-            Ok(body) => failures.extend(
-                webhook_violations(&body)
-                    .into_iter()
-                    .map(|v| format!("webhook {}: {v}", d.event_type)),
-            ),
-            Err(_) => failures.push(format!("webhook {}: not JSON", d.event_type)),
-        }
-    }
+    failures.extend(VALIDATORS.webhook_failures(
+        &h.sandbox,
+        "canopy",
+        "/components/schemas/WebhookBody",
+    ));
     assert!(
         failures.is_empty(),
         "{} disagreement(s) with Canopy's OpenAPI document:\n{}",

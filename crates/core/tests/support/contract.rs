@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use coverwatch_sandbox::SandboxHandle;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
@@ -79,6 +80,28 @@ impl Validators {
             .iter_errors(instance)
             .map(|e| format!("at `{}`: {e}", e.instance_path()))
             .collect()
+    }
+
+    /// What is wrong with each webhook the simulator has sent for `vendor` so far, judged by the
+    /// schema at `pointer`, one line each.
+    pub fn webhook_failures(
+        &self,
+        sandbox: &SandboxHandle,
+        vendor: &str,
+        pointer: &str,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for d in sandbox.deliveries().filtered(Some(vendor), None) {
+            match serde_json::from_str::<Value>(&d.body) {
+                Ok(body) => failures.extend(
+                    self.violations(pointer, &body)
+                        .into_iter()
+                        .map(|v| format!("webhook {}: {v}", d.event_type)),
+                ),
+                Err(_) => failures.push(format!("webhook {}: not JSON", d.event_type)),
+            }
+        }
+        failures
     }
 }
 
