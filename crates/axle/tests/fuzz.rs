@@ -19,7 +19,7 @@ use coverwatch_axle::{AxleConfig, AxleProvider};
 use coverwatch_core::change::{diff_accounts, diff_policies};
 use coverwatch_core::ids::LinkId;
 use coverwatch_core::policy::PolicyTerm;
-use coverwatch_core::provider::{Provider, ProviderError};
+use coverwatch_core::provider::Provider;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_sandbox::axle::{AxleSim, AxleSimConfig, SignIn, StartIgnition};
 use coverwatch_sandbox::{RetrySchedule, SimContext};
@@ -244,20 +244,11 @@ async fn gather_seeds() -> Seeds {
 /// worker do it: authentication reads only the path, the header and the body's top-level `id`;
 /// parsing accepts the body or names what is wrong.
 fn ingest(body: Vec<u8>) -> Result<(), TestCaseError> {
-    let webhook = genuine(body);
-    let provider = provider(true);
-    let authenticated = provider.authenticate_webhook(&webhook);
-    prop_assert!(authenticated.is_ok(), "{:?}", authenticated);
-    match provider.parse_webhook(&webhook) {
-        Ok(parsed) => {
-            // An unmatched delivery is kept and reported, so there is always a candidate.
-            prop_assert!(!parsed.attribution.is_empty());
-        }
-        Err(ProviderError::Malformed { message, .. }) => prop_assert!(!message.is_empty()),
-        Err(other) => prop_assert!(false, "parsing can only find a body malformed: {other}"),
-    }
+    fuzz_json::ingest_genuine(provider(true), &genuine(body))?;
     Ok(())
 }
+
+fuzz_json::webhook_properties!(ingest, seeds().webhooks.clone(), KEYS);
 
 /// The `data` of an answer, as the client takes it: a JSON object, its `data` when enveloped.
 fn answer_data(body: &[u8]) -> Option<Value> {
@@ -330,24 +321,6 @@ proptest! {
         if with.is_ok() {
             prop_assert!(genuine_header && without.is_ok());
         }
-    }
-
-    /// Any bytes, including real deliveries cut short or with a byte changed.
-    #[test]
-    fn webhook_bytes(body in bytes_around(seeds().webhooks.clone())) {
-        ingest(body)?;
-    }
-
-    /// Any JSON document.
-    #[test]
-    fn webhook_json(body in json(KEYS)) {
-        ingest(body.to_string().into_bytes())?;
-    }
-
-    /// Real deliveries with fields dropped, retyped, blown up or filled with odd text.
-    #[test]
-    fn webhook_mutations(body in mutated(seeds().webhooks.clone(), KEYS)) {
-        ingest(body.to_string().into_bytes())?;
     }
 
     /// Any bytes as the answer of `GET /policies/{id}` and `GET /accounts/{id}`.
