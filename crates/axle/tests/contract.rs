@@ -16,6 +16,8 @@
 
 #[path = "../../core/tests/support/contract.rs"]
 mod contract;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -189,7 +191,7 @@ const OUTSIDE_THE_REFERENCE: &[(&str, &str)] = &[
 
 impl Harness {
     async fn start() -> Self {
-        let webhook_uri = contract::dead_webhook_uri("/webhooks/axle");
+        let webhook_uri = simulator::dead_webhook_uri("/webhooks/axle");
         let mut cfg = SandboxConfig::for_tests();
         cfg.axle = AxleSimConfig {
             retry: RetrySchedule::none(),

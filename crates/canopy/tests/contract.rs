@@ -21,6 +21,8 @@
 
 #[path = "../../core/tests/support/contract.rs"]
 mod contract;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -212,7 +214,7 @@ impl Harness {
     async fn start() -> Self {
         // Deliveries go to a port nothing listens on: they fail at once and stay in the
         // delivery log, which is all the webhook check needs.
-        let dead = contract::dead_webhook_uri("/webhooks/canopy");
+        let dead = simulator::dead_webhook_uri("/webhooks/canopy");
         let mut cfg = SandboxConfig::for_tests();
         cfg.canopy = sim::CanopySimConfig::default().with_webhook(dead, "contract-secret");
         cfg.canopy.retry = RetrySchedule::none();

@@ -9,6 +9,8 @@
 
 #[path = "../../core/tests/support/fuzz_json.rs"]
 mod fuzz_json;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -152,22 +154,12 @@ struct Seeds {
 
 fn seeds() -> &'static Seeds {
     static SEEDS: OnceLock<Seeds> = OnceLock::new();
-    SEEDS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(gather_seeds())
-    })
+    simulator::gathered_once(&SEEDS, gather_seeds)
 }
 
 async fn gather_seeds() -> Seeds {
     const WAIT: Duration = Duration::from_secs(10);
-    // Deliveries to a port nothing listens on fail at once and stay in the log with their body.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/webhooks/canopy", listener.local_addr().unwrap())
-    };
+    let dead = simulator::dead_webhook_uri("/webhooks/canopy");
     let ctx = SimContext::detached("http://127.0.0.1:9");
     let mut cfg = CanopySimConfig::default().with_webhook(dead, SECRET);
     cfg.retry = RetrySchedule::none();

@@ -167,15 +167,6 @@ impl Recorder {
     }
 }
 
-/// A URI on a port nothing listens on: a webhook sent there fails at once and stays in the
-/// simulator's delivery log, which is all a webhook check needs.
-pub fn dead_webhook_uri(path: &str) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let uri = format!("http://{}{path}", listener.local_addr().unwrap());
-    drop(listener);
-    uri
-}
-
 /// What a suite's harness tells a [`Call`]: where the vendor's API is served, and how a request
 /// is authenticated.
 pub trait Api {
