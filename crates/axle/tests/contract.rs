@@ -16,6 +16,8 @@
 
 #[path = "../../core/tests/support/contract.rs"]
 mod contract;
+#[path = "support/events.rs"]
+mod events;
 #[path = "../../core/tests/support/simulator.rs"]
 mod simulator;
 
@@ -744,23 +746,6 @@ fn route_table() -> BTreeSet<(String, String)> {
     out
 }
 
-/// The webhook types Axle documents (docs.axle.insure/api-reference/webhooks/ignition-events,
-/// …/account-events, docs.axle.insure/guides/policy-events); the suite makes the simulator send
-/// each one.
-const EVENT_TYPES: &[&str] = &[
-    "ignition.created",
-    "ignition.opened",
-    "ignition.attempted",
-    "ignition.completed",
-    "ignition.exited",
-    "ignition.errored",
-    "account.modified",
-    "account.retrying",
-    "account.disconnected",
-    "policy.modified",
-    "policy.renewal-available",
-];
-
 #[tokio::test]
 async fn every_route_of_the_simulator_answers_as_the_reference_says() {
     let h = Harness::start().await;
@@ -772,7 +757,7 @@ async fn every_route_of_the_simulator_answers_as_the_reference_says() {
     let mut failures: Vec<String> = log.iter().flat_map(judge).collect();
 
     // Deliveries are made in the background: wait until every type has been attempted.
-    for event_type in EVENT_TYPES {
+    for event_type in events::EVENT_TYPES {
         h.sandbox
             .deliveries()
             .wait_for(WAIT, |a| a.vendor == "axle" && a.event_type == *event_type)

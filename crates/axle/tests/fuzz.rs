@@ -7,6 +7,8 @@
 //! with an error. A delivery is parsed in the inbox worker, so a panic there is an outage.
 //! `PROPTEST_CASES=100000 cargo test -p coverwatch-axle --test fuzz` runs longer.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "../../core/tests/support/fuzz_json.rs"]
 mod fuzz_json;
 #[path = "../../core/tests/support/simulator.rs"]
@@ -369,19 +371,7 @@ fn the_seed_corpus_is_what_the_simulator_sends() {
         .iter()
         .filter_map(|w| w["type"].as_str())
         .collect();
-    for event in [
-        "ignition.created",
-        "ignition.opened",
-        "ignition.attempted",
-        "ignition.completed",
-        "ignition.exited",
-        "ignition.errored",
-        "account.modified",
-        "account.retrying",
-        "account.disconnected",
-        "policy.modified",
-        "policy.renewal-available",
-    ] {
+    for event in events::EVENT_TYPES {
         assert!(types.contains(event), "no {event} in {types:?}");
     }
     for webhook in &seeds.webhooks {
