@@ -31,7 +31,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-use contract::{Api, Exchange, Recorder, Validators, escape, len, read};
+use contract::{Exchange, Recorder, Validators, Vendor, escape, len, read};
 
 const SCHEMA: &str = include_str!("contract/axle-schema.json");
 /// The simulator's route table for Axle's REST API: the suite reads it to know what is served.
@@ -130,29 +130,30 @@ enum Auth {
     None,
 }
 
-struct Harness {
-    sandbox: SandboxHandle,
-    rec: Recorder,
+/// What the Axle suite keeps beside the simulator.
+struct Axle {
     /// Where Ignition sends its webhooks: a port nothing listens on, so each delivery fails at
     /// once and stays in the delivery log, which is all the webhook check needs.
     webhook_uri: String,
 }
 
-type Call<'a> = contract::Call<'a, Harness>;
+type Harness = contract::Harness<Axle>;
+type Call<'a> = contract::Call<'a, Axle>;
 
-impl Api for Harness {
+impl Vendor for Axle {
     type Auth = Auth;
 
-    fn recorder(&self) -> &Recorder {
-        &self.rec
+    fn base_url(&self, sandbox: &SandboxHandle) -> String {
+        sandbox.axle_base_url()
     }
 
-    fn base_url(&self) -> String {
-        self.sandbox.axle_base_url()
-    }
-
-    fn authorize(&self, req: RequestBuilder, auth: &Auth) -> RequestBuilder {
-        let cfg = self.axle().config();
+    fn authorize(
+        &self,
+        sandbox: &SandboxHandle,
+        req: RequestBuilder,
+        auth: &Auth,
+    ) -> RequestBuilder {
+        let cfg = sandbox.axle().config();
         match auth {
             Auth::Client => req
                 .header("x-client-id", &cfg.client_id)
@@ -203,7 +204,7 @@ impl Harness {
         Harness {
             sandbox,
             rec: Recorder::new(),
-            webhook_uri,
+            vendor: Axle { webhook_uri },
         }
     }
 
@@ -221,7 +222,7 @@ impl Harness {
             .call("axle.ignition.start", POST, IGNITION)
             .json(json!({
                 "user": {"id": user},
-                "webhookUri": self.webhook_uri,
+                "webhookUri": self.vendor.webhook_uri,
                 "redirectUri": "https://app.example/axle-done",
                 "metadata": {"loan": "L-1"},
             }))
@@ -291,7 +292,7 @@ const UNKNOWN_POLICY: &str = "pol_AAAAAAAAAAAAAAAAAAAAA";
 
 async fn exercise_linking(h: &Harness) {
     h.call("axle.ignition.start", POST, IGNITION)
-        .json(json!({"webhookUri": h.webhook_uri}))
+        .json(json!({"webhookUri": h.vendor.webhook_uri}))
         .send("no user")
         .await;
     h.call("axle.ignition.start", POST, IGNITION)

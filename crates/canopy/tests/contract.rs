@@ -37,7 +37,7 @@ use coverwatch_sandbox::{RetrySchedule, Sandbox, SandboxConfig, SandboxHandle};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
-use contract::{Api, Exchange, Recorder, Validators, escape, len, read};
+use contract::{Exchange, Recorder, Validators, Vendor, escape, len, read};
 
 const OPENAPI: &str = include_str!("contract/canopy-openapi.json");
 const WAIT: Duration = Duration::from_secs(10);
@@ -184,27 +184,26 @@ enum Auth {
     None,
 }
 
-struct Harness {
-    sandbox: SandboxHandle,
-    rec: Recorder,
-}
+struct Canopy;
 
-type Call<'a> = contract::Call<'a, Harness>;
+type Harness = contract::Harness<Canopy>;
+type Call<'a> = contract::Call<'a, Canopy>;
 
-impl Api for Harness {
+impl Vendor for Canopy {
     type Auth = Auth;
 
-    fn recorder(&self) -> &Recorder {
-        &self.rec
+    fn base_url(&self, sandbox: &SandboxHandle) -> String {
+        sandbox.canopy_base_url()
     }
 
-    fn base_url(&self) -> String {
-        self.sandbox.canopy_base_url()
-    }
-
-    fn authorize(&self, req: RequestBuilder, auth: &Auth) -> RequestBuilder {
+    fn authorize(
+        &self,
+        sandbox: &SandboxHandle,
+        req: RequestBuilder,
+        auth: &Auth,
+    ) -> RequestBuilder {
         match auth {
-            Auth::Key => req.header("authorization", self.canopy().basic_auth()),
+            Auth::Key => req.header("authorization", sandbox.canopy().basic_auth()),
             Auth::None => req,
         }
     }
@@ -212,8 +211,6 @@ impl Api for Harness {
 
 impl Harness {
     async fn start() -> Self {
-        // Deliveries go to a port nothing listens on: they fail at once and stay in the
-        // delivery log, which is all the webhook check needs.
         let dead = simulator::dead_webhook_uri("/webhooks/canopy");
         let mut cfg = SandboxConfig::for_tests();
         cfg.canopy = sim::CanopySimConfig::default().with_webhook(dead, "contract-secret");
@@ -226,6 +223,7 @@ impl Harness {
         Harness {
             sandbox,
             rec: Recorder::new(),
+            vendor: Canopy,
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Only what is the same for both vendors lives here. What differs stays in each suite: the
 //! schema document and the sections of it a pointer may name ([`Validators::new`]), how a request
-//! is authenticated and where the simulator listens ([`Api`]), and how an exchange is judged.
+//! is authenticated and where the simulator listens ([`Vendor`]), and how an exchange is judged.
 //! The core crate does not build this file: it needs the vendor crates' HTTP and schema
 //! dependencies.
 
@@ -167,35 +167,47 @@ impl Recorder {
     }
 }
 
-/// What a suite's harness tells a [`Call`]: where the vendor's API is served, and how a request
-/// is authenticated.
-pub trait Api {
+/// A running simulator and the recorder of every call the suite makes to it; `vendor` holds
+/// what a suite keeps beside them.
+pub struct Harness<V> {
+    pub sandbox: SandboxHandle,
+    pub rec: Recorder,
+    pub vendor: V,
+}
+
+/// What differs between the vendors' APIs: where the simulator serves one, and how a request
+/// to it is authenticated.
+pub trait Vendor {
     type Auth;
-    fn recorder(&self) -> &Recorder;
-    fn base_url(&self) -> String;
-    fn authorize(&self, req: RequestBuilder, auth: &Self::Auth) -> RequestBuilder;
+    fn base_url(&self, sandbox: &SandboxHandle) -> String;
+    fn authorize(
+        &self,
+        sandbox: &SandboxHandle,
+        req: RequestBuilder,
+        auth: &Self::Auth,
+    ) -> RequestBuilder;
 }
 
 /// One request to the simulator, built up and then sent with [`Call::send`].
-pub struct Call<'a, H: Api> {
-    pub h: &'a H,
+pub struct Call<'a, V: Vendor> {
+    h: &'a Harness<V>,
     endpoint: &'static str,
     method: Method,
     template: &'static str,
     params: Vec<(&'static str, String)>,
     query: Option<String>,
-    auth: H::Auth,
+    auth: V::Auth,
     headers: Vec<(&'static str, String)>,
     body: Option<Value>,
 }
 
-impl<'a, H: Api> Call<'a, H> {
+impl<'a, V: Vendor> Call<'a, V> {
     pub fn new(
-        h: &'a H,
+        h: &'a Harness<V>,
         endpoint: &'static str,
         method: Method,
         template: &'static str,
-        auth: H::Auth,
+        auth: V::Auth,
     ) -> Self {
         Call {
             h,
@@ -222,7 +234,7 @@ impl<'a, H: Api> Call<'a, H> {
         self
     }
 
-    pub fn auth(mut self, auth: H::Auth) -> Self {
+    pub fn auth(mut self, auth: V::Auth) -> Self {
         self.auth = auth;
         self
     }
@@ -244,13 +256,13 @@ impl<'a, H: Api> Call<'a, H> {
             path = path.replace(&format!("{{{name}}}"), value);
         }
         assert!(!path.contains('{'), "unfilled parameter in {path}");
-        let mut url = format!("{}{path}", self.h.base_url());
+        let mut url = format!("{}{path}", self.h.vendor.base_url(&self.h.sandbox));
         if let Some(q) = &self.query {
             url = format!("{url}?{q}");
         }
-        let recorder = self.h.recorder();
+        let recorder = &self.h.rec;
         let mut req = recorder.http.request(self.method.clone(), url);
-        req = self.h.authorize(req, &self.auth);
+        req = self.h.vendor.authorize(&self.h.sandbox, req, &self.auth);
         for (name, value) in &self.headers {
             req = req.header(*name, value);
         }
