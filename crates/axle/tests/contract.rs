@@ -14,16 +14,24 @@
 //!
 //! Where the pages and the simulator disagree, the simulator is fixed, never the schema.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, OnceLock};
+#[path = "../../core/tests/support/contract.rs"]
+mod contract;
+#[path = "support/events.rs"]
+mod events;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use coverwatch_axle::model;
 use coverwatch_sandbox::axle::{self as sim, AxleSimConfig, SignIn};
 use coverwatch_sandbox::{RetrySchedule, Sandbox, SandboxConfig, SandboxHandle};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
+
+use contract::{Exchange, Recorder, Validators, Vendor, escape, len, read};
 
 const SCHEMA: &str = include_str!("contract/axle-schema.json");
 /// The simulator's route table for Axle's REST API: the suite reads it to know what is served.
@@ -31,50 +39,19 @@ const ROUTE_TABLE: &str = include_str!("../../sandbox/src/axle/api.rs");
 const WAIT: Duration = Duration::from_secs(10);
 
 fn schema() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     DOC.get_or_init(|| serde_json::from_str(SCHEMA).expect("the Axle schema is JSON"))
 }
 
-/// A JSON pointer segment, written so that it also survives as a URI fragment.
-fn escape(segment: &str) -> String {
-    segment
-        .replace('~', "~0")
-        .replace('/', "~1")
-        .replace('{', "%7B")
-        .replace('}', "%7D")
-        .replace(' ', "%20")
-}
+/// The schema's shapes live under `$defs`, the answers of each route under `responses`.
+static VALIDATORS: Validators = Validators::new(schema, &["$defs", "responses"]);
 
-/// A validator for the schema at `pointer` inside the file; its `$ref`s resolve in place.
 fn validator_for(pointer: &str) -> &'static jsonschema::Validator {
-    static CACHE: OnceLock<Mutex<BTreeMap<String, &'static jsonschema::Validator>>> =
-        OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(pointer) {
-        return v;
-    }
-    let doc = schema();
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": format!("#{pointer}"),
-        "$defs": doc["$defs"],
-        "responses": doc["responses"],
-    });
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("schema at {pointer} does not compile: {e}"));
-    let validator: &'static jsonschema::Validator = Box::leak(Box::new(validator));
-    cache.lock().unwrap().insert(pointer.to_owned(), validator);
-    validator
+    VALIDATORS.validator_for(pointer)
 }
 
 fn violations(pointer: &str, instance: &Value) -> Vec<String> {
-    validator_for(pointer)
-        .iter_errors(instance)
-        .map(|e| format!("at `{}`: {e}", e.instance_path()))
-        .collect()
+    VALIDATORS.violations(pointer, instance)
 }
 
 #[test]
@@ -147,42 +124,46 @@ fn the_schema_holds_the_documented_enums_and_refuses_others() {
 
 // ---- the simulator, exercised route by route --------------------------------------------------
 
-struct Exchange {
-    endpoint: &'static str,
-    method: Method,
-    template: &'static str,
-    status: u16,
-    content_type: String,
-    request_id: Option<String>,
-    body: Vec<u8>,
-    what: String,
-}
-
 enum Auth {
     Client,
     WrongSecret,
     None,
 }
 
-struct Harness {
-    sandbox: SandboxHandle,
-    http: reqwest::Client,
+/// What the Axle suite keeps beside the simulator.
+struct Axle {
     /// Where Ignition sends its webhooks: a port nothing listens on, so each delivery fails at
     /// once and stays in the delivery log, which is all the webhook check needs.
     webhook_uri: String,
-    log: Mutex<Vec<Exchange>>,
 }
 
-struct Call<'a> {
-    h: &'a Harness,
-    endpoint: &'static str,
-    method: Method,
-    template: &'static str,
-    id: Option<String>,
-    query: Option<String>,
-    auth: Auth,
-    token: Option<String>,
-    body: Option<Value>,
+type Harness = contract::Harness<Axle>;
+type Call<'a> = contract::Call<'a, Axle>;
+
+impl Vendor for Axle {
+    type Auth = Auth;
+
+    fn base_url(&self, sandbox: &SandboxHandle) -> String {
+        sandbox.axle_base_url()
+    }
+
+    fn authorize(
+        &self,
+        sandbox: &SandboxHandle,
+        req: RequestBuilder,
+        auth: &Auth,
+    ) -> RequestBuilder {
+        let cfg = sandbox.axle().config();
+        match auth {
+            Auth::Client => req
+                .header("x-client-id", &cfg.client_id)
+                .header("x-client-secret", &cfg.client_secret),
+            Auth::WrongSecret => req
+                .header("x-client-id", &cfg.client_id)
+                .header("x-client-secret", "not-the-secret"),
+            Auth::None => req,
+        }
+    }
 }
 
 const GET: Method = Method::GET;
@@ -213,24 +194,17 @@ const OUTSIDE_THE_REFERENCE: &[(&str, &str)] = &[
 
 impl Harness {
     async fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let webhook_uri = format!("http://{}/webhooks/axle", listener.local_addr().unwrap());
-        drop(listener);
+        let webhook_uri = simulator::dead_webhook_uri("/webhooks/axle");
         let mut cfg = SandboxConfig::for_tests();
         cfg.axle = AxleSimConfig {
             retry: RetrySchedule::none(),
             ..AxleSimConfig::default()
         };
         let sandbox = Sandbox::start(cfg).await.expect("sandbox starts");
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         Harness {
             sandbox,
-            http,
-            webhook_uri,
-            log: Mutex::default(),
+            rec: Recorder::new(),
+            vendor: Axle { webhook_uri },
         }
     }
 
@@ -239,17 +213,7 @@ impl Harness {
     }
 
     fn call(&self, endpoint: &'static str, method: Method, template: &'static str) -> Call<'_> {
-        Call {
-            h: self,
-            endpoint,
-            method,
-            template,
-            id: None,
-            query: None,
-            auth: Auth::Client,
-            token: None,
-            body: None,
-        }
+        Call::new(self, endpoint, method, template, Auth::Client)
     }
 
     /// Starts an Ignition through the API and answers its token.
@@ -258,7 +222,7 @@ impl Harness {
             .call("axle.ignition.start", POST, IGNITION)
             .json(json!({
                 "user": {"id": user},
-                "webhookUri": self.webhook_uri,
+                "webhookUri": self.vendor.webhook_uri,
                 "redirectUri": "https://app.example/axle-done",
                 "metadata": {"loan": "L-1"},
             }))
@@ -293,82 +257,33 @@ impl Harness {
 }
 
 impl Call<'_> {
-    fn id(mut self, id: &str) -> Self {
-        self.id = Some(id.to_owned());
-        self
+    fn id(self, id: &str) -> Self {
+        self.param("id", id)
     }
 
-    fn query(mut self, q: &str) -> Self {
-        self.query = Some(q.to_owned());
-        self
+    fn token(self, token: &str) -> Self {
+        self.header("x-access-token", token)
     }
+}
 
-    fn auth(mut self, auth: Auth) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    fn token(mut self, token: &str) -> Self {
-        self.token = Some(token.to_owned());
-        self
-    }
-
-    fn json(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-
-    /// Sends the request, records the exchange and answers `(status, JSON body or Null)`.
-    async fn send(self, what: &str) -> (u16, Value) {
-        let mut path = self.template.to_owned();
-        if let Some(id) = &self.id {
-            path = path.replace("{id}", id);
-        }
-        assert!(!path.contains('{'), "unfilled parameter in {path}");
-        let mut url = format!("{}{path}", self.h.sandbox.axle_base_url());
-        if let Some(q) = &self.query {
-            url = format!("{url}?{q}");
-        }
-        let mut req = self.h.http.request(self.method.clone(), url);
-        let cfg = self.h.axle().config();
-        req = match self.auth {
-            Auth::Client => req
-                .header("x-client-id", &cfg.client_id)
-                .header("x-client-secret", &cfg.client_secret),
-            Auth::WrongSecret => req
-                .header("x-client-id", &cfg.client_id)
-                .header("x-client-secret", "not-the-secret"),
-            Auth::None => req,
-        };
-        if let Some(token) = &self.token {
-            req = req.header("x-access-token", token);
-        }
-        if let Some(body) = &self.body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.expect("the simulator answers");
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let request_id = header("x-axle-request-id");
-        let body = resp.bytes().await.unwrap().to_vec();
-        let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        self.h.log.lock().unwrap().push(Exchange {
-            endpoint: self.endpoint,
-            method: self.method,
-            template: self.template,
-            status,
-            content_type,
-            request_id,
-            body,
-            what: what.to_owned(),
-        });
-        (status, parsed)
+/// A route reached outside the API (a hosted page, a storage download), recorded so that it
+/// counts as exercised.
+fn seen(
+    endpoint: &'static str,
+    template: &'static str,
+    content_type: &'static str,
+    what: &str,
+) -> Exchange {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Exchange {
+        endpoint,
+        method: GET,
+        template,
+        status: 200,
+        headers,
+        body: Vec::new(),
+        what: what.to_owned(),
     }
 }
 
@@ -377,7 +292,7 @@ const UNKNOWN_POLICY: &str = "pol_AAAAAAAAAAAAAAAAAAAAA";
 
 async fn exercise_linking(h: &Harness) {
     h.call("axle.ignition.start", POST, IGNITION)
-        .json(json!({"webhookUri": h.webhook_uri}))
+        .json(json!({"webhookUri": h.vendor.webhook_uri}))
         .send("no user")
         .await;
     h.call("axle.ignition.start", POST, IGNITION)
@@ -405,24 +320,20 @@ async fn exercise_linking(h: &Harness) {
     // The hosted page is outside the reference; it must still open at the `ignitionUri`, which
     // is opaque to a client and so taken from the answer, never built.
     let uri = {
-        let log = h.log.lock().unwrap();
+        let log = h.rec.log.lock().unwrap();
         let start = log.last().expect("the start was recorded");
         let body: Value = serde_json::from_slice(&start.body).unwrap();
         body["data"]["ignitionUri"].as_str().unwrap().to_owned()
     };
-    let resp = h.http.get(&uri).send().await.unwrap();
+    let resp = h.rec.http.get(&uri).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{uri}");
     assert!(resp.text().await.unwrap().contains(&token));
-    h.log.lock().unwrap().push(Exchange {
-        endpoint: "axle.ignition_ui",
-        method: GET,
-        template: "/ignition-ui/",
-        status: 200,
-        content_type: "text/html".into(),
-        request_id: None,
-        body: Vec::new(),
-        what: "the hosted Ignition page".into(),
-    });
+    h.rec.record(seen(
+        "axle.ignition_ui",
+        "/ignition-ui/",
+        "text/html",
+        "the hosted Ignition page",
+    ));
     h.axle().open_ignition(&token).unwrap();
     let attempted = h
         .axle()
@@ -602,19 +513,15 @@ async fn exercise_reads(h: &Harness) {
     let url = body["data"]["documents"][0]["url"]
         .as_str()
         .expect("the simple auto policy has a document");
-    let resp = h.http.get(url).send().await.unwrap();
+    let resp = h.rec.http.get(url).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{url}");
     assert!(resp.bytes().await.unwrap().starts_with(b"%PDF-"));
-    h.log.lock().unwrap().push(Exchange {
-        endpoint: "axle.documents.get",
-        method: GET,
-        template: DOCUMENT,
-        status: 200,
-        content_type: "application/pdf".into(),
-        request_id: None,
-        body: Vec::new(),
-        what: "the signed document URL".into(),
-    });
+    h.rec.record(seen(
+        "axle.documents.get",
+        DOCUMENT,
+        "application/pdf",
+        "the signed document URL",
+    ));
 }
 
 async fn exercise_monitoring(h: &Harness) {
@@ -720,14 +627,13 @@ fn judge(x: &Exchange) -> Vec<String> {
     let mut out = Vec::new();
     // "Every response will include an `x-axle-request-id` header" (docs.axle.insure/api-reference/overview).
     if !x
-        .request_id
-        .as_deref()
+        .header("x-axle-request-id")
         .is_some_and(|id| id.starts_with("req_"))
     {
         out.push(format!("{head}: no x-axle-request-id"));
     }
-    if !x.content_type.starts_with("application/json") {
-        out.push(format!("{head}: content-type {:?}", x.content_type));
+    if !x.content_type().starts_with("application/json") {
+        out.push(format!("{head}: content-type {:?}", x.content_type()));
         return out;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&x.body) else {
@@ -841,23 +747,6 @@ fn route_table() -> BTreeSet<(String, String)> {
     out
 }
 
-/// The webhook types Axle documents (docs.axle.insure/api-reference/webhooks/ignition-events,
-/// …/account-events, docs.axle.insure/guides/policy-events); the suite makes the simulator send
-/// each one.
-const EVENT_TYPES: &[&str] = &[
-    "ignition.created",
-    "ignition.opened",
-    "ignition.attempted",
-    "ignition.completed",
-    "ignition.exited",
-    "ignition.errored",
-    "account.modified",
-    "account.retrying",
-    "account.disconnected",
-    "policy.modified",
-    "policy.renewal-available",
-];
-
 #[tokio::test]
 async fn every_route_of_the_simulator_answers_as_the_reference_says() {
     let h = Harness::start().await;
@@ -865,28 +754,18 @@ async fn every_route_of_the_simulator_answers_as_the_reference_says() {
     exercise_reads(&h).await;
     exercise_monitoring(&h).await;
 
-    let log = std::mem::take(&mut *h.log.lock().unwrap());
+    let log = h.rec.take();
     let mut failures: Vec<String> = log.iter().flat_map(judge).collect();
 
     // Deliveries are made in the background: wait until every type has been attempted.
-    for event_type in EVENT_TYPES {
+    for event_type in events::EVENT_TYPES {
         h.sandbox
             .deliveries()
             .wait_for(WAIT, |a| a.vendor == "axle" && a.event_type == *event_type)
             .await
             .unwrap_or_else(|e| panic!("the simulator never sent {event_type}: {e}"));
     }
-    let deliveries = h.sandbox.deliveries().filtered(Some("axle"), None);
-    for d in &deliveries {
-        match serde_json::from_str::<Value>(&d.body) {
-            Ok(body) => failures.extend(
-                violations("/$defs/Event", &body)
-                    .into_iter()
-                    .map(|v| format!("webhook {}: {v}", d.event_type)),
-            ),
-            Err(_) => failures.push(format!("webhook {}: not JSON", d.event_type)),
-        }
-    }
+    failures.extend(VALIDATORS.webhook_failures(&h.sandbox, "axle", "/$defs/Event"));
     assert!(
         failures.is_empty(),
         "{} disagreement(s) with Axle's API reference:\n{}",
@@ -945,14 +824,6 @@ async fn every_route_of_the_simulator_answers_as_the_reference_says() {
 }
 
 // ---- the pages' examples against our types ----------------------------------------------------
-
-fn read<T: DeserializeOwned>(v: &Value, what: &str) -> T {
-    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-fn len(v: &Value) -> usize {
-    v.as_array().map_or(0, Vec::len)
-}
 
 fn examples(def: &str) -> Vec<Value> {
     let list = schema()["$defs"][def]["examples"]

@@ -7,8 +7,12 @@
 //! with an error. A delivery is parsed in the inbox worker, so a panic there is an outage.
 //! `PROPTEST_CASES=100000 cargo test -p coverwatch-axle --test fuzz` runs longer.
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "../../core/tests/support/fuzz_json.rs"]
 mod fuzz_json;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use coverwatch_axle::{AxleConfig, AxleProvider};
 use coverwatch_core::change::{diff_accounts, diff_policies};
 use coverwatch_core::ids::LinkId;
 use coverwatch_core::policy::PolicyTerm;
-use coverwatch_core::provider::{Provider, ProviderError};
+use coverwatch_core::provider::Provider;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_sandbox::axle::{AxleSim, AxleSimConfig, SignIn, StartIgnition};
 use coverwatch_sandbox::{RetrySchedule, SimContext};
@@ -130,24 +134,11 @@ struct Seeds {
 
 fn seeds() -> &'static Seeds {
     static SEEDS: OnceLock<Seeds> = OnceLock::new();
-    SEEDS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(gather_seeds())
-    })
+    simulator::gathered_once(&SEEDS, gather_seeds)
 }
 
 async fn gather_seeds() -> Seeds {
-    // Deliveries to a port nothing listens on fail at once and stay in the log with their body.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!(
-            "http://{}/webhooks/axle/{TOKEN}",
-            listener.local_addr().unwrap()
-        )
-    };
+    let dead = simulator::dead_webhook_uri(&format!("/webhooks/axle/{TOKEN}"));
     let ctx = SimContext::detached("http://127.0.0.1:9");
     let sim = AxleSim::new(
         AxleSimConfig {
@@ -244,20 +235,11 @@ async fn gather_seeds() -> Seeds {
 /// worker do it: authentication reads only the path, the header and the body's top-level `id`;
 /// parsing accepts the body or names what is wrong.
 fn ingest(body: Vec<u8>) -> Result<(), TestCaseError> {
-    let webhook = genuine(body);
-    let provider = provider(true);
-    let authenticated = provider.authenticate_webhook(&webhook);
-    prop_assert!(authenticated.is_ok(), "{:?}", authenticated);
-    match provider.parse_webhook(&webhook) {
-        Ok(parsed) => {
-            // An unmatched delivery is kept and reported, so there is always a candidate.
-            prop_assert!(!parsed.attribution.is_empty());
-        }
-        Err(ProviderError::Malformed { message, .. }) => prop_assert!(!message.is_empty()),
-        Err(other) => prop_assert!(false, "parsing can only find a body malformed: {other}"),
-    }
+    fuzz_json::ingest_genuine(provider(true), &genuine(body))?;
     Ok(())
 }
+
+fuzz_json::webhook_properties!(ingest, seeds().webhooks.clone(), KEYS);
 
 /// The `data` of an answer, as the client takes it: a JSON object, its `data` when enveloped.
 fn answer_data(body: &[u8]) -> Option<Value> {
@@ -332,24 +314,6 @@ proptest! {
         }
     }
 
-    /// Any bytes, including real deliveries cut short or with a byte changed.
-    #[test]
-    fn webhook_bytes(body in bytes_around(seeds().webhooks.clone())) {
-        ingest(body)?;
-    }
-
-    /// Any JSON document.
-    #[test]
-    fn webhook_json(body in json(KEYS)) {
-        ingest(body.to_string().into_bytes())?;
-    }
-
-    /// Real deliveries with fields dropped, retyped, blown up or filled with odd text.
-    #[test]
-    fn webhook_mutations(body in mutated(seeds().webhooks.clone(), KEYS)) {
-        ingest(body.to_string().into_bytes())?;
-    }
-
     /// Any bytes as the answer of `GET /policies/{id}` and `GET /accounts/{id}`.
     #[test]
     fn answer_bytes(
@@ -407,19 +371,7 @@ fn the_seed_corpus_is_what_the_simulator_sends() {
         .iter()
         .filter_map(|w| w["type"].as_str())
         .collect();
-    for event in [
-        "ignition.created",
-        "ignition.opened",
-        "ignition.attempted",
-        "ignition.completed",
-        "ignition.exited",
-        "ignition.errored",
-        "account.modified",
-        "account.retrying",
-        "account.disconnected",
-        "policy.modified",
-        "policy.renewal-available",
-    ] {
+    for event in events::EVENT_TYPES {
         assert!(types.contains(event), "no {event} in {types:?}");
     }
     for webhook in &seeds.webhooks {

@@ -19,9 +19,14 @@
 //!
 //! Where the document and the simulator disagree, the simulator is fixed, never this suite.
 
+#[path = "../../core/tests/support/contract.rs"]
+mod contract;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use coverwatch_canopy::model;
@@ -29,9 +34,10 @@ use coverwatch_sandbox::canopy::{
     self as sim, ConnectRequest, Scenario, ScenarioAction, ScenarioTarget,
 };
 use coverwatch_sandbox::{RetrySchedule, Sandbox, SandboxConfig, SandboxHandle};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
+
+use contract::{Exchange, Recorder, Validators, Vendor, escape, len, read};
 
 const OPENAPI: &str = include_str!("contract/canopy-openapi.json");
 const WAIT: Duration = Duration::from_secs(10);
@@ -84,15 +90,6 @@ fn the_document_is_the_published_openapi_3_1() {
 }
 
 // ---- schema validation ------------------------------------------------------------------------
-
-/// A JSON pointer segment, written so that it also survives as a URI fragment (`{teamId}`).
-fn escape(segment: &str) -> String {
-    segment
-        .replace('~', "~0")
-        .replace('/', "~1")
-        .replace('{', "%7B")
-        .replace('}', "%7D")
-}
 
 /// The document as validation reads it. Three readings, each where Canopy's own words say more
 /// than the schema's letter (nothing else is touched):
@@ -167,84 +164,54 @@ fn resolvable_document() -> &'static Value {
     })
 }
 
-/// A validator for the schema at `pointer` inside the document. The schema is wrapped in a root
-/// that carries the document's `paths` and `components`, so that its `$ref`s resolve in place and
-/// nothing is ever fetched.
+/// Validators for the schemas of [`resolvable_document`]: a schema's `$ref`s lead into the
+/// document's `paths` and `components`.
+static VALIDATORS: Validators = Validators::new(resolvable_document, &["paths", "components"]);
+
 fn validator_for(pointer: &str) -> &'static jsonschema::Validator {
-    static CACHE: OnceLock<Mutex<BTreeMap<String, &'static jsonschema::Validator>>> =
-        OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache.lock().unwrap().get(pointer) {
-        return v;
-    }
-    let doc = resolvable_document();
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$ref": format!("#{pointer}"),
-        "paths": doc["paths"],
-        "components": doc["components"],
-    });
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("schema at {pointer} does not compile: {e}"));
-    let validator: &'static jsonschema::Validator = Box::leak(Box::new(validator));
-    cache.lock().unwrap().insert(pointer.to_owned(), validator);
-    validator
+    VALIDATORS.validator_for(pointer)
 }
 
 /// Every violation of the schema at `pointer`, one line each.
 fn violations(pointer: &str, instance: &Value) -> Vec<String> {
-    validator_for(pointer)
-        .iter_errors(instance)
-        .map(|e| format!("at `{}`: {e}", e.instance_path()))
-        .collect()
+    VALIDATORS.violations(pointer, instance)
 }
 
 // ---- the simulator, exercised route by route --------------------------------------------------
 
-/// One request and its answer, with the document's path template it belongs to.
-struct Exchange {
-    endpoint: &'static str,
-    method: Method,
-    template: &'static str,
-    status: u16,
-    content_type: String,
-    body: Vec<u8>,
-    what: String,
-}
-
 enum Auth {
     Key,
     None,
-    PullJwt(String),
 }
 
-struct Harness {
-    sandbox: SandboxHandle,
-    http: reqwest::Client,
-    log: Mutex<Vec<Exchange>>,
-}
+struct Canopy;
 
-struct Call<'a> {
-    h: &'a Harness,
-    endpoint: &'static str,
-    method: Method,
-    template: &'static str,
-    params: Vec<(&'static str, String)>,
-    query: Option<String>,
-    auth: Auth,
-    body: Option<Value>,
+type Harness = contract::Harness<Canopy>;
+type Call<'a> = contract::Call<'a, Canopy>;
+
+impl Vendor for Canopy {
+    type Auth = Auth;
+
+    fn base_url(&self, sandbox: &SandboxHandle) -> String {
+        sandbox.canopy_base_url()
+    }
+
+    fn authorize(
+        &self,
+        sandbox: &SandboxHandle,
+        req: RequestBuilder,
+        auth: &Auth,
+    ) -> RequestBuilder {
+        match auth {
+            Auth::Key => req.header("authorization", sandbox.canopy().basic_auth()),
+            Auth::None => req,
+        }
+    }
 }
 
 impl Harness {
     async fn start() -> Self {
-        // Deliveries go to a port nothing listens on: they fail at once and stay in the
-        // delivery log, which is all the webhook check needs.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead = format!("http://{}/webhooks/canopy", listener.local_addr().unwrap());
-        drop(listener);
+        let dead = simulator::dead_webhook_uri("/webhooks/canopy");
         let mut cfg = SandboxConfig::for_tests();
         cfg.canopy = sim::CanopySimConfig::default().with_webhook(dead, "contract-secret");
         cfg.canopy.retry = RetrySchedule::none();
@@ -253,14 +220,10 @@ impl Harness {
         // the object in `every_example_of_the_document_reads_into_our_types`.
         cfg.canopy.pull_meta_data_as_string = true;
         let sandbox = Sandbox::start(cfg).await.expect("sandbox starts");
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         Harness {
             sandbox,
-            http,
-            log: Mutex::default(),
+            rec: Recorder::new(),
+            vendor: Canopy,
         }
     }
 
@@ -269,16 +232,8 @@ impl Harness {
     }
 
     fn call(&self, endpoint: &'static str, method: Method, template: &'static str) -> Call<'_> {
-        Call {
-            h: self,
-            endpoint,
-            method,
-            template,
-            params: vec![("teamId", self.canopy().team_id().to_owned())],
-            query: None,
-            auth: Auth::Key,
-            body: None,
-        }
+        Call::new(self, endpoint, method, template, Auth::Key)
+            .param("teamId", self.canopy().team_id())
     }
 
     /// A pull of `username` at State Farm, waited until it settles.
@@ -297,72 +252,13 @@ impl Harness {
 }
 
 impl Call<'_> {
-    fn param(mut self, name: &'static str, value: &str) -> Self {
-        self.params.retain(|(n, _)| *n != name);
-        self.params.push((name, value.to_owned()));
-        self
+    fn no_auth(self) -> Self {
+        self.auth(Auth::None)
     }
 
-    fn query(mut self, q: &str) -> Self {
-        self.query = Some(q.to_owned());
-        self
-    }
-
-    fn no_auth(mut self) -> Self {
-        self.auth = Auth::None;
-        self
-    }
-
-    fn jwt(mut self, jwt: &str) -> Self {
-        self.auth = Auth::PullJwt(jwt.to_owned());
-        self
-    }
-
-    fn json(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-
-    /// Sends the request, records the exchange and answers `(status, JSON body or Null)`.
-    async fn send(self, what: &str) -> (u16, Value) {
-        let mut path = self.template.to_owned();
-        for (name, value) in &self.params {
-            path = path.replace(&format!("{{{name}}}"), value);
-        }
-        assert!(!path.contains('{'), "unfilled parameter in {path}");
-        let mut url = format!("{}{path}", self.h.sandbox.canopy_base_url());
-        if let Some(q) = &self.query {
-            url = format!("{url}?{q}");
-        }
-        let mut req = self.h.http.request(self.method.clone(), url);
-        req = match &self.auth {
-            Auth::Key => req.header("authorization", self.h.canopy().basic_auth()),
-            Auth::None => req,
-            Auth::PullJwt(jwt) => req.header("pull-jwt", jwt),
-        };
-        if let Some(body) = &self.body {
-            req = req.json(body);
-        }
-        let resp = req.send().await.expect("the simulator answers");
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = resp.bytes().await.unwrap().to_vec();
-        let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        self.h.log.lock().unwrap().push(Exchange {
-            endpoint: self.endpoint,
-            method: self.method,
-            template: self.template,
-            status,
-            content_type,
-            body,
-            what: what.to_owned(),
-        });
-        (status, parsed)
+    /// A widget route: the pull's JWT in place of the team's key.
+    fn jwt(self, jwt: &str) -> Self {
+        self.auth(Auth::None).header("pull-jwt", jwt)
     }
 }
 
@@ -893,8 +789,8 @@ fn judge(x: &Exchange) -> Vec<String> {
     }
     let content = &response["content"];
     if content.get("application/json").is_some() {
-        if !x.content_type.starts_with("application/json") {
-            return vec![format!("{head}: content-type {:?}", x.content_type)];
+        if !x.content_type().starts_with("application/json") {
+            return vec![format!("{head}: content-type {:?}", x.content_type())];
         }
         let Ok(body) = serde_json::from_slice::<Value>(&x.body) else {
             return vec![format!("{head}: the body is not JSON")];
@@ -909,8 +805,8 @@ fn judge(x: &Exchange) -> Vec<String> {
             .collect()
     } else if content.get("application/pdf").is_some() {
         let mut out = Vec::new();
-        if !x.content_type.starts_with("application/pdf") {
-            out.push(format!("{head}: content-type {:?}", x.content_type));
+        if !x.content_type().starts_with("application/pdf") {
+            out.push(format!("{head}: content-type {:?}", x.content_type()));
         }
         if !x.body.starts_with(b"%PDF-") {
             out.push(format!("{head}: the body is not a PDF"));
@@ -923,10 +819,6 @@ fn judge(x: &Exchange) -> Vec<String> {
     }
 }
 
-fn webhook_violations(body: &Value) -> Vec<String> {
-    violations("/components/schemas/WebhookBody", body)
-}
-
 #[tokio::test]
 async fn every_route_of_the_simulator_answers_as_the_document_says() {
     let h = Harness::start().await;
@@ -935,19 +827,14 @@ async fn every_route_of_the_simulator_answers_as_the_document_says() {
     exercise_webhooks(&h).await;
     exercise_public_routes(&h).await;
 
-    let log = std::mem::take(&mut *h.log.lock().unwrap());
+    let log = h.rec.take();
     let mut failures: Vec<String> = log.iter().flat_map(judge).collect();
 
-    for d in h.sandbox.deliveries().filtered(Some("canopy"), None) {
-        match serde_json::from_str::<Value>(&d.body) {
-            Ok(body) => failures.extend(
-                webhook_violations(&body)
-                    .into_iter()
-                    .map(|v| format!("webhook {}: {v}", d.event_type)),
-            ),
-            Err(_) => failures.push(format!("webhook {}: not JSON", d.event_type)),
-        }
-    }
+    failures.extend(VALIDATORS.webhook_failures(
+        &h.sandbox,
+        "canopy",
+        "/components/schemas/WebhookBody",
+    ));
     assert!(
         failures.is_empty(),
         "{} disagreement(s) with Canopy's OpenAPI document:\n{}",
@@ -1026,14 +913,6 @@ fn response_examples() -> Vec<(String, String, String, String, Value)> {
         }
     }
     out
-}
-
-fn read<T: DeserializeOwned>(v: &Value, what: &str) -> T {
-    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}\n{v}"))
-}
-
-fn len(v: &Value) -> usize {
-    v.as_array().map_or(0, Vec::len)
 }
 
 /// Checks that our `Pull` keeps every element of Canopy's example: a list element our lenient

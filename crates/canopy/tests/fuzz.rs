@@ -9,6 +9,8 @@
 
 #[path = "../../core/tests/support/fuzz_json.rs"]
 mod fuzz_json;
+#[path = "../../core/tests/support/simulator.rs"]
+mod simulator;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use coverwatch_canopy::{
 };
 use coverwatch_core::change::{diff_accounts, diff_policies};
 use coverwatch_core::ids::LinkId;
-use coverwatch_core::provider::{Provider, ProviderError};
+use coverwatch_core::provider::Provider;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_sandbox::canopy::fixtures::GOOD_PASSWORD;
 use coverwatch_sandbox::canopy::model::event_type;
@@ -152,22 +154,12 @@ struct Seeds {
 
 fn seeds() -> &'static Seeds {
     static SEEDS: OnceLock<Seeds> = OnceLock::new();
-    SEEDS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(gather_seeds())
-    })
+    simulator::gathered_once(&SEEDS, gather_seeds)
 }
 
 async fn gather_seeds() -> Seeds {
     const WAIT: Duration = Duration::from_secs(10);
-    // Deliveries to a port nothing listens on fail at once and stay in the log with their body.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/webhooks/canopy", listener.local_addr().unwrap())
-    };
+    let dead = simulator::dead_webhook_uri("/webhooks/canopy");
     let ctx = SimContext::detached("http://127.0.0.1:9");
     let mut cfg = CanopySimConfig::default().with_webhook(dead, SECRET);
     cfg.retry = RetrySchedule::none();
@@ -242,24 +234,14 @@ async fn gather_seeds() -> Seeds {
 /// bytes, nothing else is read); parsing then accepts it or names what is wrong.
 fn ingest(body: Vec<u8>) -> Result<(), TestCaseError> {
     let webhook = signed(body);
-    let provider = provider();
-    let authenticated = provider.authenticate_webhook(&webhook);
-    prop_assert!(authenticated.is_ok(), "{:?}", authenticated);
-    match provider.parse_webhook(&webhook) {
-        Ok(parsed) => {
-            // An unmatched delivery is kept and reported, so there is always a candidate.
-            prop_assert!(!parsed.attribution.is_empty());
-            let is_object =
-                serde_json::from_slice::<Value>(&webhook.body).is_ok_and(|v| v.is_object());
-            prop_assert!(is_object, "only a JSON object is a delivery");
-        }
-        Err(ProviderError::Malformed { message, .. }) => {
-            prop_assert!(!message.is_empty());
-        }
-        Err(other) => prop_assert!(false, "parsing can only find a body malformed: {other}"),
+    if fuzz_json::ingest_genuine(provider(), &webhook)? {
+        let is_object = serde_json::from_slice::<Value>(&webhook.body).is_ok_and(|v| v.is_object());
+        prop_assert!(is_object, "only a JSON object is a delivery");
     }
     Ok(())
 }
+
+fuzz_json::webhook_properties!(ingest, seeds().webhooks.clone(), KEYS);
 
 /// `GET /pulls/{id}` as the client reads it (`PullResponse`, then the `pull` object), the
 /// normalization the provider applies, and the comparison the engine makes with the data it
@@ -354,24 +336,6 @@ proptest! {
             prop_assert_eq!(tolerance_seconds, TOLERANCE);
             prop_assert!(age_seconds.unsigned_abs() > TOLERANCE.unsigned_abs());
         }
-    }
-
-    /// Any bytes, including real deliveries cut short or with a byte changed.
-    #[test]
-    fn webhook_bytes(body in bytes_around(seeds().webhooks.clone())) {
-        ingest(body)?;
-    }
-
-    /// Any JSON document.
-    #[test]
-    fn webhook_json(body in json(KEYS)) {
-        ingest(body.to_string().into_bytes())?;
-    }
-
-    /// Real deliveries with fields dropped, retyped, blown up or filled with odd text.
-    #[test]
-    fn webhook_mutations(body in mutated(seeds().webhooks.clone(), KEYS)) {
-        ingest(body.to_string().into_bytes())?;
     }
 
     /// Any bytes as the answer of `GET /pulls/{id}`.

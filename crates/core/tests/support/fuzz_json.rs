@@ -329,3 +329,62 @@ pub fn bytes_around(docs: Vec<Value>) -> impl Strategy<Value = Vec<u8>> {
         }),
     ]
 }
+
+/// One delivery through authentication and parsing, as the listener and then the inbox worker
+/// take it: a genuine delivery is always authenticated, and parsing either keeps it with a
+/// candidate to report or names what is malformed. Answers whether it was parsed, so that a
+/// vendor's suite can add what its parser promises beyond that.
+pub fn ingest_genuine<P: coverwatch_core::provider::Provider>(
+    provider: &P,
+    webhook: &coverwatch_core::webhook::InboundWebhook,
+) -> Result<bool, TestCaseError> {
+    let authenticated = provider.authenticate_webhook(webhook);
+    prop_assert!(authenticated.is_ok(), "{:?}", authenticated);
+    match provider.parse_webhook(webhook) {
+        Ok(parsed) => {
+            // An unmatched delivery is kept and reported, so there is always a candidate.
+            prop_assert!(!parsed.attribution.is_empty());
+            Ok(true)
+        }
+        Err(coverwatch_core::provider::ProviderError::Malformed { message, .. }) => {
+            prop_assert!(!message.is_empty());
+            Ok(false)
+        }
+        Err(other) => {
+            prop_assert!(false, "parsing can only find a body malformed: {other}");
+            Ok(false)
+        }
+    }
+}
+
+/// The webhook properties every vendor's fuzz suite states over its `ingest` (one genuine
+/// delivery of the given bytes through authentication and parsing), its real deliveries and the
+/// keys its payloads use. The including file declares `mod fuzz_json` at its root.
+#[allow(unused_macros)] // The core crate's property tests state no webhook properties.
+macro_rules! webhook_properties {
+    ($ingest:ident, $webhooks:expr, $keys:expr) => {
+        proptest::proptest! {
+            #![proptest_config($crate::fuzz_json::config(256))]
+
+            /// Any bytes, including real deliveries cut short or with a byte changed.
+            #[test]
+            fn webhook_bytes(body in $crate::fuzz_json::bytes_around($webhooks)) {
+                $ingest(body)?;
+            }
+
+            /// Any JSON document.
+            #[test]
+            fn webhook_json(body in $crate::fuzz_json::json($keys)) {
+                $ingest(body.to_string().into_bytes())?;
+            }
+
+            /// Real deliveries with fields dropped, retyped, blown up or filled with odd text.
+            #[test]
+            fn webhook_mutations(body in $crate::fuzz_json::mutated($webhooks, $keys)) {
+                $ingest(body.to_string().into_bytes())?;
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // Likewise.
+pub(crate) use webhook_properties;
