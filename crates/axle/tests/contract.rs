@@ -174,6 +174,7 @@ const EXCHANGE: &str = "/token/exchange";
 const DESCOPE: &str = "/token/descope";
 const ACCOUNT: &str = "/accounts/{id}";
 const POLICY: &str = "/policies/{id}";
+const VALIDATE: &str = "/policies/{id}/validate";
 const ACCOUNT_EVENT: &str = "/sandbox/accounts/{id}/event";
 /// The sandbox guide's spelling (docs.axle.insure/guides/sandbox-monitoring-notifications).
 const ACCOUNT_EVENT_SINGULAR: &str = "/sandbox/account/{id}/event";
@@ -458,6 +459,44 @@ async fn exercise_reads(h: &Harness) {
         .send("a renewal")
         .await;
     assert_eq!(status, 200, "{body}");
+
+    // Validate Policy (docs.axle.insure/api-reference/policies/validate-policy): both documented
+    // rules, then the refusals (an undocumented rule, an empty list, a body that is no list).
+    for rules in [
+        json!([{"rule": "policy-active"}]),
+        json!([{"rule": "policy-active"}, {"rule": "rental-covered-for-collision"}]),
+    ] {
+        let (status, body) = h
+            .call("axle.policies.validate", POST, VALIDATE)
+            .id(&policy)
+            .token(&token)
+            .json(rules)
+            .send("validate")
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (bad, what) in [
+        (
+            json!([{"rule": "expiration-date-comparison"}]),
+            "an undocumented rule",
+        ),
+        (json!([]), "no rule"),
+        (json!({"rule": "policy-active"}), "not a list"),
+    ] {
+        let (status, _) = h
+            .call("axle.policies.validate", POST, VALIDATE)
+            .id(&policy)
+            .token(&token)
+            .json(bad)
+            .send(what)
+            .await;
+        assert_eq!(status, 400, "{what}");
+    }
+    h.call("axle.policies.validate", POST, VALIDATE)
+        .id(&policy)
+        .json(json!([{"rule": "policy-active"}]))
+        .send("validate without an access token")
+        .await;
 
     for (endpoint, template, id) in [
         ("axle.accounts.get", ACCOUNT, account.as_str()),
