@@ -524,6 +524,9 @@ async fn a_descoped_links_webhook_url_is_refused_after_the_grace_period() {
         }
     };
     assert_eq!(post("evt_before_descope").await, 200);
+    // Processed before anything is counted below: one link's deliveries are applied in receipt
+    // order, so every earlier one (Ignition's progress events too) has been applied as well.
+    wait_for_event(client, &link_id, K::VendorEvent).await;
 
     client
         .clone()
