@@ -9,8 +9,8 @@
 use coverwatch_core::{EventPayload, LinkId};
 
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use crate::crypto::sealed_text_key_id;
@@ -101,6 +101,15 @@ impl Store {
             if self.count_not_under_active_key().await? == 0 {
                 break;
             }
+        }
+        if self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            // `secure_delete` zeroes what the rotation freed in the database file, but the WAL
+            // still holds earlier page images (old ciphertexts, values from before sealing)
+            // until a checkpoint writes them back and empties it: do that now rather than at
+            // some later close.
+            self.db
+                .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
         }
         Ok(ResealReport {
             active_key: self.keyring.active_key_id().to_owned(),
