@@ -13,7 +13,7 @@ use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringService;
 use coverwatch_store::{EventFilter, LinkFilter};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use secrecy::SecretString;
 use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
@@ -664,10 +664,21 @@ where
             let remaining = deadline.saturating_sub(started.elapsed());
             // A streaming call's answer is ready once its stream is set up: only that part runs
             // under the deadline and holds the slot, not the stream itself.
-            let answer = tokio::time::timeout(remaining, inner.call(request)).await;
+            // A handler that panics fails its own call, answered INTERNAL, and nothing else:
+            // unwinding past here would take down the whole HTTP/2 connection, and with it
+            // every other call the client has multiplexed on it.
+            let call = std::panic::AssertUnwindSafe(inner.call(request)).catch_unwind();
+            let answer = tokio::time::timeout(remaining, call).await;
             drop(permit);
             match answer {
-                Ok(result) => result,
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => {
+                    tracing::error!(
+                        panic = %coverwatch_engine::panic_message(panic.as_ref()),
+                        "gRPC call panicked; answered INTERNAL"
+                    );
+                    Ok(Status::internal("the call failed on an internal error").into_http())
+                }
                 Err(_) => Ok(Status::deadline_exceeded(
                     "the deadline passed before the call finished; it was abandoned",
                 )
@@ -714,6 +725,39 @@ mod tests {
         for bad in ["", "S", "123456789S", "5s", "-5S", "5", "5é", "1.5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_call_is_answered_internal_and_the_next_call_is_served() {
+        use tower::{Layer, Service, ServiceExt};
+        let inner = tower::service_fn(|request: http::Request<()>| async move {
+            if request.uri().path().ends_with("/Panics") {
+                panic!("a bug in one handler");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut service =
+            CallLimitsLayer::new(1, Duration::from_secs(1), Duration::from_secs(5)).layer(inner);
+        let call = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        let answer = service
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/coverwatch.v1.MonitoringService/Panics"))
+            .await
+            .unwrap();
+        let status = Status::from_header_map(answer.headers()).expect("a gRPC status");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("a bug"), "{status:?}");
+        // The one database slot was given back, and the service still answers.
+        let answer = service
+            .ready()
+            .await
+            .unwrap()
+            .call(call("/coverwatch.v1.MonitoringService/GetLink"))
+            .await
+            .unwrap();
+        assert!(Status::from_header_map(answer.headers()).is_none());
     }
 
     #[test]
