@@ -23,15 +23,13 @@ pub enum UnitFailure {
 
 /// Run `work` with a time limit, turning a panic inside it into [`UnitFailure::Panicked`].
 ///
-/// Asserting unwind safety holds for the engine's units: what they share with other units is
+/// Asserting unwind safety holds for the engine's units (and for the gRPC calls that run on the
+/// engine, which the service wraps the same way): what they share with other units is
 /// behind mutexes that tolerate poisoning (the link-lock map, the held-lease list), tokio
 /// mutexes (per-link locks: no poisoning, the guard is dropped while unwinding) or database
 /// transactions (rolled back when dropped). A panicking unit leaves no half-written memory that
 /// anyone else reads.
-pub(crate) async fn isolated<F: Future>(
-    limit: Duration,
-    work: F,
-) -> Result<F::Output, UnitFailure> {
+pub async fn isolated<F: Future>(limit: Duration, work: F) -> Result<F::Output, UnitFailure> {
     match tokio::time::timeout(limit, AssertUnwindSafe(work).catch_unwind()).await {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(payload)) => Err(UnitFailure::Panicked(panic_message(payload.as_ref()))),

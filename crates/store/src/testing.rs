@@ -64,6 +64,27 @@ pub async fn drop_database(url: &str) {
     }
 }
 
+/// A pending link of `tenant`'s user `user-1` with nothing else set, for tests to fill in the
+/// fields they are about (`NewLink { session_url: …, ..testing::new_link(…) }`).
+pub fn new_link(
+    tenant: &coverwatch_core::TenantId,
+    provider: coverwatch_core::ProviderKind,
+) -> crate::NewLink {
+    crate::NewLink {
+        id: coverwatch_core::ids::LinkId::new(),
+        tenant_id: tenant.clone(),
+        user_id: "user-1".parse().expect("a valid user id"),
+        provider,
+        metadata: Default::default(),
+        session_url: None,
+        webhook_token_hash: None,
+        session_proof_hash: None,
+        replaces_link_id: None,
+        requirement_set_id: None,
+        created_at: chrono::Utc::now(),
+    }
+}
+
 /// A fresh keyring with one random key.
 pub fn keyring() -> crate::Keyring {
     crate::Keyring::from_base64(&[("test".into(), crate::Keyring::generate_key_base64())])

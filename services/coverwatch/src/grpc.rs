@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use coverwatch_core::provider::ReconnectStep;
 use coverwatch_core::{ProviderKind, TenantId};
-use coverwatch_engine::{Engine, EngineError, EventQuery, LinkRequest};
+use coverwatch_engine::{Engine, EngineError, EventQuery, LinkRequest, UnitFailure};
 use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringService;
 use coverwatch_store::{EventFilter, LinkFilter};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use secrecy::SecretString;
 use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
@@ -667,19 +667,15 @@ where
             // A handler that panics fails its own call, answered INTERNAL, and nothing else:
             // unwinding past here would take down the whole HTTP/2 connection, and with it
             // every other call the client has multiplexed on it.
-            let call = std::panic::AssertUnwindSafe(inner.call(request)).catch_unwind();
-            let answer = tokio::time::timeout(remaining, call).await;
+            let answer = coverwatch_engine::isolated(remaining, inner.call(request)).await;
             drop(permit);
             match answer {
-                Ok(Ok(result)) => result,
-                Ok(Err(panic)) => {
-                    tracing::error!(
-                        panic = %coverwatch_engine::panic_message(panic.as_ref()),
-                        "gRPC call panicked; answered INTERNAL"
-                    );
+                Ok(result) => result,
+                Err(UnitFailure::Panicked(message)) => {
+                    tracing::error!(panic = %message, "gRPC call panicked; answered INTERNAL");
                     Ok(Status::internal("the call failed on an internal error").into_http())
                 }
-                Err(_) => Ok(Status::deadline_exceeded(
+                Err(UnitFailure::TimedOut(_)) => Ok(Status::deadline_exceeded(
                     "the deadline passed before the call finished; it was abandoned",
                 )
                 .into_http()),

@@ -47,22 +47,14 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
         .ensure_tenants(std::slice::from_ref(tenant))
         .await
         .unwrap();
-    let id = LinkId::new();
+    let link = NewLink {
+        session_url: Some(SESSION_URL.into()),
+        ..coverwatch_store::testing::new_link(tenant, ProviderKind::Canopy)
+    };
+    let id = link.id;
     store
         .create_link(
-            NewLink {
-                id,
-                tenant_id: tenant.clone(),
-                user_id: "user-1".parse().unwrap(),
-                provider: ProviderKind::Canopy,
-                metadata: BTreeMap::new(),
-                session_url: Some(SESSION_URL.into()),
-                webhook_token_hash: None,
-                session_proof_hash: None,
-                replaces_link_id: None,
-                requirement_set_id: None,
-                created_at: Utc::now(),
-            },
+            link,
             NewEvent::now(EventPayload::SessionOpened {
                 url: SESSION_URL.into(),
                 reconnect: true,

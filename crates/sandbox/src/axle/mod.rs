@@ -738,7 +738,7 @@ impl AxleSim {
                 .iter()
                 .find(|(_, owner)| **owner == account_id)
                 .map(|(token, _)| token.clone())
-                .expect("a policy-only code has its token");
+                .ok_or_else(|| AxleError::bad("Invalid authCode"))?;
             return Ok(Exchanged {
                 access_token: token,
                 account: None,
