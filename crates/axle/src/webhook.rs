@@ -629,10 +629,13 @@ mod tests {
     /// Axle's Ignition event table (docs.axle.insure/api-reference/webhooks/ignition-events)
     /// gives Ignition events `data.token`, the Ignition token; the completion's `result` is
     /// `link`, `manual` or `proxy` (docs.axle.insure/guides/ignition-events, "Redirect and
-    /// Window MessageEvent parameters").
+    /// Window MessageEvent parameters"), and Ignition Status Handling
+    /// (docs.axle.insure/api-reference/ignition/ignition-status-handling, "Redirect Parameters")
+    /// also names `basic` ("account connection was made but policy details are not available").
+    /// The value is carried as Axle wrote it; what is linked follows the exchange's answer.
     #[test]
     fn ignition_events_carry_their_token_and_result() {
-        for result in ["link", "manual", "proxy"] {
+        for result in ["link", "basic", "manual", "proxy"] {
             let p = parsed(
                 "ignition.completed",
                 json!({"token": "ign_d83jd7n2hd75jDh6E575x", "ref": "ign_d83jd7n2hd75jDh6E575x",
