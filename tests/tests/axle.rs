@@ -1710,11 +1710,13 @@ async fn each_test_login_reads_back_field_by_field() {
                 ),
             ],
             insureds: vec![insured("Harper", "Holmes", v1::InsuredRole::Primary, None)],
-            // No home code could be confirmed against Axle's Coverages page, so each stays
-            // Axle's own (COVERAGE_CODE_OTHER); Axle types the lender `interest`, its default
-            // for an unclassified party: an additional interest, not a guessed mortgagee.
+            // Axle's Coverage object lists `code` as "Available options: BI PD UMBI UMPD UIMBI
+            // UIMPD UUIMBI UUIMPD COLL COMP" (docs.axle.insure/api-reference/_snippets/coverage),
+            // so each home code stays Axle's own (COVERAGE_CODE_OTHER). Axle types the lender
+            // `interest`, its default when the data source did not classify the party
+            // (changelog, 2023-05-24): unclassified, neither a mortgagee nor "no mortgagee".
             interested_parties: vec![v1::InterestedParty {
-                kind: v1::PartyKind::AdditionalInterest as i32,
+                kind: v1::PartyKind::Unclassified as i32,
                 name: Some("Sandbox Home Lending".into()),
                 address: address("900 Mortgage Blvd", None, "Dallas", "TX", "75201", "USA"),
                 loan_number: None,

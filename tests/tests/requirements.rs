@@ -1132,6 +1132,152 @@ async fn axle_an_inferred_combined_single_limit_is_unknown_not_met() {
     h.stop().await;
 }
 
+fn coverage_rule(code: v1::CoverageCode, per_person: i64, per_accident: i64) -> v1::Rule {
+    rule(Kind::Coverage(v1::CoverageRule {
+        code: code as i32,
+        min_per_person_cents: Some(per_person),
+        min_per_accident_cents: Some(per_accident),
+        ..Default::default()
+    }))
+}
+
+/// Every normalized code can be asked for, not only those with a rule of their own. Axle's
+/// Coverage `code` options include `UIMBI` (docs.axle.insure/api-reference/_snippets/coverage);
+/// the sandbox's `username` policy has it at $100,000 / $300,000. Canopy's `user_good` Camry has
+/// UNINSURED_MOTORIST_BODILY_INJURY_LIABILITY at 5,000,000 / 10,000,000 cents, and personal
+/// injury protection stated unlimited (`per_person_unlimited`, `per_incident_unlimited`).
+async fn a_coverage_rule_reads_any_normalized_code(vendor: Vendor) {
+    let h = Harness::start(vendor).await;
+    let fixture = vendor.fixture();
+    let (code, have_person, have_accident) = match vendor {
+        Vendor::Axle => (
+            v1::CoverageCode::UnderinsuredMotoristBodilyInjury,
+            10_000_000,
+            30_000_000,
+        ),
+        Vendor::Canopy => (
+            v1::CoverageCode::UninsuredMotoristBodilyInjury,
+            5_000_000,
+            10_000_000,
+        ),
+    };
+    let mut met_rules = vec![
+        vin_covered(fixture.vin),
+        coverage_rule(code, have_person, have_accident),
+    ];
+    if vendor == Vendor::Canopy {
+        met_rules.push(coverage_rule(
+            v1::CoverageCode::PersonalInjuryProtection,
+            1_000_000_000,
+            1_000_000_000,
+        ));
+    }
+    h.put(set("motorists", "Motorists", met_rules)).await;
+    h.put(set(
+        "motorists-high",
+        "Motorists, higher",
+        vec![
+            vin_covered(fixture.vin),
+            coverage_rule(code, have_person * 2, have_accident * 2),
+        ],
+    ))
+    .await;
+    let linked = h.link("user-1", Some("motorists")).await;
+    let evaluation = h.evaluate(&linked.link_id).await.expect("EvaluateLink");
+    assert_eq!(evaluation.status(), Status::Met, "{evaluation:?}");
+    assert!(all_pass(&evaluation.outcomes), "{evaluation:?}");
+
+    h.attach(&linked.link_id, Some("motorists-high"))
+        .await
+        .expect("AttachRequirementSet");
+    let evaluation = h.evaluate(&linked.link_id).await.expect("EvaluateLink");
+    assert_eq!(evaluation.status(), Status::Unmet, "{evaluation:?}");
+    let coverage = outcome(&evaluation.outcomes, "coverage");
+    assert_eq!(coverage.result(), R::Fail, "{coverage:?}");
+    assert!(
+        observed(coverage).contains(&format!("{have_person}/{have_accident} cents")),
+        "{coverage:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn axle_a_coverage_rule_reads_underinsured_motorists() {
+    a_coverage_rule_reads_any_normalized_code(Vendor::Axle).await;
+}
+
+#[tokio::test]
+async fn canopy_a_coverage_rule_reads_uninsured_motorists_and_unlimited_pip() {
+    a_coverage_rule_reads_any_normalized_code(Vendor::Canopy).await;
+}
+
+/// Axle types a third party "lienholder", "lessor" or "interest"; "Policy.thirdParties.type has
+/// a default value of interest. If you do not find a thirdParty of type lienholder or lessor on
+/// the policy, the data source may not have specified this classification" (docs.axle.insure,
+/// changelog 2023-05-24). The sandbox's home lender is such an `interest`: a mortgagee rule
+/// naming it is UNKNOWN (it may be the mortgagee; it is not known to be), never a pass on a
+/// guess and never a fail that would call a good policy bad. Axle's own home coverage codes
+/// (its Coverage object documents only auto ones) can be asked for as the vendor's code.
+#[tokio::test]
+async fn axle_a_home_lender_typed_interest_is_unknown_to_a_mortgagee_rule() {
+    let h = Harness::start(Vendor::Axle).await;
+    h.put(set(
+        "home-lender",
+        "Home lender",
+        vec![
+            rule(Kind::InterestedPartyNamed(v1::InterestedPartyNamedRule {
+                kind: v1::PartyKind::Mortgagee as i32,
+                name: "sandbox home lending".into(),
+            })),
+            rule(Kind::Coverage(v1::CoverageRule {
+                code: v1::CoverageCode::Other as i32,
+                other_code: Some("DWELL".into()),
+                min_per_accident_cents: Some(30_000_000),
+                max_deductible_cents: Some(100_000),
+                ..Default::default()
+            })),
+        ],
+    ))
+    .await;
+    let started = h
+        .start_link("user-home-owner", Some("home-lender"))
+        .await
+        .expect("StartLink");
+    let link_id = started.link.expect("a link").id;
+    let landing = h.browser.get(&started.session_url).await;
+    let login = h
+        .browser
+        .submit(&landing, "carrier-form", &[("carrier", "state-farm")])
+        .await;
+    let done = h
+        .browser
+        .submit(
+            &login,
+            "login-form",
+            &[("username", "user-home"), ("password", "pass-home")],
+        )
+        .await;
+    assert_eq!(done.element_text("status").as_deref(), Some("complete"));
+    wait_for_event(&h.client, &link_id, K::LinkCompleted).await;
+    h.worked_off().await;
+
+    let evaluation = h.evaluate(&link_id).await.expect("EvaluateLink");
+    assert_eq!(evaluation.status(), Status::Unknown, "{evaluation:?}");
+    assert_eq!(
+        results(&evaluation.outcomes),
+        [
+            ("interested_party_named".to_owned(), R::Unknown),
+            ("coverage".to_owned(), R::Pass),
+        ]
+    );
+    let party = outcome(&evaluation.outcomes, "interested_party_named");
+    assert!(
+        observed(party).contains("Sandbox Home Lending, whose role (a mortgagee?)"),
+        "{party:?}"
+    );
+    h.stop().await;
+}
+
 /// Canopy's VehicleCoverage: "per_person_unlimited: If true, this coverage has an unlimited
 /// per-person limit"; "per_incident_unlimited: If true, this coverage has an unlimited
 /// per-incident limit" (canopy-openapi.json, components.schemas.VehicleCoverage). A minimum no

@@ -383,7 +383,8 @@ pub fn mask_license(license: &str) -> String {
 
 /// Axle's third-party `type` is "Available options: lienholder lessor interest"; `interest` is
 /// its default for a party the carrier did not classify (changelog, 2023-05-24), so it, and any
-/// type Axle does not document, is an additional interest, never a guessed mortgagee.
+/// type Axle does not document, is `Unclassified`: it may be a lienholder, lessor or mortgagee,
+/// and a rule asking for one answers UNKNOWN on it rather than a pass or a fail on a guess.
 fn party(t: &model::ThirdParty) -> InterestedParty {
     let kind = match t
         .party_type
@@ -393,7 +394,7 @@ fn party(t: &model::ThirdParty) -> InterestedParty {
     {
         Some("lienholder") => PartyKind::Lienholder,
         Some("lessor") => PartyKind::Lessor,
-        _ => PartyKind::AdditionalInterest,
+        _ => PartyKind::Unclassified,
     };
     InterestedParty {
         kind,
@@ -944,14 +945,14 @@ mod tests {
         // (docs.axle.insure/api-reference/_snippets/thirdParty); "Policy.thirdParties.type has a
         // default value of interest. If you do not find a thirdParty of type lienholder or lessor
         // on the policy, the data source may not have specified this classification" (changelog,
-        // 2023-05-24). An interest is no mortgagee, on a home policy either.
+        // 2023-05-24). An interest's role is unstated: not a mortgagee, not "no mortgagee".
         let kinds: Vec<_> = p.interested_parties.iter().map(|t| t.kind).collect();
         assert_eq!(
             kinds,
             vec![
-                PartyKind::AdditionalInterest,
+                PartyKind::Unclassified,
                 PartyKind::Lessor,
-                PartyKind::AdditionalInterest,
+                PartyKind::Unclassified,
                 PartyKind::Lienholder,
             ]
         );

@@ -300,6 +300,11 @@ pub enum PartyKind {
     Lessor,
     Mortgagee,
     AdditionalInterest,
+    /// A party whose role the data source did not state (Axle's default `interest`: "If you do
+    /// not find a thirdParty of type lienholder or lessor on the policy, the data source may not
+    /// have specified this classification"). It may be a lienholder, lessor or mortgagee, so a
+    /// rule asking for one of those answers UNKNOWN on it, never PASS on a guess.
+    Unclassified,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,9 @@
 //!   {"rule": "interested_party_named", "kind": "lienholder", "name": "Acme Bank, N.A."},
 //!   {"rule": "vin_covered", "vin": "1HGCM82633A004352"},
 //!   {"rule": "address_covered", "line1": "1 Main St", "city": "Springfield", "state": "IL",
-//!    "postal_code": "62701"}
+//!    "postal_code": "62701"},
+//!   {"rule": "coverage", "code": "underinsured_motorist_bodily_injury",
+//!    "min_per_person_cents": 2500000, "min_per_accident_cents": 5000000}
 //! ]}
 //! ```
 //!
@@ -48,6 +50,11 @@
 //!     some in-force candidate listing it.
 //!   - Otherwise it must hold for every vehicle of a policy (a policy without vehicles is read
 //!     as a whole), so that one uninsured car is not hidden by another; name VINs to narrow it.
+//! - **`coverage`** names one normalized code (`{"other": "GAP"}` for a vendor's own) and any of
+//!   a minimum per-person limit, a minimum per-accident limit and a maximum deductible. For the
+//!   auto codes it reads vehicles as above; for any other code (dwelling, all perils, personal
+//!   liability, …) some in-force candidate must carry it. A bound whose value the vendor did not
+//!   give is Unknown; an inferred coverage never passes on its own.
 //!   - A unit with no coverage listed at all is Unknown (the vendor did not report coverages);
 //!     one with coverages but not the required one is Fail.
 //! - **Combined single limit.** A CSL of `L` satisfies `min_bodily_injury` when `L` is at least
@@ -61,7 +68,9 @@
 //! - **Unlimited.** A limit the vendor states as unlimited meets any minimum; a limit it does
 //!   not give is Unknown.
 //! - **Interested parties** match on kind and on [`comparable_name`] (case, spacing and
-//!   punctuation ignored). A party of that kind with no name is Unknown. A party bound to one
+//!   punctuation ignored). A party of that kind with no name is Unknown. A party whose role the
+//!   vendor did not state (`unclassified`: Axle's default `interest`) and whose name matches is
+//!   Unknown for any kind: it may be the wanted party, but a pass would rest on a guess. A party bound to one
 //!   vehicle counts only if that vehicle is one the set names with `vin_covered` (when it names
 //!   any); likewise a party bound to one dwelling and `address_covered`. Parties bound to all
 //!   properties always count.
@@ -149,11 +158,24 @@ pub enum Rule {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         postal_code: Option<String>,
     },
+    /// A coverage of one normalized code within the bounds given (at least one): on every
+    /// covered vehicle for the codes that insure vehicles, else on some in-force policy. It makes
+    /// every normalized code usable in a rule (underinsured motorists, all-perils deductibles,
+    /// medical payments, …), not only the few with a rule of their own.
+    Coverage {
+        code: CoverageCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_per_person_cents: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_per_accident_cents: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_deductible_cents: Option<i64>,
+    },
 }
 
 impl Rule {
     /// Every rule kind, as written in the `rule` field.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "policy_active",
         "policy_type_in",
         "expires_at_least_days_ahead",
@@ -163,6 +185,7 @@ impl Rule {
         "interested_party_named",
         "vin_covered",
         "address_covered",
+        "coverage",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -176,6 +199,7 @@ impl Rule {
             Rule::InterestedPartyNamed { .. } => "interested_party_named",
             Rule::VinCovered { .. } => "vin_covered",
             Rule::AddressCovered { .. } => "address_covered",
+            Rule::Coverage { .. } => "coverage",
         }
     }
 
@@ -229,6 +253,25 @@ impl Rule {
                 .collect();
                 format!("address_covered({})", parts.join(", "))
             }
+            Rule::Coverage {
+                code,
+                min_per_person_cents,
+                min_per_accident_cents,
+                max_deductible_cents,
+            } => {
+                let mut bounds = Vec::new();
+                if min_per_person_cents.is_some() || min_per_accident_cents.is_some() {
+                    bounds.push(format!(
+                        "limits at least {}/{} cents",
+                        cents(*min_per_person_cents),
+                        cents(*min_per_accident_cents)
+                    ));
+                }
+                if let Some(max) = max_deductible_cents {
+                    bounds.push(format!("deductible at most {max} cents"));
+                }
+                format!("coverage({}: {})", code_name(code), bounds.join(", "))
+            }
         }
     }
 
@@ -241,6 +284,7 @@ impl Rule {
                 format!("{}:{}", party_name(*kind), comparable_name(name)),
             )),
             Rule::VinCovered { vin } => Some(("vin", normalize_vin(vin))),
+            Rule::Coverage { code, .. } => Some(("code", code_name(code))),
             Rule::AddressCovered {
                 line1,
                 city,
@@ -515,7 +559,64 @@ fn validate_rule(index: usize, rule: &Rule) -> Result<(), RuleError> {
             }
             Ok(())
         }
+        Rule::InterestedPartyNamed {
+            kind: PartyKind::Unclassified,
+            ..
+        } => Err(RuleError::at(
+            index,
+            kind,
+            "kind",
+            "must name a role (lienholder, lessor, mortgagee or additional_interest); \
+             `unclassified` is what a vendor reports when it does not know the role",
+        )),
         Rule::InterestedPartyNamed { name, .. } => text("name", name),
+        Rule::Coverage {
+            code,
+            min_per_person_cents,
+            min_per_accident_cents,
+            max_deductible_cents,
+        } => {
+            if let CoverageCode::Other(vendor) = code {
+                text("code.other", vendor)?;
+            }
+            if min_per_person_cents.is_none()
+                && min_per_accident_cents.is_none()
+                && max_deductible_cents.is_none()
+            {
+                return Err(RuleError::at(
+                    index,
+                    kind,
+                    "code",
+                    "needs at least one of min_per_person_cents, min_per_accident_cents, \
+                     max_deductible_cents (a coverage merely present says little)",
+                ));
+            }
+            if let Some(c) = min_per_person_cents {
+                positive("min_per_person_cents", *c)?;
+            }
+            if let Some(c) = min_per_accident_cents {
+                positive("min_per_accident_cents", *c)?;
+            }
+            if let (Some(person), Some(accident)) = (min_per_person_cents, min_per_accident_cents)
+                && person > accident
+            {
+                return Err(RuleError::at(
+                    index,
+                    kind,
+                    "min_per_person_cents",
+                    "must not exceed min_per_accident_cents",
+                ));
+            }
+            if max_deductible_cents.is_some_and(|d| d < 0) {
+                return Err(RuleError::at(
+                    index,
+                    kind,
+                    "max_deductible_cents",
+                    "must not be negative",
+                ));
+            }
+            Ok(())
+        }
         Rule::VinCovered { vin } => {
             let vin = vin.trim();
             if vin.is_empty() {
@@ -566,6 +667,8 @@ enum FieldType {
     OptionalText,
     PolicyTypes,
     PartyKind,
+    CoverageCode,
+    OptionalCents,
 }
 
 /// The fields of each kind: `(name, type, required)`. Kept beside [`Rule`]; a test checks they
@@ -589,6 +692,12 @@ fn rule_fields(kind: &str) -> &'static [(&'static str, FieldType, bool)] {
             ("state", OptionalText, false),
             ("postal_code", OptionalText, false),
         ],
+        "coverage" => &[
+            ("code", CoverageCode, true),
+            ("min_per_person_cents", OptionalCents, false),
+            ("min_per_accident_cents", OptionalCents, false),
+            ("max_deductible_cents", OptionalCents, false),
+        ],
         _ => &[],
     }
 }
@@ -607,6 +716,8 @@ fn check_field(ty: FieldType, value: &Value) -> Result<(), (Option<usize>, Strin
         FieldType::Text => try_as::<String>(value),
         FieldType::OptionalText => try_as::<Option<String>>(value),
         FieldType::PartyKind => try_as::<PartyKind>(value),
+        FieldType::CoverageCode => try_as::<CoverageCode>(value),
+        FieldType::OptionalCents => try_as::<Option<i64>>(value),
         FieldType::PolicyTypes => {
             let Value::Array(items) = value else {
                 return Err((None, "must be an array of policy types".into()));
@@ -883,6 +994,7 @@ fn party_name(kind: PartyKind) -> &'static str {
         PartyKind::Lessor => "lessor",
         PartyKind::Mortgagee => "mortgagee",
         PartyKind::AdditionalInterest => "additional_interest",
+        PartyKind::Unclassified => "unclassified party",
     }
 }
 
@@ -1022,6 +1134,23 @@ impl<'a> Context<'a> {
                 self.per_candidate(|p| vin_listed(p, &wanted))
             }
             Rule::AddressCovered { .. } => self.per_candidate(|p| address_covered(p, rule)),
+            Rule::Coverage {
+                code,
+                min_per_person_cents,
+                min_per_accident_cents,
+                max_deductible_cents,
+            } => {
+                let bounds = Bounds {
+                    per_person: *min_per_person_cents,
+                    per_accident: *min_per_accident_cents,
+                    max_deductible: *max_deductible_cents,
+                };
+                if insures_vehicles(code) {
+                    self.per_vehicle(|p, v| coverage_within(p, v, code, bounds))
+                } else {
+                    self.per_candidate(|p| coverage_within(p, None, code, bounds))
+                }
+            }
         }
     }
 
@@ -1115,14 +1244,25 @@ impl<'a> Context<'a> {
         let verdicts = policy
             .interested_parties
             .iter()
-            .filter(|party| party.kind == kind)
+            .filter(|party| party.kind == kind || party.kind == PartyKind::Unclassified)
             .map(|party| {
+                let seen_kind = party_name(party.kind);
                 let named = match party.name.as_deref() {
-                    None => Verdict::unknown(format!("{kind_name} with no name")),
-                    Some(seen) if comparable_name(seen) == wanted => {
-                        Verdict::pass(format!("{kind_name} {seen}"))
+                    None => Verdict::unknown(format!("{seen_kind} with no name")),
+                    // The right name on a party whose role the data source did not state: it
+                    // may well be the wanted party, but a pass would rest on a guess.
+                    Some(seen)
+                        if comparable_name(seen) == wanted
+                            && party.kind == PartyKind::Unclassified =>
+                    {
+                        Verdict::unknown(format!(
+                            "{seen_kind} {seen}, whose role (a {kind_name}?) the data source does not state"
+                        ))
                     }
-                    Some(seen) => Verdict::fail(format!("{kind_name} {seen}")),
+                    Some(seen) if comparable_name(seen) == wanted => {
+                        Verdict::pass(format!("{seen_kind} {seen}"))
+                    }
+                    Some(seen) => Verdict::fail(format!("{seen_kind} {seen}")),
                 };
                 let scope = self.party_scope(policy, party);
                 match (named.result, scope.result) {
@@ -1389,6 +1529,88 @@ fn comprehensive_and_collision(
             one(CoverageCode::Collision, "collision"),
         ],
         Verdict::fail("no comprehensive or collision"),
+    )
+}
+
+/// The bounds of a `coverage` rule; `None` asks nothing of that value.
+#[derive(Clone, Copy)]
+struct Bounds {
+    per_person: Option<i64>,
+    per_accident: Option<i64>,
+    max_deductible: Option<i64>,
+}
+
+/// The codes whose coverage belongs to a vehicle, so a rule on them reads every covered vehicle
+/// (as the bodily-injury rule does) rather than the policy as a whole.
+fn insures_vehicles(code: &CoverageCode) -> bool {
+    use CoverageCode::*;
+    matches!(
+        code,
+        BodilyInjury
+            | PropertyDamage
+            | CombinedSingleLimit
+            | UninsuredMotoristBodilyInjury
+            | UninsuredMotoristPropertyDamage
+            | UnderinsuredMotoristBodilyInjury
+            | UnderinsuredMotoristPropertyDamage
+            | Comprehensive
+            | Collision
+            | MedicalPayments
+            | PersonalInjuryProtection
+            | RentalReimbursement
+            | Roadside
+    )
+}
+
+fn code_name(code: &CoverageCode) -> String {
+    match serde_json::to_value(code) {
+        Ok(Value::String(name)) => name,
+        _ => match code {
+            CoverageCode::Other(vendor) => format!("other {}", vendor.trim()),
+            _ => format!("{code:?}"),
+        },
+    }
+}
+
+/// One coverage against a `coverage` rule's bounds. A bound whose value the vendor did not give
+/// is UNKNOWN, never a pass; an inferred coverage (Axle's combined single limit read off equal
+/// BI and PD limits) cannot pass on its own, as in the bodily-injury rule.
+fn coverage_within(
+    policy: &Policy,
+    vehicle: Option<&Vehicle>,
+    code: &CoverageCode,
+    bounds: Bounds,
+) -> Verdict {
+    let what = code_name(code);
+    let (active, declined, any_listed) = coverages_for(policy, vehicle, std::slice::from_ref(code));
+    if active.is_empty() {
+        return missing(declined, any_listed, &what);
+    }
+    any(
+        active
+            .into_iter()
+            .map(|c| {
+                let (pp, pa, ded) = (c.limit_per_person, c.limit_per_accident, c.deductible_cents);
+                let fails = bounds.per_person.is_some_and(|min| short(pp, min))
+                    || bounds.per_accident.is_some_and(|min| short(pa, min))
+                    || bounds
+                        .max_deductible
+                        .is_some_and(|max| ded.is_some_and(|d| d > max));
+                let unknown = (bounds.per_person.is_some() && pp.is_none())
+                    || (bounds.per_accident.is_some() && pa.is_none())
+                    || (bounds.max_deductible.is_some() && ded.is_none())
+                    || c.inferred;
+                let mut seen = format!("{what} {}/{} cents", limit(pp), limit(pa));
+                if bounds.max_deductible.is_some() {
+                    seen.push_str(&format!(" deductible {} cents", cents(ded)));
+                }
+                if c.inferred {
+                    seen.push_str(" (inferred)");
+                }
+                Verdict::from_checks(fails, unknown, seen)
+            })
+            .collect(),
+        Verdict::fail(format!("no {what}")),
     )
 }
 
@@ -2558,6 +2780,234 @@ mod tests {
         assert!(observed(&out[0]).contains("not a named one"), "{out:?}");
     }
 
+    #[test]
+    fn a_party_of_unstated_role_with_the_right_name_is_unknown_for_any_kind() {
+        // Axle: "Policy.thirdParties.type has a default value of interest. If you do not find a
+        // thirdParty of type lienholder or lessor on the policy, the data source may not have
+        // specified this classification" (docs.axle.insure changelog, 2023-05-24; the
+        // ThirdParty snippet lists `lienholder lessor interest`). Such a party may be the
+        // mortgagee the lender asks for; failing it would call a good policy bad, passing it
+        // would trust a guess.
+        let mut h = home("h");
+        h.interested_parties[0].kind = PartyKind::Unclassified;
+        let mortgagee = |name: &str| Rule::InterestedPartyNamed {
+            kind: PartyKind::Mortgagee,
+            name: name.into(),
+        };
+        let outcome = one(mortgagee("First Home Lending LLC"), &[h.clone()]);
+        assert_eq!(outcome.result, RuleResult::Unknown, "{outcome:?}");
+        assert!(
+            observed(&outcome).contains("whose role (a mortgagee?) the data source does not state"),
+            "{outcome:?}"
+        );
+        // Another name is no match, whatever its role.
+        assert_eq!(
+            result(mortgagee("Other Bank"), &[h.clone()]),
+            RuleResult::Fail
+        );
+        // The same for a lienholder on an auto policy.
+        let mut a = auto("a");
+        a.interested_parties[0].kind = PartyKind::Unclassified;
+        assert_eq!(
+            result(lienholder("Acme Bank NA"), &[a.clone()]),
+            RuleResult::Unknown
+        );
+        // A stated role still decides: a named lienholder beside it passes.
+        a.interested_parties.push(party(
+            PartyKind::Lienholder,
+            Some("Acme Bank NA"),
+            AppliesTo::AllProperties,
+        ));
+        assert_eq!(result(lienholder("Acme Bank NA"), &[a]), RuleResult::Pass);
+    }
+
+    #[test]
+    fn a_rule_cannot_ask_for_an_unclassified_party() {
+        let err = set(vec![Rule::InterestedPartyNamed {
+            kind: PartyKind::Unclassified,
+            name: "Acme".into(),
+        }])
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.path, "rules[0].interested_party_named.kind");
+    }
+
+    // --- any coverage code --------------------------------------------------------------------
+
+    fn cov_rule(code: CoverageCode, pp: Option<i64>, pa: Option<i64>, ded: Option<i64>) -> Rule {
+        Rule::Coverage {
+            code,
+            min_per_person_cents: pp,
+            min_per_accident_cents: pa,
+            max_deductible_cents: ded,
+        }
+    }
+
+    #[test]
+    fn a_coverage_rule_reads_underinsured_motorists_on_every_vehicle() {
+        let uim = |pp, pa| {
+            cov_rule(
+                CoverageCode::UnderinsuredMotoristBodilyInjury,
+                Some(pp),
+                Some(pa),
+                None,
+            )
+        };
+        let mut p = auto("p");
+        // Not listed while other coverages are: the policy lacks it.
+        let outcome = one(uim(2_500_000, 5_000_000), &[p.clone()]);
+        assert_eq!(outcome.result, RuleResult::Fail);
+        assert_eq!(
+            observed(&outcome),
+            "p vehicle 1HGCM82633A004352: no underinsured_motorist_bodily_injury"
+        );
+        p.coverages.push(coverage(
+            CoverageCode::UnderinsuredMotoristBodilyInjury,
+            Some(2_500_000),
+            Some(5_000_000),
+            None,
+        ));
+        assert_eq!(
+            result(uim(2_500_000, 5_000_000), &[p.clone()]),
+            RuleResult::Pass
+        );
+        assert_eq!(
+            result(uim(5_000_000, 10_000_000), &[p.clone()]),
+            RuleResult::Fail
+        );
+        // A limit the vendor did not give cannot pass.
+        p.coverages.last_mut().unwrap().limit_per_person = None;
+        assert_eq!(
+            result(uim(2_500_000, 5_000_000), &[p.clone()]),
+            RuleResult::Unknown
+        );
+        // Unlimited meets any minimum.
+        p.coverages.last_mut().unwrap().limit_per_person = Some(Limit::Unlimited);
+        p.coverages.last_mut().unwrap().limit_per_accident = Some(Limit::Unlimited);
+        assert_eq!(
+            result(uim(100_000_000, 200_000_000), &[p.clone()]),
+            RuleResult::Pass
+        );
+        // Declined is a fail, not a missing value.
+        p.coverages.last_mut().unwrap().declined = true;
+        let outcome = one(uim(1, 1), &[p]);
+        assert_eq!(outcome.result, RuleResult::Fail);
+        assert!(observed(&outcome).ends_with("declined"), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_coverage_rule_reads_a_home_deductible_on_the_policy() {
+        // Canopy's example home policy carries the property deductible on ALL_PERILS; any
+        // in-force candidate with it counts (a home has no vehicles to read per unit).
+        let mut h = home("h");
+        h.coverages
+            .push(coverage(CoverageCode::AllPerils, None, None, Some(250_000)));
+        let all_perils = |max| cov_rule(CoverageCode::AllPerils, None, None, Some(max));
+        assert_eq!(result(all_perils(250_000), &[h.clone()]), RuleResult::Pass);
+        let outcome = one(all_perils(100_000), &[h.clone()]);
+        assert_eq!(outcome.result, RuleResult::Fail);
+        assert_eq!(
+            observed(&outcome),
+            "h: all_perils ?/? cents deductible 250000 cents"
+        );
+        h.coverages.last_mut().unwrap().deductible_cents = None;
+        assert_eq!(
+            result(all_perils(100_000), &[h.clone()]),
+            RuleResult::Unknown
+        );
+        // A vendor's own code can be asked for too.
+        h.coverages.push(coverage(
+            CoverageCode::Other("WATER_BACKUP".into()),
+            None,
+            Some(1_000_000),
+            None,
+        ));
+        let water = cov_rule(
+            CoverageCode::Other("WATER_BACKUP".into()),
+            None,
+            Some(500_000),
+            None,
+        );
+        assert_eq!(result(water, &[h]), RuleResult::Pass);
+    }
+
+    #[test]
+    fn an_inferred_coverage_never_passes_a_coverage_rule_alone() {
+        let mut p = auto("p");
+        let mut csl = coverage(
+            CoverageCode::CombinedSingleLimit,
+            None,
+            Some(30_000_000),
+            None,
+        );
+        csl.inferred = true;
+        p.coverages.push(csl);
+        let rule = cov_rule(
+            CoverageCode::CombinedSingleLimit,
+            None,
+            Some(10_000_000),
+            None,
+        );
+        assert_eq!(result(rule.clone(), &[p.clone()]), RuleResult::Unknown);
+        p.coverages.last_mut().unwrap().inferred = false;
+        assert_eq!(result(rule, &[p]), RuleResult::Pass);
+    }
+
+    #[test]
+    fn a_coverage_rule_must_bound_something_sensible() {
+        let path = |rule: Rule| set(vec![rule]).validate().unwrap_err().path;
+        assert_eq!(
+            path(cov_rule(CoverageCode::Dwelling, None, None, None)),
+            "rules[0].coverage.code"
+        );
+        assert_eq!(
+            path(cov_rule(CoverageCode::Dwelling, None, Some(0), None)),
+            "rules[0].coverage.min_per_accident_cents"
+        );
+        assert_eq!(
+            path(cov_rule(
+                CoverageCode::BodilyInjury,
+                Some(10),
+                Some(5),
+                None
+            )),
+            "rules[0].coverage.min_per_person_cents"
+        );
+        assert_eq!(
+            path(cov_rule(CoverageCode::Collision, None, None, Some(-1))),
+            "rules[0].coverage.max_deductible_cents"
+        );
+        assert_eq!(
+            path(cov_rule(
+                CoverageCode::Other("  ".into()),
+                None,
+                None,
+                Some(1)
+            )),
+            "rules[0].coverage.code.other"
+        );
+        // Two rules on one code would contradict or repeat each other.
+        let twice = set(vec![
+            cov_rule(CoverageCode::Collision, None, None, Some(100)),
+            cov_rule(CoverageCode::Collision, None, None, Some(200)),
+        ]);
+        assert_eq!(twice.validate().unwrap_err().path, "rules[1].coverage.code");
+        // And from JSON, with the field named.
+        let err = RequirementSet::from_json(
+            r#"{"id": "s", "name": "S", "rules": [{"rule": "coverage", "code": "nope", "max_deductible_cents": 1}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "rules[0].coverage.code");
+        let ok = RequirementSet::from_json(
+            r#"{"id": "s", "name": "S", "rules": [{"rule": "coverage", "code": {"other": "GAP"}, "min_per_accident_cents": 100}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.rules[0],
+            cov_rule(CoverageCode::Other("GAP".into()), None, Some(100), None)
+        );
+    }
+
     // --- VIN ----------------------------------------------------------------------------------
 
     #[test]
@@ -3170,6 +3620,7 @@ mod tests {
             lienholder("A"),
             vin(VIN),
             address_rule("1 Main", Some("C"), Some("S"), Some("P")),
+            cov_rule(CoverageCode::Dwelling, Some(1), Some(2), Some(3)),
         ];
         let kinds: Vec<&str> = samples.iter().map(Rule::kind).collect();
         assert_eq!(kinds, Rule::KINDS);

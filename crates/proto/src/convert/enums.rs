@@ -172,6 +172,7 @@ enum_pair!(PartyKind <=> PartyKind {
     Lessor <=> Lessor,
     Mortgagee <=> Mortgagee,
     AdditionalInterest <=> AdditionalInterest,
+    Unclassified <=> Unclassified,
 });
 
 enum_pair!(ConnectionStatus <=> ConnectionStatus {
@@ -319,7 +320,7 @@ mod tests {
         assert_pairs_one_to_one::<v1::PolicyTerm>(2);
         assert_pairs_one_to_one::<v1::PolicyStatus>(11);
         assert_pairs_one_to_one::<v1::InsuredRole>(5);
-        assert_pairs_one_to_one::<v1::PartyKind>(4);
+        assert_pairs_one_to_one::<v1::PartyKind>(5);
         assert_pairs_one_to_one::<v1::RequirementsStatus>(3);
         assert_pairs_one_to_one::<v1::ConnectionStatus>(3);
         assert_pairs_one_to_one::<v1::FailureReason>(4);

@@ -74,7 +74,7 @@ fn policy_type_from_proto(value: i32, other: Option<String>) -> Result<PolicyTyp
     })
 }
 
-fn coverage_code_to_proto(value: CoverageCode) -> (v1::CoverageCode, Option<String>) {
+pub(crate) fn coverage_code_to_proto(value: CoverageCode) -> (v1::CoverageCode, Option<String>) {
     use v1::CoverageCode as P;
     let proto = match value {
         CoverageCode::BodilyInjury => P::BodilyInjury,
@@ -102,7 +102,10 @@ fn coverage_code_to_proto(value: CoverageCode) -> (v1::CoverageCode, Option<Stri
     (proto, None)
 }
 
-fn coverage_code_from_proto(value: i32, other: Option<String>) -> Result<CoverageCode, FieldError> {
+pub(crate) fn coverage_code_from_proto(
+    value: i32,
+    other: Option<String>,
+) -> Result<CoverageCode, FieldError> {
     use v1::CoverageCode as P;
     const FIELD: &str = "code";
     let proto = P::try_from(value)

@@ -147,6 +147,21 @@ fn rule_to_proto(rule: Rule) -> v1::Rule {
             state,
             postal_code,
         }),
+        Rule::Coverage {
+            code,
+            min_per_person_cents,
+            min_per_accident_cents,
+            max_deductible_cents,
+        } => {
+            let (code, other_code) = super::policy::coverage_code_to_proto(code);
+            Kind::Coverage(v1::CoverageRule {
+                code: code as i32,
+                other_code,
+                min_per_person_cents,
+                min_per_accident_cents,
+                max_deductible_cents,
+            })
+        }
     };
     v1::Rule { rule: Some(kind) }
 }
@@ -206,12 +221,19 @@ fn rule_from_proto(rule: v1::Rule) -> Result<Rule, FieldError> {
             state: r.state,
             postal_code: r.postal_code,
         },
+        Kind::Coverage(r) => Rule::Coverage {
+            code: super::policy::coverage_code_from_proto(r.code, r.other_code)
+                .map_err(|e| e.within("coverage"))?,
+            min_per_person_cents: r.min_per_person_cents,
+            min_per_accident_cents: r.min_per_accident_cents,
+            max_deductible_cents: r.max_deductible_cents,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use coverwatch_core::policy::PartyKind;
+    use coverwatch_core::policy::{CoverageCode, PartyKind};
 
     use super::*;
 
@@ -251,6 +273,18 @@ mod tests {
                     state: None,
                     postal_code: Some("62701".into()),
                 },
+                Rule::Coverage {
+                    code: CoverageCode::UnderinsuredMotoristBodilyInjury,
+                    min_per_person_cents: Some(2_500_000),
+                    min_per_accident_cents: Some(5_000_000),
+                    max_deductible_cents: None,
+                },
+                Rule::Coverage {
+                    code: CoverageCode::Other("GAP".into()),
+                    min_per_person_cents: None,
+                    min_per_accident_cents: None,
+                    max_deductible_cents: Some(0),
+                },
             ],
         }
     }
@@ -289,8 +323,31 @@ mod tests {
             })),
         };
         assert_eq!(
-            requirement_set_from_proto(proto).unwrap_err().field,
+            requirement_set_from_proto(proto.clone()).unwrap_err().field,
             "rules[2].policy_type_in.types[1]"
+        );
+        proto.rules[2] = v1::Rule {
+            rule: Some(Kind::Coverage(v1::CoverageRule {
+                code: v1::CoverageCode::Other as i32,
+                other_code: None,
+                max_deductible_cents: Some(1),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            requirement_set_from_proto(proto.clone()).unwrap_err().field,
+            "rules[2].coverage.other_code"
+        );
+        proto.rules[2] = v1::Rule {
+            rule: Some(Kind::Coverage(v1::CoverageRule {
+                code: 0,
+                max_deductible_cents: Some(1),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            requirement_set_from_proto(proto).unwrap_err().field,
+            "rules[2].coverage.code"
         );
     }
 }
