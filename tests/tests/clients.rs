@@ -314,12 +314,13 @@ fn venv() -> PathBuf {
     }
     // Built aside and moved into place, so that an interrupted install is never mistaken for
     // a finished one (the marker is written last).
-    let staging = base.join(format!("python-clients.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
+    // The guard removes a half-made environment when a step fails.
+    let staging = TempDir(base.join(format!("python-clients.{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&staging.0);
     let mut create = Command::new("python3");
-    create.args(["-m", "venv"]).arg(&staging);
+    create.args(["-m", "venv"]).arg(&staging.0);
     run(create, "creating a Python virtual environment");
-    let mut install = Command::new(staging.join("bin/python"));
+    let mut install = Command::new(staging.0.join("bin/python"));
     install
         .args([
             "-m",
@@ -331,12 +332,11 @@ fn venv() -> PathBuf {
         ])
         .arg(&requirements);
     run(install, "installing the pinned Python packages from PyPI");
-    std::fs::write(staging.join("installed-requirements.txt"), &pinned).unwrap();
+    std::fs::write(staging.0.join("installed-requirements.txt"), &pinned).unwrap();
     let _ = std::fs::remove_dir_all(&venv);
-    if std::fs::rename(&staging, &venv).is_err() {
-        // Another test process finished the same install first; use its copy.
-        let _ = std::fs::remove_dir_all(&staging);
-    }
+    // When this fails, another test process finished the same install first: its copy is used
+    // and the guard removes this one.
+    let _ = std::fs::rename(&staging.0, &venv);
     venv.join("bin/python")
 }
 
