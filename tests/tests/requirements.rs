@@ -581,7 +581,7 @@ impl Harness {
     /// Every stored version of the watched policy, oldest first.
     async fn history(&self, linked: &Linked) -> Vec<v1::PolicyVersion> {
         let mut versions = Vec::new();
-        let mut after = 0;
+        let mut page_token = String::new();
         loop {
             let page = self
                 .client
@@ -590,17 +590,18 @@ impl Harness {
                     link_id: linked.link_id.clone(),
                     policy_id: linked.policy_id.clone(),
                     term: v1::PolicyTerm::Current as i32,
-                    after_version: after,
                     page_size: 100,
+                    page_token,
+                    ..Default::default()
                 })
                 .await
                 .expect("GetPolicyHistory")
                 .into_inner();
             versions.extend(page.versions);
-            match page.next_after_version {
-                Some(next) => after = next,
-                None => return versions,
+            if page.next_page_token.is_empty() {
+                return versions;
             }
+            page_token = page.next_page_token;
         }
     }
 }
@@ -695,13 +696,13 @@ async fn get_set(
 async fn list_sets(
     client: &RequirementsClient,
     page_size: i32,
-    after_id: Option<&str>,
+    page_token: &str,
 ) -> Result<v1::ListRequirementSetsResponse, tonic::Status> {
     client
         .clone()
         .list_requirement_sets(v1::ListRequirementSetsRequest {
             page_size,
-            after_id: after_id.map(str::to_owned),
+            page_token: page_token.into(),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -1427,21 +1428,46 @@ async fn history_grows_only_with_changes(vendor: Vendor) {
     assert_eq!(after, history);
 
     // A page at a time, oldest first.
-    let page = h
-        .client
-        .clone()
-        .get_policy_history(v1::GetPolicyHistoryRequest {
+    let history_page = |page_token: &str, after_version: i32| {
+        #[allow(deprecated)] // after_version: released callers still send it
+        let request = v1::GetPolicyHistoryRequest {
             link_id: linked.link_id.clone(),
             policy_id: linked.policy_id.clone(),
             term: v1::PolicyTerm::Unspecified as i32,
-            after_version: 0,
             page_size: 1,
-        })
+            page_token: page_token.into(),
+            after_version,
+        };
+        let mut client = h.client.clone();
+        async move { client.get_policy_history(request).await }
+    };
+    let page = history_page("", 0)
         .await
         .expect("GetPolicyHistory")
         .into_inner();
     assert_eq!(page.versions, history[..1]);
-    assert_eq!(page.next_after_version, Some(1));
+    assert!(!page.next_page_token.is_empty(), "more versions follow");
+    let second = history_page(&page.next_page_token, 0)
+        .await
+        .expect("the second page")
+        .into_inner();
+    assert_eq!(second.versions, history[1..2]);
+    // Callers built against the released contract page with after_version and read
+    // next_after_version; they get the same pages.
+    #[allow(deprecated)]
+    let released_next = page.next_after_version;
+    assert_eq!(released_next, Some(1));
+    let released_second = history_page("", 1)
+        .await
+        .expect("the second page by after_version")
+        .into_inner();
+    assert_eq!(released_second.versions, second.versions);
+    let err = history_page("not-a-token", 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("page_token: "), "{err:?}");
+    let err = history_page(&page.next_page_token, 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("after_version: "), "{err:?}");
     let err = h
         .client
         .clone()
@@ -1644,7 +1670,7 @@ async fn an_unparseable_set_is_invalid_argument_naming_the_rule_and_nothing_is_s
     // Nothing was stored.
     let err = get_set(client, "lender-auto").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(list_sets(client, 0, None).await.unwrap().sets.is_empty());
+    assert!(list_sets(client, 0, "").await.unwrap().sets.is_empty());
 
     // A refused replacement leaves the stored set as it was.
     let stored = h
@@ -1871,35 +1897,36 @@ async fn sets_are_listed_by_id_a_page_at_a_time() {
     sorted.sort();
 
     let mut pages = Vec::new();
-    let mut after: Option<String> = None;
+    let mut page_token = String::new();
     loop {
-        let page = list_sets(client, 2, after.as_deref()).await.expect("List");
+        let page = list_sets(client, 2, &page_token).await.expect("List");
         assert!(page.sets.len() <= 2);
         pages.push(page.sets.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
-        match page.next_after_id {
-            Some(next) => {
-                assert_eq!(Some(&next), page.sets.last().map(|s| &s.id));
-                after = Some(next);
-            }
-            None => break,
+        if page.next_page_token.is_empty() {
+            break;
         }
+        page_token = page.next_page_token;
         assert!(pages.len() <= 4, "paging ends: {pages:?}");
     }
     assert_eq!(pages.concat(), sorted);
     assert_eq!(pages[0], ["auto-a", "auto-b"]);
 
-    let all = list_sets(client, 0, None).await.unwrap();
+    let all = list_sets(client, 0, "").await.unwrap();
     assert_eq!(
         all.sets.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         sorted
     );
-    assert_eq!(all.next_after_id, None);
-    let page = list_sets(client, 10, Some("fleet")).await.unwrap();
+    assert_eq!(all.next_page_token, "");
+    // The field was released as `after_id`, holding a set id: such values still page.
+    let page = list_sets(client, 10, "fleet").await.unwrap();
     assert_eq!(
         page.sets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         ["home", "renters"]
     );
-    let err = list_sets(client, -1, None).await.unwrap_err();
+    let err = list_sets(client, 10, "not a token!").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("page_token: "), "{err:?}");
+    let err = list_sets(client, -1, "").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("page_size"), "{err:?}");
     h.stop().await;
@@ -1919,7 +1946,7 @@ async fn a_tenant_cannot_see_or_attach_another_tenants_sets() {
 
     let err = get_set(&b_sets, "lender-auto").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(list_sets(&b_sets, 0, None).await.unwrap().sets.is_empty());
+    assert!(list_sets(&b_sets, 0, "").await.unwrap().sets.is_empty());
     assert!(!delete_set(&b_sets, "lender-auto").await.unwrap());
 
     // Tenant B cannot attach A's set, at StartLink or later.

@@ -251,7 +251,7 @@ impl Engine {
         limit: u64,
     ) -> Result<(Vec<StoredRequirementSet>, Option<String>), EngineError> {
         if let Some(after) = after {
-            invalid_set_id("after_id", after)?;
+            invalid_set_id("page_token", after)?;
         }
         Ok(self
             .inner

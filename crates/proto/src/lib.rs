@@ -189,4 +189,82 @@ mod tests {
             undocumented.join("\n")
         );
     }
+
+    /// Issue 15: every RPC that pages names it one way — `page_size` and a string `page_token`
+    /// in, a string `next_page_token` out — so that one client helper pages them all. The event
+    /// reads are the one exception: they take a cursor, a position in the event stream that
+    /// callers store and acknowledge (see the comment on ListEventsRequest). Deprecated fields
+    /// that released callers still send are allowed beside the standard ones.
+    #[test]
+    fn every_paged_rpc_names_its_paging_fields_one_way() {
+        use prost_types::field_descriptor_proto::Type;
+
+        const CURSOR_READS: [&str; 2] = ["ListEvents", "WatchEvents"];
+        let set = descriptors();
+        let messages: HashMap<String, &DescriptorProto> = set
+            .file
+            .iter()
+            .flat_map(|file| {
+                file.message_type
+                    .iter()
+                    .map(move |m| (format!(".{}.{}", file.package(), m.name()), m))
+            })
+            .collect();
+        let field_type = |message: &DescriptorProto, name: &str| {
+            message
+                .field
+                .iter()
+                .find(|f| f.name() == name)
+                .map(|f| f.r#type())
+        };
+        let mut paged = Vec::new();
+        for service in set.file.iter().flat_map(|file| &file.service) {
+            for method in &service.method {
+                let request = messages[method.input_type()];
+                let response = messages[method.output_type()];
+                let rpc = format!("{}.{}", service.name(), method.name());
+                let pages = request.field.iter().any(|f| f.name() == "page_size");
+                for field in request.field.iter().chain(&response.field) {
+                    let name = field.name();
+                    let paging_like = name.starts_with("after_")
+                        || name.starts_with("next_")
+                        || name.ends_with("_token");
+                    let deprecated = field.options.as_ref().is_some_and(|o| o.deprecated());
+                    if !paging_like || deprecated || CURSOR_READS.contains(&method.name()) {
+                        continue;
+                    }
+                    assert!(
+                        ["page_token", "next_page_token"].contains(&name),
+                        "{rpc}: `{name}` pages under another name than page_token / \
+                         next_page_token"
+                    );
+                }
+                if !pages || CURSOR_READS.contains(&method.name()) {
+                    continue;
+                }
+                assert_eq!(field_type(request, "page_size"), Some(Type::Int32), "{rpc}");
+                assert_eq!(
+                    field_type(request, "page_token"),
+                    Some(Type::String),
+                    "{rpc}"
+                );
+                assert_eq!(
+                    field_type(response, "next_page_token"),
+                    Some(Type::String),
+                    "{rpc}"
+                );
+                paged.push(rpc);
+            }
+        }
+        paged.sort();
+        assert_eq!(
+            paged,
+            [
+                "AdminService.ListDeliveries",
+                "MonitoringService.GetPolicyHistory",
+                "MonitoringService.ListLinks",
+                "RequirementsService.ListRequirementSets",
+            ]
+        );
+    }
 }

@@ -249,11 +249,19 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         watch_health(health_engine.clone(), watched.clone(), shutdown)
     }));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(coverwatch_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: many tools (Python's grpcio-reflection, older grpcurl, grpcui
+    // and Postman builds) speak only v1alpha and get UNIMPLEMENTED from a v1-only server.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(coverwatch_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
-        .context("cannot build gRPC reflection")?;
+        .context("cannot build gRPC reflection v1")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build gRPC reflection v1alpha")?;
     let admin_keys = AdminKeys::from_config(&config, keys.clone(), &dev_key);
     let limits = &config.grpc;
     let (decode_limit, encode_limit) = (
@@ -293,6 +301,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         let result = grpc_server
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .add_service(requirements)
             .add_service(admin)

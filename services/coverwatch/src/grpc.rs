@@ -430,6 +430,7 @@ impl MonitoringService for MonitoringApi {
             "page_size",
         )
         .map_err(field)?;
+        let after_version = history_position(&r)?;
         let page = self
             .engine
             .policy_history(
@@ -437,11 +438,12 @@ impl MonitoringService for MonitoringApi {
                 &id,
                 policy_id,
                 term,
-                r.after_version,
+                after_version,
                 u64::from(limit),
             )
             .await
             .map_err(status)?;
+        #[allow(deprecated)] // next_after_version: still filled for released callers
         Ok(Response::new(v1::GetPolicyHistoryResponse {
             versions: page
                 .versions
@@ -454,6 +456,10 @@ impl MonitoringService for MonitoringApi {
                 })
                 .collect(),
             next_after_version: page.next_after_version,
+            next_page_token: page
+                .next_after_version
+                .map(|version| format!("v{version}"))
+                .unwrap_or_default(),
         }))
     }
 
@@ -703,9 +709,51 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// Where GetPolicyHistory starts: after the version a `page_token` (`v<version>`, opaque to
+/// callers) names, or after the deprecated `after_version` that released callers still send.
+fn history_position(r: &v1::GetPolicyHistoryRequest) -> Result<i32, Status> {
+    #[allow(deprecated)] // the released field, honoured until a v2 of the contract
+    let after_version = r.after_version;
+    if r.page_token.is_empty() {
+        return Ok(after_version);
+    }
+    if after_version != 0 {
+        return Err(Status::invalid_argument(
+            "after_version: must not be set together with page_token",
+        ));
+    }
+    r.page_token
+        .strip_prefix('v')
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            Status::invalid_argument("page_token: not a token returned by GetPolicyHistory")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(deprecated)] // after_version: the released field is still honoured
+    fn history_pages_by_token_or_by_the_released_after_version() {
+        let request = |page_token: &str, after_version: i32| v1::GetPolicyHistoryRequest {
+            page_token: page_token.into(),
+            after_version,
+            ..Default::default()
+        };
+        assert_eq!(history_position(&request("", 0)).unwrap(), 0);
+        assert_eq!(history_position(&request("", 7)).unwrap(), 7);
+        assert_eq!(history_position(&request("v3", 0)).unwrap(), 3);
+        for bad in ["3", "v", "v-1", "vx", "v99999999999", "é"] {
+            let err = history_position(&request(bad, 0)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().starts_with("page_token: "), "{bad}: {err:?}");
+        }
+        let err = history_position(&request("v3", 3)).unwrap_err();
+        assert!(err.message().starts_with("after_version: "), "{err:?}");
+    }
 
     #[test]
     fn grpc_timeouts_are_read_as_the_spec_writes_them() {

@@ -123,14 +123,17 @@ impl RequirementsService for RequirementsApi {
         let r = request.into_inner();
         let limit = convert::page_size(r.page_size, DEFAULT_SET_PAGE, MAX_SET_PAGE, "page_size")
             .map_err(field)?;
+        // The token is the last listed set's id, opaque to callers: the set ids that released
+        // callers passed as `after_id` (the same field number) keep working.
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         let (sets, next) = self
             .engine
-            .list_requirement_sets(&tenant, r.after_id.as_deref(), u64::from(limit))
+            .list_requirement_sets(&tenant, after, u64::from(limit))
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ListRequirementSetsResponse {
             sets: sets.into_iter().map(set_to_proto).collect(),
-            next_after_id: next,
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 
