@@ -31,7 +31,10 @@ pub fn local_url(config: &Config, path: &str) -> Result<String, String> {
     } else {
         format!("/{path}")
     };
-    Ok(format!("{scheme}://{}{path}", SocketAddr::new(ip, addr.port())))
+    Ok(format!(
+        "{scheme}://{}{path}",
+        SocketAddr::new(ip, addr.port())
+    ))
 }
 
 /// GET `path` on the local webhook listener; `Ok` with the body when it answers `200`.

@@ -152,8 +152,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::HashKey { .. } => unreachable!("handled above"),
         Command::Healthcheck { path, timeout } => {
-            match coverwatch::healthcheck::check(&config, &path, Duration::from_secs(timeout))
-                .await
+            match coverwatch::healthcheck::check(&config, &path, Duration::from_secs(timeout)).await
             {
                 Ok(body) => println!("{body}"),
                 Err(reason) => {

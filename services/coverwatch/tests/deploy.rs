@@ -5,6 +5,9 @@
 //! give it more time to stop than `shutdown_grace_seconds`, and hand it a configuration
 //! `Config::load` accepts. The image itself is built by `.ci/docker-build` where Docker is.
 
+// figment's `Jail` closures return its large error type; their size is figment's choice.
+#![allow(clippy::result_large_err)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +18,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::{command, send_sigterm, wait_for_line, wait_with_deadline, workdir};
 use coverwatch::Config;
-use figment::{Figment, Provider as _};
 use figment::providers::{Format as _, Serialized, Toml};
+use figment::{Figment, Provider as _};
 use serde_reflection::{ContainerFormat, Format, Named, Registry, Samples, Tracer, TracerConfig};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -205,7 +208,9 @@ fn toml_keys(text: &str, keys: &BTreeSet<String>) -> BTreeSet<String> {
             }
         }
     }
-    let data = Figment::from(Toml::string(text)).data().expect("TOML parses");
+    let data = Figment::from(Toml::string(text))
+        .data()
+        .expect("TOML parses");
     let mut out = BTreeSet::new();
     for dict in data.values() {
         visit(dict, "", keys, &mut out);
@@ -561,7 +566,10 @@ fn compose_runs_two_replicas_on_one_postgres() {
         let url = service["environment"]["COVERWATCH_DATABASE_URL"]
             .as_str()
             .expect("a database URL");
-        assert!(url.starts_with("postgres://") && url.contains("@postgres:5432/"), "{url}");
+        assert!(
+            url.starts_with("postgres://") && url.contains("@postgres:5432/"),
+            "{url}"
+        );
         database_urls.insert(url.to_owned());
 
         // Container ports are the ones the image binds; host ports differ between replicas.
@@ -581,7 +589,11 @@ fn compose_runs_two_replicas_on_one_postgres() {
             .as_str()
             .map(|s| s.parse::<u64>().unwrap())
             .unwrap_or(Config::default().shutdown_grace_seconds);
-        let stop = compose_duration(service["stop_grace_period"].as_str().expect("stop_grace_period"));
+        let stop = compose_duration(
+            service["stop_grace_period"]
+                .as_str()
+                .expect("stop_grace_period"),
+        );
         assert!(
             stop > grace,
             "{name}: stop_grace_period {stop}s must exceed shutdown_grace_seconds {grace}s"
@@ -634,7 +646,9 @@ fn test_secret(variable: &str) -> String {
         "COVERWATCH_ENCRYPTION_KEYS" => {
             format!("[{{id=\"k1\", key=\"{}\"}}]", random_key_base64())
         }
-        "COVERWATCH_TENANTS" => format!("[{{id=\"acme\", api_key_sha256=[\"{}\"]}}]", "a".repeat(64)),
+        "COVERWATCH_TENANTS" => {
+            format!("[{{id=\"acme\", api_key_sha256=[\"{}\"]}}]", "a".repeat(64))
+        }
         "COVERWATCH_ADMIN_API_KEY_SHA256" => format!("[\"{}\"]", "b".repeat(64)),
         "COVERWATCH_AXLE__CLIENT_SECRET" | "COVERWATCH_CANOPY__CLIENT_SECRET" => {
             "a-vendor-secret".into()
@@ -806,7 +820,10 @@ fn check_kubernetes() -> K8s {
     }
     for p in service["spec"]["ports"].as_vec().unwrap() {
         let target = port(&p["targetPort"]);
-        assert!(ports.values().any(|v| *v == target), "Service targetPort {target}");
+        assert!(
+            ports.values().any(|v| *v == target),
+            "Service targetPort {target}"
+        );
     }
     let pdb = manifest("pdb.yaml", "PodDisruptionBudget");
     for (name, value) in pdb["spec"]["selector"]["matchLabels"].as_hash().unwrap() {
@@ -826,7 +843,11 @@ fn check_kubernetes() -> K8s {
             .map(|e| (e.name, e.value, e.secret_key))
             .collect()
     };
-    assert_eq!(env_of(job_container), env_of(&container), "Job env vs Deployment env");
+    assert_eq!(
+        env_of(job_container),
+        env_of(&container),
+        "Job env vs Deployment env"
+    );
 
     // kustomize lists files that exist.
     let kustomization = &yaml_docs(&format!("{DEPLOY}/kustomization.yaml"))[0];
@@ -911,7 +932,10 @@ async fn the_probes_and_the_healthcheck_reach_what_the_server_serves() {
     let missing = healthcheck(&["--path", "/no-such-probe"]);
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("404") && stderr.contains("/no-such-probe"), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("/no-such-probe"),
+        "{stderr}"
+    );
 
     send_sigterm(child.id());
     let status = wait_with_deadline(&mut child, Duration::from_secs(30));
@@ -919,5 +943,9 @@ async fn the_probes_and_the_healthcheck_reach_what_the_server_serves() {
     let down = healthcheck(&[]);
     assert_eq!(down.status.code(), Some(1), "nothing listens any more");
     let stderr = String::from_utf8_lossy(&down.stderr);
-    assert!(stderr.contains(&format!("GET http://{http_addr}/readyz")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("GET http://{http_addr}/readyz")),
+        "{stderr}"
+    );
+    coverwatch_store::testing::drop_database(&url).await;
 }
