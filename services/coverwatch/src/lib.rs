@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 mod grpc;
+pub mod healthcheck;
 mod http;
 pub mod providers;
 mod requirements;

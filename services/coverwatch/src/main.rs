@@ -1,7 +1,8 @@
-//! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, or rotate the
-//! keys that seal secrets at rest.
+//! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, check its own
+//! health, or rotate the keys that seal secrets at rest.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,16 @@ enum Command {
     HashKey {
         /// The API key to hash.
         key: String,
+    },
+    /// GET this process's own webhook listener (`/readyz` by default) and exit 0 on `200`, 1
+    /// otherwise: the container health check (the runtime image has no curl).
+    Healthcheck {
+        /// The path to ask for (`/healthz`: alive; `/readyz`: ready for work).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// How long to wait for the answer, in seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
     },
     /// Manage the keys that seal secrets at rest (`encryption_keys`).
     Keys {
@@ -140,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
     init_logging(config.log_format);
     match cli.command {
         Command::HashKey { .. } => unreachable!("handled above"),
+        Command::Healthcheck { path, timeout } => {
+            match coverwatch::healthcheck::check(&config, &path, Duration::from_secs(timeout)).await
+            {
+                Ok(body) => println!("{body}"),
+                Err(reason) => {
+                    eprintln!("unhealthy: {reason}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Keys {
             command: KeysCommand::Rotate { batch },
         } => rotate_keys(&config, batch).await?,
