@@ -9,7 +9,7 @@ use coverwatch_core::{Event, TenantId};
 use coverwatch_store::EventFilter;
 use futures::Stream;
 
-use crate::fanout::Registration;
+use crate::fanout::{Registration, StreamStats};
 use crate::{Engine, EngineError};
 
 const STREAM_PAGE: u64 = 500;
@@ -142,6 +142,11 @@ impl Engine {
             .await?)
     }
 
+    /// How this process's streams read the log (see `fanout`).
+    pub fn stream_stats(&self) -> StreamStats {
+        self.inner.fanout.stats.snapshot()
+    }
+
     /// Every event after the query's cursor, then live ones as they commit. While the database
     /// is unreachable (or has just cut our connection) the stream stays open and reads again
     /// with capped backoff: nothing can commit meanwhile, so the caller misses nothing, and the
@@ -242,6 +247,13 @@ impl Engine {
                             state.mode = Mode::Live(registration);
                             continue;
                         }
+                        state
+                            .engine
+                            .inner
+                            .fanout
+                            .stats
+                            .stream_reads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         match state
                             .engine
                             .list_events(&state.tenant, &state.query, STREAM_PAGE)

@@ -19,6 +19,7 @@
 //! A stream that does not keep up (its bounded channel is full) is dropped by the tail: it
 //! drains what its channel holds, reads the log from its cursor again, and registers again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,36 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Fanout {
     state: Mutex<State>,
+    pub(crate) stats: Stats,
+}
+
+/// Counts since start, so that tests and operators can see the fan-out work as designed.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) tail_reads: AtomicU64,
+    pub(crate) stream_reads: AtomicU64,
+    pub(crate) lagged: AtomicU64,
+}
+
+/// How this process's event streams read the log, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Queries of the process-wide tail (one per committed range, for all streams).
+    pub tail_reads: u64,
+    /// Queries streams made themselves, catching up from their cursor.
+    pub stream_reads: u64,
+    /// Times a stream fell behind its buffer and went back to reading the log.
+    pub lagged: u64,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> StreamStats {
+        StreamStats {
+            tail_reads: self.tail_reads.load(Ordering::Relaxed),
+            stream_reads: self.stream_reads.load(Ordering::Relaxed),
+            lagged: self.lagged.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A stream's place in the fan-out: every matching event after `from` arrives on `events`, in
@@ -148,6 +179,7 @@ impl Fanout {
                 }
                 state.position
             };
+            self.stats.tail_reads.fetch_add(1, Ordering::Relaxed);
             match store.events_after_any_tenant(position, TAIL_PAGE).await {
                 Ok(page) => {
                     backoff = TAIL_BACKOFF_MIN;
@@ -193,7 +225,14 @@ impl Fanout {
                     }
                 });
                 match event {
-                    Some(event) => sub.tx.try_send(event.clone()).is_ok(),
+                    Some(event) => match sub.tx.try_send(event.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                            false
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    },
                     None => false,
                 }
             });

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 pub use admin::{REDACTED, RetentionConfig, redact_delivery};
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
+pub use fanout::StreamStats;
 pub use isolation::{UnitFailure, isolated, panic_message};
 pub use links::{LinkRequest, StartedSession};
 pub use registry::ProviderRegistry;
