@@ -259,7 +259,19 @@ impl Store {
             union
                 .order_by_expr(Expr::col(Alias::new("cursor")).into(), Order::Asc)
                 .limit(limit);
-            let statement = self.db.get_database_backend().build(&union);
+            // Values inlined (escaped by the query builder; a tenant id and kind names are
+            // validated identifiers anyway): with bind parameters PostgreSQL soon switches to a
+            // generic plan, which prices each branch's `LIMIT $n` as a tenth of the table and
+            // picks a scan and sort of every matching event (40 ms at 100k events, measured).
+            let backend = self.db.get_database_backend();
+            let sql = match backend {
+                DatabaseBackend::Postgres => {
+                    union.to_string(sea_orm::sea_query::PostgresQueryBuilder)
+                }
+                DatabaseBackend::Sqlite => union.to_string(sea_orm::sea_query::SqliteQueryBuilder),
+                DatabaseBackend::MySql => union.to_string(sea_orm::sea_query::MysqlQueryBuilder),
+            };
+            let statement = Statement::from_string(backend, sql);
             event::Entity::find()
                 .from_raw_sql(statement)
                 .all(&self.db)
