@@ -8,7 +8,13 @@
 //!   what HTTP alone costs on this machine;
 //! - acknowledged: POSTs to coverwatch's webhook listener, each answered only after it is
 //!   durably stored in the inbox (the latency a vendor sees);
-//! - processed: from the first POST until every delivery became an event a caller can read.
+//! - processed: from the first POST until every delivery became an event a caller can read;
+//! - the yardstick: the same bodies as single-row `INSERT … ON CONFLICT DO NOTHING` into the same
+//!   database server, same concurrency, same client library;
+//! - webhook → `WatchEvents` latency at steady offered rates (`BENCH_RATES`, default `100,500`,
+//!   for `BENCH_RATE_SECONDS`, default 3);
+//!
+//! and the ratios against the targets of issue 14.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +88,169 @@ async fn post_all(
     }
 }
 
+/// The yardstick: what the same database takes in when each of the same bodies is one
+/// single-row `INSERT … ON CONFLICT DO NOTHING`, autocommitted, at the same concurrency, through
+/// the same client library (sqlx) the service uses; pgbench's simple-protocol figure is of the
+/// same kind. Runs in a fresh database on the same server (or a fresh SQLite file).
+async fn insert_baseline(deliveries: usize, concurrency: usize) -> Run {
+    use coverwatch_store::testing;
+    let url = testing::fresh_database_url().await;
+    let body = serde_json::json!({"id": "d0", "type": "bench.ping"}).to_string();
+    let start;
+    let latencies: Vec<Duration>;
+    if url.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(concurrency as u32)
+            .connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE bench_inbox (dedupe_key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        start = Instant::now();
+        latencies = futures::stream::iter(0..deliveries)
+            .map(|i| {
+                let (pool, body) = (pool.clone(), body.clone());
+                async move {
+                    let sent = Instant::now();
+                    sqlx::query(
+                        "INSERT INTO bench_inbox (dedupe_key, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(format!("d{i}"))
+                    .bind(body)
+                    .execute(&pool)
+                    .await
+                    .expect("insert");
+                    sent.elapsed()
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        pool.close().await;
+    } else {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("sqlite url");
+        // SQLite has one writer: more connections only queue on its lock (with busy-wait
+        // sleeps), which would understate what it takes in.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                options
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(30)),
+            )
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE bench_inbox (dedupe_key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("create");
+        start = Instant::now();
+        latencies = futures::stream::iter(0..deliveries)
+            .map(|i| {
+                let (pool, body) = (pool.clone(), body.clone());
+                async move {
+                    let sent = Instant::now();
+                    sqlx::query(
+                        "INSERT INTO bench_inbox (dedupe_key, body) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(format!("d{i}"))
+                    .bind(body)
+                    .execute(&pool)
+                    .await
+                    .expect("insert");
+                    sent.elapsed()
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        pool.close().await;
+    }
+    let elapsed = start.elapsed();
+    testing::drop_database(&url).await;
+    Run {
+        label: "insert 1-row",
+        elapsed,
+        latencies,
+    }
+}
+
+/// Webhook → `WatchEvents` latency at a steady offered rate: one POST every 1/rate s for
+/// `seconds`, each to one of the links, timed from just before the POST until the stream
+/// yields its event.
+async fn watch_latency(
+    http: &reqwest::Client,
+    client: &coverwatch_tests::Client,
+    link_urls: &[String],
+    rate: u32,
+    seconds: u32,
+    after_cursor: i64,
+) -> Vec<Duration> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut stream = client
+        .clone()
+        .watch_events(v1::WatchEventsRequest {
+            after_cursor,
+            filter: Some(v1::EventFilter {
+                kinds: vec![v1::EventKind::VendorEvent as i32],
+                ..Default::default()
+            }),
+            consumer: None,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let total = (rate * seconds) as usize;
+    let sender = {
+        let (http, sent, urls) = (http.clone(), sent.clone(), link_urls.to_vec());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut posts = Vec::with_capacity(total);
+            for i in 0..total {
+                tick.tick().await;
+                let kind = format!("lat-{rate}-{i}");
+                let (http, url) = (http.clone(), urls[i % urls.len()].clone());
+                sent.lock().unwrap().insert(kind.clone(), Instant::now());
+                posts.push(tokio::spawn(async move {
+                    let response = http
+                        .post(url)
+                        .json(&serde_json::json!({"id": kind, "type": kind}))
+                        .send()
+                        .await
+                        .expect("POST");
+                    assert_eq!(response.status(), 200);
+                }));
+            }
+            for post in posts {
+                post.await.expect("post");
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) * 20 + 60);
+    while latencies.len() < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, stream.message())
+            .await
+            .expect("events arrive in time")
+            .expect("stream")
+            .expect("stream open");
+        if let Some(v1::event::Payload::VendorEvent(vendor)) = event.payload
+            && let Some(at) = sent.lock().unwrap().remove(&vendor.vendor_type)
+        {
+            latencies.push(at.elapsed());
+        }
+    }
+    sender.await.expect("sender");
+    latencies.sort();
+    latencies
+}
+
 fn resident_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -118,6 +287,8 @@ async fn main() {
         })
         .collect();
     post_all("baseline", &http, urls, concurrency).await.print();
+    let mut yardstick = insert_baseline(deliveries, concurrency).await;
+    yardstick.print();
 
     // coverwatch, with a provider double so that only coverwatch is measured.
     let fake = FakeProvider::default();
@@ -195,6 +366,56 @@ async fn main() {
         processed.as_secs_f64(),
         deliveries as f64 / processed.as_secs_f64()
     );
+    let insert_rate = deliveries as f64 / yardstick.elapsed.as_secs_f64();
+    let acked_rate = deliveries as f64 / acked.elapsed.as_secs_f64();
+    let processed_rate = deliveries as f64 / processed.as_secs_f64();
+
+    let seconds = env_usize("BENCH_RATE_SECONDS", 3) as u32;
+    let mut p99_at_500 = None;
+    for rate in std::env::var("BENCH_RATES")
+        .unwrap_or_else(|_| "100,500".into())
+        .split(',')
+        .map(|r| {
+            r.trim()
+                .parse::<u32>()
+                .expect("BENCH_RATES: comma-separated rates")
+        })
+    {
+        let latencies = watch_latency(&http, &client, &link_urls, rate, seconds, cursor).await;
+        let pick = |q: f64| {
+            latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
+                .as_secs_f64()
+                * 1e3
+        };
+        println!(
+            "{:<14} {:>6} deliveries at {rate}/s   webhook → WatchEvents   p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+            "watch latency",
+            latencies.len(),
+            pick(0.5),
+            pick(0.99),
+            pick(1.0),
+        );
+        if rate == 500 {
+            p99_at_500 = Some(pick(0.99));
+        }
+    }
+    println!("\nagainst the targets (same run, same machine):");
+    println!(
+        "  acknowledged / insert yardstick   {:>6.2}x   (target >= 1.0x)",
+        acked_rate / insert_rate
+    );
+    println!(
+        "  processed / insert yardstick      {:>6.2}x   (target >= 0.3x)",
+        processed_rate / insert_rate
+    );
+    match p99_at_500 {
+        Some(p99) => {
+            println!("  watch p99 at 500/s              {p99:>8.2} ms   (target <= 25 ms)")
+        }
+        None => {
+            println!("  watch p99 at 500/s                 not measured (500 not in BENCH_RATES)")
+        }
+    }
     if let Some(rss) = resident_memory_mib() {
         println!(
             "{:<14} {rss:.1} MiB resident (server, sandbox-free, and this client in one process)",
