@@ -5,6 +5,7 @@
 pub mod dataset;
 pub mod fake_provider;
 pub mod flows;
+pub mod ingest_bench;
 
 use std::future::Future;
 use std::time::Duration;
