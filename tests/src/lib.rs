@@ -2,8 +2,10 @@
 //! (SQLite, or PostgreSQL when `COVERWATCH_TEST_DATABASE_URL` is set), call it over gRPC and
 //! HTTP like any client would, and wait for things with a deadline instead of sleeping.
 
+pub mod dataset;
 pub mod fake_provider;
 pub mod flows;
+pub mod ingest_bench;
 
 use std::future::Future;
 use std::time::Duration;

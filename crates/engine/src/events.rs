@@ -9,6 +9,7 @@ use coverwatch_core::{Event, TenantId};
 use coverwatch_store::EventFilter;
 use futures::Stream;
 
+use crate::fanout::{Registration, StreamStats};
 use crate::{Engine, EngineError};
 
 const STREAM_PAGE: u64 = 500;
@@ -141,35 +142,68 @@ impl Engine {
             .await?)
     }
 
+    /// How this process's streams read the log (see `fanout`).
+    pub fn stream_stats(&self) -> StreamStats {
+        self.inner.fanout.stats.snapshot()
+    }
+
     /// Every event after the query's cursor, then live ones as they commit. While the database
     /// is unreachable (or has just cut our connection) the stream stays open and reads again
     /// with capped backoff: nothing can commit meanwhile, so the caller misses nothing, and the
     /// contract (open until cancelled or shutdown) holds through an outage instead of every
     /// watcher reconnecting at once when it ends. Any other error is yielded and ends the
     /// stream; the caller resumes from the last cursor it saw.
+    ///
+    /// The stream reads the log itself only to catch up (from its cursor, by pages); live
+    /// events come from the process-wide fan-out (see `fanout`), which reads each committed
+    /// range once for all the streams of the process.
     pub fn watch_events(
         &self,
         tenant: TenantId,
         query: EventQuery,
     ) -> impl Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        enum Mode {
+            /// Not registered with the fan-out (at the start, or after it dropped us).
+            Detached,
+            /// Registered: events after `from` arrive on the channel; the log is read up to
+            /// there first.
+            CatchingUp(Registration),
+            Live(Registration),
+        }
         struct State {
             engine: Engine,
             tenant: TenantId,
             query: EventQuery,
             buffer: VecDeque<Event>,
-            wake: tokio::sync::watch::Receiver<i64>,
-            poll: Duration,
+            mode: Mode,
             failed: bool,
             /// The pause before the next read while the database is unreachable.
             unavailable_backoff: Duration,
         }
+        impl State {
+            /// Waits before the next read of an unreachable database; `Err` ends the stream.
+            async fn on_error(&mut self, err: EngineError) -> Result<(), EngineError> {
+                if !crate::inbox::database_may_recover(&err) {
+                    self.failed = true;
+                    return Err(err);
+                }
+                // Once per outage and stream, so that an error that never clears (not an
+                // outage after all) still shows.
+                if self.unavailable_backoff == UNAVAILABLE_BACKOFF_MIN {
+                    tracing::warn!(error = %err, "event stream: cannot read the log; kept open, reading again with backoff");
+                }
+                tokio::time::sleep(self.unavailable_backoff).await;
+                self.unavailable_backoff =
+                    (self.unavailable_backoff * 2).min(UNAVAILABLE_BACKOFF_MAX);
+                Ok(())
+            }
+        }
         let state = State {
-            wake: self.inner.latest_event.subscribe(),
-            poll: self.inner.config.stream_poll,
             engine: self.clone(),
             tenant,
             query,
             buffer: VecDeque::new(),
+            mode: Mode::Detached,
             failed: false,
             unavailable_backoff: UNAVAILABLE_BACKOFF_MIN,
         };
@@ -179,40 +213,80 @@ impl Engine {
             }
             loop {
                 if let Some(event) = state.buffer.pop_front() {
+                    // The log and the fan-out overlap around the hand-over point.
+                    if event.cursor <= state.query.after_cursor {
+                        continue;
+                    }
                     state.query.after_cursor = event.cursor;
                     return Some((Ok(event), state));
                 }
-                // Mark what we have seen before reading, so a commit that lands during the read
-                // still wakes us afterwards.
-                state.wake.borrow_and_update();
-                match state
-                    .engine
-                    .list_events(&state.tenant, &state.query, STREAM_PAGE)
-                    .await
-                {
-                    Ok(page) if !page.is_empty() => {
-                        state.unavailable_backoff = UNAVAILABLE_BACKOFF_MIN;
-                        state.buffer.extend(page);
-                    }
-                    Ok(_) => {
-                        state.unavailable_backoff = UNAVAILABLE_BACKOFF_MIN;
-                        // Other replicas' commits do not reach our watch channel: poll as well.
-                        let _ = tokio::time::timeout(state.poll, state.wake.changed()).await;
-                    }
-                    Err(err) if crate::inbox::database_may_recover(&err) => {
-                        // Once per outage and stream, so that an error that never clears
-                        // (not an outage after all) still shows.
-                        if state.unavailable_backoff == UNAVAILABLE_BACKOFF_MIN {
-                            tracing::warn!(error = %err, "event stream: cannot read the log; kept open, reading again with backoff");
+                match std::mem::replace(&mut state.mode, Mode::Detached) {
+                    Mode::Detached => {
+                        let inner = &state.engine.inner;
+                        let registered = inner
+                            .fanout
+                            .register(
+                                &inner.store,
+                                &inner.latest_event,
+                                inner.config.stream_poll,
+                                state.tenant.clone(),
+                                state.query.filter.clone(),
+                            )
+                            .await;
+                        match registered {
+                            Ok(registration) => state.mode = Mode::CatchingUp(registration),
+                            Err(err) => {
+                                if let Err(err) = state.on_error(err.into()).await {
+                                    return Some((Err(err), state));
+                                }
+                            }
                         }
-                        tokio::time::sleep(state.unavailable_backoff).await;
-                        state.unavailable_backoff =
-                            (state.unavailable_backoff * 2).min(UNAVAILABLE_BACKOFF_MAX);
                     }
-                    Err(err) => {
-                        state.failed = true;
-                        return Some((Err(err), state));
+                    Mode::CatchingUp(registration) => {
+                        if state.query.after_cursor >= registration.from {
+                            state.mode = Mode::Live(registration);
+                            continue;
+                        }
+                        state
+                            .engine
+                            .inner
+                            .fanout
+                            .stats
+                            .stream_reads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match state
+                            .engine
+                            .list_events(&state.tenant, &state.query, STREAM_PAGE)
+                            .await
+                        {
+                            Ok(page) => {
+                                state.unavailable_backoff = UNAVAILABLE_BACKOFF_MIN;
+                                // A short page holds everything committed so far, which
+                                // includes everything up to the hand-over point.
+                                state.mode = if (page.len() as u64) < STREAM_PAGE {
+                                    Mode::Live(registration)
+                                } else {
+                                    Mode::CatchingUp(registration)
+                                };
+                                state.buffer.extend(page);
+                            }
+                            Err(err) => {
+                                state.mode = Mode::CatchingUp(registration);
+                                if let Err(err) = state.on_error(err).await {
+                                    return Some((Err(err), state));
+                                }
+                            }
+                        }
                     }
+                    Mode::Live(mut registration) => match registration.events.recv().await {
+                        Some(event) => {
+                            state.buffer.push_back(event);
+                            state.mode = Mode::Live(registration);
+                        }
+                        // Dropped by the fan-out (we lagged, or its reader stopped): what the
+                        // channel held is consumed; read the log from our cursor and rejoin.
+                        None => state.mode = Mode::Detached,
+                    },
                 }
             }
         })

@@ -6,6 +6,7 @@ mod admin;
 mod apply;
 mod error;
 mod events;
+mod fanout;
 mod inbox;
 mod isolation;
 mod links;
@@ -27,6 +28,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, watch};
 pub use admin::{REDACTED, RetentionConfig, redact_delivery};
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
+pub use fanout::StreamStats;
 pub use isolation::{UnitFailure, isolated, panic_message};
 pub use links::{LinkRequest, StartedSession};
 pub use registry::ProviderRegistry;
@@ -120,6 +122,8 @@ struct Inner {
     config: EngineConfig,
     /// The highest event cursor this process has committed; streams wait on it.
     latest_event: watch::Sender<i64>,
+    /// Reads each committed range of the log once and hands it to this process's streams.
+    fanout: Arc<fanout::Fanout>,
     /// Wakes the inbox worker when a delivery was stored.
     inbox_wake: Notify,
     /// One lock per link being worked on in this process. Vendor calls happen outside any
@@ -140,6 +144,7 @@ impl Engine {
                 providers,
                 config,
                 latest_event,
+                fanout: Arc::default(),
                 inbox_wake: Notify::new(),
                 link_locks: std::sync::Mutex::default(),
                 late_signed: std::sync::atomic::AtomicU64::new(0),

@@ -27,7 +27,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, State
 
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
-pub use events::{EVENTS_CHANNEL, EventFilter, NewEvent};
+pub use events::{EVENTS_CHANNEL, EventFilter, LoggedEvent, NewEvent};
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
 pub use link_tx::LinkTx;
 pub use links::{

@@ -505,6 +505,44 @@ async fn event_filters_select_by_link_user_and_kind() {
         0
     );
     assert_eq!(store.latest_cursor().await.unwrap(), exited[0].cursor);
+
+    // Several kinds (one index range each, merged): cursor order, the limit, the cursor and
+    // a repeated kind all hold as in a single query.
+    let kinds_of =
+        |events: &[coverwatch_core::Event]| events.iter().map(|e| e.cursor).collect::<Vec<_>>();
+    let wanted = [EventKind::Exited, EventKind::SessionOpened];
+    let expected: Vec<i64> = all
+        .iter()
+        .filter(|e| wanted.contains(&e.payload.kind()))
+        .map(|e| e.cursor)
+        .collect();
+    assert_eq!(expected.len(), 3, "two sessions opened and one exit");
+    let several = EventFilter {
+        kinds: vec![
+            EventKind::SessionOpened,
+            EventKind::Exited,
+            EventKind::SessionOpened,
+        ],
+        ..Default::default()
+    };
+    let page = store.list_events(&t, 0, &several, 2).await.unwrap();
+    assert_eq!(kinds_of(&page), expected[..2]);
+    let rest = store
+        .list_events(&t, page[1].cursor, &several, 100)
+        .await
+        .unwrap();
+    assert_eq!(kinds_of(&rest), expected[2..]);
+    let none = EventFilter {
+        kinds: vec![EventKind::Descoped, EventKind::Stale],
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_events(&t, 0, &none, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn requirement_set(id: &str, days: u32) -> coverwatch_core::requirements::RequirementSet {
