@@ -9,6 +9,7 @@ mod m0002_inbox_link_order;
 mod m0003_consumers;
 mod m0004_requirements;
 mod m0005_sealed_deliveries;
+mod m0007_trace_context;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_consumers::Migration),
             Box::new(m0004_requirements::Migration),
             Box::new(m0005_sealed_deliveries::Migration),
+            Box::new(m0007_trace_context::Migration),
         ]
     }
 }

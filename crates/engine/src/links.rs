@@ -209,6 +209,7 @@ impl Engine {
                     replaces_link_id: request.replace_link_id,
                     requirement_set_id: request.requirement_set_id,
                     created_at: Utc::now(),
+                    caller_trace: crate::trace::current_traceparent(),
                 },
                 NewEvent::now(EventPayload::SessionOpened {
                     url: session.url.clone(),

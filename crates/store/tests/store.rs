@@ -48,6 +48,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 replaces_link_id: None,
                 requirement_set_id: None,
                 created_at: Utc::now(),
+                caller_trace: None,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -215,6 +216,7 @@ async fn a_delivery_is_stored_once_and_leased_to_one_worker() {
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"event_type":"COMPLETE"}"#.to_vec(),
         received_at: Utc::now(),
+        trace_context: None,
     };
     assert!(matches!(
         store.ingest_delivery(delivery()).await.unwrap(),
@@ -292,6 +294,7 @@ async fn an_expired_lease_is_taken_over() {
             headers: vec![],
             body: b"{}".to_vec(),
             received_at: Utc::now(),
+            trace_context: None,
         })
         .await
         .unwrap();
