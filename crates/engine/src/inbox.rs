@@ -313,7 +313,10 @@ impl Engine {
             Matched::Link(record) => record,
             Matched::None(reason) => return Ok(Outcome::Unmatched(reason)),
         };
-        tracing::Span::current().record("link_id", display(record.link.id));
+        if delivery.link.is_none() {
+            // Attributed only now: the span could not name the link when it began.
+            tracing::Span::current().record("link_id", display(record.link.id));
+        }
         let _working = self.lock_link(record.link.id).await;
         // Read again under the lock: another delivery of this link may have just changed it.
         let record = self
