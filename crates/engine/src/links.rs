@@ -329,6 +329,10 @@ impl Engine {
         ]))
         .await?;
         tx.set_session_url(Some(session.url.clone()));
+        // The vendor's webhooks from now on answer this call: they continue its trace.
+        if let Some(traceparent) = crate::trace::current_traceparent() {
+            tx.set_caller_trace(traceparent);
+        }
         let event = tx
             .append_event(NewEvent::now(EventPayload::SessionOpened {
                 url: session.url.clone(),

@@ -1400,4 +1400,36 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn tracing_keys_are_checked_on_load() {
+        let ok = |endpoint: &str| {
+            with_env(&[("COVERWATCH_OTLP_ENDPOINT", endpoint)], || {
+                Config::load(Path::new("absent.toml")).map(|c| c.otlp_endpoint)
+            })
+        };
+        assert_eq!(
+            ok("http://otel-collector:4317").unwrap().as_deref(),
+            Some("http://otel-collector:4317")
+        );
+        assert!(ok("https://collector.example.com").is_ok());
+        for bad in [
+            "otel-collector:4317",
+            "grpc://collector:4317",
+            "http://collector:4317/v1/traces",
+            "http://user:secret@collector:4317",
+            "http://collector:4317?x=1",
+            "not a url",
+        ] {
+            let err = ok(bad).expect_err(bad).to_string();
+            assert!(err.contains("`otlp_endpoint`"), "{bad}: {err}");
+        }
+        let err = with_env(&[("COVERWATCH_OTLP_SERVICE_NAME", "\"\"")], || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(err.contains("`otlp_service_name`"), "{err}");
+        assert_eq!(Config::default().otlp_endpoint, None, "off by default");
+    }
 }
