@@ -690,7 +690,10 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
 async fn trace_context_is_kept_on_links_and_deliveries() {
     let store = store().await;
     let a = tenant("tenant-a");
-    store.ensure_tenants(&[a.clone()]).await.unwrap();
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
     let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let link = NewLink {
         caller_trace: Some(first.into()),
