@@ -10,6 +10,7 @@ mod m0003_consumers;
 mod m0004_requirements;
 mod m0005_sealed_deliveries;
 mod m0006_read_indexes;
+mod m0007_trace_context;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_requirements::Migration),
             Box::new(m0005_sealed_deliveries::Migration),
             Box::new(m0006_read_indexes::Migration),
+            Box::new(m0007_trace_context::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@
 //! and `POST /token/exchange` spends a single-use code, so neither is ever sent twice.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use coverwatch_core::policy::PolicyTerm;
 use reqwest::header::{
@@ -267,7 +268,35 @@ impl AxleClient {
         }
     }
 
+    /// One HTTP exchange, as a client span (a child of whatever span the caller runs in: a
+    /// gRPC call or a delivery being processed) naming Axle's `x-axle-request-id`, which is
+    /// what Axle support asks for.
     async fn attempt(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, AxleError> {
+        let span = tracing::info_span!(
+            "vendor.call",
+            otel.name = %format_args!("axle {operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            vendor = "axle",
+            operation,
+            http.response.status_code = tracing::field::Empty,
+            vendor.request_id = tracing::field::Empty,
+        );
+        let answer = self
+            .exchange(operation, request)
+            .instrument(span.clone())
+            .await;
+        if answer.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    async fn exchange(
         &self,
         operation: &'static str,
         request: reqwest::RequestBuilder,
@@ -279,6 +308,11 @@ impl AxleClient {
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status.as_u16());
+        if let Some(id) = &request_id {
+            span.record("vendor.request_id", id.as_str());
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

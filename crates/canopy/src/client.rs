@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::config::CanopyConfig;
 use crate::error::{CanopyError, TransportKind};
@@ -118,7 +119,7 @@ impl CanopyClient {
         let mut attempt = 1;
         loop {
             let result = self
-                .send_once(method.clone(), url.clone(), body, auth)
+                .send_once(operation, method.clone(), url.clone(), body, auth)
                 .await;
             let err = match result {
                 Ok(value) => {
@@ -164,7 +165,39 @@ impl CanopyClient {
         }
     }
 
+    /// One HTTP exchange, as a client span (a child of whatever span the caller runs in).
+    /// Canopy documents no request id header ("No message, no request id"); one is recorded
+    /// only if a response happens to carry one.
     async fn send_once<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        auth: Auth<'_>,
+    ) -> Result<T, CanopyError> {
+        let span = tracing::info_span!(
+            "vendor.call",
+            otel.name = %format_args!("canopy {operation}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            vendor = "canopy",
+            operation,
+            http.request.method = %method,
+            http.response.status_code = tracing::field::Empty,
+            vendor.request_id = tracing::field::Empty,
+        );
+        let answer = self
+            .exchange(method, url, body, auth)
+            .instrument(span.clone())
+            .await;
+        if answer.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        answer
+    }
+
+    async fn exchange<T: DeserializeOwned>(
         &self,
         method: Method,
         url: url::Url,
@@ -188,6 +221,11 @@ impl CanopyClient {
             .find_map(|name| response.headers().get(*name))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status.as_u16());
+        if let Some(id) = &request_id {
+            span.record("vendor.request_id", id.as_str());
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

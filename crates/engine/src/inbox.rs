@@ -15,6 +15,8 @@ use coverwatch_store::{
 use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::watch;
+use tracing::Instrument;
+use tracing::field::{Empty, display};
 
 use crate::apply::Origin;
 use crate::isolation::{UnitFailure, isolated};
@@ -182,15 +184,53 @@ impl Engine {
         unsettled
     }
 
-    /// Process one delivery and record the outcome; returns its id if the outcome could not be
-    /// recorded.
+    /// Process one delivery and record the outcome, under a span of its own that continues the
+    /// trace its ingest was part of; returns its id if the outcome could not be recorded.
     async fn settle(&self, delivery: ClaimedDelivery) -> Option<DeliveryId> {
+        let span = tracing::info_span!(
+            parent: None,
+            "delivery.process",
+            otel.kind = "consumer",
+            delivery_id = %delivery.id,
+            provider = %delivery.provider,
+            attempt = delivery.attempts,
+            link_id = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+            trace_id = Empty,
+        );
+        crate::trace::set_remote_parent(&span, delivery.trace_context.as_deref());
+        crate::trace::record_trace_id(&span);
+        if let Some((_, link)) = &delivery.link {
+            span.record("link_id", display(link));
+        }
+        self.settle_in_span(delivery).instrument(span).await
+    }
+
+    async fn settle_in_span(&self, delivery: ClaimedDelivery) -> Option<DeliveryId> {
         let config = &self.inner.config.worker;
         let store = &self.inner.store;
         let owner = config.owner.as_str();
         let id = delivery.id;
         let attempts = delivery.attempts;
         let outcome = self.process_delivery(&delivery).await;
+        let span = tracing::Span::current();
+        span.record(
+            "outcome",
+            match &outcome {
+                Outcome::Done => "done",
+                Outcome::Unmatched(_) => "unmatched",
+                Outcome::Failed { transient, .. }
+                    if *transient && attempts < config.max_attempts =>
+                {
+                    "retry"
+                }
+                Outcome::Failed { .. } => "dead",
+            },
+        );
+        if matches!(outcome, Outcome::Failed { .. }) {
+            span.record("otel.status_code", "ERROR");
+        }
         let result = match outcome {
             Outcome::Done => Ok(true),
             Outcome::Unmatched(reason) => {
@@ -273,6 +313,10 @@ impl Engine {
             Matched::Link(record) => record,
             Matched::None(reason) => return Ok(Outcome::Unmatched(reason)),
         };
+        if delivery.link.is_none() {
+            // Attributed only now: the span could not name the link when it began.
+            tracing::Span::current().record("link_id", display(record.link.id));
+        }
         let _working = self.lock_link(record.link.id).await;
         // Read again under the lock: another delivery of this link may have just changed it.
         let record = self

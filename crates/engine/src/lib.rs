@@ -12,6 +12,7 @@ mod isolation;
 mod links;
 mod registry;
 mod requirements;
+pub mod trace;
 mod webhooks;
 
 pub use webhooks::MAX_WEBHOOK_BYTES;

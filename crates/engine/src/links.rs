@@ -209,6 +209,7 @@ impl Engine {
                     replaces_link_id: request.replace_link_id,
                     requirement_set_id: request.requirement_set_id,
                     created_at: Utc::now(),
+                    caller_trace: crate::trace::current_traceparent(),
                 },
                 NewEvent::now(EventPayload::SessionOpened {
                     url: session.url.clone(),
@@ -328,6 +329,10 @@ impl Engine {
         ]))
         .await?;
         tx.set_session_url(Some(session.url.clone()));
+        // The vendor's webhooks from now on answer this call: they continue its trace.
+        if let Some(traceparent) = crate::trace::current_traceparent() {
+            tx.set_caller_trace(traceparent);
+        }
         let event = tx
             .append_event(NewEvent::now(EventPayload::SessionOpened {
                 url: session.url.clone(),

@@ -5,6 +5,7 @@ use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_core::{LinkState, ProviderKind};
 use coverwatch_store::{Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::inbox::Matched;
 use crate::links::token_hash;
@@ -27,6 +28,20 @@ impl Engine {
         &self,
         provider: &str,
         webhook: InboundWebhook,
+    ) -> Result<Ingested, IngestError> {
+        self.ingest_webhook_traced(provider, webhook, &tracing::Span::none())
+            .await
+    }
+
+    /// [`Self::ingest_webhook`], reported under `span` (the listener's span for this request,
+    /// not yet entered: its parent is chosen here, once the delivery is authenticated and its
+    /// link known — see [`crate::trace`]). The span gets the link and delivery ids, and its
+    /// trace context is stored with the delivery for the worker to continue.
+    pub async fn ingest_webhook_traced(
+        &self,
+        provider: &str,
+        webhook: InboundWebhook,
+        span: &tracing::Span,
     ) -> Result<Ingested, IngestError> {
         if webhook.body.len() > MAX_WEBHOOK_BYTES {
             return Err(IngestError::TooLarge {
@@ -74,6 +89,7 @@ impl Engine {
         }
 
         let mut link = None;
+        let mut caller_trace = None;
         let mut path = webhook.path.clone();
         if let Some((token, record)) = known {
             // The provider must read the same token from the path; if it reads another, the
@@ -106,6 +122,7 @@ impl Engine {
                 tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
             }
             link = Some((record.link.tenant_id, record.link.id));
+            caller_trace = record.caller_trace;
             // The token is a bearer secret for this link's webhooks: it has done its job (the
             // delivery is attributed) and must not sit in the inbox or reach admin listings.
             path = path.replace(&token, REDACTED_TOKEN);
@@ -122,6 +139,7 @@ impl Engine {
             // not queued behind that link's deliveries either.
             if let Matched::Link(record) = self.link_named_by(kind, &parsed.attribution).await? {
                 link = Some((record.link.tenant_id, record.link.id));
+                caller_trace = record.caller_trace;
             }
         }
 
@@ -129,6 +147,16 @@ impl Engine {
             Some(id) if !id.is_empty() => format!("id:{id}"),
             _ => format!("sha256:{}", hex::encode(Sha256::digest(&webhook.body))),
         };
+        let sender_trace = webhook
+            .headers
+            .iter()
+            .find(|(name, _)| name == crate::trace::TRACEPARENT)
+            .map(|(_, value)| value.as_str());
+        crate::trace::adopt_ingest_parent(span, sender_trace, caller_trace.as_deref());
+        if let Some((_, link)) = &link {
+            span.record("link_id", tracing::field::display(link));
+        }
+        let trace_context = crate::trace::traceparent(span);
         let ingested = self
             .inner
             .store
@@ -140,11 +168,19 @@ impl Engine {
                 headers: webhook.headers,
                 body: webhook.body,
                 received_at: webhook.received_at,
+                trace_context,
             })
+            .instrument(span.clone())
             .await
             .map_err(unavailable)?;
-        if matches!(ingested, Ingested::Stored(_)) {
-            self.inner.inbox_wake.notify_one();
+        match ingested {
+            Ingested::Stored(id) => {
+                span.record("delivery_id", tracing::field::display(id));
+                self.inner.inbox_wake.notify_one();
+            }
+            Ingested::Duplicate => {
+                span.record("duplicate", true);
+            }
         }
         Ok(ingested)
     }

@@ -62,6 +62,8 @@ pub struct NewDelivery {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received_at: DateTime<Utc>,
+    /// W3C `traceparent` of the ingest span, so that processing continues its trace.
+    pub trace_context: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub struct ClaimedDelivery {
     pub received_at: DateTime<Utc>,
     /// Including this one.
     pub attempts: u32,
+    /// W3C `traceparent` of the span that ingested it, if traced.
+    pub trace_context: Option<String>,
 }
 
 fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedDelivery> {
@@ -106,6 +110,7 @@ fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedD
         path: model.path,
         received_at: from_ms(model.received_at),
         attempts: model.attempts.max(0) as u32,
+        trace_context: model.trace_context,
     })
 }
 
@@ -265,6 +270,7 @@ impl Store {
             lease_expires_at: Set(None),
             processed_at: Set(None),
             key_id: Set(Some(key_id)),
+            trace_context: Set(new.trace_context),
         };
         let result = inbox::Entity::insert(model)
             .on_conflict(

@@ -93,6 +93,12 @@ impl LinkTx {
         self.changed = true;
     }
 
+    /// The `traceparent` of the call opening the link's new session (see `NewLink::caller_trace`).
+    pub fn set_caller_trace(&mut self, traceparent: String) {
+        self.record.caller_trace = Some(traceparent);
+        self.changed = true;
+    }
+
     pub fn set_account_key(&mut self, key: Option<String>) {
         self.record.account_key = key;
         self.changed = true;
@@ -422,6 +428,7 @@ impl LinkTx {
                     .and_then(|r| r.evaluated_at)
                     .map(to_ms)),
                 stale_since: Set(link.stale_since.map(to_ms)),
+                caller_trace: Set(record.caller_trace.clone()),
                 updated_at: Set(now),
                 ..Default::default()
             })

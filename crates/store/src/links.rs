@@ -29,6 +29,8 @@ pub struct LinkRecord {
     /// The revision of the attached requirement set that `link.requirements.status` was
     /// computed from; a different revision means the rules changed since.
     pub requirements_revision: Option<i64>,
+    /// W3C `traceparent` of the gRPC call that opened the link's latest session, if traced.
+    pub caller_trace: Option<String>,
 }
 
 /// A link to create.
@@ -49,6 +51,9 @@ pub struct NewLink {
     /// A requirement set of the tenant to attach from the start.
     pub requirement_set_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// W3C `traceparent` of the call creating the link, so that the vendor's later webhooks
+    /// can be traced back to it.
+    pub caller_trace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -136,6 +141,7 @@ pub(crate) fn record_from_model(keyring: &Keyring, model: link::Model) -> Result
             .transpose()?
             .unwrap_or_default(),
         requirements_revision: model.requirements_revision,
+        caller_trace: model.caller_trace,
     })
 }
 
@@ -171,6 +177,7 @@ impl Store {
             requirements_status: Set(None),
             requirements_evaluated_at: Set(None),
             stale_since: Set(None),
+            caller_trace: Set(new.caller_trace),
         };
         let txn = self.db.begin().await?;
         if let Some(set_id) = &new.requirement_set_id

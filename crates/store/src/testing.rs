@@ -82,6 +82,7 @@ pub fn new_link(
         replaces_link_id: None,
         requirement_set_id: None,
         created_at: chrono::Utc::now(),
+        caller_trace: None,
     }
 }
 

@@ -31,6 +31,7 @@ async fn ingest(
         headers: vec![("content-type".into(), "application/json".into())],
         body: format!("{{\"id\":\"{key}\"}}").into_bytes(),
         received_at: Utc::now(),
+        trace_context: None,
     };
     match store.ingest_delivery(delivery).await.unwrap() {
         Ingested::Stored(id) => id,

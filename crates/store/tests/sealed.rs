@@ -126,6 +126,7 @@ async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
                 )
                 .into_bytes(),
                 received_at: Utc::now(),
+                trace_context: None,
             })
             .await
             .unwrap();
@@ -158,6 +159,7 @@ async fn insert_legacy_delivery(url: &str) -> String {
         lease_expires_at: Set(None),
         processed_at: Set(Some(now)),
         key_id: Set(None),
+        trace_context: Set(None),
     })
     .exec(&db)
     .await

@@ -48,6 +48,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 replaces_link_id: None,
                 requirement_set_id: None,
                 created_at: Utc::now(),
+                caller_trace: None,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -215,6 +216,7 @@ async fn a_delivery_is_stored_once_and_leased_to_one_worker() {
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"event_type":"COMPLETE"}"#.to_vec(),
         received_at: Utc::now(),
+        trace_context: None,
     };
     assert!(matches!(
         store.ingest_delivery(delivery()).await.unwrap(),
@@ -292,6 +294,7 @@ async fn an_expired_lease_is_taken_over() {
             headers: vec![],
             body: b"{}".to_vec(),
             received_at: Utc::now(),
+            trace_context: None,
         })
         .await
         .unwrap();
@@ -656,6 +659,7 @@ async fn a_link_cannot_start_with_a_set_its_tenant_lacks() {
                 replaces_link_id: None,
                 requirement_set_id: Some("nope".into()),
                 created_at: Utc::now(),
+                caller_trace: None,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -718,4 +722,74 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
         fresh.link.stale_since, None,
         "fresh data ends the stale period"
     );
+}
+
+#[tokio::test]
+async fn trace_context_is_kept_on_links_and_deliveries() {
+    let store = store().await;
+    let a = tenant("tenant-a");
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let link = NewLink {
+        caller_trace: Some(first.into()),
+        ..testing::new_link(&a, ProviderKind::Axle)
+    };
+    let id = link.id;
+    store
+        .create_link(
+            link,
+            NewEvent::now(EventPayload::SessionOpened {
+                url: "https://vendor.example/s".into(),
+                reconnect: false,
+            }),
+        )
+        .await
+        .unwrap();
+    let record = store.get_link(&a, &id).await.unwrap().unwrap();
+    assert_eq!(record.caller_trace.as_deref(), Some(first));
+
+    // A later call that opens a new session takes its place; other updates keep it.
+    let second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut tx = store.begin_link_update(&a, &id).await.unwrap().unwrap();
+    tx.set_caller_trace(second.into());
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_link_update(&a, &id).await.unwrap().unwrap();
+    tx.set_session_url(Some("https://vendor.example/other".into()));
+    tx.commit().await.unwrap();
+    let record = store.get_link(&a, &id).await.unwrap().unwrap();
+    assert_eq!(record.caller_trace.as_deref(), Some(second));
+
+    let traced = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01";
+    for (key, trace_context) in [("id:traced", Some(traced)), ("id:untraced", None)] {
+        store
+            .ingest_delivery(NewDelivery {
+                provider: ProviderKind::Axle,
+                dedupe_key: key.into(),
+                link: Some((a.clone(), id)),
+                path: String::new(),
+                headers: Vec::new(),
+                body: b"{}".to_vec(),
+                received_at: Utc::now(),
+                trace_context: trace_context.map(str::to_owned),
+            })
+            .await
+            .unwrap();
+    }
+    let lease = Utc::now() + Duration::seconds(30);
+    let first_claim = store.claim_deliveries("w", lease, 10).await.unwrap();
+    assert_eq!(first_claim.len(), 1, "one link: one at a time");
+    assert_eq!(first_claim[0].trace_context.as_deref(), Some(traced));
+    store
+        .settle_delivery(&first_claim[0].id, "w", DeliveryStatus::Done, None)
+        .await
+        .unwrap();
+    let next = store
+        .claim_next_of_link("w", &id, lease)
+        .await
+        .unwrap()
+        .expect("the link's next delivery");
+    assert_eq!(next.trace_context, None);
 }

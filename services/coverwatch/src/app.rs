@@ -28,6 +28,7 @@ use crate::grpc::{CallLimitsLayer, MonitoringApi};
 use crate::http::{ListenerLimits, RefusalCounts, Refusals, Webhooks};
 use crate::requirements::RequirementsApi;
 use crate::supervisor::{RESTART_BACKOFF, Supervisor, TaskHealth};
+use crate::telemetry::GrpcTraceLayer;
 
 /// How long a client may take to complete a TLS handshake with the gRPC listener.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -288,11 +289,14 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     if let Some(tls) = grpc_tls {
         grpc_server = grpc_server.tls_config(tls).context("cannot use grpc.tls")?;
     }
-    let mut grpc_server = grpc_server.layer(CallLimitsLayer::new(
-        config.grpc_db_slots(),
-        Duration::from_millis(limits.db_queue_timeout_ms),
-        Duration::from_secs(limits.request_timeout_seconds),
-    ));
+    // Outermost, so that the answers the limits make up carry a request id too.
+    let mut grpc_server = grpc_server
+        .layer(GrpcTraceLayer)
+        .layer(CallLimitsLayer::new(
+            config.grpc_db_slots(),
+            Duration::from_millis(limits.db_queue_timeout_ms),
+            Duration::from_secs(limits.request_timeout_seconds),
+        ));
     // Without TCP_NODELAY, mid-sized answers (several HTTP/2 frames) wait for the client's
     // delayed ACK: a 40 ms floor on every such call.
     let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));

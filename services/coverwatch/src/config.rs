@@ -92,6 +92,10 @@ pub struct Config {
     /// genuine but whose timestamp is outside the tolerance (a retry that kept its first `t`).
     pub canopy_stale_signatures: String,
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector traces are exported to (`http://…:4317`); absent: no tracing.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub otlp_service_name: String,
     /// How long graceful shutdown waits for in-flight work.
     pub shutdown_grace_seconds: u64,
     /// Limits and TLS of the gRPC API.
@@ -385,6 +389,8 @@ impl Default for Config {
             canopy_monitoring_interval: "P1M".into(),
             canopy_stale_signatures: "accept".into(),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            otlp_service_name: "coverwatch".into(),
             shutdown_grace_seconds: 20,
             grpc: GrpcSettings::default(),
             http: HttpSettings::default(),
@@ -443,6 +449,45 @@ impl Config {
         slots as usize
     }
 
+    /// The collector must be an absolute `http(s)://host[:port]` URL (OTLP/gRPC has no path),
+    /// and the service name a short printable one.
+    fn validate_tracing(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let reason = match url::Url::parse(endpoint) {
+                Err(e) => Some(format!("not a URL: {e}")),
+                Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                    Some("must be an http:// or https:// URL (OTLP over gRPC)".to_owned())
+                }
+                Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                    Some("must name a host".to_owned())
+                }
+                Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                    Some("must not carry credentials".to_owned())
+                }
+                Ok(url) if !matches!(url.path(), "" | "/") || url.query().is_some() => Some(
+                    "OTLP over gRPC takes no path or query: give scheme, host and port only"
+                        .to_owned(),
+                ),
+                Ok(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::invalid("otlp_endpoint", endpoint, reason));
+            }
+        }
+        let name = &self.otlp_service_name;
+        if name.is_empty()
+            || name.chars().count() > 128
+            || !name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        {
+            return Err(ConfigError::invalid(
+                "otlp_service_name",
+                name,
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(())
+    }
+
     /// Check what types alone cannot.
     pub fn validated(self) -> Result<Self, ConfigError> {
         let url = self.database_url.as_str();
@@ -473,6 +518,7 @@ impl Config {
             ));
         }
         self.check_public_url_is_private_or_tls()?;
+        self.validate_tracing()?;
         self.validate_limits()?;
         let mut seen_tenants = std::collections::BTreeSet::new();
         let mut seen_keys = std::collections::BTreeSet::new();
@@ -1353,5 +1399,37 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn tracing_keys_are_checked_on_load() {
+        let ok = |endpoint: &str| {
+            with_env(&[("COVERWATCH_OTLP_ENDPOINT", endpoint)], || {
+                Config::load(Path::new("absent.toml")).map(|c| c.otlp_endpoint)
+            })
+        };
+        assert_eq!(
+            ok("http://otel-collector:4317").unwrap().as_deref(),
+            Some("http://otel-collector:4317")
+        );
+        assert!(ok("https://collector.example.com").is_ok());
+        for bad in [
+            "otel-collector:4317",
+            "grpc://collector:4317",
+            "http://collector:4317/v1/traces",
+            "http://user:secret@collector:4317",
+            "http://collector:4317?x=1",
+            "not a url",
+        ] {
+            let err = ok(bad).expect_err(bad).to_string();
+            assert!(err.contains("`otlp_endpoint`"), "{bad}: {err}");
+        }
+        let err = with_env(&[("COVERWATCH_OTLP_SERVICE_NAME", "\"\"")], || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(err.contains("`otlp_service_name`"), "{err}");
+        assert_eq!(Config::default().otlp_endpoint, None, "off by default");
     }
 }

@@ -24,8 +24,10 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tracing::field::Empty;
 
 use crate::supervisor::TaskHealth;
+use crate::telemetry::RequestId;
 
 /// Bodies past this are refused with `413` before they reach the engine's own size check.
 const BODY_LIMIT: usize = coverwatch_engine::MAX_WEBHOOK_BYTES;
@@ -101,6 +103,7 @@ pub fn router(engine: Engine, health: TaskHealth, webhooks: Webhooks) -> Router 
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::telemetry::http_request_id))
         .layer(Extension(webhooks))
         .layer(Extension(health))
         .with_state(engine)
@@ -227,6 +230,41 @@ async fn receive(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
+    // Not entered here: the engine chooses its parent once the delivery is authenticated and
+    // its link known (see `coverwatch_engine::trace`).
+    let span = tracing::info_span!(
+        parent: None,
+        "webhook.ingest",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        provider = %provider,
+        request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map_or("", |id| id.0.as_str()),
+        http.response.status_code = Empty,
+        link_id = Empty,
+        delivery_id = Empty,
+        duplicate = Empty,
+        trace_id = Empty,
+    );
+    let response = ingest(engine, webhooks, provider, path, headers, request, &span).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
+}
+
+async fn ingest(
+    engine: Engine,
+    webhooks: Webhooks,
+    provider: String,
+    path: String,
+    headers: HeaderMap,
+    request: Request,
+    span: &tracing::Span,
+) -> Response {
     // A sender trickling its body would otherwise hold the connection and a task for as long
     // as it likes; the size limit (413) still applies through `DefaultBodyLimit`.
     let body = match tokio::time::timeout(
@@ -260,7 +298,7 @@ async fn receive(
         body: body.to_vec(),
         received_at: Utc::now(),
     };
-    match engine.ingest_webhook(&provider, webhook).await {
+    match engine.ingest_webhook_traced(&provider, webhook, span).await {
         Ok(Ingested::Stored(id)) => (
             StatusCode::OK,
             Json(json!({"status": "stored", "delivery_id": id.to_string()})),

@@ -11,6 +11,7 @@ mod http;
 pub mod providers;
 mod requirements;
 pub mod supervisor;
+pub mod telemetry;
 pub mod tls;
 
 pub use app::{App, Overrides, start};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coverwatch::auth::DevKey;
-use coverwatch::config::{Config, LogFormat};
+use coverwatch::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -109,16 +109,6 @@ async fn rotate_keys(config: &Config, batch: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 async fn stop_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -148,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(&cli.config)?;
-    init_logging(config.log_format);
+    let telemetry = coverwatch::telemetry::init(&config)?;
     match cli.command {
         Command::HashKey { .. } => unreachable!("handled above"),
         Command::Healthcheck { path, timeout } => {
@@ -218,6 +208,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             app.shutdown().await;
         }
+    }
+    // Export the last spans; blocking, so off the runtime's workers.
+    if telemetry.exporting() {
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     }
     Ok(())
 }

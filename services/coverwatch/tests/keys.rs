@@ -80,6 +80,7 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: format!(r#"{{"n":{n}}}"#).into_bytes(),
                 received_at: Utc::now(),
+                trace_context: None,
             })
             .await
             .unwrap();

@@ -24,6 +24,8 @@ pub struct Model {
     pub processed_at: Option<i64>,
     /// The key that sealed `headers` and `body`; `None` for rows stored in plaintext.
     pub key_id: Option<String>,
+    /// W3C `traceparent` of the span that ingested the delivery; `None` while tracing is off.
+    pub trace_context: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

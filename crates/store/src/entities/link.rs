@@ -22,6 +22,8 @@ pub struct Model {
     pub requirements_status: Option<String>,
     pub requirements_evaluated_at: Option<i64>,
     pub stale_since: Option<i64>,
+    /// W3C `traceparent` of the gRPC call that opened the link's latest session.
+    pub caller_trace: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
