@@ -374,13 +374,19 @@ async fn list_filters_by_receipt_time_at_or_after_the_bound() {
         page.deliveries.iter().map(|d| d.id).collect()
     };
     // Exactly at a receipt time: that delivery is included.
-    let page = store.list_deliveries(&since(at(base + 1_000))).await.unwrap();
+    let page = store
+        .list_deliveries(&since(at(base + 1_000)))
+        .await
+        .unwrap();
     assert_eq!(listed(page), ids[1..]);
     // Half a millisecond after the second one: receipt times are whole milliseconds, and the
     // second is before the bound even though it shares its millisecond.
     let bound = at(base + 1_000) + Duration::microseconds(500);
     let page = store.list_deliveries(&since(bound)).await.unwrap();
     assert_eq!(listed(page), ids[2..]);
-    let page = store.list_deliveries(&since(at(base + 2_001))).await.unwrap();
+    let page = store
+        .list_deliveries(&since(at(base + 2_001)))
+        .await
+        .unwrap();
     assert!(page.deliveries.is_empty());
 }

@@ -1,5 +1,5 @@
-//! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, or rotate the
-//! keys that seal secrets at rest.
+//! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, rotate the keys
+//! that seal secrets at rest, or operate a running server (`deliveries`, `links`, `events`).
 
 use std::path::PathBuf;
 
@@ -45,6 +45,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    #[command(flatten)]
+    Ops(coverwatch::cli::OpsCommand),
 }
 
 #[derive(Subcommand)]
@@ -136,10 +138,21 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", coverwatch::auth::hash_key(key));
         return Ok(());
     }
+    let cli = match cli.command {
+        // A client of a running server: no logging set-up, and a failure is one line.
+        Command::Ops(command) => {
+            if let Err(error) = coverwatch::cli::run(command, &cli.config).await {
+                eprintln!("coverwatch: {error}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        command => Cli { command, ..cli },
+    };
     let config = Config::load(&cli.config)?;
     init_logging(config.log_format);
     match cli.command {
-        Command::HashKey { .. } => unreachable!("handled above"),
+        Command::HashKey { .. } | Command::Ops(_) => unreachable!("handled above"),
         Command::Keys {
             command: KeysCommand::Rotate { batch },
         } => rotate_keys(&config, batch).await?,
