@@ -171,7 +171,7 @@ fn print_table(deliveries: &[v1::Delivery]) -> Result<(), CliError> {
                 .map_or_else(|| "-".to_owned(), |e| short(e, 60)),
         ]);
     }
-    say!("{table}");
+    say!("{}", output::render(table));
     Ok(())
 }
 
@@ -291,7 +291,7 @@ async fn replay(admin: Admin, targets: &[v1::Delivery], json: bool) -> Result<()
         for (id, reason) in &skipped {
             table.add_row(vec![(*id).to_owned(), short(reason, 100)]);
         }
-        say!("{table}");
+        say!("{}", output::render(table));
     }
     say!(
         "replayed {} of {}; skipped {}",

@@ -126,6 +126,6 @@ pub async fn show(
             p.coverages.len().to_string(),
         ]);
     }
-    say!("{table}");
+    say!("{}", output::render(table));
     Ok(())
 }

@@ -88,14 +88,26 @@ pub fn table(header: &[&str]) -> Table {
     table
 }
 
+/// A table as text: two spaces between columns, no margin, no trailing blanks.
+pub fn render(mut table: Table) -> String {
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Two columns, name and value, for one record.
-pub fn record(rows: &[(&str, String)]) -> Table {
+pub fn record(rows: &[(&str, String)]) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
     for (name, value) in rows {
         table.add_row(vec![(*name).to_owned(), value.clone()]);
     }
-    table
+    render(table)
 }
 
 /// Text that came from outside (vendor payloads, error messages) shown on a terminal: control
@@ -225,5 +237,9 @@ mod tests {
         assert_eq!(delivery_status(3), "dead");
         assert_eq!(link_state(3), "RECONNECT_REQUIRED");
         assert_eq!(event_kind(10), "policy.updated");
+        let mut t = table(&["A", "B"]);
+        t.add_row(vec!["x", ""]);
+        assert_eq!(render(t), "A  B\nx");
+        assert_eq!(record(&[("id", "1".into())]), "id  1");
     }
 }
