@@ -337,6 +337,19 @@ async fn deliveries_are_listed_by_status_provider_and_link_and_read_raw() {
                 .unwrap_err(),
             "link_id",
         ),
+        (
+            admin
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    received_since: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    }),
+                    ..all()
+                })
+                .await
+                .unwrap_err(),
+            "received_since",
+        ),
     ] {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(

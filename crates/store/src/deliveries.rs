@@ -13,7 +13,9 @@ use sea_orm::{
 use crate::crypto::SEAL_OVERHEAD;
 use crate::entities::inbox;
 use crate::inbox::{open_body, open_headers};
-use crate::{DeliveryStatus, Keyring, Result, Store, StoreError, from_ms, now_ms, parse_column};
+use crate::{
+    DeliveryStatus, Keyring, Result, Store, StoreError, from_ms, now_ms, parse_column, to_ms,
+};
 
 /// Which deliveries to list, oldest first; every condition set must hold.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +23,8 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub provider: Option<ProviderKind>,
     pub link_id: Option<LinkId>,
+    /// Only deliveries received at or after this time.
+    pub received_since: Option<DateTime<Utc>>,
     /// Keyset paging: only deliveries stored after this one (its `seq`).
     pub after_seq: Option<i64>,
     pub limit: u64,
@@ -173,6 +177,13 @@ impl Store {
         }
         if let Some(link) = &filter.link_id {
             query = query.filter(inbox::Column::LinkId.eq(link.to_string()));
+        }
+        if let Some(since) = filter.received_since {
+            // Receipt times are kept in whole milliseconds: round up so that "at or after"
+            // holds for a bound with a fraction of a millisecond.
+            let sub_ms = since.timestamp_subsec_nanos() % 1_000_000 != 0;
+            let ms = to_ms(since).saturating_add(i64::from(sub_ms));
+            query = query.filter(inbox::Column::ReceivedAt.gte(ms));
         }
         if let Some(after) = filter.after_seq {
             query = query.filter(inbox::Column::Seq.gt(after));

@@ -344,3 +344,50 @@ async fn dead_and_unmatched_bodies_are_purged_by_their_own_cutoff() {
         Replay::BodyPurged(_)
     ));
 }
+
+#[tokio::test]
+async fn list_filters_by_receipt_time_at_or_after_the_bound() {
+    let store = store().await;
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let base = Utc::now().timestamp_millis();
+    let mut ids = Vec::new();
+    for (n, offset) in [0, 1_000, 2_000].into_iter().enumerate() {
+        let delivery = NewDelivery {
+            provider: ProviderKind::Canopy,
+            dedupe_key: format!("id:t{n}"),
+            link: None,
+            path: String::new(),
+            headers: Vec::new(),
+            body: b"{}".to_vec(),
+            received_at: at(base + offset),
+        };
+        match store.ingest_delivery(delivery).await.unwrap() {
+            Ingested::Stored(id) => ids.push(id),
+            Ingested::Duplicate => panic!("t{n} stored twice"),
+        }
+    }
+    let since = |bound| DeliveryFilter {
+        received_since: Some(bound),
+        limit: 10,
+        ..Default::default()
+    };
+    let listed = |page: coverwatch_store::DeliveryPage| -> Vec<DeliveryId> {
+        page.deliveries.iter().map(|d| d.id).collect()
+    };
+    // Exactly at a receipt time: that delivery is included.
+    let page = store
+        .list_deliveries(&since(at(base + 1_000)))
+        .await
+        .unwrap();
+    assert_eq!(listed(page), ids[1..]);
+    // Half a millisecond after the second one: receipt times are whole milliseconds, and the
+    // second is before the bound even though it shares its millisecond.
+    let bound = at(base + 1_000) + Duration::microseconds(500);
+    let page = store.list_deliveries(&since(bound)).await.unwrap();
+    assert_eq!(listed(page), ids[2..]);
+    let page = store
+        .list_deliveries(&since(at(base + 2_001)))
+        .await
+        .unwrap();
+    assert!(page.deliveries.is_empty());
+}

@@ -190,6 +190,8 @@ impl AdminService for AdminApi {
             status: status_filter(r.status)?,
             provider: convert::optional_provider(r.provider, "provider").map_err(field)?,
             link_id: convert::optional_link_id(r.link_id.as_deref(), "link_id").map_err(field)?,
+            received_since: convert::optional_datetime(r.received_since.as_ref(), "received_since")
+                .map_err(field)?,
             after_seq: page_token(&r.page_token)?,
             limit: u64::from(
                 convert::page_size(

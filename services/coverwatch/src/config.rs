@@ -411,7 +411,12 @@ impl Config {
     }
 
     fn variables() -> Env {
-        Env::prefixed("COVERWATCH_").split("__")
+        // Read by the command line, not configuration keys: `--config` and the operator
+        // CLI's connection settings, which an operator's shell may well export while it
+        // also runs `coverwatch serve`.
+        Env::prefixed("COVERWATCH_")
+            .ignore(&["config", "addr", "admin_key", "api_key"])
+            .split("__")
     }
 
     fn figment(path: &Path) -> Figment {
@@ -920,6 +925,20 @@ mod tests {
         let config = with_env(&[], || Config::load(Path::new("absent.toml")).unwrap());
         assert_eq!(config, Config::default());
         assert_eq!(config.public_base_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_command_lines_own_variables_are_not_configuration_keys() {
+        let config = with_env(
+            &[
+                ("COVERWATCH_CONFIG", "absent.toml"),
+                ("COVERWATCH_ADDR", "127.0.0.1:1"),
+                ("COVERWATCH_ADMIN_KEY", "an-admin-key"),
+                ("COVERWATCH_API_KEY", "a-tenant-key"),
+            ],
+            || Config::load(Path::new("absent.toml")).unwrap(),
+        );
+        assert_eq!(config, Config::default());
     }
 
     #[test]

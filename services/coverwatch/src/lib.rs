@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 mod grpc;
 pub mod healthcheck;

@@ -1,5 +1,6 @@
 //! `coverwatch`: serve, migrate, run the vendor sandbox alone, hash an API key, check its own
-//! health, or rotate the keys that seal secrets at rest.
+//! health, rotate the keys that seal secrets at rest, or operate a running server (`deliveries`,
+//! `links`, `events`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    #[command(flatten)]
+    Ops(coverwatch::cli::OpsCommand),
 }
 
 #[derive(Subcommand)]
@@ -137,10 +140,21 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", coverwatch::auth::hash_key(key));
         return Ok(());
     }
+    let cli = match cli.command {
+        // A client of a running server: no logging set-up, and a failure is one line.
+        Command::Ops(command) => {
+            if let Err(error) = coverwatch::cli::run(command, &cli.config).await {
+                eprintln!("coverwatch: {error}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        command => Cli { command, ..cli },
+    };
     let config = Config::load(&cli.config)?;
     let telemetry = coverwatch::telemetry::init(&config)?;
     match cli.command {
-        Command::HashKey { .. } => unreachable!("handled above"),
+        Command::HashKey { .. } | Command::Ops(_) => unreachable!("handled above"),
         Command::Healthcheck { path, timeout } => {
             match coverwatch::healthcheck::check(&config, &path, Duration::from_secs(timeout)).await
             {
