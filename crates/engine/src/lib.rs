@@ -11,6 +11,7 @@ mod isolation;
 mod links;
 mod registry;
 mod requirements;
+pub mod telemetry;
 mod webhooks;
 
 pub use webhooks::MAX_WEBHOOK_BYTES;
@@ -186,6 +187,7 @@ impl Engine {
     }
 
     fn announce(&self, events: &[coverwatch_core::Event]) {
+        telemetry::events_appended(events);
         if let Some(max) = events.iter().map(|e| e.cursor).max() {
             self.advance_latest(max);
         }

@@ -9,7 +9,9 @@ mod grpc;
 mod http;
 pub mod providers;
 mod requirements;
+mod status;
 pub mod supervisor;
+pub mod telemetry;
 pub mod tls;
 
 pub use app::{App, Overrides, start};
