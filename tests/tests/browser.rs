@@ -103,19 +103,30 @@ async fn status_page_flow(server: &TestServer, browser: &Browser) {
     assert_eq!(browser.text("#canopy-links-ACTIVE").await, "0");
     assert_eq!(browser.text("#canopy-webhooks-stored").await, "2");
     assert_eq!(browser.text("#canopy-webhooks-unauthenticated").await, "1");
-    assert_eq!(browser.text("#unknown-webhooks-unknown_provider").await, "1");
+    assert_eq!(
+        browser.text("#unknown-webhooks-unknown_provider").await,
+        "1"
+    );
     assert_eq!(browser.text("#axle-webhooks-stored").await, "0");
     // The worker settles both deliveries (they match no link); the page follows, its database
     // figures being at most a couple of seconds old.
-    let settled = eventually("the status page to show the inbox settled", LINK_DEADLINE, || async {
-        browser.goto(&server.http_url("/")).await;
-        let pending = browser.text("#canopy-inbox-pending").await;
-        let unmatched = browser.text("#canopy-inbox-unmatched").await;
-        let dead = browser.text("#canopy-inbox-dead").await;
-        (pending == "0").then_some((unmatched, dead))
-    })
+    let settled = eventually(
+        "the status page to show the inbox settled",
+        LINK_DEADLINE,
+        || async {
+            browser.goto(&server.http_url("/")).await;
+            let pending = browser.text("#canopy-inbox-pending").await;
+            let unmatched = browser.text("#canopy-inbox-unmatched").await;
+            let dead = browser.text("#canopy-inbox-dead").await;
+            (pending == "0").then_some((unmatched, dead))
+        },
+    )
     .await;
-    assert_eq!(settled, ("2".to_owned(), "0".to_owned()), "(unmatched, dead)");
+    assert_eq!(
+        settled,
+        ("2".to_owned(), "0".to_owned()),
+        "(unmatched, dead)"
+    );
     browser.screenshot("status-page").await;
 }
 

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use coverwatch_tests::flows::{self, sandbox};
 use coverwatch_sandbox::{FaultEffect, FaultTarget};
+use coverwatch_tests::flows::{self, sandbox};
 use coverwatch_tests::{TENANT_A, TestServer, eventually, test_config, v1};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
@@ -24,7 +24,10 @@ type Tally = BTreeMap<(String, String, String), u64>;
 async fn scrape(server: &TestServer, url: &str) -> Scrape {
     let response = server.http.get(url).send().await.expect("GET /metrics");
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
@@ -212,18 +215,14 @@ async fn webhook_counters_equal_what_was_sent_by_outcome() {
         .to_string()
         .into_bytes();
         let ok = ("axle", "stored", "");
-        burst
-            .post(&axle_webhook, &[], body.clone(), 200, ok)
-            .await;
+        burst.post(&axle_webhook, &[], body.clone(), 200, ok).await;
         let again = ("axle", "duplicate", "");
         burst.post(&axle_webhook, &[], body, 200, again).await;
     }
     for i in 0..4 {
         let path = format!("/webhooks/axle/not-a-token-{i}");
         let refused = ("axle", "unauthenticated", "unknown_path");
-        burst
-            .post(&path, &[], b"{}".to_vec(), 401, refused)
-            .await;
+        burst.post(&path, &[], b"{}".to_vec(), 401, refused).await;
     }
     let too_large = ("axle", "too_large", "");
     burst
@@ -238,7 +237,13 @@ async fn webhook_counters_equal_what_was_sent_by_outcome() {
         let signature = canopy_signature(&server, &body);
         let headers = [("canopy-signature", signature)];
         burst
-            .post("/webhooks/canopy", &headers, body.clone(), 200, ("canopy", "stored", ""))
+            .post(
+                "/webhooks/canopy",
+                &headers,
+                body.clone(),
+                200,
+                ("canopy", "stored", ""),
+            )
             .await;
         if i == 0 {
             let again = ("canopy", "duplicate", "");
@@ -274,7 +279,13 @@ async fn webhook_counters_equal_what_was_sent_by_outcome() {
     for name in ["nosuch", "another-name"] {
         let unknown = ("unknown", "unknown_provider", "");
         burst
-            .post(&format!("/webhooks/{name}"), &[], b"{}".to_vec(), 404, unknown)
+            .post(
+                &format!("/webhooks/{name}"),
+                &[],
+                b"{}".to_vec(),
+                404,
+                unknown,
+            )
             .await;
     }
     let sent = burst.sent;
@@ -302,30 +313,48 @@ async fn webhook_counters_equal_what_was_sent_by_outcome() {
             .unwrap_or(0) as f64
     };
     let metrics_url = server.http_url("/metrics");
-    let last = eventually("the inbox gauges to count every stored delivery", DEADLINE, || {
-        let (server, url) = (&server, metrics_url.clone());
-        async move {
-            let now = scrape(server, &url).await;
-            let axle = sum(&now, "coverwatch_inbox_deliveries", &[("provider", "axle")]);
-            let canopy = sum(&now, "coverwatch_inbox_deliveries", &[("provider", "canopy")]);
-            (axle == stored("axle") && canopy == stored("canopy")).then_some(now)
-        }
-    })
+    let last = eventually(
+        "the inbox gauges to count every stored delivery",
+        DEADLINE,
+        || {
+            let (server, url) = (&server, metrics_url.clone());
+            async move {
+                let now = scrape(server, &url).await;
+                let axle = sum(&now, "coverwatch_inbox_deliveries", &[("provider", "axle")]);
+                let canopy = sum(
+                    &now,
+                    "coverwatch_inbox_deliveries",
+                    &[("provider", "canopy")],
+                );
+                (axle == stored("axle") && canopy == stored("canopy")).then_some(now)
+            }
+        },
+    )
     .await;
     assert_eq!(
         sum(&last, "coverwatch_links", &[("provider", "axle")]),
         1.0,
         "the one Axle link"
     );
-    assert_eq!(sum(&last, "coverwatch_links", &[("provider", "canopy")]), 0.0);
+    assert_eq!(
+        sum(&last, "coverwatch_links", &[("provider", "canopy")]),
+        0.0
+    );
     assert!(gauge(&last, "coverwatch_db_pool_max_connections", &[]).unwrap() >= 1.0);
-    assert_eq!(gauge(&last, "coverwatch_watch_streams_open", &[]), Some(0.0));
+    assert_eq!(
+        gauge(&last, "coverwatch_watch_streams_open", &[]),
+        Some(0.0)
+    );
     // The engine and vendor series are process-wide: at least this test's own calls.
     assert!(
         sum(
             &last,
             "coverwatch_vendor_requests_total",
-            &[("vendor", "axle"), ("endpoint", "POST /ignition"), ("status_class", "2xx")]
+            &[
+                ("vendor", "axle"),
+                ("endpoint", "POST /ignition"),
+                ("status_class", "2xx")
+            ]
         ) >= 1.0,
         "StartLink's Ignition call is counted under its route template"
     );
@@ -381,7 +410,11 @@ async fn with_metrics_addr_the_operator_pages_leave_the_public_listener() {
     assert_eq!(response.status(), 401);
     let operator_scrape = scrape(&server, &format!("http://{operator}/metrics")).await;
     let expected: Tally = [(
-        ("canopy".into(), "unauthenticated".into(), "missing_header".into()),
+        (
+            "canopy".into(),
+            "unauthenticated".into(),
+            "missing_header".into(),
+        ),
         1,
     )]
     .into();

@@ -127,7 +127,12 @@ mod tests {
     #[test]
     fn only_failures_are_listed_and_the_list_is_bounded() {
         for _ in 0..RECENT_ERRORS_KEPT + 5 {
-            vendor_call("test", "GET /x/{id}", CallOutcome::Status(500), Duration::ZERO);
+            vendor_call(
+                "test",
+                "GET /x/{id}",
+                CallOutcome::Status(500),
+                Duration::ZERO,
+            );
         }
         vendor_call("test", "GET /ok", CallOutcome::Status(200), Duration::ZERO);
         let recent = recent_vendor_errors();

@@ -93,11 +93,19 @@ impl Store {
         let (size, idle, max) = match self.db.get_database_backend() {
             sea_orm::DatabaseBackend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool();
-                (pool.size(), pool.num_idle(), pool.options().get_max_connections())
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
             _ => {
                 let pool = self.db.get_sqlite_connection_pool();
-                (pool.size(), pool.num_idle(), pool.options().get_max_connections())
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
             }
         };
         PoolUse {

@@ -197,7 +197,11 @@ pub(crate) struct OpenStreams(Arc<Mutex<HashMap<TenantId, usize>>>);
 
 impl OpenStreams {
     pub(crate) fn total(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 }
 

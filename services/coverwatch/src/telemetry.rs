@@ -295,10 +295,11 @@ impl Telemetry {
             .increment(1),
         });
         let minute = Utc::now().timestamp().div_euclid(60);
-        self.window
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(minute, provider, outcome.as_str());
+        self.window.lock().unwrap_or_else(|e| e.into_inner()).add(
+            minute,
+            provider,
+            outcome.as_str(),
+        );
     }
 
     /// The database figures, read again only when older than [`DB_FIGURES_MAX_AGE`]. Callers
