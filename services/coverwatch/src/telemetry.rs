@@ -96,10 +96,13 @@ pub fn provider_label(named: &str) -> &'static str {
     }
 }
 
+/// Counts by (provider label, outcome label).
+pub type OutcomeCounts = BTreeMap<(&'static str, &'static str), u64>;
+
 /// Per-minute webhook outcome counts of the last hour.
 #[derive(Default)]
 struct Window {
-    minutes: VecDeque<(i64, BTreeMap<(&'static str, &'static str), u64>)>,
+    minutes: VecDeque<(i64, OutcomeCounts)>,
 }
 
 impl Window {
@@ -127,7 +130,7 @@ impl Window {
         }
     }
 
-    fn totals(&mut self, now_minute: i64) -> BTreeMap<(&'static str, &'static str), u64> {
+    fn totals(&mut self, now_minute: i64) -> OutcomeCounts {
         self.trim(now_minute);
         let mut out = BTreeMap::new();
         for (_, counts) in &self.minutes {
@@ -158,7 +161,7 @@ pub struct DbFigures {
 pub struct Figures {
     pub db: DbFigures,
     /// Webhook outcomes of the last hour by (provider, outcome).
-    pub webhooks_last_hour: BTreeMap<(&'static str, &'static str), u64>,
+    pub webhooks_last_hour: OutcomeCounts,
     pub pool: PoolUse,
     pub watch_streams: usize,
     pub vendor_errors: Vec<coverwatch_core::telemetry::VendorError>,
