@@ -42,10 +42,92 @@ async fn a_canopy_link_completed_by_clicking_through_the_widget_in_chromium() {
     run_in_browser(Vendor::Canopy).await;
 }
 
+/// The operator's status page, read in the browser after known traffic: the figures it shows
+/// are those the server counted.
+#[tokio::test]
+async fn the_status_page_shows_links_webhook_outcomes_and_the_inbox_in_chromium() {
+    run_in_browser(Vendor::StatusPage).await;
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Vendor {
     Axle,
     Canopy,
+    /// Not a vendor flow: the status page, with traffic to both vendors' routes.
+    StatusPage,
+}
+
+async fn status_page_flow(server: &TestServer, browser: &Browser) {
+    use coverwatch_sandbox::{FaultEffect, FaultTarget};
+    let sandbox = coverwatch_tests::flows::sandbox(server);
+    // Only the traffic this test sends reaches the listener.
+    for vendor in ["axle", "canopy"] {
+        sandbox
+            .faults()
+            .inject(FaultTarget::webhooks(vendor), FaultEffect::Drop);
+    }
+    let mut client = server.client(TENANT_A).await;
+    start_link(&mut client, v1::Provider::Axle).await;
+
+    let secret = sandbox.canopy().config().webhooks[0].signing_secret.clone();
+    let post = |path: &str, signature: Option<String>, body: String| {
+        let mut request = server.http.post(server.http_url(path)).body(body);
+        if let Some(signature) = signature {
+            request = request.header("canopy-signature", signature);
+        }
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+    for pull in ["status-page-1", "status-page-2"] {
+        let body = json!({"event_type": "AUTH_STATUS", "pull_id": pull}).to_string();
+        let signature = coverwatch_sandbox::canopy::signature::header_value(
+            &secret,
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        );
+        assert_eq!(post("/webhooks/canopy", Some(signature), body).await, 200);
+    }
+    let forged = coverwatch_sandbox::canopy::signature::header_value(
+        &secret,
+        chrono::Utc::now().timestamp(),
+        b"another body",
+    );
+    assert_eq!(
+        post("/webhooks/canopy", Some(forged), "{}".into()).await,
+        401
+    );
+    assert_eq!(post("/webhooks/nosuch", None, "{}".into()).await, 404);
+
+    browser.goto(&server.http_url("/")).await;
+    assert_eq!(browser.text("h1").await, "coverwatch status");
+    assert_eq!(browser.text("#axle-links-PENDING").await, "1");
+    assert_eq!(browser.text("#canopy-links-ACTIVE").await, "0");
+    assert_eq!(browser.text("#canopy-webhooks-stored").await, "2");
+    assert_eq!(browser.text("#canopy-webhooks-unauthenticated").await, "1");
+    assert_eq!(
+        browser.text("#unknown-webhooks-unknown_provider").await,
+        "1"
+    );
+    assert_eq!(browser.text("#axle-webhooks-stored").await, "0");
+    // The worker settles both deliveries (they match no link); the page follows, its database
+    // figures being at most a couple of seconds old.
+    let settled = eventually(
+        "the status page to show the inbox settled",
+        LINK_DEADLINE,
+        || async {
+            browser.goto(&server.http_url("/")).await;
+            let pending = browser.text("#canopy-inbox-pending").await;
+            let unmatched = browser.text("#canopy-inbox-unmatched").await;
+            let dead = browser.text("#canopy-inbox-dead").await;
+            (pending == "0").then_some((unmatched, dead))
+        },
+    )
+    .await;
+    assert_eq!(
+        settled,
+        ("2".to_owned(), "0".to_owned()),
+        "(unmatched, dead)"
+    );
+    browser.screenshot("status-page").await;
 }
 
 async fn axle_flow(server: &TestServer, browser: &Browser) {
@@ -192,6 +274,7 @@ async fn run_in_browser(vendor: Vendor) {
         match vendor {
             Vendor::Axle => axle_flow(&server, &browser).await,
             Vendor::Canopy => canopy_flow(&server, &browser).await,
+            Vendor::StatusPage => status_page_flow(&server, &browser).await,
         }
     };
     let outcome = AssertUnwindSafe(tokio::time::timeout(FLOW_DEADLINE, flow))

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use coverwatch_core::policy::PolicyTerm;
+use coverwatch_core::telemetry::{self, CallOutcome};
 use reqwest::header::{
     ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
@@ -301,7 +302,14 @@ impl AxleClient {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Value, AxleError> {
-        let response = request.send().await.map_err(|e| transport(operation, e))?;
+        let started = std::time::Instant::now();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                record(operation, CallOutcome::Transport, started);
+                return Err(transport(operation, e));
+            }
+        };
         let status = response.status();
         let request_id = response
             .headers()
@@ -319,10 +327,14 @@ impl AxleClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(operation, e))?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                record(operation, CallOutcome::Transport, started);
+                return Err(transport(operation, e));
+            }
+        };
+        record(operation, CallOutcome::Status(status.as_u16()), started);
         tracing::debug!(
             operation,
             status = status.as_u16(),
@@ -334,6 +346,25 @@ impl AxleClient {
 }
 
 /// The `data` of a successful envelope, or the error the answer stands for.
+fn record(operation: &'static str, outcome: CallOutcome, started: std::time::Instant) {
+    telemetry::vendor_call("axle", route(operation), outcome, started.elapsed());
+}
+
+/// The route template of each operation: the metrics' bounded `endpoint` label, never the raw
+/// path (which carries account and policy ids).
+fn route(operation: &'static str) -> &'static str {
+    match operation {
+        "start_ignition" => "POST /ignition",
+        "exchange_token" => "POST /token/exchange",
+        "descope_token" => "POST /token/descope",
+        "get_account" => "GET /accounts/{id}",
+        "get_policy" => "GET /policies/{id}",
+        "get_policy_renewal" => "GET /policies/{id}?term=renewal",
+        "validate_policy" => "POST /policies/{id}/validate",
+        _ => "other",
+    }
+}
+
 fn read_answer(
     operation: &'static str,
     status: StatusCode,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use coverwatch_core::backoff::Backoff;
+use coverwatch_core::telemetry::{self, CallOutcome};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -188,7 +189,7 @@ impl CanopyClient {
             vendor.request_id = tracing::field::Empty,
         );
         let answer = self
-            .exchange(method, url, body, auth)
+            .exchange(operation, method, url, body, auth)
             .instrument(span.clone())
             .await;
         if answer.is_err() {
@@ -199,6 +200,7 @@ impl CanopyClient {
 
     async fn exchange<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         method: Method,
         url: url::Url,
         body: Option<&Value>,
@@ -214,7 +216,14 @@ impl CanopyClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(transport)?;
+        let started = std::time::Instant::now();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                record(operation, CallOutcome::Transport, started);
+                return Err(transport(e));
+            }
+        };
         let status = response.status();
         let request_id = ["x-request-id", "x-canopy-request-id", "request-id"]
             .iter()
@@ -231,7 +240,14 @@ impl CanopyClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                record(operation, CallOutcome::Transport, started);
+                return Err(transport(e));
+            }
+        };
+        record(operation, CallOutcome::Status(status.as_u16()), started);
         if !status.is_success() {
             let code = serde_json::from_slice::<ErrorBody>(&bytes)
                 .ok()
@@ -519,6 +535,32 @@ impl CanopyClient {
             )
             .await?;
         Ok(())
+    }
+}
+
+fn record(operation: &'static str, outcome: CallOutcome, started: std::time::Instant) {
+    telemetry::vendor_call("canopy", route(operation), outcome, started.elapsed());
+}
+
+/// The route template of each operation: the metrics' bounded `endpoint` label, never the raw
+/// path (which carries team, pull and monitoring ids).
+fn route(operation: &'static str) -> &'static str {
+    match operation {
+        "pulls.get" => "GET /teams/{teamId}/pulls/{pullId}",
+        "monitorings.events" => "GET /teams/{teamId}/monitorings/{monitoringId}/events",
+        "monitorings.list" => "GET /teams/{teamId}/monitorings",
+        "monitorings.get" => "GET /teams/{teamId}/monitorings/{monitoringId}",
+        "monitorings.create" => "POST /teams/{teamId}/monitorings",
+        "monitorings.delete" => "DELETE /teams/{teamId}/monitorings/{monitoringId}",
+        "monitorings.refresh" => "POST /teams/{teamId}/monitorings/{monitoringId}/refresh",
+        "monitorings.reconnect_token" => {
+            "GET /teams/{teamId}/monitorings/{monitoringId}/reconnectToken"
+        }
+        "widget.reconnect_token" => "POST /widget/pull/reconnectToken",
+        "widget.connect" => "POST /widget/pull/{pullId}/connect",
+        "widget.idvoptions" => "POST /widget/pull/{pullId}/idvoptions",
+        "widget.idv" => "POST /widget/pull/{pullId}/idv",
+        _ => "other",
     }
 }
 

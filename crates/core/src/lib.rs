@@ -10,6 +10,7 @@ pub mod link;
 pub mod policy;
 pub mod provider;
 pub mod requirements;
+pub mod telemetry;
 pub mod webhook;
 
 pub use event::{Event, EventKind, EventPayload, ProviderDetail};

@@ -21,6 +21,7 @@ use tracing::field::{Empty, display};
 use crate::apply::Origin;
 use crate::isolation::{UnitFailure, isolated};
 use crate::links::token_hash;
+use crate::telemetry::{self, Settled};
 use crate::{Engine, EngineError};
 
 /// Whether trying again later may succeed where this failed because of the database. Besides
@@ -213,6 +214,7 @@ impl Engine {
         let owner = config.owner.as_str();
         let id = delivery.id;
         let attempts = delivery.attempts;
+        let started = std::time::Instant::now();
         let outcome = self.process_delivery(&delivery).await;
         let span = tracing::Span::current();
         span.record(
@@ -231,6 +233,15 @@ impl Engine {
         if matches!(outcome, Outcome::Failed { .. }) {
             span.record("otel.status_code", "ERROR");
         }
+        let settled = match &outcome {
+            Outcome::Done => Settled::Processed,
+            Outcome::Unmatched(_) => Settled::Unmatched,
+            Outcome::Failed { transient, .. } if *transient && attempts < config.max_attempts => {
+                Settled::Retried
+            }
+            Outcome::Failed { .. } => Settled::DeadLettered,
+        };
+        telemetry::delivery_attempt(delivery.provider, settled, started.elapsed());
         let result = match outcome {
             Outcome::Done => Ok(true),
             Outcome::Unmatched(reason) => {

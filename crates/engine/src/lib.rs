@@ -12,6 +12,7 @@ mod isolation;
 mod links;
 mod registry;
 mod requirements;
+pub mod telemetry;
 pub mod trace;
 mod webhooks;
 
@@ -192,6 +193,7 @@ impl Engine {
     }
 
     fn announce(&self, events: &[coverwatch_core::Event]) {
+        telemetry::events_appended(events);
         if let Some(max) = events.iter().map(|e| e.cursor).max() {
             self.advance_latest(max);
         }

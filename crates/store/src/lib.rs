@@ -16,6 +16,7 @@ mod links;
 mod requirements;
 mod rotate;
 mod snapshots;
+mod stats;
 pub mod testing;
 
 use std::str::FromStr;
@@ -37,6 +38,7 @@ pub use links::{
 pub use requirements::{DueLink, StoredRequirementSet};
 pub use rotate::{ResealProgress, ResealReport, SealedKind};
 pub use snapshots::{PolicyVersion, SnapshotOutcome, StoredAccount, StoredPolicy};
+pub use stats::{InboxCount, LinkCount, PoolUse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -360,6 +360,7 @@ async fn list_filters_by_receipt_time_at_or_after_the_bound() {
             headers: Vec::new(),
             body: b"{}".to_vec(),
             received_at: at(base + offset),
+            trace_context: None,
         };
         match store.ingest_delivery(delivery).await.unwrap() {
             Ingested::Stored(id) => ids.push(id),

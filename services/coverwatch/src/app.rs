@@ -26,6 +26,7 @@ use crate::auth::{ApiKeys, DevKey};
 use crate::config::Config;
 use crate::grpc::{CallLimitsLayer, MonitoringApi};
 use crate::http::{ListenerLimits, RefusalCounts, Refusals, Webhooks};
+use crate::prometheus::Telemetry;
 use crate::requirements::RequirementsApi;
 use crate::supervisor::{RESTART_BACKOFF, Supervisor, TaskHealth};
 use crate::telemetry::GrpcTraceLayer;
@@ -51,6 +52,8 @@ pub struct Overrides {
 pub struct App {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The operator listener (`/metrics`, status page), when `metrics_addr` is configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub dev_key: DevKey,
     pub sandbox: Option<SandboxHandle>,
     pub engine: Engine,
@@ -167,6 +170,14 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on http_addr {}", config.http_addr))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on metrics_addr {addr}"))?,
+        ),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let public_base_url = match &config.public_base_url {
@@ -276,14 +287,16 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         RequirementsServiceServer::new(RequirementsApi::new(engine.clone(), keys.clone()))
             .max_decoding_message_size(decode_limit)
             .max_encoding_message_size(encode_limit);
-    let api = MonitoringServiceServer::new(MonitoringApi::new(
+    let monitoring = MonitoringApi::new(
         engine.clone(),
         keys,
         shutdown_rx.clone(),
         limits.max_watch_streams_per_tenant as usize,
-    ))
-    .max_decoding_message_size(decode_limit)
-    .max_encoding_message_size(encode_limit);
+    );
+    let telemetry = Telemetry::new(engine.clone(), monitoring.open_streams());
+    let api = MonitoringServiceServer::new(monitoring)
+        .max_decoding_message_size(decode_limit)
+        .max_encoding_message_size(encode_limit);
     let mut grpc_server =
         tonic::transport::Server::builder().max_concurrent_streams(limits.max_concurrent_streams);
     if let Some(tls) = grpc_tls {
@@ -325,7 +338,9 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         Webhooks {
             body_read_timeout: Duration::from_secs(config.http.body_read_timeout_seconds),
             refusals: webhook_refusals.clone(),
+            telemetry: telemetry.clone(),
         },
+        metrics_listener.is_none(),
     );
     let http_limits = ListenerLimits {
         header_read_timeout: Duration::from_secs(config.http.header_read_timeout_seconds),
@@ -339,10 +354,31 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         shutdown_rx.clone(),
     )));
 
-    tracing::info!(%grpc_addr, %http_addr, "coverwatch is serving");
+    let metrics_addr = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let router = crate::status::router(telemetry);
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            }));
+            Some(addr)
+        }
+        None => None,
+    };
+
+    tracing::info!(%grpc_addr, %http_addr, ?metrics_addr, "coverwatch is serving");
     Ok(App {
         grpc_addr,
         http_addr,
+        metrics_addr,
         dev_key,
         sandbox,
         engine,

@@ -57,6 +57,9 @@ pub struct Config {
     pub database_max_connections: u32,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where `/metrics` and the status page `/` are served. Unset: on `http_addr` (which
+    /// faces vendors); set: only here, and no longer on `http_addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// How vendors reach the webhook listener; default `http://{http_addr}`.
     pub public_base_url: Option<String>,
     /// Calling services and the SHA-256 (hex) of each of their API keys. Empty: one
@@ -373,6 +376,7 @@ impl Default for Config {
             database_max_connections: 16,
             grpc_addr: "127.0.0.1:50051".parse().expect("valid"),
             http_addr: "127.0.0.1:8080".parse().expect("valid"),
+            metrics_addr: None,
             public_base_url: None,
             tenants: Vec::new(),
             dev_api_key: None,
@@ -504,6 +508,16 @@ impl Config {
                 "database_url",
                 coverwatch_store::redact_url(url),
                 "must start with sqlite:, postgres: or postgresql:",
+            ));
+        }
+        if let Some(metrics) = self.metrics_addr
+            && metrics.port() != 0
+            && (metrics == self.http_addr || metrics == self.grpc_addr)
+        {
+            return Err(ConfigError::invalid(
+                "metrics_addr",
+                metrics.to_string(),
+                "must differ from http_addr and grpc_addr (leave it unset to serve /metrics on http_addr)",
             ));
         }
         if self.database_max_connections == 0 {
@@ -939,6 +953,21 @@ mod tests {
             || Config::load(Path::new("absent.toml")).unwrap(),
         );
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn metrics_addr_may_not_share_a_listener() {
+        let config = Config {
+            metrics_addr: Some("127.0.0.1:8080".parse().unwrap()),
+            ..Config::default()
+        };
+        let err = config.validated().unwrap_err().to_string();
+        assert!(err.contains("metrics_addr"), "{err}");
+        let config = Config {
+            metrics_addr: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Config::default()
+        };
+        assert!(config.validated().is_ok());
     }
 
     #[test]

@@ -191,6 +191,26 @@ impl WatchStreams {
     }
 }
 
+/// How many `WatchEvents` streams are open on this server, across tenants (for the metrics).
+#[derive(Clone)]
+pub(crate) struct OpenStreams(Arc<Mutex<HashMap<TenantId, usize>>>);
+
+impl OpenStreams {
+    pub(crate) fn total(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+impl MonitoringApi {
+    pub(crate) fn open_streams(&self) -> OpenStreams {
+        OpenStreams(self.watch_streams.open.clone())
+    }
+}
+
 impl Drop for WatchSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());

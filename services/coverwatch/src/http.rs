@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::field::Empty;
 
+use crate::prometheus::{Telemetry, WebhookOutcome, provider_label};
 use crate::supervisor::TaskHealth;
 use crate::telemetry::RequestId;
 
@@ -40,6 +41,7 @@ const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
 pub struct Webhooks {
     pub body_read_timeout: Duration,
     pub refusals: Arc<Refusals>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Refused (unauthenticated) deliveries: all counted, few logged. Anyone can post to the
@@ -96,8 +98,16 @@ impl Refusals {
     }
 }
 
-pub fn router(engine: Engine, health: TaskHealth, webhooks: Webhooks) -> Router {
-    Router::new()
+/// The public router. `operator_pages` adds `/metrics` and the status page `/` (when no
+/// separate `metrics_addr` is configured).
+pub fn router(
+    engine: Engine,
+    health: TaskHealth,
+    webhooks: Webhooks,
+    operator_pages: bool,
+) -> Router {
+    let telemetry = webhooks.telemetry.clone();
+    let router = Router::new()
         .route("/webhooks/{provider}", post(webhook_without_path))
         .route("/webhooks/{provider}/{*path}", post(webhook_with_path))
         .route("/healthz", get(healthz))
@@ -106,7 +116,12 @@ pub fn router(engine: Engine, health: TaskHealth, webhooks: Webhooks) -> Router 
         .layer(axum::middleware::from_fn(crate::telemetry::http_request_id))
         .layer(Extension(webhooks))
         .layer(Extension(health))
-        .with_state(engine)
+        .with_state(engine);
+    if operator_pages {
+        router.merge(crate::status::router(telemetry))
+    } else {
+        router
+    }
 }
 
 /// How the listener protects itself.
@@ -248,7 +263,11 @@ async fn receive(
         duplicate = Empty,
         trace_id = Empty,
     );
-    let response = ingest(engine, webhooks, provider, path, headers, request, &span).await;
+    let telemetry = webhooks.telemetry.clone();
+    let label = provider_label(&provider);
+    let (response, outcome) =
+        ingest(engine, webhooks, provider, path, headers, request, &span).await;
+    telemetry.webhook(label, outcome);
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
@@ -264,7 +283,7 @@ async fn ingest(
     headers: HeaderMap,
     request: Request,
     span: &tracing::Span,
-) -> Response {
+) -> (Response, WebhookOutcome) {
     // A sender trickling its body would otherwise hold the connection and a task for as long
     // as it likes; the size limit (413) still applies through `DefaultBodyLimit`.
     let body = match tokio::time::timeout(
@@ -274,13 +293,23 @@ async fn ingest(
     .await
     {
         Ok(Ok(body)) => body,
-        Ok(Err(rejection)) => return rejection.into_response(),
+        Ok(Err(rejection)) => {
+            let outcome = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                WebhookOutcome::TooLarge
+            } else {
+                WebhookOutcome::Malformed
+            };
+            return (rejection.into_response(), outcome);
+        }
         Err(_) => {
             return (
-                StatusCode::REQUEST_TIMEOUT,
-                Json(json!({"error": "the request body did not arrive in time"})),
-            )
-                .into_response();
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    Json(json!({"error": "the request body did not arrive in time"})),
+                )
+                    .into_response(),
+                WebhookOutcome::Malformed,
+            );
         }
     };
     let headers = headers
@@ -300,24 +329,35 @@ async fn ingest(
     };
     match engine.ingest_webhook_traced(&provider, webhook, span).await {
         Ok(Ingested::Stored(id)) => (
-            StatusCode::OK,
-            Json(json!({"status": "stored", "delivery_id": id.to_string()})),
-        )
-            .into_response(),
-        Ok(Ingested::Duplicate) => {
-            (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response()
-        }
+            (
+                StatusCode::OK,
+                Json(json!({"status": "stored", "delivery_id": id.to_string()})),
+            )
+                .into_response(),
+            WebhookOutcome::Stored,
+        ),
+        Ok(Ingested::Duplicate) => (
+            (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response(),
+            WebhookOutcome::Duplicate,
+        ),
         Err(err) => {
-            let status = match &err {
-                IngestError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            let (status, outcome) = match &err {
+                IngestError::UnknownProvider(_) => {
+                    (StatusCode::NOT_FOUND, WebhookOutcome::UnknownProvider)
+                }
                 IngestError::Unauthenticated(rejection) => {
                     webhooks.refusals.record(&provider, rejection);
-                    StatusCode::UNAUTHORIZED
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        WebhookOutcome::unauthenticated(rejection),
+                    )
                 }
-                IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                IngestError::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, WebhookOutcome::TooLarge)
+                }
                 IngestError::Unavailable(e) => {
                     tracing::error!(%provider, error = %e, "webhook not stored; answering 503 so the vendor retries");
-                    StatusCode::SERVICE_UNAVAILABLE
+                    (StatusCode::SERVICE_UNAVAILABLE, WebhookOutcome::Unavailable)
                 }
             };
             let message = match &err {
@@ -326,7 +366,10 @@ async fn ingest(
                 IngestError::Unavailable(_) => "temporarily unavailable; retry".to_owned(),
                 other => other.to_string(),
             };
-            (status, Json(json!({"error": message}))).into_response()
+            (
+                (status, Json(json!({"error": message}))).into_response(),
+                outcome,
+            )
         }
     }
 }
