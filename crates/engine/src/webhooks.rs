@@ -3,7 +3,7 @@
 
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_core::{LinkState, ProviderKind};
-use coverwatch_store::{Ingested, NewDelivery, StoreError};
+use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::inbox::Matched;
@@ -130,9 +130,8 @@ impl Engine {
             _ => format!("sha256:{}", hex::encode(Sha256::digest(&webhook.body))),
         };
         let ingested = self
-            .inner
-            .store
-            .ingest_delivery(NewDelivery {
+            .ingest_queue()
+            .ingest(NewDelivery {
                 provider: kind,
                 dedupe_key,
                 link,
@@ -142,11 +141,22 @@ impl Engine {
                 received_at: webhook.received_at,
             })
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match e {
+                StoreError::QueueFull { capacity } => IngestError::Busy { waiting: capacity },
+                other => IngestError::Unavailable(other),
+            })?;
         if matches!(ingested, Ingested::Stored(_)) {
             self.inner.inbox_wake.notify_one();
         }
         Ok(ingested)
+    }
+}
+
+impl Engine {
+    fn ingest_queue(&self) -> &IngestQueue {
+        self.inner
+            .ingest_queue
+            .get_or_init(|| self.inner.store.ingest_queue(self.inner.config.ingest))
     }
 }
 
