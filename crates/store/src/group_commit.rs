@@ -153,10 +153,8 @@ async fn write_batches<T, R>(
                 }
             }
         }
-        let (items, replies): (Vec<T>, Vec<oneshot::Sender<Result<R>>>) = batch
-            .into_iter()
-            .map(|job| (job.item, job.reply))
-            .unzip();
+        let (items, replies): (Vec<T>, Vec<oneshot::Sender<Result<R>>>) =
+            batch.into_iter().map(|job| (job.item, job.reply)).unzip();
         // If the commit panics, `replies` is dropped while unwinding: every caller of this
         // batch is answered "unavailable" instead of waiting forever.
         let results = commit(items).await;

@@ -5,9 +5,7 @@
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{LinkId, ProviderKind, TenantId};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Statement,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Statement};
 
 use crate::entities::inbox;
 use base64::Engine as _;

@@ -186,7 +186,10 @@ impl Store {
     /// reason other than the database being unreachable (one row breaking a constraint, a
     /// deadlock with another replica's batch), every row is tried again alone, so that each
     /// caller gets its own answer and one bad row costs the others nothing.
-    pub async fn ingest_prepared_batch(&self, rows: Vec<PreparedDelivery>) -> Vec<Result<Ingested>> {
+    pub async fn ingest_prepared_batch(
+        &self,
+        rows: Vec<PreparedDelivery>,
+    ) -> Vec<Result<Ingested>> {
         if rows.len() == 1 {
             let row = rows.into_iter().next().expect("one row");
             return vec![self.ingest_prepared(row).await];

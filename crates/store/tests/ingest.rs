@@ -10,7 +10,8 @@ use chrono::Utc;
 use coverwatch_core::ProviderKind;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_store::{
-    ConnectOptions, DeliveryFilter, GroupCommitConfig, Ingested, Keyring, NewDelivery, Store, StoreError, testing,
+    ConnectOptions, DeliveryFilter, GroupCommitConfig, Ingested, Keyring, NewDelivery, Store,
+    StoreError, testing,
 };
 
 /// A migrated store on a fresh database, a second connection to the same database (to read
@@ -65,8 +66,7 @@ async fn stored_body(reader: &Store, id: &DeliveryId) -> Option<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_deliveries_are_group_committed_exactly_once_each_and_readable_when_answered()
-{
+async fn concurrent_deliveries_are_group_committed_exactly_once_each_and_readable_when_answered() {
     let db = Db::new().await;
     let queue = db.store.ingest_queue(GroupCommitConfig::default());
     const DISTINCT: usize = 150;
@@ -104,15 +104,16 @@ async fn concurrent_deliveries_are_group_committed_exactly_once_each_and_readabl
         let (key, answer) = task.await.expect("no panic");
         match answer {
             Ingested::Stored(id) => {
-                assert!(
-                    stored.insert(key, id).is_none(),
-                    "k{key} was stored twice"
-                );
+                assert!(stored.insert(key, id).is_none(), "k{key} was stored twice");
             }
             Ingested::Duplicate => duplicates += 1,
         }
     }
-    assert_eq!(stored.len(), DISTINCT, "every distinct delivery stored once");
+    assert_eq!(
+        stored.len(),
+        DISTINCT,
+        "every distinct delivery stored once"
+    );
     assert_eq!(duplicates, keys.len() - DISTINCT);
     assert_eq!(
         db.reader
@@ -142,7 +143,11 @@ async fn copies_inside_one_batch_and_across_batches_are_one_row() {
     let first: Vec<Ingested> = first.into_iter().map(|r| r.unwrap()).collect();
     assert!(matches!(first[0], Ingested::Stored(_)), "{first:?}");
     assert!(matches!(first[1], Ingested::Stored(_)), "{first:?}");
-    assert_eq!(first[2], Ingested::Duplicate, "the second copy in one batch");
+    assert_eq!(
+        first[2],
+        Ingested::Duplicate,
+        "the second copy in one batch"
+    );
     assert!(matches!(first[3], Ingested::Stored(_)), "{first:?}");
 
     let second = db
