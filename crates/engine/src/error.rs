@@ -90,6 +90,10 @@ pub enum IngestError {
     /// `413`: larger than we accept.
     #[error("delivery of {size} bytes is larger than the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
+    /// `503` with `Retry-After`: too many deliveries already wait to be stored; nothing was
+    /// stored, the vendor should retry shortly.
+    #[error("{waiting} deliveries already wait to be stored; retry shortly")]
+    Busy { waiting: usize },
     /// `503`: the database could not take it; the vendor should retry.
     #[error("delivery could not be stored: {0}")]
     Unavailable(StoreError),

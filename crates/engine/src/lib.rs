@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use coverwatch_core::LinkId;
 use coverwatch_core::backoff::Backoff;
-use coverwatch_store::Store;
+use coverwatch_store::{GroupCommitConfig, IngestQueue, Store};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 pub use admin::{REDACTED, RetentionConfig, redact_delivery};
@@ -96,6 +96,8 @@ pub struct EngineConfig {
     /// Header names (lowercase) whose values grant access, masked in admin answers beside the
     /// well-known ones (`authorization`, …): a configured shared webhook header, say.
     pub secret_headers: Vec<String>,
+    /// How webhook deliveries are group-committed to the inbox.
+    pub ingest: GroupCommitConfig,
 }
 
 impl EngineConfig {
@@ -108,6 +110,7 @@ impl EngineConfig {
             sweep: SweepConfig::default(),
             descoped_token_grace: DEFAULT_DESCOPED_TOKEN_GRACE,
             secret_headers: Vec::new(),
+            ingest: GroupCommitConfig::default(),
         }
     }
 }
@@ -135,6 +138,9 @@ struct Inner {
     link_locks: std::sync::Mutex<HashMap<LinkId, Weak<tokio::sync::Mutex<()>>>>,
     /// Deliveries taken with a genuine but late signature, since start.
     late_signed: std::sync::atomic::AtomicU64,
+    /// The group-commit writer for webhook deliveries, started by the first delivery (on the
+    /// runtime that serves webhooks).
+    ingest_queue: std::sync::OnceLock<IngestQueue>,
 }
 
 impl Engine {
@@ -150,6 +156,7 @@ impl Engine {
                 inbox_wake: Notify::new(),
                 link_locks: std::sync::Mutex::default(),
                 late_signed: std::sync::atomic::AtomicU64::new(0),
+                ingest_queue: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -3,7 +3,7 @@
 
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use coverwatch_core::{LinkState, ProviderKind};
-use coverwatch_store::{Ingested, NewDelivery, StoreError};
+use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -158,9 +158,8 @@ impl Engine {
         }
         let trace_context = crate::trace::traceparent(span);
         let ingested = self
-            .inner
-            .store
-            .ingest_delivery(NewDelivery {
+            .ingest_queue()
+            .ingest(NewDelivery {
                 provider: kind,
                 dedupe_key,
                 link,
@@ -172,7 +171,10 @@ impl Engine {
             })
             .instrument(span.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match e {
+                StoreError::QueueFull { capacity } => IngestError::Busy { waiting: capacity },
+                other => IngestError::Unavailable(other),
+            })?;
         match ingested {
             Ingested::Stored(id) => {
                 span.record("delivery_id", tracing::field::display(id));
@@ -183,6 +185,14 @@ impl Engine {
             }
         }
         Ok(ingested)
+    }
+}
+
+impl Engine {
+    fn ingest_queue(&self) -> &IngestQueue {
+        self.inner
+            .ingest_queue
+            .get_or_init(|| self.inner.store.ingest_queue(self.inner.config.ingest))
     }
 }
 

@@ -5,11 +5,7 @@
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{LinkId, ProviderKind, TenantId};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Set, Statement,
-    TryInsertResult,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Statement};
 
 use crate::entities::inbox;
 use base64::Engine as _;
@@ -242,49 +238,10 @@ impl Store {
     /// Store a delivery in one statement; a second copy of the same delivery writes nothing.
     /// Its headers and body are sealed with the active key (they can carry webhook secrets and
     /// one-time codes); the dedupe key must therefore not be derived from secrets in clear.
+    /// Webhooks go through [`Store::ingest_queue`] instead, which commits them in groups.
     pub async fn ingest_delivery(&self, new: NewDelivery) -> Result<Ingested> {
-        let id = DeliveryId::new();
-        let (key_id, headers, body) = seal_delivery(
-            &self.keyring,
-            &id.to_string(),
-            &new.headers,
-            Some(&new.body),
-        )?;
-        let received = to_ms(new.received_at);
-        let model = inbox::ActiveModel {
-            seq: sea_orm::NotSet,
-            id: Set(id.to_string()),
-            provider: Set(new.provider.to_string()),
-            dedupe_key: Set(new.dedupe_key),
-            tenant_id: Set(new.link.as_ref().map(|(t, _)| t.to_string())),
-            link_id: Set(new.link.as_ref().map(|(_, l)| l.to_string())),
-            path: Set(new.path),
-            headers: Set(headers),
-            body: Set(body),
-            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
-            attempts: Set(0),
-            last_error: Set(None),
-            received_at: Set(received),
-            next_attempt_at: Set(received),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            processed_at: Set(None),
-            key_id: Set(Some(key_id)),
-            trace_context: Set(new.trace_context),
-        };
-        let result = inbox::Entity::insert(model)
-            .on_conflict(
-                OnConflict::columns([inbox::Column::Provider, inbox::Column::DedupeKey])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .do_nothing()
-            .exec(&self.db)
-            .await?;
-        Ok(match result {
-            TryInsertResult::Inserted(_) => Ingested::Stored(id),
-            TryInsertResult::Conflicted | TryInsertResult::Empty => Ingested::Duplicate,
-        })
+        let prepared = self.prepare_delivery(new)?;
+        self.ingest_prepared(prepared).await
     }
 
     /// Lease up to `limit` ready deliveries for `owner` until `lease_until`, oldest first, never

@@ -10,7 +10,9 @@ pub mod crypto;
 mod deliveries;
 pub mod entities;
 mod events;
+mod group_commit;
 mod inbox;
+mod ingest;
 mod link_tx;
 mod links;
 mod requirements;
@@ -29,7 +31,9 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, State
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
 pub use events::{EVENTS_CHANNEL, EventFilter, LoggedEvent, NewEvent};
+pub use group_commit::GroupCommitConfig;
 pub use inbox::{ClaimedDelivery, DeliveryStatus, Ingested, NewDelivery};
+pub use ingest::{IngestQueue, MAX_INGEST_BATCH, PreparedDelivery};
 pub use link_tx::LinkTx;
 pub use links::{
     ACCESS_SECRET, LinkFilter, LinkPage, LinkRecord, NewLink, SESSION_PROOF_KIND,
@@ -47,6 +51,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(String),
+    /// Too many writes already wait for the group-commit writer; callers answer "busy, retry
+    /// shortly" (503 with Retry-After) rather than queue without limit.
+    #[error("{capacity} writes already wait to be committed")]
+    QueueFull { capacity: usize },
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error(transparent)]

@@ -76,6 +76,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// How the webhook listener treats the URLs of descoped links.
     pub webhooks: WebhookSettings,
+    /// How webhook deliveries are group-committed to the inbox.
+    pub ingest: IngestSettings,
     /// Keys sealing vendor secrets at rest, newest first; the first seals, all open.
     pub encryption_keys: Vec<EncryptionKeyConfig>,
     /// Where a development key is kept when `encryption_keys` is empty.
@@ -333,6 +335,69 @@ impl Default for WebhookSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Most deliveries written by one group commit.
+    pub max_batch: usize,
+    /// Microseconds the writer waits for more deliveries after the first of a batch; 0: it
+    /// takes only what queued while the previous commit was in flight.
+    pub max_wait_us: u64,
+    /// Deliveries that may wait to be written; one more is answered 503 with Retry-After.
+    pub queue_capacity: usize,
+}
+
+/// Longest `ingest.max_wait_us`: every acknowledgement waits up to this long.
+const MAX_INGEST_WAIT_US: u64 = 100_000;
+const MAX_INGEST_QUEUE: usize = 1_000_000;
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        let defaults = coverwatch_store::GroupCommitConfig::default();
+        Self {
+            max_batch: defaults.max_batch,
+            max_wait_us: defaults.max_wait.as_micros() as u64,
+            queue_capacity: defaults.queue_capacity,
+        }
+    }
+}
+
+impl IngestSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let max_batch = coverwatch_store::MAX_INGEST_BATCH;
+        if !(1..=max_batch).contains(&self.max_batch) {
+            return Err(ConfigError::invalid(
+                "ingest.max_batch",
+                self.max_batch.to_string(),
+                format!("must be 1 to {max_batch}"),
+            ));
+        }
+        if self.max_wait_us > MAX_INGEST_WAIT_US {
+            return Err(ConfigError::invalid(
+                "ingest.max_wait_us",
+                self.max_wait_us.to_string(),
+                format!("must be at most {MAX_INGEST_WAIT_US} (100 ms)"),
+            ));
+        }
+        if !(1..=MAX_INGEST_QUEUE).contains(&self.queue_capacity) {
+            return Err(ConfigError::invalid(
+                "ingest.queue_capacity",
+                self.queue_capacity.to_string(),
+                format!("must be 1 to {MAX_INGEST_QUEUE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn group_commit(&self) -> coverwatch_store::GroupCommitConfig {
+        coverwatch_store::GroupCommitConfig {
+            max_batch: self.max_batch,
+            max_wait: std::time::Duration::from_micros(self.max_wait_us),
+            queue_capacity: self.queue_capacity,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -383,6 +448,7 @@ impl Default for Config {
             admin_api_key_sha256: Vec::new(),
             retention: RetentionSettings::default(),
             webhooks: WebhookSettings::default(),
+            ingest: IngestSettings::default(),
             encryption_keys: Vec::new(),
             encryption_key_file: PathBuf::from("coverwatch.key"),
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
@@ -539,6 +605,7 @@ impl Config {
         self.check_public_url_is_private_or_tls()?;
         self.validate_tracing()?;
         self.validate_limits()?;
+        self.ingest.validate()?;
         let mut seen_tenants = std::collections::BTreeSet::new();
         let mut seen_keys = std::collections::BTreeSet::new();
         for (i, tenant) in self.tenants.iter().enumerate() {

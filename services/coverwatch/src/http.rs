@@ -33,6 +33,10 @@ use crate::telemetry::RequestId;
 /// Bodies past this are refused with `413` before they reach the engine's own size check.
 const BODY_LIMIT: usize = coverwatch_engine::MAX_WEBHOOK_BYTES;
 
+/// What a delivery refused because the ingest queue is full is told to wait (`Retry-After`):
+/// the queue drains within milliseconds unless the database is stuck.
+const BUSY_RETRY_AFTER_SECONDS: &str = "1";
+
 /// How often refused deliveries are reported after the first one is logged.
 const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -355,6 +359,10 @@ async fn ingest(
                 IngestError::TooLarge { .. } => {
                     (StatusCode::PAYLOAD_TOO_LARGE, WebhookOutcome::TooLarge)
                 }
+                IngestError::Busy { waiting } => {
+                    tracing::debug!(%provider, waiting, "webhook refused: the ingest queue is full; answering 503 with Retry-After");
+                    (StatusCode::SERVICE_UNAVAILABLE, WebhookOutcome::Unavailable)
+                }
                 IngestError::Unavailable(e) => {
                     tracing::error!(%provider, error = %e, "webhook not stored; answering 503 so the vendor retries");
                     (StatusCode::SERVICE_UNAVAILABLE, WebhookOutcome::Unavailable)
@@ -364,12 +372,17 @@ async fn ingest(
                 // Never tell an unauthenticated sender which check failed.
                 IngestError::Unauthenticated(_) => "unauthenticated".to_owned(),
                 IngestError::Unavailable(_) => "temporarily unavailable; retry".to_owned(),
+                IngestError::Busy { .. } => "busy; retry shortly".to_owned(),
                 other => other.to_string(),
             };
-            (
-                (status, Json(json!({"error": message}))).into_response(),
-                outcome,
-            )
+            let mut response = (status, Json(json!({"error": message}))).into_response();
+            if matches!(err, IngestError::Busy { .. }) {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static(BUSY_RETRY_AFTER_SECONDS),
+                );
+            }
+            (response, outcome)
         }
     }
 }

@@ -1,0 +1,262 @@
+//! Group-committed ingest: concurrent webhook deliveries are written by one multi-row
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING` in one transaction, and each caller is answered
+//! only once that transaction has committed.
+//!
+//! Everything that can be done per delivery (the id, sealing headers and body) is done by the
+//! caller before its delivery is queued, so the writer does nothing but the database round trips.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use coverwatch_core::ids::DeliveryId;
+use sea_orm::sea_query::{OnConflict, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, EntityTrait, Set, TransactionTrait, TryInsertResult, Value};
+
+use crate::entities::inbox;
+use crate::group_commit::{GroupCommitConfig, GroupCommitter};
+use crate::inbox::{DeliveryStatus, Ingested, NewDelivery, seal_delivery};
+use crate::{Result, Store, StoreError, to_ms};
+
+/// A delivery ready to be written: its id chosen and its secrets sealed.
+#[derive(Debug, Clone)]
+pub struct PreparedDelivery {
+    id: DeliveryId,
+    provider: String,
+    dedupe_key: String,
+    tenant_id: Option<String>,
+    link_id: Option<String>,
+    path: String,
+    headers: String,
+    body: Option<Vec<u8>>,
+    received_at: i64,
+    key_id: String,
+    trace_context: Option<String>,
+}
+
+impl PreparedDelivery {
+    fn values(&self) -> [SimpleExpr; 14] {
+        let value = |v: Value| SimpleExpr::Value(v);
+        [
+            value(self.id.to_string().into()),
+            value(self.provider.clone().into()),
+            value(self.dedupe_key.clone().into()),
+            value(self.tenant_id.clone().into()),
+            value(self.link_id.clone().into()),
+            value(self.path.clone().into()),
+            value(self.headers.clone().into()),
+            value(self.body.clone().into()),
+            value(DeliveryStatus::Pending.as_str().into()),
+            value(0i32.into()),
+            value(self.received_at.into()),
+            value(self.received_at.into()),
+            value(Some(self.key_id.clone()).into()),
+            value(self.trace_context.clone().into()),
+        ]
+    }
+
+    fn model(self) -> inbox::ActiveModel {
+        inbox::ActiveModel {
+            seq: sea_orm::NotSet,
+            id: Set(self.id.to_string()),
+            provider: Set(self.provider),
+            dedupe_key: Set(self.dedupe_key),
+            tenant_id: Set(self.tenant_id),
+            link_id: Set(self.link_id),
+            path: Set(self.path),
+            headers: Set(self.headers),
+            body: Set(self.body),
+            status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            last_error: Set(None),
+            received_at: Set(self.received_at),
+            next_attempt_at: Set(self.received_at),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            processed_at: Set(None),
+            key_id: Set(Some(self.key_id)),
+            trace_context: Set(self.trace_context),
+        }
+    }
+}
+
+/// The columns [`PreparedDelivery::values`] fills, in its order; the others start out NULL.
+const COLUMNS: [inbox::Column; 14] = [
+    inbox::Column::Id,
+    inbox::Column::Provider,
+    inbox::Column::DedupeKey,
+    inbox::Column::TenantId,
+    inbox::Column::LinkId,
+    inbox::Column::Path,
+    inbox::Column::Headers,
+    inbox::Column::Body,
+    inbox::Column::Status,
+    inbox::Column::Attempts,
+    inbox::Column::ReceivedAt,
+    inbox::Column::NextAttemptAt,
+    inbox::Column::KeyId,
+    inbox::Column::TraceContext,
+];
+
+/// The most deliveries one batch may hold: 14 bound values each stays well below SQLite's
+/// limit of 32,766 variables per statement (and PostgreSQL's 65,535).
+pub const MAX_INGEST_BATCH: usize = 1024;
+
+/// Where webhook deliveries are queued to be group-committed. Cheap to clone.
+#[derive(Clone)]
+pub struct IngestQueue {
+    store: Store,
+    committer: GroupCommitter<PreparedDelivery, Ingested>,
+}
+
+impl std::fmt::Debug for IngestQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestQueue").finish_non_exhaustive()
+    }
+}
+
+impl IngestQueue {
+    /// Seal `new` and store it with whatever else is queued. `Ok` means its row (or an earlier
+    /// copy of it) is committed. [`StoreError::QueueFull`]: refused at once, nothing stored.
+    pub async fn ingest(&self, new: NewDelivery) -> Result<Ingested> {
+        let prepared = self.store.prepare_delivery(new)?;
+        self.committer.submit(prepared).await
+    }
+}
+
+impl Store {
+    /// Start a group-commit writer for webhook deliveries on the current tokio runtime.
+    pub fn ingest_queue(&self, config: GroupCommitConfig) -> IngestQueue {
+        let config = GroupCommitConfig {
+            max_batch: config.max_batch.clamp(1, MAX_INGEST_BATCH),
+            ..config
+        };
+        let store = self.clone();
+        let committer = GroupCommitter::start(
+            config,
+            Arc::new(move |rows: Vec<PreparedDelivery>| {
+                let store = store.clone();
+                Box::pin(async move { store.ingest_prepared_batch(rows).await })
+            }),
+        );
+        IngestQueue {
+            store: self.clone(),
+            committer,
+        }
+    }
+
+    /// Choose the delivery's id and seal its headers and body with the active key. The dedupe
+    /// key is stored in clear: it must not be derived from secrets.
+    pub fn prepare_delivery(&self, new: NewDelivery) -> Result<PreparedDelivery> {
+        let id = DeliveryId::new();
+        let (key_id, headers, body) = seal_delivery(
+            &self.keyring,
+            &id.to_string(),
+            &new.headers,
+            Some(&new.body),
+        )?;
+        Ok(PreparedDelivery {
+            id,
+            provider: new.provider.to_string(),
+            dedupe_key: new.dedupe_key,
+            tenant_id: new.link.as_ref().map(|(t, _)| t.to_string()),
+            link_id: new.link.as_ref().map(|(_, l)| l.to_string()),
+            path: new.path,
+            headers,
+            body,
+            received_at: to_ms(new.received_at),
+            key_id,
+            trace_context: new.trace_context,
+        })
+    }
+
+    /// Store one prepared delivery in one statement; a second copy writes nothing.
+    pub async fn ingest_prepared(&self, row: PreparedDelivery) -> Result<Ingested> {
+        let id = row.id;
+        let result = inbox::Entity::insert(row.model())
+            .on_conflict(
+                OnConflict::columns([inbox::Column::Provider, inbox::Column::DedupeKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec(&self.db)
+            .await?;
+        Ok(match result {
+            TryInsertResult::Inserted(_) => Ingested::Stored(id),
+            TryInsertResult::Conflicted | TryInsertResult::Empty => Ingested::Duplicate,
+        })
+    }
+
+    /// Store `rows` in one transaction and answer each, in order. Should the batch fail for a
+    /// reason other than the database being unreachable (one row breaking a constraint, a
+    /// deadlock with another replica's batch), every row is tried again alone, so that each
+    /// caller gets its own answer and one bad row costs the others nothing.
+    pub async fn ingest_prepared_batch(
+        &self,
+        rows: Vec<PreparedDelivery>,
+    ) -> Vec<Result<Ingested>> {
+        if rows.len() == 1 {
+            let row = rows.into_iter().next().expect("one row");
+            return vec![self.ingest_prepared(row).await];
+        }
+        let error = match self.insert_batch(&rows).await {
+            Ok(answers) => return answers.into_iter().map(Ok).collect(),
+            Err(error) => error,
+        };
+        if error.is_unavailable() {
+            let message = error.to_string();
+            return rows
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(message.clone())))
+                .collect();
+        }
+        tracing::warn!(rows = rows.len(), error = %error, "a group commit of deliveries failed; storing them one by one");
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            answers.push(self.ingest_prepared(row).await);
+        }
+        answers
+    }
+
+    async fn insert_batch(&self, rows: &[PreparedDelivery]) -> Result<Vec<Ingested>> {
+        // Two copies of one delivery in a batch: only the first is written; the database would
+        // skip the second anyway, this only keeps it out of the statement.
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut insert = Query::insert();
+        insert
+            .into_table(inbox::Entity)
+            .columns(COLUMNS)
+            .on_conflict(
+                OnConflict::columns([inbox::Column::Provider, inbox::Column::DedupeKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(inbox::Column::Id);
+        // In arrival order: `seq` keeps one link's deliveries in the order they were received.
+        for row in rows {
+            if seen.insert((row.provider.as_str(), row.dedupe_key.as_str())) {
+                insert
+                    .values(row.values())
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+            }
+        }
+        let statement = self.backend().build(&insert);
+        let txn = self.db.begin().await?;
+        let inserted = txn.query_all(statement).await?;
+        let mut stored = HashSet::with_capacity(inserted.len());
+        for row in inserted {
+            stored.insert(row.try_get::<String>("", "id")?);
+        }
+        txn.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                if stored.contains(&row.id.to_string()) {
+                    Ingested::Stored(row.id)
+                } else {
+                    Ingested::Duplicate
+                }
+            })
+            .collect())
+    }
+}
