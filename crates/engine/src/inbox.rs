@@ -43,14 +43,10 @@ enum Outcome {
     Failed { error: String, transient: bool },
 }
 
-/// What staging a delivery (parsing, attributing, its vendor calls) came to.
-enum Step {
-    /// Ready to be applied in the round's transaction.
-    Staged(Box<Staged>),
-    /// Not to be applied: only its outcome is recorded.
-    Settle(Outcome),
-    /// Of a link another delivery of the round already holds: it goes in the next round.
-    Deferred,
+/// A parsed delivery and the link it is about.
+struct Attributed {
+    parsed: coverwatch_core::webhook::ParsedWebhook,
+    record: Box<LinkRecord>,
 }
 
 /// A delivery whose vendor calls are made, waiting for the round's transaction.
@@ -115,7 +111,9 @@ impl Engine {
                     0
                 }
             };
-            if processed > 0 {
+            // After a batch that could not be recorded, wait a little as when idle: trying
+            // again at once would only spin while the database is away.
+            if processed > 0 && stranded.is_empty() {
                 continue;
             }
             tokio::select! {
@@ -233,30 +231,49 @@ impl Engine {
     /// changes in a savepoint of its own.
     async fn run_round(&self, round: Vec<ClaimedDelivery>) -> RoundResult {
         let config = &self.inner.config.worker;
-        let in_round: std::sync::Mutex<HashSet<LinkId>> = std::sync::Mutex::new(HashSet::new());
-        let steps = futures::stream::iter(round)
+        let attributed = futures::stream::iter(round)
             .map(|delivery| async {
-                let step = self.stage(&delivery, &in_round).await;
-                (delivery, step)
+                let attributed = self.attribute_isolated(&delivery).await;
+                (delivery, attributed)
             })
             .buffer_unordered(config.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
         let mut result = RoundResult::default();
-        let mut staged = Vec::new();
         let mut outcomes = Vec::new();
+        let mut ready = Vec::new();
+        // One delivery per link per round, the one received first: the next must see its
+        // effects, so it waits for the next round.
+        let mut in_round = HashSet::new();
+        let mut attributed = attributed;
+        attributed.sort_by_key(|(delivery, _)| delivery.seq);
+        for (delivery, attributed) in attributed {
+            match attributed {
+                Err(outcome) => outcomes.push((delivery, outcome)),
+                Ok(found) if !in_round.insert(found.record.link.id) => {
+                    result.deferred.push(delivery)
+                }
+                Ok(found) => ready.push((delivery, found)),
+            }
+        }
+        let steps = futures::stream::iter(ready)
+            .map(|(delivery, found)| async {
+                let step = self.stage(&delivery, found).await;
+                (delivery, step)
+            })
+            .buffer_unordered(config.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let mut staged = Vec::new();
         for (delivery, step) in steps {
             match step {
-                Step::Staged(item) => staged.push((delivery, *item)),
-                Step::Settle(outcome) => outcomes.push((delivery, outcome)),
-                Step::Deferred => result.deferred.push(delivery),
+                Ok(item) => staged.push((delivery, *item)),
+                Err(outcome) => outcomes.push((delivery, outcome)),
             }
         }
         if staged.is_empty() && outcomes.is_empty() {
             return result;
         }
-        // In receipt order, so that a deferred delivery stays behind the one it waited for.
-        result.deferred.sort_by_key(|d| d.received_at);
         staged.sort_by_key(|(_, item)| item.link.id.to_string());
         let ids: Vec<DeliveryId> = staged
             .iter()
@@ -410,20 +427,30 @@ impl Engine {
         }
     }
 
-    /// Parse, attribute and prepare one delivery (its vendor calls) as a unit of its own: an
-    /// error, a panic or a hang in it becomes this delivery's failure (retried, then
-    /// dead-lettered with the reason), never the worker's, so one tenant's poisoned input
-    /// cannot stop anyone else's deliveries.
+    /// Parse and attribute one delivery as a unit of its own: an error, a panic or a hang in it
+    /// becomes this delivery's failure (retried, then dead-lettered with the reason), never the
+    /// worker's, so one tenant's poisoned input cannot stop anyone else's deliveries.
+    async fn attribute_isolated(&self, delivery: &ClaimedDelivery) -> Result<Attributed, Outcome> {
+        let limit = self.inner.config.worker.process_timeout;
+        match isolated(limit, self.try_attribute(delivery)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => Err(failed(err)),
+            Err(failure) => Err(self.contained(delivery, failure)),
+        }
+    }
+
+    /// Make the vendor calls of an attributed delivery, isolated like
+    /// [`Self::attribute_isolated`].
     async fn stage(
         &self,
         delivery: &ClaimedDelivery,
-        in_round: &std::sync::Mutex<HashSet<LinkId>>,
-    ) -> Step {
+        found: Attributed,
+    ) -> Result<Box<Staged>, Outcome> {
         let limit = self.inner.config.worker.process_timeout;
-        match isolated(limit, self.try_stage(delivery, in_round)).await {
-            Ok(Ok(step)) => step,
-            Ok(Err(err)) => Step::Settle(failed(err)),
-            Err(failure) => Step::Settle(self.contained(delivery, failure)),
+        match isolated(limit, self.try_stage(delivery, found)).await {
+            Ok(Ok(staged)) => Ok(staged),
+            Ok(Err(err)) => Err(failed(err)),
+            Err(failure) => Err(self.contained(delivery, failure)),
         }
     }
 
@@ -437,11 +464,10 @@ impl Engine {
         }
     }
 
-    async fn try_stage(
+    async fn try_attribute(
         &self,
         delivery: &ClaimedDelivery,
-        in_round: &std::sync::Mutex<HashSet<LinkId>>,
-    ) -> Result<Step, EngineError> {
+    ) -> Result<Result<Attributed, Outcome>, EngineError> {
         let provider = self.inner.providers.get(delivery.provider)?.clone();
         let inbound = InboundWebhook {
             path: delivery.path.clone(),
@@ -452,27 +478,25 @@ impl Engine {
         let parsed = match provider.parse_webhook(&inbound) {
             Ok(parsed) => parsed,
             Err(err @ ProviderError::Malformed { .. }) => {
-                return Ok(Step::Settle(Outcome::Failed {
+                return Ok(Err(Outcome::Failed {
                     error: err.to_string(),
                     transient: false,
                 }));
             }
             Err(err) => return Err(err.into()),
         };
-        let record = match self.attribute(delivery, &parsed.attribution).await? {
-            Matched::Link(record) => record,
-            Matched::None(reason) => return Ok(Step::Settle(Outcome::Unmatched(reason))),
-        };
-        // One delivery per link per round: a second one must see the first one's effects, so it
-        // waits for the next round (waiting for the link's lock here would wait for a commit
-        // that waits for us).
-        if !in_round
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.link.id)
-        {
-            return Ok(Step::Deferred);
-        }
+        Ok(match self.attribute(delivery, &parsed.attribution).await? {
+            Matched::Link(record) => Ok(Attributed { parsed, record }),
+            Matched::None(reason) => Err(Outcome::Unmatched(reason)),
+        })
+    }
+
+    async fn try_stage(
+        &self,
+        delivery: &ClaimedDelivery,
+        found: Attributed,
+    ) -> Result<Box<Staged>, EngineError> {
+        let Attributed { parsed, record } = found;
         let working = self.lock_link(record.link.id).await;
         // Read again under the lock: another delivery of this link may have just changed it.
         let record = self
@@ -491,13 +515,13 @@ impl Engine {
             occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
         };
         let prepared = self.commit_folds(&record.link, prepared, &origin).await?;
-        Ok(Step::Staged(Box::new(Staged {
+        Ok(Box::new(Staged {
             link: record.link,
             prepared,
             origin,
             retry,
             working,
-        })))
+        }))
     }
 
     /// The link a delivery is about: named by its URL, else by what the vendor put in it.

@@ -83,6 +83,8 @@ pub struct ClaimedDelivery {
     pub received_at: DateTime<Utc>,
     /// Including this one.
     pub attempts: u32,
+    /// Position in receipt order.
+    pub seq: i64,
 }
 
 fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedDelivery> {
@@ -106,6 +108,7 @@ fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedD
         path: model.path,
         received_at: from_ms(model.received_at),
         attempts: model.attempts.max(0) as u32,
+        seq: model.seq,
     })
 }
 
