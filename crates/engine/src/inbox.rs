@@ -147,26 +147,32 @@ impl Engine {
         let held: std::sync::Mutex<Vec<DeliveryId>> =
             std::sync::Mutex::new(claimed.iter().map(|d| d.id).collect());
         let work = self.run_rounds(claimed, &held);
-        let mut work = std::pin::pin!(work);
         // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
         // over a delivery this one is still working on. A crashed worker renews nothing, and
-        // its deliveries are taken over when their lease runs out.
-        let renew_every = config.lease / 3;
-        loop {
-            tokio::select! {
-                stranded = &mut work => {
-                    unsettled.extend(stranded);
-                    break;
-                }
-                () = tokio::time::sleep(renew_every) => {
-                    let until = Utc::now()
-                        + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
-                    let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if let Err(err) = self.inner.store.renew_leases(&config.owner, &ids, until).await {
-                        tracing::warn!(error = %err, "inbox: could not renew leases");
-                    }
+        // its deliveries are taken over when their lease runs out. The renewal runs beside the
+        // work, never instead of it: a renewal can wait on the rows the batch transaction holds
+        // until that commits.
+        let renew = async {
+            let renew_every = config.lease / 3;
+            loop {
+                tokio::time::sleep(renew_every).await;
+                let until = Utc::now()
+                    + chrono::Duration::from_std(config.lease)
+                        .unwrap_or(chrono::Duration::seconds(60));
+                let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Err(err) = self
+                    .inner
+                    .store
+                    .renew_leases(&config.owner, &ids, until)
+                    .await
+                {
+                    tracing::warn!(error = %err, "inbox: could not renew leases");
                 }
             }
+        };
+        tokio::select! {
+            stranded = work => unsettled.extend(stranded),
+            never = renew => match never {},
         }
         Ok(count)
     }
