@@ -22,11 +22,14 @@ use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// What the commit hook saw: each batch's delivery ids, and whether it was let through.
+/// One batch's delivery ids, and whether the hook let it commit.
+type Seen = (BTreeSet<String>, bool);
+
+/// What the commit hook saw.
 #[derive(Clone, Default)]
 struct Batches {
     hold: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(BTreeSet<String>, bool)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Batches {
