@@ -201,21 +201,25 @@ impl Engine {
                     .collect();
             }
             round = done.deferred;
+            let mut following = Vec::new();
             for link in done.settled_links {
                 let settled = settled_of_link.entry(link).or_default();
                 *settled += 1;
-                if *settled >= config.batch {
-                    continue;
+                if *settled < config.batch {
+                    following.push(link);
                 }
-                let lease_until = Utc::now()
-                    + chrono::Duration::from_std(config.lease)
-                        .unwrap_or(chrono::Duration::seconds(60));
-                match self
-                    .inner
+            }
+            let lease_until = Utc::now()
+                + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
+            // Side by side: one round trip each, and the next round waits for all of them.
+            let claims = futures::future::join_all(following.iter().map(|link| {
+                self.inner
                     .store
-                    .claim_next_of_link(&config.owner, &link, lease_until)
-                    .await
-                {
+                    .claim_next_of_link(&config.owner, link, lease_until)
+            }))
+            .await;
+            for (link, claimed) in following.iter().zip(claims) {
+                match claimed {
                     Ok(Some(delivery)) => {
                         held.lock()
                             .unwrap_or_else(|p| p.into_inner())
