@@ -53,6 +53,8 @@ pub struct FakeState {
     pub max_fetches_in_flight: u32,
     /// Accounts whose deliveries `parse_webhook` panics on.
     pub panic_parsing: BTreeSet<String>,
+    /// Accounts whose data `fetch` answers as an unavailable vendor would.
+    pub failing_fetching: BTreeSet<String>,
     /// Accounts whose data `fetch` panics on.
     pub panic_fetching: BTreeSet<String>,
     /// Accounts served a homeowners policy on this address instead of an auto policy.
@@ -301,11 +303,17 @@ impl Provider for FakeProvider {
             .get("account")
             .cloned()
             .unwrap_or_default();
-        let poisoned = {
+        let (poisoned, failing) = {
             let mut state = self.state.lock().unwrap();
             state.fetches_in_flight -= 1;
-            state.panic_fetching.contains(&account)
+            (
+                state.panic_fetching.contains(&account),
+                state.failing_fetching.contains(&account),
+            )
         };
+        if failing {
+            return Err(unavailable());
+        }
         if poisoned {
             let postal_code = self
                 .policy(&account)

@@ -482,6 +482,26 @@ impl Engine {
         origin: Origin,
         settle: bool,
     ) -> Result<LinkRecord, EngineError> {
+        let own = self.commit_folds(link, prepared, &origin).await?;
+        let tx = self
+            .inner
+            .store
+            .begin_link_update(&link.tenant_id, &link.id)
+            .await?
+            .ok_or_else(|| EngineError::link_not_found(link.id))?;
+        let (record, events) = apply_prepared(tx, own, &origin, settle).await?;
+        self.announce(&events);
+        Ok(record)
+    }
+
+    /// Write the completions among `prepared` that fold into another link, each in a
+    /// transaction of its own; returns what is left to apply to `link` itself.
+    pub(crate) async fn commit_folds(
+        &self,
+        link: &Link,
+        prepared: Vec<Prepared>,
+        origin: &Origin,
+    ) -> Result<Vec<Prepared>, EngineError> {
         let mut own = Vec::with_capacity(prepared.len());
         for item in prepared {
             match item {
@@ -491,30 +511,14 @@ impl Engine {
                     fetched,
                 } => {
                     let target = target.link.id;
-                    self.commit_fold(link, &target, grant, fetched, &origin)
+                    self.commit_fold(link, &target, grant, fetched, origin)
                         .await?;
                     own.push(Prepared::FoldedInto { target });
                 }
                 other => own.push(other),
             }
         }
-        let mut tx = self
-            .inner
-            .store
-            .begin_link_update(&link.tenant_id, &link.id)
-            .await?
-            .ok_or_else(|| EngineError::link_not_found(link.id))?;
-        let mut events = Vec::new();
-        for item in own {
-            apply(&mut tx, item, &origin, &mut events).await?;
-        }
-        check_requirements(&mut tx, &origin, &mut events).await?;
-        if settle && let Some((delivery, owner)) = &origin.delivery {
-            tx.settle_delivery(delivery, owner).await?;
-        }
-        let record = tx.commit().await?;
-        self.announce(&events);
-        Ok(record)
+        Ok(own)
     }
 
     /// The account `source`'s session reached is held by `target`: resume `target` with the
@@ -581,6 +585,27 @@ impl Engine {
         tracing::info!(link = %source.id, into = %target, "session reached an account already linked; folded into that link");
         Ok(())
     }
+}
+
+/// Apply prepared happenings (folds already written) in `tx` and commit it, settling the
+/// delivery of `origin` with them when `settle` is on. Returns the link and the events appended;
+/// the caller announces them once they are durable.
+pub(crate) async fn apply_prepared(
+    mut tx: LinkTx,
+    own: Vec<Prepared>,
+    origin: &Origin,
+    settle: bool,
+) -> Result<(LinkRecord, Vec<Event>), EngineError> {
+    let mut events = Vec::new();
+    for item in own {
+        apply(&mut tx, item, origin, &mut events).await?;
+    }
+    check_requirements(&mut tx, origin, &mut events).await?;
+    if settle && let Some((delivery, owner)) = &origin.delivery {
+        tx.settle_delivery(delivery, owner).await?;
+    }
+    let record = tx.commit().await?;
+    Ok((record, events))
 }
 
 /// Check the link against its requirement set when this transaction stored new policy data, or

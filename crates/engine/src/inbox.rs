@@ -9,16 +9,21 @@ use coverwatch_core::ProviderKind;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
+use std::collections::{HashMap, HashSet};
+
+use coverwatch_core::{Event, Link, LinkId};
 use coverwatch_store::{
-    ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError, WEBHOOK_TOKEN_KIND,
+    BatchTx, ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError,
+    WEBHOOK_TOKEN_KIND,
 };
 use futures::StreamExt;
 use rand::Rng;
+use tokio::sync::OwnedMutexGuard;
 use tokio::sync::watch;
 use tracing::Instrument;
 use tracing::field::{Empty, display};
 
-use crate::apply::Origin;
+use crate::apply::{Origin, Prepared, apply_prepared};
 use crate::isolation::{UnitFailure, isolated};
 use crate::links::token_hash;
 use crate::telemetry::{self, Settled};
@@ -29,6 +34,28 @@ use crate::{Engine, EngineError};
 /// a statement (a restart, a failover, `pg_terminate_backend`: SQLSTATE 57P01) reaches us as a
 /// database error, not as a connection error, and nothing may be given up on because the
 /// database restarted. Deliveries still stop after `max_attempts`; streams back off.
+/// A span of its own for processing one delivery, continuing the trace its ingest was part of.
+fn delivery_span(delivery: &ClaimedDelivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "delivery.process",
+        otel.kind = "consumer",
+        delivery_id = %delivery.id,
+        provider = %delivery.provider,
+        attempt = delivery.attempts,
+        link_id = Empty,
+        outcome = Empty,
+        otel.status_code = Empty,
+        trace_id = Empty,
+    );
+    crate::trace::set_remote_parent(&span, delivery.trace_context.as_deref());
+    crate::trace::record_trace_id(&span);
+    if let Some((_, link)) = &delivery.link {
+        span.record("link_id", display(link));
+    }
+    span
+}
+
 pub(crate) fn database_may_recover(err: &EngineError) -> bool {
     matches!(
         err,
@@ -37,9 +64,42 @@ pub(crate) fn database_may_recover(err: &EngineError) -> bool {
 }
 
 enum Outcome {
-    Done,
     Unmatched(String),
     Failed { error: String, transient: bool },
+}
+
+/// A parsed delivery and the link it is about.
+struct Attributed {
+    parsed: coverwatch_core::webhook::ParsedWebhook,
+    record: Box<LinkRecord>,
+}
+
+/// A delivery whose vendor calls are made, waiting for the round's transaction.
+struct Staged {
+    link: Link,
+    prepared: Vec<Prepared>,
+    origin: Origin,
+    /// Why the delivery must be tried again after what could be applied is.
+    retry: Option<String>,
+    /// The link's in-process lock, held until the round commits.
+    working: OwnedMutexGuard<()>,
+}
+
+#[derive(Default)]
+struct RoundResult {
+    /// Deliveries of links already in the round, still leased by us.
+    deferred: Vec<ClaimedDelivery>,
+    /// Links (named at receipt) whose delivery was settled: their next may follow.
+    settled_links: Vec<LinkId>,
+    /// Deliveries whose outcome could not be recorded (the lease is still ours).
+    unsettled: Vec<DeliveryId>,
+}
+
+fn failed(err: EngineError) -> Outcome {
+    Outcome::Failed {
+        transient: err.is_transient() || database_may_recover(&err),
+        error: err.to_string(),
+    }
 }
 
 impl Engine {
@@ -76,7 +136,9 @@ impl Engine {
                     0
                 }
             };
-            if processed > 0 {
+            // After a batch that could not be recorded, wait a little as when idle: trying
+            // again at once would only spin while the database is away.
+            if processed > 0 && stranded.is_empty() {
                 continue;
             }
             tokio::select! {
@@ -109,200 +171,382 @@ impl Engine {
         }
         let held: std::sync::Mutex<Vec<DeliveryId>> =
             std::sync::Mutex::new(claimed.iter().map(|d| d.id).collect());
-        let work = futures::stream::iter(claimed)
-            .map(|delivery| self.settle_in_link_order(delivery, &held))
-            .buffer_unordered(config.concurrency.max(1))
-            .flat_map(futures::stream::iter)
-            .collect::<Vec<DeliveryId>>();
-        let mut work = std::pin::pin!(work);
+        let work = self.run_rounds(claimed, &held);
         // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
         // over a delivery this one is still working on. A crashed worker renews nothing, and
-        // its deliveries are taken over when their lease runs out.
-        let renew_every = config.lease / 3;
-        loop {
-            tokio::select! {
-                stranded = &mut work => {
-                    unsettled.extend(stranded);
-                    break;
-                }
-                () = tokio::time::sleep(renew_every) => {
-                    let until = Utc::now()
-                        + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
-                    let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if let Err(err) = self.inner.store.renew_leases(&config.owner, &ids, until).await {
-                        tracing::warn!(error = %err, "inbox: could not renew leases");
-                    }
+        // its deliveries are taken over when their lease runs out. The renewal runs beside the
+        // work, never instead of it: a renewal can wait on the rows the batch transaction holds
+        // until that commits.
+        let renew = async {
+            let renew_every = config.lease / 3;
+            loop {
+                tokio::time::sleep(renew_every).await;
+                let until = Utc::now()
+                    + chrono::Duration::from_std(config.lease)
+                        .unwrap_or(chrono::Duration::seconds(60));
+                let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Err(err) = self
+                    .inner
+                    .store
+                    .renew_leases(&config.owner, &ids, until)
+                    .await
+                {
+                    tracing::warn!(error = %err, "inbox: could not renew leases");
                 }
             }
+        };
+        tokio::select! {
+            stranded = work => unsettled.extend(stranded),
+            never = renew => match never {},
         }
         Ok(count)
     }
 
-    /// Settle `first`, then, while its link has the next delivery ready, that one too, up to a
-    /// batch's worth: one link's deliveries run one after another in receipt order without a
-    /// full claim each. Returns the ids whose outcome could not be recorded.
-    async fn settle_in_link_order(
+    /// Work off `claimed` in rounds of one transaction each. After a round, the links it
+    /// settled go on with their next ready delivery (one link's deliveries one after another
+    /// in receipt order, without a full claim each, up to a batch's worth per link), and a
+    /// delivery that turned out to be of a link already in the round comes next. Returns the
+    /// ids whose outcome could not be recorded.
+    async fn run_rounds(
         &self,
-        first: ClaimedDelivery,
+        claimed: Vec<ClaimedDelivery>,
         held: &std::sync::Mutex<Vec<DeliveryId>>,
     ) -> Vec<DeliveryId> {
         let config = &self.inner.config.worker;
-        let mut unsettled = Vec::new();
-        let mut next = Some(first);
-        let mut settled = 0;
-        while let Some(delivery) = next.take() {
-            let link = delivery.link.as_ref().map(|(_, link)| *link);
-            if let Some(id) = self.settle(delivery).await {
+        let mut settled_of_link: HashMap<LinkId, u64> = HashMap::new();
+        let mut round = claimed;
+        while !round.is_empty() {
+            let done = self.run_round(round).await;
+            if !done.unsettled.is_empty() {
                 // The database is away; the rest waits for the next claim.
-                unsettled.push(id);
-                break;
+                return done
+                    .unsettled
+                    .into_iter()
+                    .chain(done.deferred.iter().map(|d| d.id))
+                    .collect();
             }
-            settled += 1;
-            let Some(link) = link else { break };
-            if settled >= config.batch {
-                break;
+            round = done.deferred;
+            let mut following = Vec::new();
+            for link in done.settled_links {
+                let settled = settled_of_link.entry(link).or_default();
+                *settled += 1;
+                if *settled < config.batch {
+                    following.push(link);
+                }
             }
             let lease_until = Utc::now()
                 + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
-            next = match self
-                .inner
-                .store
-                .claim_next_of_link(&config.owner, &link, lease_until)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(err) => {
-                    tracing::debug!(%link, error = %err, "inbox: next delivery of the link left to the next claim");
-                    None
+            // Side by side: one round trip each, and the next round waits for all of them.
+            let claims = futures::future::join_all(following.iter().map(|link| {
+                self.inner
+                    .store
+                    .claim_next_of_link(&config.owner, link, lease_until)
+            }))
+            .await;
+            for (link, claimed) in following.iter().zip(claims) {
+                match claimed {
+                    Ok(Some(delivery)) => {
+                        held.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(delivery.id);
+                        round.push(delivery);
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::debug!(%link, error = %err, "inbox: next delivery of the link left to the next claim");
+                    }
                 }
-            };
-            if let Some(delivery) = &next {
-                held.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(delivery.id);
             }
         }
-        unsettled
+        Vec::new()
     }
 
-    /// Process one delivery and record the outcome, under a span of its own that continues the
-    /// trace its ingest was part of; returns its id if the outcome could not be recorded.
-    async fn settle(&self, delivery: ClaimedDelivery) -> Option<DeliveryId> {
-        let span = tracing::info_span!(
-            parent: None,
-            "delivery.process",
-            otel.kind = "consumer",
-            delivery_id = %delivery.id,
-            provider = %delivery.provider,
-            attempt = delivery.attempts,
-            link_id = Empty,
-            outcome = Empty,
-            otel.status_code = Empty,
-            trace_id = Empty,
-        );
-        crate::trace::set_remote_parent(&span, delivery.trace_context.as_deref());
-        crate::trace::record_trace_id(&span);
-        if let Some((_, link)) = &delivery.link {
-            span.record("link_id", display(link));
-        }
-        self.settle_in_span(delivery).instrument(span).await
-    }
-
-    async fn settle_in_span(&self, delivery: ClaimedDelivery) -> Option<DeliveryId> {
+    /// One round: the vendor calls of every delivery side by side (bounded, outside any
+    /// transaction), then all their changes and outcomes in one transaction, each delivery's
+    /// changes in a savepoint of its own.
+    async fn run_round(&self, round: Vec<ClaimedDelivery>) -> RoundResult {
         let config = &self.inner.config.worker;
+        let started = std::time::Instant::now();
+        let spans: HashMap<DeliveryId, tracing::Span> =
+            round.iter().map(|d| (d.id, delivery_span(d))).collect();
+        let span_of = |id: &DeliveryId| spans.get(id).cloned().unwrap_or_else(tracing::Span::none);
+        let attributed = futures::stream::iter(round)
+            .map(|delivery| async {
+                let attributed = self
+                    .attribute_isolated(&delivery)
+                    .instrument(span_of(&delivery.id))
+                    .await;
+                (delivery, attributed)
+            })
+            .buffer_unordered(config.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let mut result = RoundResult::default();
+        let mut outcomes = Vec::new();
+        let mut ready = Vec::new();
+        // One delivery per link per round, the one received first: the next must see its
+        // effects, so it waits for the next round.
+        let mut in_round = HashSet::new();
+        let mut attributed = attributed;
+        attributed.sort_by_key(|(delivery, _)| delivery.seq);
+        for (delivery, attributed) in attributed {
+            if let (Ok(found), None) = (&attributed, &delivery.link) {
+                // Attributed only now: the span could not name the link when it began.
+                span_of(&delivery.id).record("link_id", display(found.record.link.id));
+            }
+            match attributed {
+                Err(outcome) => outcomes.push((delivery, outcome)),
+                Ok(found) if !in_round.insert(found.record.link.id) => {
+                    result.deferred.push(delivery)
+                }
+                Ok(found) => ready.push((delivery, found)),
+            }
+        }
+        let steps = futures::stream::iter(ready)
+            .map(|(delivery, found)| async {
+                let step = self
+                    .stage(&delivery, found)
+                    .instrument(span_of(&delivery.id))
+                    .await;
+                (delivery, step)
+            })
+            .buffer_unordered(config.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let mut staged = Vec::new();
+        for (delivery, step) in steps {
+            match step {
+                Ok(item) => staged.push((delivery, *item)),
+                Err(outcome) => outcomes.push((delivery, outcome)),
+            }
+        }
+        if staged.is_empty() && outcomes.is_empty() {
+            return result;
+        }
+        staged.sort_by_key(|(_, item)| item.link.id.to_string());
+        let ids: Vec<DeliveryId> = staged
+            .iter()
+            .map(|(d, _)| d.id)
+            .chain(outcomes.iter().map(|(d, _)| d.id))
+            .collect();
+        let links: Vec<LinkId> = staged.iter().map(|(_, item)| item.link.id).collect();
         let store = &self.inner.store;
+        let batch = match store.begin_batch(&links).await {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(error = %err, count = ids.len(), "inbox: cannot open the batch transaction; retried once the database answers again");
+                result.unsettled = ids;
+                return result;
+            }
+        };
+        let mut events = Vec::new();
+        // Held until the batch is durable: nothing else in this process reads these links
+        // before their changes are.
+        let mut working = Vec::with_capacity(staged.len());
+        let mut done_links = Vec::new();
+        let mut done = Vec::new();
+        for (delivery, item) in staged {
+            let Staged {
+                link,
+                prepared,
+                origin,
+                retry,
+                working: guard,
+            } = item;
+            working.push(guard);
+            match self
+                .apply_in_batch(&batch, &delivery, &link, prepared, &origin, retry.is_none())
+                .await
+            {
+                Ok(applied) => {
+                    events.extend(applied);
+                    match retry {
+                        // What could be applied is; the rest is tried again with the delivery.
+                        Some(error) => outcomes.push((
+                            delivery,
+                            Outcome::Failed {
+                                error,
+                                transient: true,
+                            },
+                        )),
+                        None => {
+                            done.push((delivery.id, delivery.provider));
+                            done_links.extend(delivery.link.as_ref().map(|(_, l)| *l));
+                        }
+                    }
+                }
+                Err(outcome) => outcomes.push((delivery, outcome)),
+            }
+        }
+        let mut lost = Vec::new();
+        for (delivery, outcome) in &outcomes {
+            match self.record_outcome(&batch, delivery, outcome).await {
+                Ok(true) => done_links.extend(delivery.link.as_ref().map(|(_, l)| *l)),
+                Ok(false) => lost.push(delivery.id),
+                Err(err) => {
+                    // A statement outside any savepoint failed: the batch cannot commit.
+                    tracing::warn!(delivery = %delivery.id, error = %err, count = ids.len(), "inbox: could not record an outcome; the whole batch is tried again");
+                    result.unsettled = ids;
+                    return result;
+                }
+            }
+        }
+        let committed = match &config.before_batch_commit {
+            Some(hook) => (hook.0)(&ids),
+            None => Ok(()),
+        };
+        let committed = match committed {
+            Ok(()) => batch.commit().await.map_err(|e| e.to_string()),
+            Err(err) => Err(err),
+        };
+        drop(working);
+        if let Err(err) = committed {
+            // Nothing of the batch happened: every delivery in it is tried again.
+            tracing::warn!(error = %err, count = ids.len(), "inbox: the batch did not commit; all of its deliveries are tried again");
+            result.unsettled = ids;
+            return result;
+        }
+        self.announce(&events);
+        // Counted and traced once the outcomes are durable: a batch that did not commit is tried
+        // again and counted then.
+        let elapsed = started.elapsed();
+        let finished = done
+            .into_iter()
+            .map(|(id, provider)| (id, provider, Settled::Processed, "done"))
+            .chain(outcomes.iter().map(|(delivery, outcome)| {
+                let (settled, label) = match outcome {
+                    Outcome::Unmatched(_) => (Settled::Unmatched, "unmatched"),
+                    Outcome::Failed { transient, .. }
+                        if *transient && delivery.attempts < config.max_attempts =>
+                    {
+                        (Settled::Retried, "retry")
+                    }
+                    Outcome::Failed { .. } => (Settled::DeadLettered, "dead"),
+                };
+                (delivery.id, delivery.provider, settled, label)
+            }));
+        for (id, provider, settled, label) in finished {
+            telemetry::delivery_attempt(provider, settled, elapsed);
+            let span = span_of(&id);
+            span.record("outcome", label);
+            if !matches!(settled, Settled::Processed | Settled::Unmatched) {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        for id in lost {
+            tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it");
+        }
+        result.settled_links = done_links;
+        result
+    }
+
+    /// Apply one staged delivery in a savepoint of `batch`, as a unit of its own: an error, a
+    /// panic or a hang undoes only this delivery's changes and becomes its failure.
+    async fn apply_in_batch(
+        &self,
+        batch: &BatchTx,
+        delivery: &ClaimedDelivery,
+        link: &Link,
+        prepared: Vec<Prepared>,
+        origin: &Origin,
+        settle: bool,
+    ) -> Result<Vec<Event>, Outcome> {
+        let limit = self.inner.config.worker.process_timeout;
+        let work = async {
+            let tx = batch
+                .begin_link_update(&link.tenant_id, &link.id)
+                .await?
+                .ok_or_else(|| EngineError::link_not_found(link.id))?;
+            let (_, events) = apply_prepared(tx, prepared, origin, settle).await?;
+            Ok::<_, EngineError>(events)
+        };
+        match isolated(limit, work).await {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(err)) => Err(failed(err)),
+            Err(failure) => Err(self.contained(delivery, failure)),
+        }
+    }
+
+    /// Write what became of a delivery that was not applied, with the batch; `false` when its
+    /// lease was lost meanwhile.
+    async fn record_outcome(
+        &self,
+        batch: &BatchTx,
+        delivery: &ClaimedDelivery,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        let config = &self.inner.config.worker;
         let owner = config.owner.as_str();
         let id = delivery.id;
         let attempts = delivery.attempts;
-        let started = std::time::Instant::now();
-        let outcome = self.process_delivery(&delivery).await;
-        let span = tracing::Span::current();
-        span.record(
-            "outcome",
-            match &outcome {
-                Outcome::Done => "done",
-                Outcome::Unmatched(_) => "unmatched",
-                Outcome::Failed { transient, .. }
-                    if *transient && attempts < config.max_attempts =>
-                {
-                    "retry"
-                }
-                Outcome::Failed { .. } => "dead",
-            },
-        );
-        if matches!(outcome, Outcome::Failed { .. }) {
-            span.record("otel.status_code", "ERROR");
-        }
-        let settled = match &outcome {
-            Outcome::Done => Settled::Processed,
-            Outcome::Unmatched(_) => Settled::Unmatched,
-            Outcome::Failed { transient, .. } if *transient && attempts < config.max_attempts => {
-                Settled::Retried
-            }
-            Outcome::Failed { .. } => Settled::DeadLettered,
-        };
-        telemetry::delivery_attempt(delivery.provider, settled, started.elapsed());
-        let result = match outcome {
-            Outcome::Done => Ok(true),
+        match outcome {
             Outcome::Unmatched(reason) => {
                 tracing::warn!(delivery = %id, provider = %delivery.provider, %reason, "inbox: delivery matches no link; kept as unmatched");
-                store
-                    .settle_delivery(&id, owner, DeliveryStatus::Unmatched, Some(&reason))
+                batch
+                    .settle_delivery(&id, owner, DeliveryStatus::Unmatched, Some(reason))
                     .await
             }
-            Outcome::Failed { error, transient } if transient && attempts < config.max_attempts => {
+            Outcome::Failed { error, transient }
+                if *transient && attempts < config.max_attempts =>
+            {
                 let delay = config
                     .backoff
                     .delay(attempts, rand::thread_rng().r#gen::<f64>());
                 let retry_at = Utc::now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1));
                 tracing::info!(delivery = %id, attempts, %error, retry_in_ms = delay.as_millis() as u64, "inbox: will retry");
-                store.retry_delivery(&id, owner, &error, retry_at).await
+                batch.retry_delivery(&id, owner, error, retry_at).await
             }
             Outcome::Failed { error, .. } => {
                 tracing::error!(delivery = %id, attempts, %error, "inbox: delivery dead-lettered");
-                store
-                    .settle_delivery(&id, owner, DeliveryStatus::Dead, Some(&error))
+                batch
+                    .settle_delivery(&id, owner, DeliveryStatus::Dead, Some(error))
                     .await
             }
-        };
-        match result {
-            Ok(true) => None,
-            Ok(false) => {
-                tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it");
-                None
-            }
-            Err(err) => {
-                tracing::warn!(delivery = %id, error = %err, "inbox: could not settle; retried once the database answers again");
-                Some(id)
-            }
         }
     }
 
-    /// Process one delivery as a unit of its own: an error, a panic or a hang in it becomes
-    /// this delivery's failure (retried, then dead-lettered with the reason), never the
+    /// Parse and attribute one delivery as a unit of its own: an error, a panic or a hang in it
+    /// becomes this delivery's failure (retried, then dead-lettered with the reason), never the
     /// worker's, so one tenant's poisoned input cannot stop anyone else's deliveries.
-    async fn process_delivery(&self, delivery: &ClaimedDelivery) -> Outcome {
+    async fn attribute_isolated(&self, delivery: &ClaimedDelivery) -> Result<Attributed, Outcome> {
         let limit = self.inner.config.worker.process_timeout;
-        match isolated(limit, self.try_process(delivery)).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(err)) => Outcome::Failed {
-                transient: err.is_transient() || database_may_recover(&err),
-                error: err.to_string(),
-            },
-            Err(failure) => {
-                if let UnitFailure::Panicked(message) = &failure {
-                    tracing::error!(delivery = %delivery.id, provider = %delivery.provider, panic = %message, "inbox: processing a delivery panicked; the delivery fails, the worker goes on");
-                }
-                Outcome::Failed {
-                    transient: true,
-                    error: failure.to_string(),
-                }
-            }
+        match isolated(limit, self.try_attribute(delivery)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => Err(failed(err)),
+            Err(failure) => Err(self.contained(delivery, failure)),
         }
     }
 
-    async fn try_process(&self, delivery: &ClaimedDelivery) -> Result<Outcome, EngineError> {
+    /// Make the vendor calls of an attributed delivery, isolated like
+    /// [`Self::attribute_isolated`].
+    async fn stage(
+        &self,
+        delivery: &ClaimedDelivery,
+        found: Attributed,
+    ) -> Result<Box<Staged>, Outcome> {
+        let limit = self.inner.config.worker.process_timeout;
+        match isolated(limit, self.try_stage(delivery, found)).await {
+            Ok(Ok(staged)) => Ok(staged),
+            Ok(Err(err)) => Err(failed(err)),
+            Err(failure) => Err(self.contained(delivery, failure)),
+        }
+    }
+
+    fn contained(&self, delivery: &ClaimedDelivery, failure: UnitFailure) -> Outcome {
+        if let UnitFailure::Panicked(message) = &failure {
+            tracing::error!(delivery = %delivery.id, provider = %delivery.provider, panic = %message, "inbox: processing a delivery panicked; the delivery fails, the worker goes on");
+        }
+        Outcome::Failed {
+            transient: true,
+            error: failure.to_string(),
+        }
+    }
+
+    async fn try_attribute(
+        &self,
+        delivery: &ClaimedDelivery,
+    ) -> Result<Result<Attributed, Outcome>, EngineError> {
         let provider = self.inner.providers.get(delivery.provider)?.clone();
         let inbound = InboundWebhook {
             path: delivery.path.clone(),
@@ -313,22 +557,26 @@ impl Engine {
         let parsed = match provider.parse_webhook(&inbound) {
             Ok(parsed) => parsed,
             Err(err @ ProviderError::Malformed { .. }) => {
-                return Ok(Outcome::Failed {
+                return Ok(Err(Outcome::Failed {
                     error: err.to_string(),
                     transient: false,
-                });
+                }));
             }
             Err(err) => return Err(err.into()),
         };
-        let record = match self.attribute(delivery, &parsed.attribution).await? {
-            Matched::Link(record) => record,
-            Matched::None(reason) => return Ok(Outcome::Unmatched(reason)),
-        };
-        if delivery.link.is_none() {
-            // Attributed only now: the span could not name the link when it began.
-            tracing::Span::current().record("link_id", display(record.link.id));
-        }
-        let _working = self.lock_link(record.link.id).await;
+        Ok(match self.attribute(delivery, &parsed.attribution).await? {
+            Matched::Link(record) => Ok(Attributed { parsed, record }),
+            Matched::None(reason) => Err(Outcome::Unmatched(reason)),
+        })
+    }
+
+    async fn try_stage(
+        &self,
+        delivery: &ClaimedDelivery,
+        found: Attributed,
+    ) -> Result<Box<Staged>, EngineError> {
+        let Attributed { parsed, record } = found;
+        let working = self.lock_link(record.link.id).await;
         // Read again under the lock: another delivery of this link may have just changed it.
         let record = self
             .link_record(&record.link.tenant_id, &record.link.id)
@@ -345,16 +593,14 @@ impl Engine {
             detail: parsed.detail,
             occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
         };
-        self.commit_prepared(&record.link, prepared, origin, retry.is_none())
-            .await?;
-        Ok(match retry {
-            // What could be applied is; the rest is tried again with the delivery.
-            Some(error) => Outcome::Failed {
-                error,
-                transient: true,
-            },
-            None => Outcome::Done,
-        })
+        let prepared = self.commit_folds(&record.link, prepared, &origin).await?;
+        Ok(Box::new(Staged {
+            link: record.link,
+            prepared,
+            origin,
+            retry,
+            working,
+        }))
     }
 
     /// The link a delivery is about: named by its URL, else by what the vendor put in it.

@@ -46,7 +46,8 @@ pub struct WorkerConfig {
     pub owner: String,
     /// How long a claimed delivery stays ours before another worker may take it over.
     pub lease: Duration,
-    /// Deliveries claimed per round.
+    /// Deliveries claimed per round; their vendor calls run side by side (up to
+    /// `concurrency`), and their changes are committed in one transaction.
     pub batch: u64,
     /// Deliveries processed at once (different links; one link's stay in order).
     pub concurrency: usize,
@@ -59,6 +60,22 @@ pub struct WorkerConfig {
     /// given up as a transient failure, so that a vendor call or a lock that never answers
     /// holds up that unit only.
     pub process_timeout: Duration,
+    /// Runs just before a batch commits; an error fails the commit (tests inject faults here).
+    pub before_batch_commit: Option<BatchCommitHook>,
+}
+
+/// A check run with a batch's delivery ids just before the batch commits.
+#[derive(Clone)]
+pub struct BatchCommitHook(pub Arc<BatchCheck>);
+
+/// What a [`BatchCommitHook`] runs: `Err` fails the commit with that message.
+pub type BatchCheck =
+    dyn Fn(&[coverwatch_core::ids::DeliveryId]) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for BatchCommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchCommitHook")
+    }
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +89,7 @@ impl Default for WorkerConfig {
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             idle_poll: Duration::from_millis(500),
             process_timeout: Duration::from_secs(300),
+            before_batch_commit: None,
         }
     }
 }

@@ -96,12 +96,10 @@ pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<
     Ok(payload)
 }
 
-pub(crate) async fn insert_event<C: ConnectionTrait>(
-    conn: &C,
-    keyring: &Keyring,
-    link: &Link,
-    new: NewEvent,
-) -> Result<Event> {
+/// Take the cursor-order lock for the rest of the transaction `conn` is in (PostgreSQL; SQLite
+/// has one writer at a time anyway). A batch takes it once in its outer transaction, before
+/// any savepoint: a lock taken inside a savepoint is released when that savepoint rolls back.
+pub(crate) async fn take_append_lock<C: ConnectionTrait>(conn: &C) -> Result<()> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -110,6 +108,26 @@ pub(crate) async fn insert_event<C: ConnectionTrait>(
         ))
         .await?;
     }
+    Ok(())
+}
+
+pub(crate) async fn insert_event<C: ConnectionTrait>(
+    conn: &C,
+    keyring: &Keyring,
+    link: &Link,
+    new: NewEvent,
+) -> Result<Event> {
+    take_append_lock(conn).await?;
+    insert_event_under_lock(conn, keyring, link, new).await
+}
+
+/// [`insert_event`] in a transaction that already holds the cursor-order lock.
+pub(crate) async fn insert_event_under_lock<C: ConnectionTrait>(
+    conn: &C,
+    keyring: &Keyring,
+    link: &Link,
+    new: NewEvent,
+) -> Result<Event> {
     let id = EventId::new();
     let recorded_at = now_ms();
     let payload = seal_payload(keyring, &id.to_string(), &new.payload)?;

@@ -83,6 +83,8 @@ pub struct ClaimedDelivery {
     pub attempts: u32,
     /// W3C `traceparent` of the span that ingested it, if traced.
     pub trace_context: Option<String>,
+    /// Position in receipt order.
+    pub seq: i64,
 }
 
 fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedDelivery> {
@@ -107,6 +109,7 @@ fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedD
         received_at: from_ms(model.received_at),
         attempts: model.attempts.max(0) as u32,
         trace_context: model.trace_context,
+        seq: model.seq,
     })
 }
 
@@ -321,16 +324,7 @@ impl Store {
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<bool> {
-        let result = inbox::Entity::update_many()
-            .col_expr(inbox::Column::NextAttemptAt, to_ms(retry_at).into())
-            .col_expr(inbox::Column::LastError, Some(error.to_owned()).into())
-            .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
-            .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
-            .filter(inbox::Column::Id.eq(id.to_string()))
-            .filter(inbox::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
+        retry(&self.db, id, owner, error, retry_at).await
     }
 
     /// Settle a leased delivery outside a link transaction (dead-lettered or unmatched).
@@ -358,6 +352,27 @@ pub(crate) async fn settle<C: ConnectionTrait>(
         .col_expr(inbox::Column::Status, status.as_str().into())
         .col_expr(inbox::Column::ProcessedAt, Some(now_ms()).into())
         .col_expr(inbox::Column::LastError, error.map(str::to_owned).into())
+        .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
+        .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
+        .filter(inbox::Column::Id.eq(id.to_string()))
+        .filter(inbox::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Put a leased delivery back for another attempt at `retry_at`, only while `owner` still holds
+/// its lease.
+pub(crate) async fn retry<C: ConnectionTrait>(
+    conn: &C,
+    id: &DeliveryId,
+    owner: &str,
+    error: &str,
+    retry_at: DateTime<Utc>,
+) -> Result<bool> {
+    let result = inbox::Entity::update_many()
+        .col_expr(inbox::Column::NextAttemptAt, to_ms(retry_at).into())
+        .col_expr(inbox::Column::LastError, Some(error.to_owned()).into())
         .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
         .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
         .filter(inbox::Column::Id.eq(id.to_string()))

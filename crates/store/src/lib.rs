@@ -5,6 +5,7 @@
 //! instead of overwriting each other, and so that a link's state, its events, its snapshots and
 //! the delivery that caused them commit together or not at all.
 
+mod batch_tx;
 mod consumers;
 pub mod crypto;
 mod deliveries;
@@ -28,6 +29,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use coverwatch_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement};
 
+pub use batch_tx::BatchTx;
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
 pub use events::{EVENTS_CHANNEL, EventFilter, LoggedEvent, NewEvent};

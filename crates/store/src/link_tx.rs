@@ -15,7 +15,7 @@ use sea_orm::{
 use secrecy::SecretString;
 
 use crate::entities::{link, link_credential, link_external_id};
-use crate::events::{NewEvent, insert_event};
+use crate::events::{NewEvent, insert_event, insert_event_under_lock};
 use crate::inbox::{DeliveryStatus, settle};
 use crate::links::{
     LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets, seal_session_url,
@@ -33,6 +33,8 @@ pub struct LinkTx {
     changed: bool,
     /// Whether this transaction stored a new version of a current-term policy.
     policies_changed: bool,
+    /// Whether the enclosing batch took the cursor-order lock already.
+    append_lock_held: bool,
 }
 
 impl Store {
@@ -43,6 +45,20 @@ impl Store {
         id: &LinkId,
     ) -> Result<Option<LinkTx>> {
         let txn = self.db.begin().await?;
+        LinkTx::open(txn, self.keyring.clone(), tenant, id, false).await
+    }
+}
+
+impl LinkTx {
+    /// Lock the link's row in `txn` (a transaction, or a savepoint of a batch) and read it.
+    /// `append_lock_held`: the enclosing transaction already holds the cursor-order lock.
+    pub(crate) async fn open(
+        txn: DatabaseTransaction,
+        keyring: std::sync::Arc<Keyring>,
+        tenant: &TenantId,
+        id: &LinkId,
+        append_lock_held: bool,
+    ) -> Result<Option<LinkTx>> {
         let mut query = link::Entity::find_by_id(id.to_string())
             .filter(link::Column::TenantId.eq(tenant.as_str()));
         if txn.get_database_backend() == DatabaseBackend::Postgres {
@@ -64,11 +80,12 @@ impl Store {
             return Ok(None);
         };
         Ok(Some(LinkTx {
+            record: record_from_model(&keyring, model)?,
             txn,
-            keyring: self.keyring.clone(),
-            record: record_from_model(&self.keyring, model)?,
+            keyring,
             changed: false,
             policies_changed: false,
+            append_lock_held,
         }))
     }
 }
@@ -343,7 +360,11 @@ impl LinkTx {
     }
 
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
-        insert_event(&self.txn, &self.keyring, &self.record.link, event).await
+        if self.append_lock_held {
+            insert_event_under_lock(&self.txn, &self.keyring, &self.record.link, event).await
+        } else {
+            insert_event(&self.txn, &self.keyring, &self.record.link, event).await
+        }
     }
 
     pub async fn save_policy(
@@ -396,6 +417,8 @@ impl LinkTx {
         }
     }
 
+    /// Write the link and commit; inside a batch, release the link's savepoint into the batch
+    /// (it becomes durable with the batch's commit).
     pub async fn commit(self) -> Result<LinkRecord> {
         let mut record = self.record;
         if self.changed {

@@ -144,6 +144,7 @@ fn worker_config(config: &Config) -> WorkerConfig {
     let w = &config.worker;
     WorkerConfig {
         concurrency: w.concurrency,
+        batch: w.batch_size,
         max_attempts: w.max_attempts,
         lease: Duration::from_secs(w.lease_seconds),
         process_timeout: Duration::from_secs(w.process_timeout_seconds),

@@ -21,6 +21,9 @@ pub const MAX_RETRY_MS: u64 = 86_400_000;
 pub const MAX_RECHECK_MINUTES: u64 = 365 * 24 * 60;
 /// A Canopy monitoring interval of at most ten years (Canopy's own floor is 30 days).
 pub const MAX_MONITORING_DAYS: u64 = 3650;
+/// Deliveries claimed and committed together; one transaction holds the cursor-order lock for
+/// all of them, so past some size a batch only makes every stream wait longer.
+pub const MAX_BATCH_SIZE: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -252,6 +255,8 @@ fn default_signature_tolerance() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Deliveries claimed at once and committed in one transaction.
+    pub batch_size: u64,
     pub max_attempts: u32,
     pub lease_seconds: u64,
     pub retry_initial_ms: u64,
@@ -265,6 +270,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            batch_size: 32,
             max_attempts: 8,
             lease_seconds: 60,
             retry_initial_ms: 1_000,
@@ -761,6 +767,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(1..=MAX_BATCH_SIZE).contains(&w.batch_size) {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                w.batch_size.to_string(),
+                format!("must be 1 to {MAX_BATCH_SIZE}"),
+            ));
+        }
         if w.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 "worker.max_attempts",
@@ -1104,6 +1117,16 @@ mod tests {
         );
         assert!(
             err.contains("worker.process_timeout_seconds") && err.contains("at least 1"),
+            "{err}"
+        );
+
+        let err = with_env(&[("COVERWATCH_WORKER__BATCH_SIZE", "0")], || {
+            Config::load(Path::new("absent.toml"))
+                .unwrap_err()
+                .to_string()
+        });
+        assert!(
+            err.contains("worker.batch_size") && err.contains("1 to 1000"),
             "{err}"
         );
 
