@@ -866,7 +866,7 @@ async fn home_maps_the_dwelling_and_keeps_undocumented_codes_and_the_interest_as
             insureds: vec![insured("Harper", "Holmes", InsuredRole::Primary, None)],
             // Axle types the lender `interest`, its default for an unclassified party.
             interested_parties: vec![InterestedParty {
-                kind: PartyKind::AdditionalInterest,
+                kind: PartyKind::Unclassified,
                 name: Some("Sandbox Home Lending".into()),
                 address: Some(Address {
                     line1: Some("900 Mortgage Blvd".into()),
