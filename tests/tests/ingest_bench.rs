@@ -27,6 +27,9 @@ async fn the_ingest_benchmark_runs_and_prints_every_figure() {
         "acknowledged / insert yardstick",
         "processed / insert yardstick",
         "watch p99 at 500/s                 not measured",
+        "hello-world        60 calls ",
+        "GetPolicy          60 calls ",
+        "GetPolicy / hello-world ",
         "MiB resident",
     ] {
         assert!(
