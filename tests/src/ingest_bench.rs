@@ -4,7 +4,7 @@
 //! Webhook ingestion throughput and latency, with baselines measured in the same run.
 //!
 //! `cargo bench -p coverwatch-tests --bench webhook_ingest` (set `COVERWATCH_TEST_DATABASE_URL`
-//! for PostgreSQL; `BENCH_DELIVERIES` and `BENCH_CONCURRENCY` change the load).
+//! for PostgreSQL; `BENCH_DELIVERIES`, `BENCH_CALLS` and `BENCH_CONCURRENCY` change the load).
 //!
 //! Three figures, each over the same deliveries and concurrency:
 //! - baseline: the same POSTs to a bare HTTP handler that answers 200 without storing, i.e.
@@ -16,7 +16,7 @@
 //!   database server, same concurrency, same client library;
 //! - webhook → `WatchEvents` latency at steady offered rates (`BENCH_RATES`, default `100,500`,
 //!   for `BENCH_RATE_SECONDS`, default 3);
-//! - the read path: `BENCH_DELIVERIES` `GetPolicy` calls for a stored policy from
+//! - the read path: `BENCH_CALLS` (default 20000) `GetPolicy` calls for a stored policy from
 //!   `BENCH_CONCURRENCY` callers, each on its own tonic channel (its own HTTP/2 connection, as
 //!   separate client processes would be), next to the same calls to a hello-world: a bare tonic
 //!   server answering only `grpc.health.v1.Health/Check`;
@@ -65,6 +65,9 @@ macro_rules! say {
 pub struct Settings {
     pub deliveries: usize,
     pub concurrency: usize,
+    /// Unary calls of the read-path figures; more than deliveries, since a hello-world call
+    /// takes tens of microseconds and a short run would time mostly its ramp-up.
+    pub calls: usize,
     pub rates: Vec<u32>,
     pub rate_seconds: u32,
 }
@@ -74,6 +77,7 @@ impl Settings {
         Self {
             deliveries: env_usize("BENCH_DELIVERIES", 2_000),
             concurrency: env_usize("BENCH_CONCURRENCY", 32),
+            calls: env_usize("BENCH_CALLS", 20_000),
             rates: std::env::var("BENCH_RATES")
                 .unwrap_or_else(|_| "100,500".into())
                 .split(',')
@@ -135,6 +139,7 @@ where
 /// (whose overall status answers `SERVING`), on port 0, with the same TCP_NODELAY the service
 /// sets, so that the difference is what coverwatch does per call.
 async fn hello_world(concurrency: usize, calls: usize) -> Run {
+    use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -165,7 +170,7 @@ async fn hello_world(concurrency: usize, calls: usize) -> Run {
             .await
             .expect("Check")
             .into_inner();
-        assert_eq!(answer.status, 1, "SERVING");
+        assert_eq!(answer.status(), ServingStatus::Serving);
     })
     .await;
     let _ = stop.send(());
@@ -575,13 +580,13 @@ pub async fn run(settings: &Settings, report: &Report) {
 
     // The read path, after every delivery was processed so that the worker is idle.
     let request = stored_policy(&http, &client, &link_ids[0], &link_urls[0]).await;
-    let mut hello = hello_world(concurrency, deliveries).await;
+    let mut hello = hello_world(concurrency, settings.calls).await;
     hello.print(report, "calls");
     let mut clients = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         clients.push(server.client(TENANT_A).await);
     }
-    let mut reads = call_all("GetPolicy", clients, deliveries, move |mut client| {
+    let mut reads = call_all("GetPolicy", clients, settings.calls, move |mut client| {
         let request = request.clone();
         async move {
             let answer = client.get_policy(request).await.expect("GetPolicy");
