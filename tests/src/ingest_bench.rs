@@ -4,7 +4,7 @@
 //! Webhook ingestion throughput and latency, with baselines measured in the same run.
 //!
 //! `cargo bench -p coverwatch-tests --bench webhook_ingest` (set `COVERWATCH_TEST_DATABASE_URL`
-//! for PostgreSQL; `BENCH_DELIVERIES` and `BENCH_CONCURRENCY` change the load).
+//! for PostgreSQL; `BENCH_DELIVERIES`, `BENCH_CALLS` and `BENCH_CONCURRENCY` change the load).
 //!
 //! Three figures, each over the same deliveries and concurrency:
 //! - baseline: the same POSTs to a bare HTTP handler that answers 200 without storing, i.e.
@@ -16,6 +16,10 @@
 //!   database server, same concurrency, same client library;
 //! - webhook → `WatchEvents` latency at steady offered rates (`BENCH_RATES`, default `100,500`,
 //!   for `BENCH_RATE_SECONDS`, default 3);
+//! - the read path: `BENCH_CALLS` (default 20000) `GetPolicy` calls for a stored policy from
+//!   `BENCH_CONCURRENCY` callers, each on its own tonic channel (its own HTTP/2 connection, as
+//!   separate client processes would be), next to the same calls to a hello-world: a bare tonic
+//!   server answering only `grpc.health.v1.Health/Check`;
 //!
 //! and the ratios against the targets of issue 14.
 
@@ -61,6 +65,9 @@ macro_rules! say {
 pub struct Settings {
     pub deliveries: usize,
     pub concurrency: usize,
+    /// Unary calls of the read-path figures; more than deliveries, since a hello-world call
+    /// takes tens of microseconds and a short run would time mostly its ramp-up.
+    pub calls: usize,
     pub rates: Vec<u32>,
     pub rate_seconds: u32,
 }
@@ -70,6 +77,7 @@ impl Settings {
         Self {
             deliveries: env_usize("BENCH_DELIVERIES", 2_000),
             concurrency: env_usize("BENCH_CONCURRENCY", 32),
+            calls: env_usize("BENCH_CALLS", 20_000),
             rates: std::env::var("BENCH_RATES")
                 .unwrap_or_else(|_| "100,500".into())
                 .split(',')
@@ -90,8 +98,128 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
+/// `calls` unary calls from `callers` tasks, each with its own client (cloned per call, which
+/// tonic makes cheap), each taking the next call once its previous one was answered.
+async fn call_all<C, F, Fut>(label: &'static str, clients: Vec<C>, calls: usize, call: F) -> Run
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let callers: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let (next, call) = (next.clone(), call.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < calls {
+                    let sent = Instant::now();
+                    call(client.clone()).await;
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(calls);
+    for caller in callers {
+        latencies.extend(caller.await.expect("caller"));
+    }
+    Run {
+        label,
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+/// The hello-world of the read path: a bare tonic server with nothing but the health service
+/// (whose overall status answers `SERVING`), on port 0, with the same TCP_NODELAY the service
+/// sets, so that the difference is what coverwatch does per call.
+async fn hello_world(concurrency: usize, calls: usize) -> Run {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("hello-world connects");
+        clients.push(HealthClient::new(channel));
+    }
+    let run = call_all("hello-world", clients, calls, |mut client| async move {
+        let answer = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Check")
+            .into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving);
+    })
+    .await;
+    let _ = stop.send(());
+    server
+        .await
+        .expect("hello-world")
+        .expect("hello-world serves");
+    run
+}
+
+/// A policy stored on `link`: the double's completion fetches one policy, `pol-{account}`.
+async fn stored_policy(
+    http: &reqwest::Client,
+    client: &crate::Client,
+    link: &str,
+    webhook_url: &str,
+) -> v1::GetPolicyRequest {
+    let response = http
+        .post(webhook_url)
+        .json(
+            &serde_json::json!({"id": "gp-complete", "type": "completed", "account": "acc-bench"}),
+        )
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    let request = v1::GetPolicyRequest {
+        link_id: link.to_owned(),
+        policy_id: "pol-acc-bench".into(),
+        term: v1::PolicyTerm::Current as i32,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.clone().get_policy(request.clone()).await {
+            Ok(_) => return request,
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the policy was not stored in time: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(status) => panic!("GetPolicy: {status:?}"),
+        }
+    }
+}
+
 impl Run {
-    fn print(&mut self, report: &Report) {
+    fn print(&mut self, report: &Report, unit: &str) {
         self.latencies.sort();
         let pick = |q: f64| {
             self.latencies
@@ -99,7 +227,7 @@ impl Run {
         };
         say!(
             report,
-            "{:<14} {:>6} deliveries in {:>8.3} s  {:>9.0}/s   p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+            "{:<14} {:>6} {unit:<10} in {:>8.3} s  {:>9.0}/s   p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
             self.label,
             self.latencies.len(),
             self.elapsed.as_secs_f64(),
@@ -340,9 +468,9 @@ pub async fn run(settings: &Settings, report: &Report) {
         .collect();
     post_all("baseline", &http, urls, concurrency)
         .await
-        .print(report);
+        .print(report, "deliveries");
     let mut yardstick = insert_baseline(deliveries, concurrency).await;
-    yardstick.print(report);
+    yardstick.print(report, "deliveries");
 
     // coverwatch, with a provider double so that only coverwatch is measured.
     let fake = FakeProvider::default();
@@ -350,6 +478,7 @@ pub async fn run(settings: &Settings, report: &Report) {
     let server = TestServer::start(test_config().await, Some(registry)).await;
     let mut client = server.client(TENANT_A).await;
     let mut link_urls = Vec::new();
+    let mut link_ids = Vec::new();
     for i in 0..links {
         let link = client
             .start_link(v1::StartLinkRequest {
@@ -363,6 +492,7 @@ pub async fn run(settings: &Settings, report: &Report) {
             .link
             .unwrap();
         link_urls.push(fake.webhook_url(&link.id));
+        link_ids.push(link.id);
     }
     let before = client
         .list_events(v1::ListEventsRequest {
@@ -386,7 +516,7 @@ pub async fn run(settings: &Settings, report: &Report) {
         .collect();
     let start = Instant::now();
     let mut acked = post_all("acknowledged", &http, urls, concurrency).await;
-    acked.print(report);
+    acked.print(report, "deliveries");
 
     let mut seen = 0usize;
     let mut cursor = before;
@@ -447,6 +577,26 @@ pub async fn run(settings: &Settings, report: &Report) {
             p99_at_500 = Some(pick(0.99));
         }
     }
+
+    // The read path, after every delivery was processed so that the worker is idle.
+    let request = stored_policy(&http, &client, &link_ids[0], &link_urls[0]).await;
+    let mut hello = hello_world(concurrency, settings.calls).await;
+    hello.print(report, "calls");
+    let mut clients = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        clients.push(server.client(TENANT_A).await);
+    }
+    let mut reads = call_all("GetPolicy", clients, settings.calls, move |mut client| {
+        let request = request.clone();
+        async move {
+            let answer = client.get_policy(request).await.expect("GetPolicy");
+            assert!(answer.into_inner().policy.is_some(), "GetPolicy: no policy");
+        }
+    })
+    .await;
+    reads.print(report, "calls");
+    let rate = |run: &Run| run.latencies.len() as f64 / run.elapsed.as_secs_f64();
+
     say!(report, "\nagainst the targets (same run, same machine):");
     say!(
         report,
@@ -472,6 +622,11 @@ pub async fn run(settings: &Settings, report: &Report) {
             )
         }
     }
+    say!(
+        report,
+        "  GetPolicy / hello-world           {:>6.2}x   (target >= 0.5x)",
+        rate(&reads) / rate(&hello)
+    );
     if let Some(rss) = resident_memory_mib() {
         say!(
             report,

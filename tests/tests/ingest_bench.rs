@@ -10,6 +10,7 @@ async fn the_ingest_benchmark_runs_and_prints_every_figure() {
     let settings = Settings {
         deliveries: 60,
         concurrency: 8,
+        calls: 60,
         // 500/s would queue ~500 deliveries behind a debug build: seconds of test time.
         rates: vec![40, 60],
         rate_seconds: 1,
@@ -27,6 +28,9 @@ async fn the_ingest_benchmark_runs_and_prints_every_figure() {
         "acknowledged / insert yardstick",
         "processed / insert yardstick",
         "watch p99 at 500/s                 not measured",
+        "hello-world        60 calls ",
+        "GetPolicy          60 calls ",
+        "GetPolicy / hello-world ",
         "MiB resident",
     ] {
         assert!(
