@@ -1762,3 +1762,52 @@ async fn streams_see_an_axle_link_from_session_to_monitoring() {
     assert!(seen.iter().all(|e| e.provider() == v1::Provider::Axle));
     axle.stop().await;
 }
+
+/// GetPolicy reads the policy in one query and the link only when no policy matched: a missing
+/// link, another tenant's link and a missing policy must still be told apart, and another
+/// tenant must learn nothing about the link.
+#[tokio::test]
+async fn get_policy_tells_a_missing_link_from_a_missing_policy_and_hides_other_tenants() {
+    let axle = Axle::start().await;
+    let linked = axle.link("user-1", "username", "password").await;
+    let policy = &linked.policy_ids[0];
+    let ask = |client: Client, link: String, policy: String| async move {
+        client
+            .clone()
+            .get_policy(v1::GetPolicyRequest {
+                link_id: link,
+                policy_id: policy,
+                term: v1::PolicyTerm::Current as i32,
+            })
+            .await
+    };
+    let found = ask(axle.client.clone(), linked.link_id.clone(), policy.clone())
+        .await
+        .expect("GetPolicy of the caller's own policy");
+    assert_eq!(
+        found.into_inner().policy.expect("a policy").external_id,
+        *policy
+    );
+
+    let missing_policy = ask(
+        axle.client.clone(),
+        linked.link_id.clone(),
+        "no-such".into(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(missing_policy.code(), Code::NotFound);
+    assert!(
+        missing_policy.message().contains("no-such"),
+        "{missing_policy:?}"
+    );
+
+    let other_tenant = axle.server.client(coverwatch_tests::TENANT_B).await;
+    let hidden = ask(other_tenant, linked.link_id.clone(), policy.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert!(hidden.message().contains(&linked.link_id), "{hidden:?}");
+    assert!(!hidden.message().contains(policy.as_str()), "{hidden:?}");
+    axle.stop().await;
+}
