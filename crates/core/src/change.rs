@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::event::{ChangeKind, FieldChange, PolicyChange};
-use crate::policy::{Account, AppliesTo, Coverage, CoverageCode, InterestedParty, Limit, Policy};
+use crate::policy::{Account, AppliesTo, Coverage, InterestedParty, Limit, Policy};
 
 fn change(
     kind: ChangeKind,
@@ -36,20 +36,10 @@ fn limit(value: Option<Limit>) -> Option<String> {
     value.map(|l| l.to_string())
 }
 
-fn code_name(code: &CoverageCode) -> String {
-    match code {
-        CoverageCode::Other(vendor) => format!("other:{vendor}"),
-        known => serde_json::to_value(known)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-    }
-}
-
 fn coverage_subject(coverage: &Coverage) -> String {
     match &coverage.applies_to {
-        AppliesTo::AllProperties => code_name(&coverage.code),
-        AppliesTo::Property(id) => format!("{}@{id}", code_name(&coverage.code)),
+        AppliesTo::AllProperties => coverage.code.name(),
+        AppliesTo::Property(id) => format!("{}@{id}", coverage.code.name()),
     }
 }
 
@@ -335,7 +325,7 @@ pub fn diff_accounts(before: &Account, after: &Account) -> Vec<FieldChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Carrier, PartyKind, PolicyStatus, PolicyType};
+    use crate::policy::{Carrier, CoverageCode, PartyKind, PolicyStatus, PolicyType};
 
     fn base() -> Policy {
         Policy {

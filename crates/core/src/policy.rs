@@ -107,6 +107,20 @@ pub enum CoverageCode {
     Other(String),
 }
 
+impl CoverageCode {
+    /// The code in the one vocabulary (`bodily_injury`, …), `other:CODE` for a vendor's own: how
+    /// change reasons and rule labels name it.
+    pub fn name(&self) -> String {
+        match self {
+            CoverageCode::Other(vendor) => format!("other:{vendor}"),
+            known => serde_json::to_value(known)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A limit as the vendor states it: an amount, or explicitly none (Canopy's
 /// `per_person_unlimited` / `per_incident_unlimited`). A limit the vendor did not give is a
 /// `None` beside this type, never `Unlimited`.

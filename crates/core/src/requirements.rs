@@ -270,7 +270,7 @@ impl Rule {
                 if let Some(max) = max_deductible_cents {
                     bounds.push(format!("deductible at most {max} cents"));
                 }
-                format!("coverage({}: {})", code_name(code), bounds.join(", "))
+                format!("coverage({}: {})", code.name(), bounds.join(", "))
             }
         }
     }
@@ -284,7 +284,7 @@ impl Rule {
                 format!("{}:{}", party_name(*kind), comparable_name(name)),
             )),
             Rule::VinCovered { vin } => Some(("vin", normalize_vin(vin))),
-            Rule::Coverage { code, .. } => Some(("code", code_name(code))),
+            Rule::Coverage { code, .. } => Some(("code", code.name())),
             Rule::AddressCovered {
                 line1,
                 city,
@@ -1562,16 +1562,6 @@ fn insures_vehicles(code: &CoverageCode) -> bool {
     )
 }
 
-fn code_name(code: &CoverageCode) -> String {
-    match serde_json::to_value(code) {
-        Ok(Value::String(name)) => name,
-        _ => match code {
-            CoverageCode::Other(vendor) => format!("other {}", vendor.trim()),
-            _ => format!("{code:?}"),
-        },
-    }
-}
-
 /// One coverage against a `coverage` rule's bounds. A bound whose value the vendor did not give
 /// is UNKNOWN, never a pass; an inferred coverage (Axle's combined single limit read off equal
 /// BI and PD limits) cannot pass on its own, as in the bodily-injury rule.
@@ -1581,7 +1571,7 @@ fn coverage_within(
     code: &CoverageCode,
     bounds: Bounds,
 ) -> Verdict {
-    let what = code_name(code);
+    let what = code.name();
     let (active, declined, any_listed) = coverages_for(policy, vehicle, std::slice::from_ref(code));
     if active.is_empty() {
         return missing(declined, any_listed, &what);
