@@ -4,20 +4,18 @@
 //! platforms); account-scoped calls add `x-access-token`. Answers are `{success, data}`
 //! envelopes; `data` is returned as raw JSON so that snapshots can keep it.
 //!
-//! Only idempotent calls are retried (the GETs; Axle documents no idempotent POST): on 429
-//! (honouring `Retry-After` seconds), 408/425/5xx, timeouts and connection failures, with the
-//! shared capped exponential backoff and jitter. `POST /ignition` would open a second session
-//! and `POST /token/exchange` spends a single-use code, so neither is ever sent twice.
-
-use std::time::Duration;
-use tracing::Instrument;
+//! Calls go through the shared vendor executor (`coverwatch-vendor-http`), which owns timeouts,
+//! retries, `Retry-After`, metrics and spans. Only the GETs are retried (Axle documents no
+//! idempotent POST). `POST /ignition` would open a second session and `POST /token/exchange`
+//! spends a single-use code, so neither is ever sent twice; neither are descope and validate.
 
 use coverwatch_core::policy::PolicyTerm;
-use coverwatch_core::telemetry::{self, CallOutcome};
-use reqwest::header::{
-    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+use coverwatch_vendor_http::{
+    ErrorParser, Executor, Failure, HeaderMap, HeaderName, Method, Request, Retry, Settings, Stop,
+    TransportKind, Vendor,
 };
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -30,7 +28,7 @@ pub const REQUEST_ID_HEADER: &str = "x-axle-request-id";
 #[derive(Clone)]
 pub struct AxleClient {
     config: AxleConfig,
-    http: reqwest::Client,
+    http: Executor<AxleErrors>,
 }
 
 impl std::fmt::Debug for AxleClient {
@@ -42,7 +40,43 @@ impl std::fmt::Debug for AxleClient {
     }
 }
 
-/// One API call as the retry loop sees it.
+/// Axle's reading of a failed call, for the executor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AxleErrors;
+
+impl ErrorParser for AxleErrors {
+    type Error = AxleError;
+
+    fn parse(&self, failure: Failure) -> AxleError {
+        match failure {
+            Failure::Status(answer) => {
+                let (mut message, code) = describe_error_body(&answer.body, answer.status);
+                if let Stop::RetryAfterTooLong { .. } = answer.stop {
+                    message.push_str(&answer.stop.to_string());
+                }
+                AxleError::Api {
+                    operation: answer.operation,
+                    status: answer.status,
+                    message,
+                    code,
+                    request_id: answer.request_id,
+                    retry_after: if is_transient_status(answer.status) {
+                        answer.retry_after
+                    } else {
+                        None
+                    },
+                }
+            }
+            Failure::Transport(err) => AxleError::Transport {
+                operation: err.operation,
+                timeout: err.kind == TransportKind::Timeout,
+                message: err.message,
+            },
+        }
+    }
+}
+
+/// One API call, before the executor sees it.
 struct Call<'a> {
     operation: &'static str,
     method: Method,
@@ -50,7 +84,7 @@ struct Call<'a> {
     query: &'a [(&'a str, &'a str)],
     body: Option<Value>,
     access_token: Option<&'a SecretString>,
-    idempotent: bool,
+    retry: Retry,
 }
 
 impl AxleClient {
@@ -70,14 +104,23 @@ impl AxleClient {
         if let Some(dest) = &config.destination_client_id {
             headers.insert("x-destination-client-id", header_value(dest, false)?);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            // A redirect would carry the client secret and access token to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| AxleError::Client(e.to_string()))?;
+        let http = Executor::new(
+            Vendor {
+                name: "axle",
+                default_headers: headers,
+                request_id_headers: &[REQUEST_ID_HEADER],
+            },
+            Settings {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                // The configuration counts retries after the first attempt.
+                max_attempts: config.max_retries.saturating_add(1),
+                backoff: config.backoff,
+                max_retry_after: config.max_retry_after,
+            },
+            AxleErrors,
+        )
+        .map_err(|e| AxleError::Client(e.to_string()))?;
         Ok(Self { config, http })
     }
 
@@ -95,7 +138,7 @@ impl AxleClient {
                 query: &[],
                 body: Some(body),
                 access_token: None,
-                idempotent: false,
+                retry: Retry::Never,
             })
             .await?;
         parse_data("start_ignition", data)
@@ -114,13 +157,14 @@ impl AxleClient {
                 query: &[],
                 body: Some(json!({ "authCode": auth_code.expose_secret() })),
                 access_token: None,
-                idempotent: false,
+                retry: Retry::Never,
             })
             .await?;
         parse_data("exchange_token", data)
     }
 
-    /// `POST /token/descope` with `{"scope": "monitoring"}`.
+    /// `POST /token/descope` with `{"scope": "monitoring"}`. Not retried here: the caller
+    /// reports a failure and asks again.
     pub async fn descope_token(&self, access_token: &SecretString) -> Result<(), AxleError> {
         self.call(Call {
             operation: "descope_token",
@@ -129,7 +173,7 @@ impl AxleClient {
             query: &[],
             body: Some(json!({ "scope": "monitoring" })),
             access_token: Some(access_token),
-            idempotent: false,
+            retry: Retry::Never,
         })
         .await
         .map(drop)
@@ -148,7 +192,7 @@ impl AxleClient {
             query: &[],
             body: None,
             access_token: Some(access_token),
-            idempotent: true,
+            retry: Retry::Idempotent,
         })
         .await
     }
@@ -175,7 +219,7 @@ impl AxleClient {
             query,
             body: None,
             access_token: Some(access_token),
-            idempotent: true,
+            retry: Retry::Idempotent,
         })
         .await
     }
@@ -196,158 +240,41 @@ impl AxleClient {
             query: &[],
             body: Some(crate::validation::request_body(rules)),
             access_token: Some(access_token),
-            idempotent: false,
+            retry: Retry::Never,
         })
         .await
     }
 
     async fn call(&self, call: Call<'_>) -> Result<Value, AxleError> {
-        let url = self.config.endpoint(&call.path);
-        let access = match call.access_token {
-            Some(token) => {
-                Some(
-                    header_value(token.expose_secret(), true).map_err(|_| AxleError::Api {
-                        operation: call.operation,
-                        status: 400,
-                        message: "the access token cannot be sent as a header".to_owned(),
-                        code: None,
-                        request_id: None,
-                        retry_after: None,
-                    })?,
-                )
-            }
-            None => None,
-        };
-        let body = call.body.as_ref().map(|b| b.to_string());
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let mut request = self.http.request(call.method.clone(), &url);
-            if !call.query.is_empty() {
-                request = request.query(call.query);
-            }
-            if let Some(token) = &access {
-                request = request.header(HeaderName::from_static("x-access-token"), token.clone());
-            }
-            if let Some(body) = &body {
-                request = request
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let outcome = self.attempt(call.operation, request).await;
-            let err = match outcome {
-                Ok(data) => return Ok(data),
-                Err(err) => err,
-            };
-            if !call.idempotent || !err.is_transient() || attempt > self.config.max_retries {
-                return Err(err);
-            }
-            let retry_after = match &err {
-                AxleError::Api { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let delay = match retry_after {
-                Some(wait) if wait > self.config.max_retry_after => {
-                    tracing::warn!(
-                        operation = call.operation,
-                        retry_after_secs = wait.as_secs(),
-                        "Axle asks to wait longer than we wait inside one call; giving up for now"
-                    );
-                    return Err(err);
-                }
-                Some(wait) => wait,
-                None => self.config.backoff.delay(attempt, rand::random::<f64>()),
-            };
-            tracing::warn!(
-                operation = call.operation,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                error = %err,
-                "retrying an Axle call"
-            );
-            tokio::time::sleep(delay).await;
+        let mut url = url::Url::parse(&self.config.endpoint(&call.path))
+            .map_err(|e| AxleError::Client(format!("the request URL is not valid ({e})")))?;
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(call.query);
         }
-    }
-
-    /// One HTTP exchange, as a client span (a child of whatever span the caller runs in: a
-    /// gRPC call or a delivery being processed) naming Axle's `x-axle-request-id`, which is
-    /// what Axle support asks for.
-    async fn attempt(
-        &self,
-        operation: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Value, AxleError> {
-        let span = tracing::info_span!(
-            "vendor.call",
-            otel.name = %format_args!("axle {operation}"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            vendor = "axle",
-            operation,
-            http.response.status_code = tracing::field::Empty,
-            vendor.request_id = tracing::field::Empty,
+        let mut request = Request::new(
+            call.operation,
+            route(call.operation),
+            call.method,
+            url,
+            call.retry,
         );
-        let answer = self
-            .exchange(operation, request)
-            .instrument(span.clone())
-            .await;
-        if answer.is_err() {
-            span.record("otel.status_code", "ERROR");
+        if let Some(token) = call.access_token {
+            let token = header_value(token.expose_secret(), true).map_err(|_| AxleError::Api {
+                operation: call.operation,
+                status: 400,
+                message: "the access token cannot be sent as a header".to_owned(),
+                code: None,
+                request_id: None,
+                retry_after: None,
+            })?;
+            request = request.header(HeaderName::from_static("x-access-token"), token);
         }
-        answer
-    }
-
-    async fn exchange(
-        &self,
-        operation: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Value, AxleError> {
-        let started = std::time::Instant::now();
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                record(operation, CallOutcome::Transport, started);
-                return Err(transport(operation, e));
-            }
-        };
-        let status = response.status();
-        let request_id = response
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let span = tracing::Span::current();
-        span.record("http.response.status_code", status.as_u16());
-        if let Some(id) = &request_id {
-            span.record("vendor.request_id", id.as_str());
+        if let Some(body) = call.body {
+            request = request.json(body);
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                record(operation, CallOutcome::Transport, started);
-                return Err(transport(operation, e));
-            }
-        };
-        record(operation, CallOutcome::Status(status.as_u16()), started);
-        tracing::debug!(
-            operation,
-            status = status.as_u16(),
-            request_id = request_id.as_deref().unwrap_or(""),
-            "Axle answered"
-        );
-        read_answer(operation, status, &bytes, request_id, retry_after)
+        let answer = self.http.send(request).await?;
+        read_answer(call.operation, answer.status, &answer.body, answer.request_id)
     }
-}
-
-/// The `data` of a successful envelope, or the error the answer stands for.
-fn record(operation: &'static str, outcome: CallOutcome, started: std::time::Instant) {
-    telemetry::vendor_call("axle", route(operation), outcome, started.elapsed());
 }
 
 /// The route template of each operation: the metrics' bounded `endpoint` label, never the raw
@@ -365,28 +292,13 @@ fn route(operation: &'static str) -> &'static str {
     }
 }
 
+/// The `data` of a successful (2xx) envelope, or the error a `success: false` stands for.
 fn read_answer(
     operation: &'static str,
     status: StatusCode,
     bytes: &[u8],
     request_id: Option<String>,
-    retry_after: Option<Duration>,
 ) -> Result<Value, AxleError> {
-    if !status.is_success() {
-        let (message, code) = describe_error_body(bytes, status.as_u16());
-        return Err(AxleError::Api {
-            operation,
-            status: status.as_u16(),
-            message,
-            code,
-            request_id,
-            retry_after: if is_transient_status(status.as_u16()) {
-                retry_after
-            } else {
-                None
-            },
-        });
-    }
     let body: Value = serde_json::from_slice(bytes).map_err(|e| AxleError::Malformed {
         operation,
         message: format!("the body is not JSON ({e})"),
@@ -434,24 +346,6 @@ fn parse_data<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn transport(operation: &'static str, err: reqwest::Error) -> AxleError {
-    let timeout = err.is_timeout();
-    // The URL holds only ids, but there is no reason to repeat it in every log line.
-    let err = err.without_url();
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    AxleError::Transport {
-        operation,
-        message,
-        timeout,
-    }
-}
-
 fn header_value(value: &str, sensitive: bool) -> Result<HeaderValue, AxleError> {
     let mut header = HeaderValue::from_str(value)
         .map_err(|_| AxleError::Client("a header value is not valid".to_owned()))?;
@@ -473,14 +367,26 @@ fn path_segment(id: &str) -> String {
 mod tests {
     use super::*;
 
+    use coverwatch_vendor_http::ErrorResponse;
+    use std::time::Duration;
+
+    /// What the client makes of an answer: 2xx bodies through `read_answer`, error statuses
+    /// through the executor's error hook, as `call` does.
     fn answer(status: u16, body: &str) -> Result<Value, AxleError> {
-        read_answer(
-            "op",
-            StatusCode::from_u16(status).unwrap(),
-            body.as_bytes(),
-            Some("req_1".into()),
-            Some(Duration::from_secs(2)),
-        )
+        let status = StatusCode::from_u16(status).unwrap();
+        if status.is_success() {
+            return read_answer("op", status, body.as_bytes(), Some("req_1".into()));
+        }
+        Err(AxleErrors.parse(Failure::Status(ErrorResponse {
+            vendor: "axle",
+            operation: "op",
+            status: status.as_u16(),
+            body: body.as_bytes().to_vec().into(),
+            request_id: Some("req_1".into()),
+            retry_after: Some(Duration::from_secs(2)),
+            attempts: 1,
+            stop: Stop::NotRetryable,
+        })))
     }
 
     #[test]

@@ -1,33 +1,28 @@
 //! The Canopy API client: HTTP Basic with the team's key (or the `pull-jwt` header on the
-//! white-label routes), connect and request timeouts, and retries with the shared backoff for
-//! the calls that are safe to repeat.
+//! white-label routes). Calls go through the shared vendor executor (`coverwatch-vendor-http`),
+//! which owns timeouts, retries, `Retry-After`, metrics and spans; this file builds the
+//! requests and reads the answers.
 
-use std::time::Duration;
-
-use coverwatch_core::backoff::Backoff;
-use coverwatch_core::telemetry::{self, CallOutcome};
-use reqwest::{Method, StatusCode};
+use base64::Engine as _;
+use coverwatch_vendor_http::{
+    ErrorParser, Executor, Failure, HeaderMap, HeaderName, HeaderValue, Method, Request, Retry,
+    Settings, StatusCode, Vendor,
+};
+use reqwest::header::{AUTHORIZATION, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tracing::Instrument;
 
 use crate::config::CanopyConfig;
-use crate::error::{CanopyError, TransportKind};
+use crate::error::CanopyError;
 use crate::model::{
     ErrorBody, Monitoring, MonitoringList, MonitoringResponse, PullJwtResponse, PullResponse,
     ReconnectTokenResponse, RefreshResponse,
 };
 
-/// Whether a call may be sent again after a transient failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Reads, and writes Canopy documents (or that are by nature) as repeatable.
-    Idempotent,
-    /// Sent once: a repeat could create a second monitoring, bill a second refresh, or submit
-    /// credentials twice. Only a request that never left (no connection) is sent again.
-    Once,
-}
+/// Canopy documents no request id header ("No message, no request id"); one is recorded only
+/// if a response happens to carry one of these.
+const REQUEST_ID_HEADERS: &[&str] = &["x-request-id", "x-canopy-request-id", "request-id"];
 
 #[derive(Clone, Copy)]
 enum Auth<'a> {
@@ -43,16 +38,43 @@ pub struct ConnectCredentials<'a> {
     pub third_field: Option<&'a SecretString>,
 }
 
+/// Canopy's reading of a failed call, for the executor: its `{"error": "CODE"}` body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CanopyErrors;
+
+impl ErrorParser for CanopyErrors {
+    type Error = CanopyError;
+
+    fn parse(&self, failure: Failure) -> CanopyError {
+        match failure {
+            Failure::Status(answer) => {
+                let code = serde_json::from_slice::<ErrorBody>(&answer.body)
+                    .ok()
+                    .and_then(|b| b.error)
+                    .filter(|c| !c.is_empty());
+                CanopyError::Api {
+                    status: answer.status,
+                    code,
+                    request_id: answer.request_id,
+                    // Whole seconds, rounded up: never sooner than Canopy asked.
+                    retry_after: answer.retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+                }
+            }
+            Failure::Transport(err) => CanopyError::Transport {
+                message: err.to_string(),
+                kind: err.kind,
+            },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct CanopyClient {
-    http: reqwest::Client,
+    http: Executor<CanopyErrors>,
     base_url: url::Url,
     team_id: String,
-    client_id: String,
-    client_secret: SecretString,
-    max_attempts: u32,
-    backoff: Backoff,
-    max_retry_after: Duration,
+    /// `Authorization: Basic …` with the team's client id and secret, built once.
+    basic_auth: HeaderValue,
 }
 
 impl std::fmt::Debug for CanopyClient {
@@ -70,21 +92,40 @@ impl CanopyClient {
             .ok()
             .filter(|u| !u.cannot_be_a_base())
             .ok_or_else(|| CanopyError::config("base_url", "is not a base URL"))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("coverwatch-canopy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| CanopyError::config("http_client", err.to_string()))?;
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            config.client_id,
+            config.client_secret.expose_secret()
+        ));
+        let mut basic_auth = HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| CanopyError::config("client_id", "cannot be sent in a header"))?;
+        basic_auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("coverwatch-canopy/", env!("CARGO_PKG_VERSION"))),
+        );
+        let http = Executor::new(
+            Vendor {
+                name: "canopy",
+                default_headers: headers,
+                request_id_headers: REQUEST_ID_HEADERS,
+            },
+            Settings {
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+                max_attempts: config.max_attempts,
+                backoff: config.backoff,
+                max_retry_after: config.max_retry_after,
+            },
+            CanopyErrors,
+        )
+        .map_err(|e| CanopyError::config(e.field, e.message))?;
         Ok(Self {
             http,
             base_url,
             team_id: config.team_id.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            max_attempts: config.max_attempts.max(1),
-            backoff: config.backoff,
-            max_retry_after: config.max_retry_after,
+            basic_auth,
         })
     }
 
@@ -117,154 +158,27 @@ impl CanopyClient {
         auth: Auth<'_>,
         retry: Retry,
     ) -> Result<T, CanopyError> {
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .send_once(operation, method.clone(), url.clone(), body, auth)
-                .await;
-            let err = match result {
-                Ok(value) => {
-                    tracing::debug!(operation, attempt, "canopy call succeeded");
-                    return Ok(value);
-                }
-                Err(err) => err,
-            };
-            let repeatable = match retry {
-                Retry::Idempotent => err.is_transient(),
-                Retry::Once => matches!(
-                    err,
-                    CanopyError::Transport {
-                        kind: TransportKind::Connect,
-                        ..
-                    }
-                ),
-            };
-            if !repeatable || attempt >= self.max_attempts {
-                tracing::warn!(operation, attempt, error = %err, "canopy call failed");
-                return Err(err);
-            }
-            let mut delay = self.backoff.delay(attempt, rand::random::<f64>());
-            if let CanopyError::Api {
-                retry_after: Some(seconds),
-                ..
-            } = &err
-            {
-                let asked = Duration::from_secs(*seconds);
-                if asked > self.max_retry_after {
-                    tracing::warn!(
-                        operation,
-                        retry_after = seconds,
-                        "canopy asks to wait longer than we will"
-                    );
-                    return Err(err);
-                }
-                delay = delay.max(asked);
-            }
-            tracing::info!(operation, attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying canopy call");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
-    }
-
-    /// One HTTP exchange, as a client span (a child of whatever span the caller runs in).
-    /// Canopy documents no request id header ("No message, no request id"); one is recorded
-    /// only if a response happens to carry one.
-    async fn send_once<T: DeserializeOwned>(
-        &self,
-        operation: &'static str,
-        method: Method,
-        url: url::Url,
-        body: Option<&Value>,
-        auth: Auth<'_>,
-    ) -> Result<T, CanopyError> {
-        let span = tracing::info_span!(
-            "vendor.call",
-            otel.name = %format_args!("canopy {operation}"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            vendor = "canopy",
-            operation,
-            http.request.method = %method,
-            http.response.status_code = tracing::field::Empty,
-            vendor.request_id = tracing::field::Empty,
-        );
-        let answer = self
-            .exchange(operation, method, url, body, auth)
-            .instrument(span.clone())
-            .await;
-        if answer.is_err() {
-            span.record("otel.status_code", "ERROR");
-        }
-        answer
-    }
-
-    async fn exchange<T: DeserializeOwned>(
-        &self,
-        operation: &'static str,
-        method: Method,
-        url: url::Url,
-        body: Option<&Value>,
-        auth: Auth<'_>,
-    ) -> Result<T, CanopyError> {
-        let mut request = self.http.request(method, url);
+        let mut request = Request::new(operation, route(operation), method, url, retry);
         request = match auth {
-            Auth::Key => {
-                request.basic_auth(&self.client_id, Some(self.client_secret.expose_secret()))
+            Auth::Key => request.header(AUTHORIZATION, self.basic_auth.clone()),
+            Auth::PullJwt(jwt) => {
+                let mut value = HeaderValue::from_str(jwt.expose_secret())
+                    .map_err(|_| CanopyError::invalid("the pull-jwt cannot be sent in a header"))?;
+                value.set_sensitive(true);
+                request.header(HeaderName::from_static("pull-jwt"), value)
             }
-            Auth::PullJwt(jwt) => request.header("pull-jwt", jwt.expose_secret()),
         };
         if let Some(body) = body {
-            request = request.json(body);
+            request = request.json(body.clone());
         }
-        let started = std::time::Instant::now();
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                record(operation, CallOutcome::Transport, started);
-                return Err(transport(e));
-            }
-        };
-        let status = response.status();
-        let request_id = ["x-request-id", "x-canopy-request-id", "request-id"]
-            .iter()
-            .find_map(|name| response.headers().get(*name))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let span = tracing::Span::current();
-        span.record("http.response.status_code", status.as_u16());
-        if let Some(id) = &request_id {
-            span.record("vendor.request_id", id.as_str());
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                record(operation, CallOutcome::Transport, started);
-                return Err(transport(e));
-            }
-        };
-        record(operation, CallOutcome::Status(status.as_u16()), started);
-        if !status.is_success() {
-            let code = serde_json::from_slice::<ErrorBody>(&bytes)
-                .ok()
-                .and_then(|b| b.error)
-                .filter(|c| !c.is_empty());
-            return Err(CanopyError::Api {
-                status: status.as_u16(),
-                code,
-                request_id,
-                retry_after,
-            });
-        }
-        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) && status == StatusCode::NO_CONTENT
+        let answer = self.http.send(request).await?;
+        tracing::debug!(operation, attempts = answer.attempts, "canopy call succeeded");
+        let bytes = if answer.body.iter().all(u8::is_ascii_whitespace)
+            && answer.status == StatusCode::NO_CONTENT
         {
             &b"{}"[..]
         } else {
-            &bytes[..]
+            &answer.body[..]
         };
         serde_json::from_slice(bytes).map_err(|err| CanopyError::Decode(err.to_string()))
     }
@@ -364,7 +278,7 @@ impl CanopyClient {
                 url,
                 Some(&body),
                 Auth::Key,
-                Retry::Once,
+                Retry::UnsentOnly,
             )
             .await?;
         response
@@ -411,7 +325,7 @@ impl CanopyClient {
                 url,
                 None,
                 Auth::Key,
-                Retry::Once,
+                Retry::UnsentOnly,
             )
             .await?;
         Ok(response.pull_id)
@@ -457,7 +371,7 @@ impl CanopyClient {
             url,
             Some(&body),
             Auth::Key,
-            Retry::Once,
+            Retry::UnsentOnly,
         )
         .await
     }
@@ -487,7 +401,7 @@ impl CanopyClient {
                 url,
                 Some(&body),
                 Auth::PullJwt(pull_jwt),
-                Retry::Once,
+                Retry::UnsentOnly,
             )
             .await?;
         Ok(())
@@ -509,7 +423,7 @@ impl CanopyClient {
                 url,
                 Some(&body),
                 Auth::PullJwt(pull_jwt),
-                Retry::Once,
+                Retry::UnsentOnly,
             )
             .await?;
         Ok(())
@@ -531,15 +445,11 @@ impl CanopyClient {
                 url,
                 Some(&body),
                 Auth::PullJwt(pull_jwt),
-                Retry::Once,
+                Retry::UnsentOnly,
             )
             .await?;
         Ok(())
     }
-}
-
-fn record(operation: &'static str, outcome: CallOutcome, started: std::time::Instant) {
-    telemetry::vendor_call("canopy", route(operation), outcome, started.elapsed());
 }
 
 /// The route template of each operation: the metrics' bounded `endpoint` label, never the raw
@@ -561,21 +471,6 @@ fn route(operation: &'static str) -> &'static str {
         "widget.idvoptions" => "POST /widget/pull/{pullId}/idvoptions",
         "widget.idv" => "POST /widget/pull/{pullId}/idv",
         _ => "other",
-    }
-}
-
-fn transport(err: reqwest::Error) -> CanopyError {
-    let kind = if err.is_connect() {
-        TransportKind::Connect
-    } else if err.is_timeout() {
-        TransportKind::Timeout
-    } else {
-        TransportKind::Other
-    };
-    CanopyError::Transport {
-        // The URL holds ids only, but it adds nothing a log line needs.
-        message: err.without_url().to_string(),
-        kind,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Everything that can go wrong talking to Canopy, and how it reads as a [`ProviderError`].
 
 use coverwatch_core::provider::{ProviderError, ProviderKind, RejectionKind, VendorErrorInfo};
+use coverwatch_vendor_http::is_retryable_status;
 
 const PROVIDER: ProviderKind = ProviderKind::Canopy;
 
@@ -22,7 +23,11 @@ const PRECONDITION_CODES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum CanopyError {
     /// Canopy answered with an error status and (usually) `{"error": "CODE"}`.
-    #[error("Canopy answered HTTP {status}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    #[error(
+        "Canopy answered HTTP {status}{}{}",
+        code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+        retry_after.map(|s| format!(" and asks to wait {s} s before trying again")).unwrap_or_default()
+    )]
     Api {
         status: u16,
         code: Option<String>,
@@ -50,14 +55,8 @@ pub enum CanopyError {
     InvalidRequest { message: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// No connection was made, so the request was never sent: safe to send again, even when
-    /// the call is not idempotent.
-    Connect,
-    Timeout,
-    Other,
-}
+/// How far a request got: the executor's reading, shared by every vendor.
+pub use coverwatch_vendor_http::TransportKind;
 
 impl CanopyError {
     pub fn config(key: &'static str, message: impl Into<String>) -> Self {
@@ -94,10 +93,11 @@ impl CanopyError {
         }
     }
 
-    /// Worth trying again (same request, a little later).
+    /// Worth trying again (same request, a little later): the executor's rule, shared by every
+    /// vendor (see [`coverwatch_vendor_http::is_retryable_status`]).
     pub fn is_transient(&self) -> bool {
         match self {
-            CanopyError::Api { status, .. } => *status == 429 || *status >= 500,
+            CanopyError::Api { status, .. } => is_retryable_status(*status),
             CanopyError::Transport { .. } => true,
             _ => false,
         }
@@ -167,7 +167,7 @@ impl From<CanopyError> for ProviderError {
 
 /// `None` for a transient failure; otherwise why Canopy refused.
 fn rejection_kind(status: u16, code: Option<&str>) -> Option<RejectionKind> {
-    if status == 429 || status >= 500 {
+    if is_retryable_status(status) {
         return None;
     }
     Some(match (status, code) {

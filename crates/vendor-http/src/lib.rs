@@ -20,13 +20,13 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use coverwatch_core::backoff::Backoff;
 use coverwatch_core::telemetry::{self, CallOutcome};
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tracing::Instrument;
 
-pub use reqwest::header::{HeaderMap, HeaderName};
+pub use bytes::Bytes;
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use reqwest::{Method, StatusCode};
 
 /// Worth sending the same request again: the vendor timed out waiting for it (408), refused
