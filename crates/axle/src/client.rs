@@ -273,7 +273,12 @@ impl AxleClient {
             request = request.json(body);
         }
         let answer = self.http.send(request).await?;
-        read_answer(call.operation, answer.status, &answer.body, answer.request_id)
+        read_answer(
+            call.operation,
+            answer.status,
+            &answer.body,
+            answer.request_id,
+        )
     }
 }
 

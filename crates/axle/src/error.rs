@@ -78,8 +78,9 @@ impl AxleError {
     }
 }
 
+/// The retry rule every vendor shares (`coverwatch_vendor_http::is_retryable_status`).
 pub(crate) fn is_transient_status(status: u16) -> bool {
-    matches!(status, 408 | 425 | 429 | 500..=599)
+    coverwatch_vendor_http::is_retryable_status(status)
 }
 
 /// The rejection a non-transient status means, read the usual HTTP way (Axle documents no
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn statuses_map_to_the_common_errors() {
-        for status in [429, 500, 502, 503, 504, 408] {
+        for status in [408, 425, 429, 500, 502, 503, 504] {
             let err = ProviderError::from(api(status));
             assert!(err.is_retryable(), "{status}");
             let ProviderError::Unavailable { vendor, .. } = err else {

@@ -172,7 +172,11 @@ impl CanopyClient {
             request = request.json(body.clone());
         }
         let answer = self.http.send(request).await?;
-        tracing::debug!(operation, attempts = answer.attempts, "canopy call succeeded");
+        tracing::debug!(
+            operation,
+            attempts = answer.attempts,
+            "canopy call succeeded"
+        );
         let bytes = if answer.body.iter().all(u8::is_ascii_whitespace)
             && answer.status == StatusCode::NO_CONTENT
         {

@@ -243,9 +243,15 @@ mod tests {
         );
     }
 
+    /// Canopy publishes no retry guidance: no rate limit, no 429 and no `Retry-After` in its
+    /// OpenAPI or its 123-page docs index (https://docs.usecanopy.com/llms.txt, as surveyed in
+    /// api-evangelist/canopy `rate-limits/canopy-rate-limits.yml`; /work/shared/vendors/canopy.md
+    /// §6 "Rate limits: not documented"). So HTTP's own meaning decides, the rule shared with
+    /// every vendor: 408 "the client MAY repeat that request" (RFC 9110 §15.5.9) and 425 "MAY
+    /// automatically retry" (RFC 8470 §5.2) are transient now, as 429 and 5xx already were.
     #[test]
     fn server_errors_and_throttling_are_transient_and_keep_the_code() {
-        for status in [429, 500, 502, 503] {
+        for status in [408, 425, 429, 500, 502, 503] {
             let err = api(status, "INTERNAL_ERROR");
             assert!(err.is_retryable(), "{status}");
             let ProviderError::Unavailable { vendor, .. } = err else {

@@ -1403,6 +1403,31 @@ async fn reads_are_retried_through_429_then_500() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// Canopy documents no retryable status (canopy.md §6: no rate limit, no 429, no `Retry-After`
+/// in its OpenAPI), so the rule every vendor shares applies: 408 and 425 may be repeated
+/// (RFC 9110 §15.5.9, RFC 8470 §5.2), as 429 and 5xx are.
+#[tokio::test]
+async fn reads_are_retried_on_408_and_425_too() {
+    let env = env().await;
+    let link = LinkId::new();
+    let pull_id = env.link_pull(link, "user_good").await;
+    let access = access(link, BTreeMap::from([(EXTERNAL_PULL.to_owned(), pull_id)]));
+    for status in [408, 425] {
+        let fault = env.sandbox.faults().inject_times(
+            FaultTarget::endpoint("canopy.pulls.get"),
+            FaultEffect::status(status),
+            1,
+        );
+        let data = env.provider.fetch(&access, &DataRef::All).await.unwrap();
+        assert_eq!(data.policies.len(), 2, "{status}");
+        assert_eq!(
+            env.remaining(fault),
+            0,
+            "{status} was answered, then retried past"
+        );
+    }
+}
+
 #[tokio::test]
 async fn writes_are_not_retried() {
     let env = env().await;

@@ -389,7 +389,9 @@ impl<P: ErrorParser> Executor<P> {
     /// Send `request` until it gets a 2xx answer or the retry rule says stop; a failure goes
     /// through the vendor's [`ErrorParser`].
     pub async fn send(&self, request: Request) -> Result<Response, P::Error> {
-        self.send_raw(request).await.map_err(|f| self.parser.parse(f))
+        self.send_raw(request)
+            .await
+            .map_err(|f| self.parser.parse(f))
     }
 
     /// [`Executor::send`] without the vendor's reading of the failure.

@@ -14,8 +14,8 @@ use axum::extract::State;
 use axum::http::HeaderMap as AxumHeaders;
 use coverwatch_core::backoff::Backoff;
 use coverwatch_vendor_http::{
-    BuildError, Executor, Failure, HeaderMap, HeaderName, HeaderValue, Method, RawFailure,
-    Request, Retry, Settings, Stop, TransportKind, Vendor,
+    BuildError, Executor, Failure, HeaderMap, HeaderName, HeaderValue, Method, RawFailure, Request,
+    Retry, Settings, Stop, TransportKind, Vendor,
 };
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -98,7 +98,10 @@ async fn start(replies: Vec<Reply>) -> Server {
     Server { url, script }
 }
 
-async fn answer(State(script): State<Script>, request: axum::extract::Request) -> axum::response::Response {
+async fn answer(
+    State(script): State<Script>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     script.seen.lock().unwrap().push(Seen {
@@ -247,7 +250,10 @@ async fn answers_about_the_request_itself_are_not_sent_again() {
         assert_eq!(answer.attempts, 1, "{code}");
         assert_eq!(server.hits(), 1, "{code}");
         // The body is handed to the vendor's parser untouched.
-        assert_eq!(&answer.body[..], format!("{{\"error\":\"E{code}\"}}").as_bytes());
+        assert_eq!(
+            &answer.body[..],
+            format!("{{\"error\":\"E{code}\"}}").as_bytes()
+        );
     }
 }
 
@@ -286,7 +292,12 @@ async fn retry_after_in_seconds_is_waited_for() {
 async fn retry_after_as_an_http_date_is_waited_for() {
     // An HTTP-date has whole seconds: three seconds ahead is at least two once truncated.
     let at = SystemTime::now() + Duration::from_secs(3);
-    let server = start(vec![with_header(503, "retry-after", httpdate::fmt_http_date(at))]).await;
+    let server = start(vec![with_header(
+        503,
+        "retry-after",
+        httpdate::fmt_http_date(at),
+    )])
+    .await;
     let started = Instant::now();
     let answer = executor(settings())
         .send(get(server.url("/things/1"), Retry::Idempotent))
@@ -319,7 +330,10 @@ async fn a_retry_after_over_the_cap_ends_the_call_at_once_and_says_why() {
         assert!(asked > Duration::from_secs(5), "{value}: {asked:?}");
         assert_eq!(max, Duration::from_secs(5));
         assert!(shown.contains("asks to wait"), "{shown}");
-        assert!(shown.contains("longer than the 5 s one call may wait"), "{shown}");
+        assert!(
+            shown.contains("longer than the 5 s one call may wait"),
+            "{shown}"
+        );
     }
 }
 
@@ -345,8 +359,16 @@ async fn a_reset_connection_is_sent_again_only_when_repeating_is_safe() {
         accepted.store(0, Ordering::SeqCst);
         let err = transport_failure(http.send(get(url.clone(), retry)).await.unwrap_err());
         assert_eq!(err.stop, Stop::NotResent, "{retry:?}");
-        assert_ne!(err.kind, TransportKind::Connect, "{retry:?}: the request left");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "{retry:?}: sent exactly once");
+        assert_ne!(
+            err.kind,
+            TransportKind::Connect,
+            "{retry:?}: the request left"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "{retry:?}: sent exactly once"
+        );
     }
 
     accepted.store(0, Ordering::SeqCst);
@@ -444,7 +466,8 @@ async fn a_redirect_is_not_followed_and_the_credentials_stay_home() {
     assert_eq!(answer.stop, Stop::NotRetryable);
     assert_eq!(elsewhere.hits(), 0, "nothing reached the redirect's target");
     assert_eq!(
-        server.seen()[0].headers[SECRET_HEADER], SECRET,
+        server.seen()[0].headers[SECRET_HEADER],
+        SECRET,
         "the vendor itself did get its credentials"
     );
 }
@@ -474,7 +497,10 @@ async fn headers_and_the_json_body_are_sent_alike_on_every_attempt() {
         assert_eq!(s.headers[SECRET_HEADER], SECRET);
         assert_eq!(s.headers["x-access-token"], "tok");
         assert_eq!(s.headers["content-type"], "application/json");
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&s.body).unwrap(), body);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&s.body).unwrap(),
+            body
+        );
     }
 }
 
