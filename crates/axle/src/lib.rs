@@ -2,8 +2,9 @@
 //!
 //! - [`config`]: [`AxleConfig`] (base URL, client credentials, timeouts, retries, the optional
 //!   shared webhook header) and its validation.
-//! - [`client`]: the HTTP client: `{success, data}` envelopes, retries of idempotent calls with
-//!   the shared backoff, typed errors that keep Axle's status and `x-axle-request-id`.
+//! - [`client`]: the HTTP client: Axle's requests and `{success, data}` envelopes, sent through
+//!   the shared vendor executor (`coverwatch-vendor-http`: timeouts, retries, `Retry-After`),
+//!   typed errors that keep Axle's status and `x-axle-request-id`.
 //! - [`model`]: Axle's JSON, read leniently.
 //! - [`normalize`]: Axle objects → the core Policy and Account (pure).
 //! - [`webhook`]: authentication of raw deliveries and their normalization.

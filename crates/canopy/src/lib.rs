@@ -1,7 +1,8 @@
 //! coverwatch provider for Canopy Connect.
 //!
 //! * [`CanopyConfig`] / [`CanopyProvider::new`]: configuration, validated at start-up.
-//! * [`client`]: the API client (Basic auth, timeouts, retries of idempotent calls).
+//! * [`client`]: the API client (Basic auth, requests and answers; timeouts and retries are
+//!   the shared vendor executor's, `coverwatch-vendor-http`).
 //! * [`model`]: Canopy's JSON, read leniently.
 //! * [`normalize`]: a pull → the normalized account and policies (pure).
 //! * [`webhook`]: `canopy-signature` and the event types → normalized happenings.
