@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Context;
 use coverwatch_core::VendorPlugin;
 use coverwatch_core::plugin::{SettingsError, Simulator};
 use coverwatch_engine::ProviderRegistry;
