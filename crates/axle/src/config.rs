@@ -201,7 +201,10 @@ impl AxleSettings {
         let set = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
         let header = match (
             set(self.webhook_header_name.as_deref()),
-            set(self.webhook_header_value.as_ref().map(|v| v.expose_secret())),
+            set(self
+                .webhook_header_value
+                .as_ref()
+                .map(|v| v.expose_secret())),
         ) {
             (true, true) => self.webhook_header_name.zip(self.webhook_header_value),
             (true, false) => {
@@ -361,17 +364,32 @@ mod tests {
     #[test]
     fn bad_settings_name_their_key() {
         for (extra, key) in [
-            (serde_json::json!({"request_timeout": "soon"}), "request_timeout"),
-            (serde_json::json!({"request_timeout": "0s"}), "request_timeout"),
+            (
+                serde_json::json!({"request_timeout": "soon"}),
+                "request_timeout",
+            ),
+            (
+                serde_json::json!({"request_timeout": "0s"}),
+                "request_timeout",
+            ),
             (serde_json::json!({"base_url": "ftp://axle"}), "base_url"),
-            (serde_json::json!({"webhook_header_name": "x-auth"}), "webhook_header_value"),
-            (serde_json::json!({"webhook_header_value": "hush-hush"}), "webhook_header_name"),
+            (
+                serde_json::json!({"webhook_header_name": "x-auth"}),
+                "webhook_header_value",
+            ),
+            (
+                serde_json::json!({"webhook_header_value": "hush-hush"}),
+                "webhook_header_name",
+            ),
             (
                 serde_json::json!({"webhook_header_name": "bad name", "webhook_header_value": "v"}),
                 "webhook_header_name",
             ),
             (serde_json::json!({"client_id": 7}), "client_id"),
-            (serde_json::json!({"signing_secrets": []}), "signing_secrets"),
+            (
+                serde_json::json!({"signing_secrets": []}),
+                "signing_secrets",
+            ),
         ] {
             let err = settings(extra.clone()).unwrap_err();
             assert_eq!(err.path, key, "{extra}: {err}");

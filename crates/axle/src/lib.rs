@@ -24,6 +24,6 @@ pub mod webhook;
 
 pub use client::AxleClient;
 pub use config::{AxleConfig, AxleSettings, ConfigError};
-pub use plugin::{AxlePlugin, plugin};
 pub use error::AxleError;
+pub use plugin::{AxlePlugin, plugin};
 pub use provider::AxleProvider;

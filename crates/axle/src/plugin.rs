@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use coverwatch_core::plugin::{BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings};
+use coverwatch_core::plugin::{
+    BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings,
+};
 
 use crate::config::AxleSettings;
 use crate::provider::AxleProvider;
@@ -39,7 +41,8 @@ impl VendorPlugin for AxlePlugin {
             .iter()
             .map(|(name, _)| name.to_ascii_lowercase())
             .collect();
-        let provider = AxleProvider::new(config).map_err(|e| SettingsError::new("", e.to_string()))?;
+        let provider =
+            AxleProvider::new(config).map_err(|e| SettingsError::new("", e.to_string()))?;
         Ok(BuiltVendor {
             provider: Arc::new(provider),
             secret_headers,

@@ -578,15 +578,42 @@ mod tests {
     #[test]
     fn bad_settings_name_their_key() {
         for (extra, key) in [
-            (serde_json::json!({"signing_secrets": ["whsec", " "]}), "signing_secrets[1]"),
-            (serde_json::json!({"signing_secrets": ["whsec", 7]}), "signing_secrets[1]"),
-            (serde_json::json!({"signing_secrets": []}), "signing_secrets"),
-            (serde_json::json!({"monitoring_interval": "P7D"}), "monitoring_interval"),
-            (serde_json::json!({"monitoring_interval": "P99999999999999999999D"}), "monitoring_interval"),
-            (serde_json::json!({"monitoring_interval": "P11Y"}), "monitoring_interval"),
-            (serde_json::json!({"stale_signatures": "maybe"}), "stale_signatures"),
-            (serde_json::json!({"signature_tolerance": "0s"}), "signature_tolerance"),
-            (serde_json::json!({"signature_tolerance": 300}), "signature_tolerance"),
+            (
+                serde_json::json!({"signing_secrets": ["whsec", " "]}),
+                "signing_secrets[1]",
+            ),
+            (
+                serde_json::json!({"signing_secrets": ["whsec", 7]}),
+                "signing_secrets[1]",
+            ),
+            (
+                serde_json::json!({"signing_secrets": []}),
+                "signing_secrets",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P7D"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P99999999999999999999D"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P11Y"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"stale_signatures": "maybe"}),
+                "stale_signatures",
+            ),
+            (
+                serde_json::json!({"signature_tolerance": "0s"}),
+                "signature_tolerance",
+            ),
+            (
+                serde_json::json!({"signature_tolerance": 300}),
+                "signature_tolerance",
+            ),
             (serde_json::json!({"team_id": " "}), "team_id"),
             (serde_json::json!({"client_secret": ""}), "client_secret"),
         ] {

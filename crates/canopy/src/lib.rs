@@ -24,8 +24,8 @@ pub mod webhook;
 
 pub use client::CanopyClient;
 pub use config::{CanopyConfig, CanopySettings, StaleSignatures};
-pub use plugin::{CanopyPlugin, plugin};
 pub use error::CanopyError;
+pub use plugin::{CanopyPlugin, plugin};
 pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
 pub use webhook::{
     EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SESSION_META_KEY,

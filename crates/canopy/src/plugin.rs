@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use coverwatch_core::plugin::{BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings};
+use coverwatch_core::plugin::{
+    BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings,
+};
 
 use crate::config::CanopySettings;
 use crate::provider::CanopyProvider;

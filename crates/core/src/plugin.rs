@@ -184,8 +184,8 @@ mod tests {
             err.reason.contains("unknown field") && !err.reason.contains("hush-hush"),
             "{err}"
         );
-        let err = decode_settings::<Settings>(serde_json::json!({ "signing_secrets": [] }))
-            .unwrap_err();
+        let err =
+            decode_settings::<Settings>(serde_json::json!({ "signing_secrets": [] })).unwrap_err();
         assert!(err.reason.contains("team_id"), "{err}");
         assert_eq!(
             err.within("vendors.canopy").to_string(),

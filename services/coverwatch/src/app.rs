@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use coverwatch_core::VendorPlugin;
 use coverwatch_core::backoff::Backoff;
 use coverwatch_engine::{
     Engine, EngineConfig, ProviderRegistry, RetentionConfig, SweepConfig, WorkerConfig,
@@ -14,7 +15,6 @@ use coverwatch_engine::{
 use coverwatch_proto::v1::admin_service_server::AdminServiceServer;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use coverwatch_proto::v1::requirements_service_server::RequirementsServiceServer;
-use coverwatch_core::VendorPlugin;
 #[cfg(feature = "sandbox")]
 use coverwatch_sandbox::SandboxHandle;
 use coverwatch_store::{ConnectOptions, Keyring, Store};
@@ -214,9 +214,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
             sandbox: None,
         },
         None => {
-            let plugins = overrides
-                .plugins
-                .unwrap_or_else(crate::providers::vendors);
+            let plugins = overrides.plugins.unwrap_or_else(crate::providers::vendors);
             crate::providers::from_config(&config, &plugins, &public_base_url).await?
         }
     };

@@ -1,6 +1,7 @@
 //! One typed configuration: `coverwatch.toml` when present, then `COVERWATCH_*` environment
-//! variables (nested keys with `__`, e.g. `COVERWATCH_AXLE__CLIENT_ID`). Validated at start-up
-//! with a message that names the bad key and value.
+//! variables (nested keys with `__`, e.g. `COVERWATCH_VENDORS__AXLE__CLIENT_ID`). Validated at
+//! start-up with a message that names the bad key and value; each `[vendors.<id>]` section by
+//! that vendor's own crate.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1208,7 +1209,10 @@ mod tests {
     #[test]
     fn a_half_configured_axle_shared_header_is_refused_by_name() {
         let axle = [
-            ("COVERWATCH_VENDORS__AXLE__BASE_URL", "https://api.axle.insure"),
+            (
+                "COVERWATCH_VENDORS__AXLE__BASE_URL",
+                "https://api.axle.insure",
+            ),
             ("COVERWATCH_VENDORS__AXLE__CLIENT_ID", "cli_1"),
             ("COVERWATCH_VENDORS__AXLE__CLIENT_SECRET", "s3cret"),
         ];
@@ -1222,10 +1226,7 @@ mod tests {
         )])
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("`vendors.axle.webhook_header_value`"),
-            "{err}"
-        );
+        assert!(err.contains("`vendors.axle.webhook_header_value`"), "{err}");
         let err = load(&[(
             "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE",
             "hush-hush-value",
@@ -1237,18 +1238,24 @@ mod tests {
             "the value is a secret and is not repeated: {err}"
         );
         let err = load(&[
-            ("COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+                "x-axle-secret",
+            ),
             ("COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE", " "),
         ])
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("`vendors.axle.webhook_header_value`"),
-            "{err}"
-        );
+        assert!(err.contains("`vendors.axle.webhook_header_value`"), "{err}");
         let config = load(&[
-            ("COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
-            ("COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE", "hush-hush-value"),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+                "x-axle-secret",
+            ),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE",
+                "hush-hush-value",
+            ),
         ])
         .unwrap();
         assert_eq!(

@@ -58,7 +58,10 @@ fn config_keys() -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     walk(&registry, "", fields, &mut keys);
     // `vendors` is one table per vendor, each decoded by that vendor crate's own type.
-    assert!(keys.remove("vendors"), "Config has a `vendors` table: {keys:?}");
+    assert!(
+        keys.remove("vendors"),
+        "Config has a `vendors` table: {keys:?}"
+    );
     for (id, registry, fields) in vendor_settings() {
         walk(&registry, &format!("vendors.{id}."), &fields, &mut keys);
     }
@@ -79,7 +82,9 @@ fn vendor_settings() -> Vec<(&'static str, Registry, Vec<Named<Format>>)> {
         let mut tracer = Tracer::new(config);
         let samples = Samples::new();
         enums(&mut tracer, &samples);
-        tracer.trace_type::<T>(&samples).expect("trace a settings type");
+        tracer
+            .trace_type::<T>(&samples)
+            .expect("trace a settings type");
         let registry = tracer.registry().expect("a complete registry");
         let Some(ContainerFormat::Struct(fields)) = registry.get(name).cloned() else {
             panic!("{name} is not traced as a struct: {registry:?}");
@@ -88,7 +93,8 @@ fn vendor_settings() -> Vec<(&'static str, Registry, Vec<Named<Format>>)> {
     }
     let traced = vec![
         {
-            let (registry, fields) = trace::<coverwatch_axle::AxleSettings>("AxleSettings", |_, _| {});
+            let (registry, fields) =
+                trace::<coverwatch_axle::AxleSettings>("AxleSettings", |_, _| {});
             (coverwatch_axle::plugin::ID, registry, fields)
         },
         {
@@ -286,9 +292,18 @@ fn the_example_config_loads_and_names_every_key() {
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
         jail.create_file("coverwatch.toml", &text)?;
-        jail.set_env("COVERWATCH_VENDORS__AXLE__CLIENT_SECRET", "axle-secret-from-env");
-        jail.set_env("COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET", "canopy-secret-from-env");
-        jail.set_env("COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS", "[\"whsec-from-env\"]");
+        jail.set_env(
+            "COVERWATCH_VENDORS__AXLE__CLIENT_SECRET",
+            "axle-secret-from-env",
+        );
+        jail.set_env(
+            "COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET",
+            "canopy-secret-from-env",
+        );
+        jail.set_env(
+            "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS",
+            "[\"whsec-from-env\"]",
+        );
         jail.set_env(
             "COVERWATCH_ENCRYPTION_KEYS",
             format!("[{{id=\"2026-12\", key=\"{}\"}}]", random_key_base64()),
@@ -301,9 +316,7 @@ fn the_example_config_loads_and_names_every_key() {
             "the file was read"
         );
         assert_eq!(config.tenants.len(), 1);
-        assert!(
-            config.vendors.contains_key("axle") && config.vendors.contains_key("canopy")
-        );
+        assert!(config.vendors.contains_key("axle") && config.vendors.contains_key("canopy"));
         assert_eq!(
             config.shutdown_grace_seconds,
             Config::default().shutdown_grace_seconds,

@@ -128,8 +128,14 @@ pub fn serve_canopy(
         .env("COVERWATCH_VENDORS__CANOPY__WIDGET_BASE_URL", widgets)
         .env("COVERWATCH_VENDORS__CANOPY__TEAM_ID", &canopy.team_id)
         .env("COVERWATCH_VENDORS__CANOPY__CLIENT_ID", &canopy.client_id)
-        .env("COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET", &canopy.client_secret)
-        .env("COVERWATCH_VENDORS__CANOPY__PUBLIC_ALIAS", &canopy.public_alias)
+        .env(
+            "COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET",
+            &canopy.client_secret,
+        )
+        .env(
+            "COVERWATCH_VENDORS__CANOPY__PUBLIC_ALIAS",
+            &canopy.public_alias,
+        )
         .env(
             "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS",
             format!("[\"{CANOPY_SECRET}\"]"),
