@@ -124,6 +124,7 @@ pub struct Config {
     pub sweep: SweepSettings,
     /// Each vendor's settings, by vendor id (`[vendors.axle]`, `[vendors.canopy]`), decoded and
     /// checked by that vendor's own crate (see `crate::providers::vendors`).
+    #[serde(deserialize_with = "vendor_sections")]
     pub vendors: BTreeMap<String, serde_json::Value>,
     pub log_format: LogFormat,
     /// OTLP/gRPC collector traces are exported to (`http://…:4317`); absent: no tracing.
@@ -139,6 +140,24 @@ pub struct Config {
     /// Lets `public_base_url` be plain `http://` on a host other than loopback (development
     /// only: vendors would send deliveries, and the path tokens in them, in clear text).
     pub allow_insecure_public_url: bool,
+}
+
+/// Vendor sections hold whatever each vendor's settings type accepts, so they are read as JSON
+/// values, which only a self-describing format can give (TOML and the environment, through
+/// figment, are). A format that cannot describe itself, such as the shape tracer of
+/// `tests/deploy.rs`, is offered tables of strings instead; that test traces each vendor's own
+/// settings type for the keys inside.
+fn vendor_sections<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
+    if deserializer.is_human_readable() {
+        return BTreeMap::deserialize(deserializer);
+    }
+    let tables = BTreeMap::<String, BTreeMap<String, String>>::deserialize(deserializer)?;
+    Ok(tables
+        .into_iter()
+        .map(|(id, table)| (id, serde_json::json!(table)))
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -288,6 +288,12 @@ fn load_checked(
         Err(ConfigError::Invalid { key, reason, .. }) => {
             prop_assert!(!key.is_empty() && !reason.is_empty());
         }
+        Err(ConfigError::Vendor(e)) => {
+            prop_assert!(e.path.starts_with("vendors") && !e.reason.is_empty(), "{e}");
+        }
+        Err(ConfigError::Moved { key, instead }) => {
+            prop_assert!(!key.is_empty() && !instead.is_empty());
+        }
     }
     Ok(())
 }
