@@ -10,10 +10,12 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY . .
 # The cache mounts keep crates and compiled dependencies between builds; the binary is copied out
-# of the cached target directory in the same step, since the mount is gone afterwards.
+# of the cached target directory in the same step, since the mount is gone afterwards. Without the
+# `sandbox` feature: the image is for production, carries no vendor simulators, and refuses to
+# start until a vendor is configured (COVERWATCH_VENDORS__<VENDOR>__…).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p coverwatch --bin coverwatch \
+    cargo build --release --locked -p coverwatch --bin coverwatch --no-default-features \
     && install -D -m 0755 target/release/coverwatch /out/coverwatch \
     && mkdir -p /out/data
 

@@ -8,11 +8,13 @@ pub mod flows;
 pub mod ingest_bench;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coverwatch::auth::hash_key;
 use coverwatch::config::{Config, TenantConfig};
 use coverwatch::{App, Overrides};
+use coverwatch_core::VendorPlugin;
 use coverwatch_engine::{ProviderRegistry, WorkerConfig};
 use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use coverwatch_proto::v1::requirements_service_client::RequirementsServiceClient;
@@ -96,8 +98,25 @@ impl TestServer {
             Overrides {
                 providers,
                 worker: Some(fast_worker()),
+                plugins: None,
                 stream_poll: None,
                 sweep: None,
+            },
+        )
+        .await
+    }
+
+    /// The service's own vendors and `extra` plug-ins (a test-only vendor), built from
+    /// `config` (simulated where they have no settings), with fast workers.
+    pub async fn start_with_plugins(config: Config, extra: Vec<Arc<dyn VendorPlugin>>) -> Self {
+        let mut plugins = coverwatch::providers::vendors();
+        plugins.extend(extra);
+        Self::start_with(
+            config,
+            Overrides {
+                plugins: Some(plugins),
+                worker: Some(fast_worker()),
+                ..Overrides::default()
             },
         )
         .await

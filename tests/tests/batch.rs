@@ -91,6 +91,7 @@ async fn server(fake: &FakeProvider, batches: &Batches) -> TestServer {
                 max_attempts: 1_000,
                 ..fast_worker()
             }),
+            plugins: None,
             stream_poll: None,
             sweep: None,
         },

@@ -985,7 +985,10 @@ async fn a_retry_that_kept_its_first_timestamp_is_taken_and_counted() {
 #[tokio::test]
 async fn with_stale_signatures_rejected_a_late_retry_is_refused_and_not_stored() {
     let mut config = test_config().await;
-    config.canopy_stale_signatures = "reject".into();
+    config.vendors.insert(
+        "canopy".into(),
+        serde_json::json!({"stale_signatures": "reject"}),
+    );
     let canopy = Canopy::start_with(config).await;
     let before = canopy
         .store()

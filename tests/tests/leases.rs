@@ -18,6 +18,7 @@ async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer 
         Overrides {
             providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
             worker: Some(worker),
+            plugins: None,
             stream_poll: None,
             sweep: None,
         },

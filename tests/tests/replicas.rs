@@ -17,6 +17,7 @@ async fn replica(config: coverwatch::Config) -> (TestServer, FakeProvider) {
             providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
             worker: Some(fast_worker()),
             // Far longer than the test waits: only a notification can deliver in time.
+            plugins: None,
             stream_poll: Some(Duration::from_secs(120)),
             sweep: None,
         },

@@ -148,6 +148,7 @@ impl Harness {
             Overrides {
                 providers: None,
                 worker: Some(fast_worker()),
+                plugins: None,
                 stream_poll: None,
                 sweep: Some(SweepConfig {
                     interval: Duration::from_secs(3600),

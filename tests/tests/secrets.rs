@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use coverwatch::auth::hash_key;
-use coverwatch::config::{AxleSettings, CanopySettings, Config};
+use coverwatch::config::Config;
 use coverwatch_core::ProviderKind;
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_sandbox::canopy::{Scenario, ScenarioAction, ScenarioTarget, fixtures};
@@ -149,25 +149,28 @@ impl World {
         let canopy = CanopySimConfig::default();
         let mut config: Config = test_config().await;
         config.admin_api_key_sha256 = vec![hash_key(ADMIN_KEY)];
-        config.axle = Some(AxleSettings {
-            base_url: sandbox.axle_base_url(),
-            client_id: axle.client_id,
-            client_secret: axle.client_secret,
-            destination_client_id: None,
-            webhook_header_name: Some(SHARED_HEADER.into()),
-            webhook_header_value: Some(SHARED_VALUE.into()),
-        });
-        config.canopy = Some(CanopySettings {
-            base_url: format!("{base}/canopy/api/v1.0.0"),
-            widget_base_url: format!("{base}/canopy"),
-            team_id: canopy.team_id,
-            client_id: canopy.client_id,
-            client_secret: canopy.client_secret,
-            public_alias: canopy.public_alias,
-            signing_secrets: vec![CANOPY_SIGNING_SECRET.into()],
-            signature_tolerance_seconds: 300,
-            consent_token: None,
-        });
+        config.vendors.insert(
+            "axle".into(),
+            serde_json::json!({
+                "base_url": sandbox.axle_base_url(),
+                "client_id": axle.client_id,
+                "client_secret": axle.client_secret,
+                "webhook_header_name": SHARED_HEADER,
+                "webhook_header_value": SHARED_VALUE,
+            }),
+        );
+        config.vendors.insert(
+            "canopy".into(),
+            serde_json::json!({
+                "base_url": format!("{base}/canopy/api/v1.0.0"),
+                "widget_base_url": format!("{base}/canopy"),
+                "team_id": canopy.team_id,
+                "client_id": canopy.client_id,
+                "client_secret": canopy.client_secret,
+                "public_alias": canopy.public_alias,
+                "signing_secrets": [CANOPY_SIGNING_SECRET],
+            }),
+        );
         let database_url = config.database_url.clone();
         let server = TestServer::start(config, None).await;
         assert!(

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use coverwatch_core::SettingsError;
 use coverwatch_core::backoff::Backoff;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 /// Axle's production API.
 pub const PRODUCTION_BASE_URL: &str = "https://api.axle.insure";
@@ -154,6 +156,92 @@ impl AxleConfig {
     }
 }
 
+/// What an operator (or a tenant's vendor connection) sets for Axle: the `[vendors.axle]`
+/// section. Everything else in [`AxleConfig`] keeps its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AxleSettings {
+    /// `https://api.axle.insure` (production keys) or `https://sandbox.axle.insure`.
+    pub base_url: String,
+    /// `x-client-id`.
+    pub client_id: String,
+    /// `x-client-secret`.
+    pub client_secret: SecretString,
+    /// `x-destination-client-id`, for platforms acting for a destination client.
+    #[serde(default)]
+    pub destination_client_id: Option<String>,
+    /// A header Axle was asked to add to every webhook, checked in constant time; needs
+    /// `webhook_header_value` too.
+    #[serde(default)]
+    pub webhook_header_name: Option<String>,
+    #[serde(default)]
+    pub webhook_header_value: Option<SecretString>,
+    /// TCP + TLS connect timeout (`5s`).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (`20s`).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    AxleConfig::default().connect_timeout
+}
+
+fn default_request_timeout() -> Duration {
+    AxleConfig::default().request_timeout
+}
+
+impl AxleSettings {
+    /// The client configuration these settings describe, validated; errors name the settings
+    /// key (`webhook_header_value`), not the internal field.
+    pub fn into_config(self) -> Result<AxleConfig, SettingsError> {
+        // Both halves of the shared header or neither: with only one, deliveries would be
+        // accepted without the check the operator meant to configure.
+        let set = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+        let header = match (
+            set(self.webhook_header_name.as_deref()),
+            set(self
+                .webhook_header_value
+                .as_ref()
+                .map(|v| v.expose_secret())),
+        ) {
+            (true, true) => self.webhook_header_name.zip(self.webhook_header_value),
+            (true, false) => {
+                return Err(SettingsError::new(
+                    "webhook_header_value",
+                    "is missing: webhook_header_name is set, and the shared header needs both",
+                ));
+            }
+            (false, true) => {
+                return Err(SettingsError::new(
+                    "webhook_header_name",
+                    "is missing: webhook_header_value is set, and the shared header needs both",
+                ));
+            }
+            (false, false) => None,
+        };
+        let config = AxleConfig {
+            base_url: self.base_url,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            destination_client_id: self.destination_client_id,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            webhook_header: header,
+            ..AxleConfig::default()
+        };
+        config.validate().map_err(|e| {
+            let key = match e.field {
+                "webhook_header" => "webhook_header_name",
+                field => field,
+            };
+            SettingsError::new(key, e.reason)
+        })?;
+        Ok(config)
+    }
+}
+
 fn is_header_value(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
@@ -244,6 +332,69 @@ mod tests {
         let text = format!("{config:?}");
         assert!(!text.contains("client-secret-value"), "{text}");
         assert!(!text.contains("header-secret"), "{text}");
+    }
+
+    fn settings(extra: serde_json::Value) -> Result<AxleConfig, SettingsError> {
+        let mut value = serde_json::json!({
+            "base_url": "https://sandbox.axle.insure",
+            "client_id": "cli_1",
+            "client_secret": "client-secret-value",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        coverwatch_core::plugin::decode_settings::<AxleSettings>(value)?.into_config()
+    }
+
+    #[test]
+    fn settings_decode_durations_and_defaults() {
+        let config = settings(serde_json::json!({})).unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(20));
+        assert!(config.webhook_header.is_none());
+        let config = settings(serde_json::json!({
+            "connect_timeout": "1s 500ms", "request_timeout": "2m",
+            "webhook_header_name": "x-auth", "webhook_header_value": "hush-hush",
+        }))
+        .unwrap();
+        assert_eq!(config.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(config.request_timeout, Duration::from_secs(120));
+        assert_eq!(config.webhook_header.unwrap().0, "x-auth");
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        for (extra, key) in [
+            (
+                serde_json::json!({"request_timeout": "soon"}),
+                "request_timeout",
+            ),
+            (
+                serde_json::json!({"request_timeout": "0s"}),
+                "request_timeout",
+            ),
+            (serde_json::json!({"base_url": "ftp://axle"}), "base_url"),
+            (
+                serde_json::json!({"webhook_header_name": "x-auth"}),
+                "webhook_header_value",
+            ),
+            (
+                serde_json::json!({"webhook_header_value": "hush-hush"}),
+                "webhook_header_name",
+            ),
+            (
+                serde_json::json!({"webhook_header_name": "bad name", "webhook_header_value": "v"}),
+                "webhook_header_name",
+            ),
+            (serde_json::json!({"client_id": 7}), "client_id"),
+            (
+                serde_json::json!({"signing_secrets": []}),
+                "signing_secrets",
+            ),
+        ] {
+            let err = settings(extra.clone()).unwrap_err();
+            assert_eq!(err.path, key, "{extra}: {err}");
+            assert!(!err.to_string().contains("hush-hush"), "{err}");
+        }
     }
 
     #[test]

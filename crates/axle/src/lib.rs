@@ -8,6 +8,7 @@
 //! - [`model`]: Axle's JSON, read leniently.
 //! - [`normalize`]: Axle objects → the core Policy and Account (pure).
 //! - [`webhook`]: authentication of raw deliveries and their normalization.
+//! - [`plugin`]: [`AxlePlugin`]: `[vendors.axle]` settings → a provider, and the simulator's.
 //! - [`provider`]: [`AxleProvider`], the trait implementation.
 //! - [`validation`]: Policy Validation: the documented rules requirement rules map to, and
 //!   how Validate Policy's answer reads.
@@ -17,11 +18,13 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod normalize;
+pub mod plugin;
 pub mod provider;
 pub mod validation;
 pub mod webhook;
 
 pub use client::AxleClient;
-pub use config::{AxleConfig, ConfigError};
+pub use config::{AxleConfig, AxleSettings, ConfigError};
 pub use error::AxleError;
+pub use plugin::{AxlePlugin, plugin};
 pub use provider::AxleProvider;

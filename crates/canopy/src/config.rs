@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
+use coverwatch_core::SettingsError;
 use coverwatch_core::backoff::Backoff;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 use crate::error::CanopyError;
 
 /// Canopy refuses monitoring intervals under 30 days (`INTERVAL_TOO_SHORT`).
 pub const MIN_MONITORING_DAYS: u64 = 30;
+/// The longest monitoring interval accepted here (ten years): the engine adds the interval to
+/// the current time to decide when a link is stale, and a larger one would overflow there.
+pub const MAX_MONITORING_DAYS: u64 = 3650;
 
 /// How long past the monitoring interval a link may go without fresh data before it is stale:
 /// a scheduled pull can run late, and the carrier can be slow.
@@ -57,7 +62,8 @@ pub struct CanopyConfig {
 /// retry (about 7.2 hours, "Webhook retries") Canopy gives the event up for good. A replayed
 /// genuine delivery can do no harm here: every stored delivery is deduplicated (a hash of the
 /// body, as Canopy sends no event id), so the worst a replay does is nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StaleSignatures {
     /// Stored and processed, and counted (the engine logs and counts late deliveries). Only a
     /// signature that does not match is refused.
@@ -196,6 +202,110 @@ impl CanopyConfig {
             ));
         }
         Ok(parsed)
+    }
+}
+
+/// What an operator (or a tenant's vendor connection) sets for Canopy Connect: the
+/// `[vendors.canopy]` section. Everything else in [`CanopyConfig`] keeps its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanopySettings {
+    /// `https://app.usecanopy.com/api/v1.0.0`.
+    pub base_url: String,
+    /// `https://app.usecanopy.com` (widgets are `{widget_base_url}/c/{public_alias}`).
+    pub widget_base_url: String,
+    pub team_id: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub public_alias: String,
+    /// The team webhooks' signing secrets; several while one is being rotated.
+    pub signing_secrets: Vec<SecretString>,
+    /// How far a `canopy-signature` timestamp may be from now (`5m`).
+    #[serde(default = "default_signature_tolerance", with = "humantime_serde")]
+    pub signature_tolerance: Duration,
+    /// What becomes of a genuine signature outside the tolerance: `accept` or `reject`.
+    #[serde(default)]
+    pub stale_signatures: StaleSignatures,
+    /// ISO-8601 interval of monitorings (Canopy's own format, sent as written): 30 days to ten
+    /// years.
+    #[serde(default = "default_monitoring_interval")]
+    pub monitoring_interval: String,
+    /// Skips the widget's consent screen when consent was collected by the caller.
+    #[serde(default)]
+    pub consent_token: Option<SecretString>,
+    /// TCP + TLS connect timeout (`5s`).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (`30s`).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn defaults() -> CanopyConfig {
+    CanopyConfig::new("", "", "", "", SecretString::from(""), "")
+}
+
+fn default_signature_tolerance() -> Duration {
+    defaults().signature_tolerance
+}
+
+fn default_monitoring_interval() -> String {
+    defaults().monitoring_interval
+}
+
+fn default_connect_timeout() -> Duration {
+    defaults().connect_timeout
+}
+
+fn default_request_timeout() -> Duration {
+    defaults().request_timeout
+}
+
+impl CanopySettings {
+    /// The client configuration these settings describe, validated; errors name the settings
+    /// key, with the index of a bad signing secret.
+    pub fn into_config(self) -> Result<CanopyConfig, SettingsError> {
+        if let Some(i) = self
+            .signing_secrets
+            .iter()
+            .position(|s| s.expose_secret().trim().is_empty())
+        {
+            return Err(SettingsError::new(
+                format!("signing_secrets[{i}]"),
+                "is empty: every signing secret must be the secret Canopy shows for a webhook",
+            ));
+        }
+        let mut config = CanopyConfig::new(
+            self.base_url,
+            self.widget_base_url,
+            self.team_id,
+            self.client_id,
+            self.client_secret,
+            self.public_alias,
+        );
+        config.signing_secrets = self.signing_secrets;
+        config.signature_tolerance = self.signature_tolerance;
+        config.stale_signatures = self.stale_signatures;
+        config.monitoring_interval = self.monitoring_interval;
+        config.consent_token = self.consent_token;
+        config.connect_timeout = self.connect_timeout;
+        config.request_timeout = self.request_timeout;
+        let named = |e: CanopyError| match e {
+            CanopyError::Config { key, message } => SettingsError::new(key, message),
+            other => SettingsError::new("", other.to_string()),
+        };
+        config.validate().map_err(named)?;
+        let interval = config.monitoring_interval().map_err(named)?;
+        if interval.shortest() > Duration::from_secs(MAX_MONITORING_DAYS * DAY) {
+            return Err(SettingsError::new(
+                "monitoring_interval",
+                format!(
+                    "`{}` is longer than {MAX_MONITORING_DAYS} days",
+                    config.monitoring_interval
+                ),
+            ));
+        }
+        Ok(config)
     }
 }
 
@@ -429,6 +539,87 @@ mod tests {
             spoil(&mut c);
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+
+    fn settings(extra: serde_json::Value) -> Result<CanopyConfig, SettingsError> {
+        let mut value = serde_json::json!({
+            "base_url": "http://127.0.0.1:1/canopy/api/v1.0.0",
+            "widget_base_url": "http://127.0.0.1:1/canopy",
+            "team_id": "team",
+            "client_id": "client",
+            "client_secret": "client-s3cr3t",
+            "public_alias": "coverwatch-sandbox",
+            "signing_secrets": ["whsec"],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        coverwatch_core::plugin::decode_settings::<CanopySettings>(value)?.into_config()
+    }
+
+    #[test]
+    fn settings_decode_durations_and_defaults() {
+        let c = settings(serde_json::json!({})).unwrap();
+        assert_eq!(c.signature_tolerance, Duration::from_secs(300));
+        assert_eq!(c.monitoring_interval, "P1M");
+        assert_eq!(c.stale_signatures, StaleSignatures::Accept);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        let c = settings(serde_json::json!({
+            "signature_tolerance": "10m", "stale_signatures": "reject",
+            "monitoring_interval": "P10Y", "connect_timeout": "750ms",
+        }))
+        .unwrap();
+        assert_eq!(c.signature_tolerance, Duration::from_secs(600));
+        assert_eq!(c.stale_signatures, StaleSignatures::Reject);
+        assert_eq!(c.connect_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn bad_settings_name_their_key() {
+        for (extra, key) in [
+            (
+                serde_json::json!({"signing_secrets": ["whsec", " "]}),
+                "signing_secrets[1]",
+            ),
+            (
+                serde_json::json!({"signing_secrets": ["whsec", 7]}),
+                "signing_secrets[1]",
+            ),
+            (
+                serde_json::json!({"signing_secrets": []}),
+                "signing_secrets",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P7D"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P99999999999999999999D"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"monitoring_interval": "P11Y"}),
+                "monitoring_interval",
+            ),
+            (
+                serde_json::json!({"stale_signatures": "maybe"}),
+                "stale_signatures",
+            ),
+            (
+                serde_json::json!({"signature_tolerance": "0s"}),
+                "signature_tolerance",
+            ),
+            (
+                serde_json::json!({"signature_tolerance": 300}),
+                "signature_tolerance",
+            ),
+            (serde_json::json!({"team_id": " "}), "team_id"),
+            (serde_json::json!({"client_secret": ""}), "client_secret"),
+        ] {
+            let err = settings(extra.clone()).unwrap_err();
+            assert_eq!(err.path, key, "{extra}: {err}");
+            assert!(!err.to_string().contains("client-s3cr3t"), "{err}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! * [`model`]: Canopy's JSON, read leniently.
 //! * [`normalize`]: a pull → the normalized account and policies (pure).
 //! * [`webhook`]: `canopy-signature` and the event types → normalized happenings.
+//! * [`plugin`]: [`CanopyPlugin`]: `[vendors.canopy]` settings → a provider, and the simulator's.
 //! * [`provider`]: `impl Provider for CanopyProvider`.
 //!
 //! Link ids travel through Canopy as pull meta data, set by `ccmeta-` parameters on the widget
@@ -18,12 +19,14 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod normalize;
+pub mod plugin;
 pub mod provider;
 pub mod webhook;
 
 pub use client::CanopyClient;
-pub use config::{CanopyConfig, StaleSignatures};
+pub use config::{CanopyConfig, CanopySettings, StaleSignatures};
 pub use error::CanopyError;
+pub use plugin::{CanopyPlugin, plugin};
 pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
 pub use webhook::{
     EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SESSION_META_KEY,

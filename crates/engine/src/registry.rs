@@ -1,4 +1,6 @@
-//! The vendors this process talks to, keyed by provider kind. Adding a vendor is one `register`.
+//! The vendors this process talks to, keyed by provider kind. The service fills it from the
+//! vendor plug-ins ([`coverwatch_core::VendorPlugin`]): adding a vendor is its crate and one line
+//! in the service's list of plug-ins.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use coverwatch_core::VendorPlugin;
 use coverwatch_core::backoff::Backoff;
 use coverwatch_engine::{
     Engine, EngineConfig, ProviderRegistry, RetentionConfig, SweepConfig, WorkerConfig,
@@ -14,6 +15,7 @@ use coverwatch_engine::{
 use coverwatch_proto::v1::admin_service_server::AdminServiceServer;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use coverwatch_proto::v1::requirements_service_server::RequirementsServiceServer;
+#[cfg(feature = "sandbox")]
 use coverwatch_sandbox::SandboxHandle;
 use coverwatch_store::{ConnectOptions, Keyring, Store};
 use tokio::net::TcpListener;
@@ -39,6 +41,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Overrides {
     /// Providers to use instead of those built from configuration (no sandbox is started).
     pub providers: Option<ProviderRegistry>,
+    /// The vendor plug-ins built from configuration; default [`crate::providers::vendors`].
+    /// Tests add a vendor here.
+    pub plugins: Option<Vec<Arc<dyn VendorPlugin>>>,
     /// Inbox worker tuning (faster polls and retries in tests).
     pub worker: Option<WorkerConfig>,
     /// How often idle event streams re-read the log (tests lengthen it to prove that
@@ -55,6 +60,8 @@ pub struct App {
     /// The operator listener (`/metrics`, status page), when `metrics_addr` is configured.
     pub metrics_addr: Option<SocketAddr>,
     pub dev_key: DevKey,
+    /// The embedded vendor simulators, when a vendor has no settings of its own.
+    #[cfg(feature = "sandbox")]
     pub sandbox: Option<SandboxHandle>,
     pub engine: Engine,
     webhook_refusals: Arc<Refusals>,
@@ -199,9 +206,17 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         .map(crate::tls::http_acceptor)
         .transpose()?;
 
-    let (providers, sandbox) = match overrides.providers {
-        Some(providers) => (providers, None),
-        None => crate::providers::from_config(&config, &public_base_url).await?,
+    let vendors = match overrides.providers {
+        Some(registry) => crate::providers::Vendors {
+            registry,
+            secret_headers: Vec::new(),
+            #[cfg(feature = "sandbox")]
+            sandbox: None,
+        },
+        None => {
+            let plugins = overrides.plugins.unwrap_or_else(crate::providers::vendors);
+            crate::providers::from_config(&config, &plugins, &public_base_url).await?
+        }
     };
     let mut engine_config = EngineConfig::new(public_base_url);
     engine_config.worker = overrides.worker.unwrap_or_else(|| worker_config(&config));
@@ -215,17 +230,12 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     };
     engine_config.descoped_token_grace =
         Duration::from_secs(config.webhooks.descoped_token_grace_hours * 3_600);
-    engine_config.secret_headers = config
-        .axle
-        .iter()
-        .filter_map(|axle| axle.webhook_header_name.as_deref())
-        .map(str::to_ascii_lowercase)
-        .collect();
+    engine_config.secret_headers = vendors.secret_headers;
     if let Some(poll) = overrides.stream_poll {
         engine_config.stream_poll = poll;
     }
     engine_config.sweep = overrides.sweep.unwrap_or_else(|| sweep_config(&config));
-    let engine = Engine::new(store, providers, engine_config);
+    let engine = Engine::new(store, vendors.registry, engine_config);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -382,7 +392,8 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         http_addr,
         metrics_addr,
         dev_key,
-        sandbox,
+        #[cfg(feature = "sandbox")]
+        sandbox: vendors.sandbox,
         engine,
         webhook_refusals,
         shutdown,
@@ -450,6 +461,7 @@ impl App {
         if tokio::time::timeout(self.grace, all).await.is_err() {
             tracing::warn!("graceful shutdown timed out; stopping anyway");
         }
+        #[cfg(feature = "sandbox")]
         if let Some(sandbox) = self.sandbox {
             sandbox.shutdown().await;
         }

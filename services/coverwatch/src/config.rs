@@ -1,9 +1,13 @@
 //! One typed configuration: `coverwatch.toml` when present, then `COVERWATCH_*` environment
-//! variables (nested keys with `__`, e.g. `COVERWATCH_AXLE__CLIENT_ID`). Validated at start-up
-//! with a message that names the bad key and value.
+//! variables (nested keys with `__`, e.g. `COVERWATCH_VENDORS__AXLE__CLIENT_ID`). Validated at
+//! start-up with a message that names the bad key and value; each `[vendors.<id>]` section by
+//! that vendor's own crate.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use coverwatch_core::SettingsError;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -19,8 +23,6 @@ pub const MAX_LEASE_SECONDS: u64 = 86_400;
 pub const MAX_RETRY_MS: u64 = 86_400_000;
 /// Links with a requirement set are checked again at least once a year.
 pub const MAX_RECHECK_MINUTES: u64 = 365 * 24 * 60;
-/// A Canopy monitoring interval of at most ten years (Canopy's own floor is 30 days).
-pub const MAX_MONITORING_DAYS: u64 = 3650;
 /// Deliveries claimed and committed together; one transaction holds the cursor-order lock for
 /// all of them, so past some size a batch only makes every stream wait longer.
 pub const MAX_BATCH_SIZE: u64 = 1000;
@@ -35,7 +37,36 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A vendor's settings, refused by the vendor's own crate; the path starts at `vendors.`.
+    #[error("configuration key {0}")]
+    Vendor(SettingsError),
+    /// A key an older version read, refused rather than silently ignored.
+    #[error("configuration key `{key}` is no longer read: {instead}")]
+    Moved {
+        key: &'static str,
+        instead: &'static str,
+    },
 }
+
+/// Keys that moved into the vendors' own sections, and what to set instead.
+const MOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "axle",
+        "the Axle settings are now `[vendors.axle]` (variables COVERWATCH_VENDORS__AXLE__*), with the same keys",
+    ),
+    (
+        "canopy",
+        "the Canopy settings are now `[vendors.canopy]` (variables COVERWATCH_VENDORS__CANOPY__*), with the same keys except `signature_tolerance_seconds`, now `signature_tolerance` as a duration (\"300s\")",
+    ),
+    (
+        "canopy_monitoring_interval",
+        "set `vendors.canopy.monitoring_interval` (COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL) instead",
+    ),
+    (
+        "canopy_stale_signatures",
+        "set `vendors.canopy.stale_signatures` (COVERWATCH_VENDORS__CANOPY__STALE_SIGNATURES) instead",
+    ),
+];
 
 impl ConfigError {
     pub(crate) fn invalid(
@@ -85,20 +116,16 @@ pub struct Config {
     pub encryption_keys: Vec<EncryptionKeyConfig>,
     /// Where a development key is kept when `encryption_keys` is empty.
     pub encryption_key_file: PathBuf,
-    /// The embedded vendor simulators' listener, used when a vendor has no credentials.
+    /// The embedded vendor simulators' listener (builds with the `sandbox` feature), used for a
+    /// vendor without settings of its own.
     pub sandbox_addr: SocketAddr,
     pub worker: WorkerSettings,
     /// Stale-link reports and periodic requirement checks.
     pub sweep: SweepSettings,
-    /// Axle credentials; absent: the embedded Axle simulator.
-    pub axle: Option<AxleSettings>,
-    /// Canopy Connect credentials; absent: the embedded Canopy simulator.
-    pub canopy: Option<CanopySettings>,
-    /// ISO-8601 interval of Canopy monitorings (at least 30 days).
-    pub canopy_monitoring_interval: String,
-    /// `accept` (default) or `reject`: what becomes of a Canopy delivery whose signature is
-    /// genuine but whose timestamp is outside the tolerance (a retry that kept its first `t`).
-    pub canopy_stale_signatures: String,
+    /// Each vendor's settings, by vendor id (`[vendors.axle]`, `[vendors.canopy]`), decoded and
+    /// checked by that vendor's own crate (see `crate::providers::vendors`).
+    #[serde(deserialize_with = "vendor_sections")]
+    pub vendors: BTreeMap<String, serde_json::Value>,
     pub log_format: LogFormat,
     /// OTLP/gRPC collector traces are exported to (`http://…:4317`); absent: no tracing.
     pub otlp_endpoint: Option<String>,
@@ -113,6 +140,24 @@ pub struct Config {
     /// Lets `public_base_url` be plain `http://` on a host other than loopback (development
     /// only: vendors would send deliveries, and the path tokens in them, in clear text).
     pub allow_insecure_public_url: bool,
+}
+
+/// Vendor sections hold whatever each vendor's settings type accepts, so they are read as JSON
+/// values, which only a self-describing format can give (TOML and the environment, through
+/// figment, are). A format that cannot describe itself, such as the shape tracer of
+/// `tests/deploy.rs`, is offered tables of strings instead; that test traces each vendor's own
+/// settings type for the keys inside.
+fn vendor_sections<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
+    if deserializer.is_human_readable() {
+        return BTreeMap::deserialize(deserializer);
+    }
+    let tables = BTreeMap::<String, BTreeMap<String, String>>::deserialize(deserializer)?;
+    Ok(tables
+        .into_iter()
+        .map(|(id, table)| (id, serde_json::json!(table)))
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,43 +257,6 @@ pub struct EncryptionKeyConfig {
     pub id: String,
     /// 32 random bytes, base64.
     pub key: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AxleSettings {
-    /// `https://api.axle.insure` or `https://sandbox.axle.insure`.
-    pub base_url: String,
-    pub client_id: String,
-    pub client_secret: String,
-    /// For platforms acting for a destination client.
-    pub destination_client_id: Option<String>,
-    /// A header Axle was asked to add to every webhook, checked in constant time.
-    pub webhook_header_name: Option<String>,
-    pub webhook_header_value: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct CanopySettings {
-    /// `https://app.usecanopy.com/api/v1.0.0`.
-    pub base_url: String,
-    /// `https://app.usecanopy.com` (widgets are `{widget_base_url}/c/{public_alias}`).
-    pub widget_base_url: String,
-    pub team_id: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub public_alias: String,
-    /// The team webhooks' signing secrets; several while one is being rotated.
-    pub signing_secrets: Vec<String>,
-    #[serde(default = "default_signature_tolerance")]
-    pub signature_tolerance_seconds: u64,
-    /// Skips the widget's consent screen when consent was collected by the caller.
-    pub consent_token: Option<String>,
-}
-
-fn default_signature_tolerance() -> u64 {
-    300
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -460,10 +468,7 @@ impl Default for Config {
             sandbox_addr: "127.0.0.1:8090".parse().expect("valid"),
             worker: WorkerSettings::default(),
             sweep: SweepSettings::default(),
-            axle: None,
-            canopy: None,
-            canopy_monitoring_interval: "P1M".into(),
-            canopy_stale_signatures: "accept".into(),
+            vendors: BTreeMap::new(),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             otlp_service_name: "coverwatch".into(),
@@ -480,6 +485,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         check_variables(&Self::variables())?;
         let figment = Self::figment(path);
+        for (key, instead) in MOVED_KEYS {
+            if figment.find_value(key).is_ok() {
+                return Err(ConfigError::Moved { key, instead });
+            }
+        }
         figment
             .extract::<Config>()
             .map_err(|e| describe(&figment, e))
@@ -689,9 +699,6 @@ impl Config {
                 "must be at most 8760 hours (a year)",
             ));
         }
-        if let Some(axle) = &self.axle {
-            check_shared_header(axle)?;
-        }
         if let Some(key) = &self.dev_api_key
             && key.len() < 16
         {
@@ -715,16 +722,7 @@ impl Config {
                 ));
             }
         }
-        crate::providers::validate(&self)?;
-        let interval =
-            coverwatch_canopy::config::IsoDuration::parse(&self.canopy_monitoring_interval);
-        if interval.is_some_and(|i| i.shortest().as_secs() > MAX_MONITORING_DAYS * 86_400) {
-            return Err(ConfigError::invalid(
-                "canopy_monitoring_interval",
-                &self.canopy_monitoring_interval,
-                format!("must be at most {MAX_MONITORING_DAYS} days"),
-            ));
-        }
+        crate::providers::check(&self.vendors, &crate::providers::vendors())?;
         let sweep = &self.sweep;
         if sweep.interval_seconds == 0 {
             return Err(ConfigError::invalid(
@@ -960,28 +958,6 @@ fn check_variables(variables: &Env) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Axle's shared webhook header needs both its name and its value: with only one, deliveries
-/// would silently be accepted without the check the operator meant to configure.
-fn check_shared_header(axle: &AxleSettings) -> Result<(), ConfigError> {
-    let set = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
-    match (
-        set(&axle.webhook_header_name),
-        set(&axle.webhook_header_value),
-    ) {
-        (true, false) => Err(ConfigError::invalid(
-            "axle.webhook_header_value",
-            "",
-            "is missing: axle.webhook_header_name is set, and the shared header needs both",
-        )),
-        (false, true) => Err(ConfigError::invalid(
-            "axle.webhook_header_name",
-            axle.webhook_header_name.clone().unwrap_or_default(),
-            "is missing: axle.webhook_header_value is set, and the shared header needs both",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// A configured key hash must be the SHA-256 of a key, never the key itself.
 fn check_key_hash(key: &str, hash: &str) -> Result<(), ConfigError> {
     if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -1137,13 +1113,16 @@ mod tests {
         });
         assert!(err.contains("grpc_port"), "an unknown key is named: {err}");
 
-        let err = with_env(&[("COVERWATCH_CANOPY_MONITORING_INTERVAL", "P7D")], || {
-            Config::load(Path::new("absent.toml"))
-                .unwrap_err()
-                .to_string()
-        });
+        let err = with_env(
+            &[("COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL", "P7D")],
+            || {
+                Config::load(Path::new("absent.toml"))
+                    .unwrap_err()
+                    .to_string()
+            },
+        );
         assert!(
-            err.contains("`canopy_monitoring_interval`")
+            err.contains("`vendors.canopy.monitoring_interval`")
                 && err.contains("P7D")
                 && err.contains("30 days"),
             "{err}"
@@ -1151,9 +1130,9 @@ mod tests {
 
         let err = with_env(
             &[
-                ("COVERWATCH_AXLE__BASE_URL", "ftp://axle"),
-                ("COVERWATCH_AXLE__CLIENT_ID", "cli_1"),
-                ("COVERWATCH_AXLE__CLIENT_SECRET", "s3cret"),
+                ("COVERWATCH_VENDORS__AXLE__BASE_URL", "ftp://axle"),
+                ("COVERWATCH_VENDORS__AXLE__CLIENT_ID", "cli_1"),
+                ("COVERWATCH_VENDORS__AXLE__CLIENT_SECRET", "s3cret"),
             ],
             || {
                 Config::load(Path::new("absent.toml"))
@@ -1162,7 +1141,7 @@ mod tests {
             },
         );
         assert!(
-            err.contains("axle") && err.contains("base_url") && !err.contains("s3cret"),
+            err.contains("`vendors.axle.base_url`") && !err.contains("s3cret"),
             "{err}"
         );
     }
@@ -1217,14 +1196,14 @@ mod tests {
                 "`sweep.requirements_recheck_minutes`",
             ),
             (
-                "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+                "COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL",
                 "P99999999999999999999D",
-                "`canopy_monitoring_interval`",
+                "`vendors.canopy.monitoring_interval`",
             ),
             (
-                "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+                "COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL",
                 "P18446744073709551615Y",
-                "`canopy_monitoring_interval`",
+                "`vendors.canopy.monitoring_interval`",
             ),
         ] {
             let err = with_env(&[(variable, value)], || {
@@ -1239,7 +1218,7 @@ mod tests {
                 ("COVERWATCH_WORKER__LEASE_SECONDS", "86400"),
                 ("COVERWATCH_WORKER__RETRY_MAX_MS", "86400000"),
                 ("COVERWATCH_SWEEP__REQUIREMENTS_RECHECK_MINUTES", "525600"),
-                ("COVERWATCH_CANOPY_MONITORING_INTERVAL", "P10Y"),
+                ("COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL", "P10Y"),
             ],
             || Config::load(Path::new("absent.toml")).unwrap(),
         );
@@ -1249,40 +1228,114 @@ mod tests {
     #[test]
     fn a_half_configured_axle_shared_header_is_refused_by_name() {
         let axle = [
-            ("COVERWATCH_AXLE__BASE_URL", "https://api.axle.insure"),
-            ("COVERWATCH_AXLE__CLIENT_ID", "cli_1"),
-            ("COVERWATCH_AXLE__CLIENT_SECRET", "s3cret"),
+            (
+                "COVERWATCH_VENDORS__AXLE__BASE_URL",
+                "https://api.axle.insure",
+            ),
+            ("COVERWATCH_VENDORS__AXLE__CLIENT_ID", "cli_1"),
+            ("COVERWATCH_VENDORS__AXLE__CLIENT_SECRET", "s3cret"),
         ];
         let load = |extra: &[(&str, &str)]| {
             let vars: Vec<(&str, &str)> = axle.iter().chain(extra).copied().collect();
             with_env(&vars, || Config::load(Path::new("absent.toml")))
         };
-        let err = load(&[("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`axle.webhook_header_value`"), "{err}");
-        let err = load(&[("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", "hush-hush-value")])
-            .unwrap_err()
-            .to_string();
+        let err = load(&[(
+            "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+            "x-axle-secret",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`vendors.axle.webhook_header_value`"), "{err}");
+        let err = load(&[(
+            "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE",
+            "hush-hush-value",
+        )])
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("`axle.webhook_header_name`") && !err.contains("hush-hush-value"),
+            err.contains("`vendors.axle.webhook_header_name`") && !err.contains("hush-hush-value"),
             "the value is a secret and is not repeated: {err}"
         );
         let err = load(&[
-            ("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
-            ("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", " "),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+                "x-axle-secret",
+            ),
+            ("COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE", " "),
         ])
         .unwrap_err()
         .to_string();
-        assert!(err.contains("`axle.webhook_header_value`"), "{err}");
+        assert!(err.contains("`vendors.axle.webhook_header_value`"), "{err}");
         let config = load(&[
-            ("COVERWATCH_AXLE__WEBHOOK_HEADER_NAME", "x-axle-secret"),
-            ("COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE", "hush-hush-value"),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+                "x-axle-secret",
+            ),
+            (
+                "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE",
+                "hush-hush-value",
+            ),
         ])
         .unwrap();
-        let axle = config.axle.unwrap();
-        assert_eq!(axle.webhook_header_name.as_deref(), Some("x-axle-secret"));
+        assert_eq!(
+            config.vendors["axle"]["webhook_header_name"],
+            "x-axle-secret"
+        );
         assert!(load(&[]).is_ok(), "no shared header at all is fine");
+    }
+
+    /// Keys of earlier versions must not silently do nothing: each is refused with where it
+    /// went.
+    #[test]
+    fn keys_that_moved_into_vendor_sections_are_refused_with_their_new_place() {
+        for (variable, value, key, instead) in [
+            (
+                "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+                "P2M",
+                "`canopy_monitoring_interval`",
+                "`vendors.canopy.monitoring_interval`",
+            ),
+            (
+                "COVERWATCH_CANOPY_STALE_SIGNATURES",
+                "reject",
+                "`canopy_stale_signatures`",
+                "`vendors.canopy.stale_signatures`",
+            ),
+            (
+                "COVERWATCH_AXLE__CLIENT_ID",
+                "cli_1",
+                "`axle`",
+                "`[vendors.axle]`",
+            ),
+            (
+                "COVERWATCH_CANOPY__TEAM_ID",
+                "team",
+                "`canopy`",
+                "`[vendors.canopy]`",
+            ),
+        ] {
+            let err = load_error(&[(variable, value)]);
+            assert!(
+                err.contains(key) && err.contains(instead) && err.contains("no longer read"),
+                "{variable}: {err}"
+            );
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("old.toml", "[canopy]\nteam_id = \"team\"\n")?;
+            let err = Config::load(Path::new("old.toml")).unwrap_err().to_string();
+            assert!(err.contains("`[vendors.canopy]`"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_section_for_a_vendor_this_build_does_not_know_is_refused() {
+        let err = load_error(&[("COVERWATCH_VENDORS__ACME__BASE_URL", "https://acme.example")]);
+        assert!(
+            err.contains("`vendors.acme`") && err.contains("axle") && err.contains("canopy"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Run only the Axle and Canopy simulators, on `sandbox_addr`.
+    #[cfg(feature = "sandbox")]
     Sandbox,
     /// Print the SHA-256 of an API key, for `tenants[].api_key_sha256`.
     HashKey {
@@ -172,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             coverwatch::app::connect_store(&config).await?;
             tracing::info!("migrations applied");
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox => {
             let sandbox = coverwatch_sandbox::Sandbox::start(coverwatch_sandbox::SandboxConfig {
                 addr: config.sandbox_addr,
@@ -215,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
                 "gRPC on {} ({grpc_scheme})  webhooks on {http_scheme}://{}",
                 app.grpc_addr, app.http_addr
             );
+            #[cfg(feature = "sandbox")]
             if let Some(sandbox) = &app.sandbox {
                 println!("vendor sandbox on {}", sandbox.base_url());
             }

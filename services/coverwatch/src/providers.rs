@@ -1,148 +1,243 @@
-//! Which vendors this process talks to. A vendor with no credentials configured is served by
-//! the embedded sandbox, so a first run needs no vendor account at all; switching to the real
-//! vendor is only a change of base URL and credentials.
+//! Which vendors this process talks to. Each vendor crate owns its settings, their validation
+//! and how they become a provider ([`VendorPlugin`]); this module only lists the plug-ins and
+//! hands each its `[vendors.<id>]` section.
+//!
+//! In a build with the `sandbox` feature (the default), a vendor without settings of its own is
+//! served by the embedded simulator, so a first run needs no vendor account at all. A build
+//! without it registers only the vendors that are configured, and refuses to start with none.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Context;
-use coverwatch_axle::{AxleConfig, AxleProvider};
-use coverwatch_canopy::{CanopyConfig, CanopyProvider, StaleSignatures};
+use coverwatch_core::VendorPlugin;
+use coverwatch_core::plugin::{SettingsError, Simulator};
 use coverwatch_engine::ProviderRegistry;
-use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig, SandboxHandle};
-use rand::RngCore;
-use secrecy::SecretString;
+use serde_json::Value;
 
-use crate::config::{AxleSettings, CanopySettings, Config};
+use crate::config::{Config, ConfigError};
 
-fn axle_config(settings: &AxleSettings) -> AxleConfig {
-    let mut config = AxleConfig::new(
-        settings.base_url.clone(),
-        settings.client_id.clone(),
-        settings.client_secret.clone(),
-    );
-    config.destination_client_id = settings.destination_client_id.clone();
-    if let (Some(name), Some(value)) = (
-        &settings.webhook_header_name,
-        &settings.webhook_header_value,
-    ) {
-        config.webhook_header = Some((name.clone(), SecretString::from(value.clone())));
-    }
-    config
+/// Every vendor this build knows, one line each.
+pub fn vendors() -> Vec<Arc<dyn VendorPlugin>> {
+    vec![coverwatch_axle::plugin(), coverwatch_canopy::plugin()]
 }
 
-fn canopy_config(
-    settings: &CanopySettings,
-    interval: &str,
-    stale: StaleSignatures,
-) -> CanopyConfig {
-    let mut config = CanopyConfig::new(
-        settings.base_url.clone(),
-        settings.widget_base_url.clone(),
-        settings.team_id.clone(),
-        settings.client_id.clone(),
-        SecretString::from(settings.client_secret.clone()),
-        settings.public_alias.clone(),
-    );
-    config.signing_secrets = settings
-        .signing_secrets
-        .iter()
-        .cloned()
-        .map(SecretString::from)
-        .collect();
-    config.signature_tolerance = Duration::from_secs(settings.signature_tolerance_seconds);
-    config.stale_signatures = stale;
-    config.monitoring_interval = interval.to_owned();
-    config.consent_token = settings.consent_token.clone().map(SecretString::from);
-    config
+/// Whether this build carries the vendor simulators.
+pub const SIMULATORS: bool = cfg!(feature = "sandbox");
+
+/// Where one vendor's settings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// The operator's own section.
+    Configured(Value),
+    /// The simulator's settings, with whatever keys the operator's section sets on top (a
+    /// section without `base_url`: `monitoring_interval`, `stale_signatures`, …).
+    Simulated(serde_json::Map<String, Value>),
 }
 
-/// Check the vendor sections the way the provider crates do, before anything starts, so that a
-/// bad vendor setting stops start-up with the key named.
-pub fn validate(config: &Config) -> Result<(), crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    if let Some(axle) = &config.axle {
-        axle_config(axle)
-            .validate()
-            .map_err(|e| ConfigError::Invalid {
-                key: "axle".into(),
-                value: "…".into(),
-                reason: e.to_string(),
-            })?;
+/// Decide, for each plug-in, where its settings come from; vendors with neither settings nor a
+/// simulator are left out. Refuses a section no plug-in owns, and a start with no vendor at
+/// all (naming the keys to set).
+pub fn plan(
+    plugins: &[Arc<dyn VendorPlugin>],
+    sections: &BTreeMap<String, Value>,
+    simulators: bool,
+) -> Result<Vec<(Arc<dyn VendorPlugin>, Source)>, ConfigError> {
+    let known = || {
+        plugins
+            .iter()
+            .map(|p| p.id())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (id, section) in sections {
+        if !plugins.iter().any(|p| p.id() == id) {
+            return Err(ConfigError::Vendor(SettingsError::new(
+                format!("vendors.{id}"),
+                format!("no such vendor in this build (known: {})", known()),
+            )));
+        }
+        if !section.is_object() {
+            return Err(ConfigError::Vendor(SettingsError::new(
+                format!("vendors.{id}"),
+                "must be a table of that vendor's settings",
+            )));
+        }
     }
-    if let Some(canopy) = &config.canopy {
-        canopy_config(
-            canopy,
-            &config.canopy_monitoring_interval,
-            StaleSignatures::default(),
-        )
-        .validate()
-        .map_err(|e| ConfigError::Invalid {
-            key: "canopy".into(),
-            value: "…".into(),
-            reason: e.to_string(),
-        })?;
+    let mut out = Vec::new();
+    for plugin in plugins {
+        let section = sections.get(plugin.id()).and_then(Value::as_object);
+        let source = match section {
+            Some(keys) if keys.contains_key("base_url") || !simulators => {
+                Source::Configured(Value::Object(keys.clone()))
+            }
+            Some(keys) => Source::Simulated(keys.clone()),
+            None if simulators => Source::Simulated(serde_json::Map::new()),
+            None => continue,
+        };
+        out.push((plugin.clone(), source));
     }
-    stale_signatures(config)?;
-    let mut probe = canopy_config(
-        &sandbox_canopy_settings("http://127.0.0.1", "probe"),
-        "",
-        StaleSignatures::default(),
-    );
-    probe.monitoring_interval = config.canopy_monitoring_interval.clone();
-    probe
-        .monitoring_interval()
-        .map_err(|e| ConfigError::Invalid {
-            key: "canopy_monitoring_interval".into(),
-            value: config.canopy_monitoring_interval.clone(),
-            reason: e.to_string(),
-        })?;
+    if out.is_empty() {
+        let wanted: Vec<String> = plugins
+            .iter()
+            .map(|p| {
+                format!(
+                    "vendors.{}.{{{}}}",
+                    p.id(),
+                    p.required_settings().join(", ")
+                )
+            })
+            .collect();
+        return Err(ConfigError::Vendor(SettingsError::new(
+            "vendors",
+            format!(
+                "no vendor is configured, and this build has no simulators to fall back on (built without the `sandbox` feature): set {} (variables COVERWATCH_VENDORS__<VENDOR>__<KEY>)",
+                wanted.join(" or ")
+            ),
+        )));
+    }
+    Ok(out)
+}
+
+/// The settings a plug-in is built with; `None` when it is simulated but has no simulator.
+fn settings(plugin: &dyn VendorPlugin, source: Source, simulator: &Simulator<'_>) -> Option<Value> {
+    match source {
+        Source::Configured(value) => Some(value),
+        Source::Simulated(overrides) => {
+            let mut settings = plugin.simulated_settings(simulator)?;
+            if let Some(map) = settings.as_object_mut() {
+                map.extend(overrides);
+            }
+            Some(settings)
+        }
+    }
+}
+
+fn named(id: &str, e: SettingsError) -> ConfigError {
+    ConfigError::Vendor(e.within(&format!("vendors.{id}")))
+}
+
+/// Check every vendor section the way start-up builds it, before anything starts, so that a
+/// bad vendor setting stops start-up with its key named. Nothing is contacted.
+pub fn check(
+    sections: &BTreeMap<String, Value>,
+    plugins: &[Arc<dyn VendorPlugin>],
+) -> Result<(), ConfigError> {
+    // Simulated settings are checked against a stand-in address: only the operator's own
+    // keys on top of them can be wrong.
+    let stand_in = Simulator {
+        base_url: "http://127.0.0.1:1",
+        webhook_secret: "stand-in",
+    };
+    for (plugin, source) in plan(plugins, sections, SIMULATORS)? {
+        if let Some(value) = settings(plugin.as_ref(), source, &stand_in) {
+            plugin.build(value).map_err(|e| named(plugin.id(), e))?;
+        }
+    }
     Ok(())
 }
 
-fn stale_signatures(config: &Config) -> Result<StaleSignatures, crate::config::ConfigError> {
-    config
-        .canopy_stale_signatures
-        .parse()
-        .map_err(|reason| crate::config::ConfigError::Invalid {
-            key: "canopy_stale_signatures".into(),
-            value: config.canopy_stale_signatures.clone(),
-            reason,
-        })
+/// The vendors of a running process.
+pub struct Vendors {
+    pub registry: ProviderRegistry,
+    /// Webhook headers whose values are secrets, for every vendor registered.
+    pub secret_headers: Vec<String>,
+    /// The embedded simulators, when a vendor uses them.
+    #[cfg(feature = "sandbox")]
+    pub sandbox: Option<coverwatch_sandbox::SandboxHandle>,
 }
 
-fn sandbox_canopy_settings(sandbox_base: &str, secret: &str) -> CanopySettings {
-    let defaults = CanopySimConfig::default();
-    CanopySettings {
-        base_url: format!("{sandbox_base}/canopy/api/v1.0.0"),
-        widget_base_url: format!("{sandbox_base}/canopy"),
-        team_id: defaults.team_id,
-        client_id: defaults.client_id,
-        client_secret: defaults.client_secret,
-        public_alias: defaults.public_alias,
-        signing_secrets: vec![secret.to_owned()],
-        signature_tolerance_seconds: 300,
-        consent_token: None,
-    }
-}
-
+/// Build every vendor of `plugins` from the configuration, starting the simulators first when
+/// one of them has no settings (builds with the `sandbox` feature).
 pub async fn from_config(
     config: &Config,
+    plugins: &[Arc<dyn VendorPlugin>],
     public_base_url: &str,
-) -> anyhow::Result<(ProviderRegistry, Option<SandboxHandle>)> {
-    let needs_sandbox = config.axle.is_none() || config.canopy.is_none();
-    let mut sandbox = None;
-    let mut canopy_secret = String::new();
-    if needs_sandbox {
+) -> anyhow::Result<Vendors> {
+    let planned = plan(plugins, &config.vendors, SIMULATORS)?;
+    let simulated = planned
+        .iter()
+        .any(|(_, source)| matches!(source, Source::Simulated(_)));
+    #[cfg(feature = "sandbox")]
+    let (sandbox, webhook_secret) = if simulated {
+        let (handle, secret) = sandbox::start(config, public_base_url).await?;
+        (Some(handle), secret)
+    } else {
+        (None, String::new())
+    };
+    #[cfg(not(feature = "sandbox"))]
+    let webhook_secret = {
+        // `plan` makes nothing simulated without simulators.
+        debug_assert!(!simulated);
+        let _ = public_base_url;
+        String::new()
+    };
+    #[cfg(feature = "sandbox")]
+    let simulator_base = sandbox
+        .as_ref()
+        .map(|s| s.base_url().to_owned())
+        .unwrap_or_default();
+    #[cfg(not(feature = "sandbox"))]
+    let simulator_base = String::new();
+    let simulator = Simulator {
+        base_url: &simulator_base,
+        webhook_secret: &webhook_secret,
+    };
+
+    let mut registry = ProviderRegistry::new();
+    let mut secret_headers = Vec::new();
+    for (plugin, source) in planned {
+        let id = plugin.id();
+        let how = match &source {
+            Source::Configured(_) => "configured",
+            Source::Simulated(_) => "simulator",
+        };
+        let Some(value) = settings(plugin.as_ref(), source, &simulator) else {
+            tracing::info!(
+                vendor = id,
+                "no settings and no simulator for this vendor: not registered"
+            );
+            continue;
+        };
+        let built = plugin.build(value).map_err(|e| named(id, e))?;
+        let kind = built.provider.kind();
+        if kind.to_string() != id {
+            anyhow::bail!(
+                "vendor plug-in `{id}` built a provider of kind `{kind}`: the two must be the same"
+            );
+        }
+        tracing::info!(vendor = id, settings = how, "vendor registered");
+        secret_headers.extend(built.secret_headers);
+        registry = registry.register(built.provider);
+    }
+    Ok(Vendors {
+        registry,
+        secret_headers,
+        #[cfg(feature = "sandbox")]
+        sandbox,
+    })
+}
+
+#[cfg(feature = "sandbox")]
+mod sandbox {
+    use anyhow::Context;
+    use coverwatch_sandbox::{CanopySimConfig, Sandbox, SandboxConfig, SandboxHandle};
+    use rand::RngCore;
+
+    use crate::config::Config;
+
+    /// The simulators on `sandbox_addr`, their webhooks sent to this process and signed with a
+    /// fresh secret (returned, for the vendors that check signatures).
+    pub(super) async fn start(
+        config: &Config,
+        public_base_url: &str,
+    ) -> anyhow::Result<(SandboxHandle, String)> {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        canopy_secret = hex::encode(bytes);
+        let secret = hex::encode(bytes);
         let handle = Sandbox::start(SandboxConfig {
             addr: config.sandbox_addr,
-            canopy: CanopySimConfig::default().with_webhook(
-                format!("{public_base_url}/webhooks/canopy"),
-                canopy_secret.clone(),
-            ),
+            canopy: CanopySimConfig::default()
+                .with_webhook(format!("{public_base_url}/webhooks/canopy"), secret.clone()),
             ..SandboxConfig::default()
         })
         .await
@@ -152,38 +247,85 @@ pub async fn from_config(
                 config.sandbox_addr
             )
         })?;
-        tracing::info!(base_url = %handle.base_url(), "vendor sandbox started for the vendors without credentials");
-        sandbox = Some(handle);
+        tracing::info!(base_url = %handle.base_url(), "vendor sandbox started for the vendors without settings");
+        Ok((handle, secret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(planned: &[(Arc<dyn VendorPlugin>, Source)]) -> Vec<(&'static str, bool)> {
+        planned
+            .iter()
+            .map(|(p, s)| (p.id(), matches!(s, Source::Simulated(_))))
+            .collect()
     }
 
-    let axle = match (&config.axle, &sandbox) {
-        (Some(settings), _) => axle_config(settings),
-        (None, Some(sandbox)) => {
-            let defaults = coverwatch_sandbox::AxleSimConfig::default();
-            AxleConfig::new(
-                sandbox.axle_base_url(),
-                defaults.client_id,
-                defaults.client_secret,
-            )
+    /// Whatever this build carries, the decision without simulators is the production one:
+    /// nothing configured is a refusal that names the keys to set, never a silent simulator.
+    #[test]
+    fn without_simulators_no_vendor_configured_is_refused_naming_the_keys() {
+        let err = plan(&vendors(), &BTreeMap::new(), false)
+            .err()
+            .expect("refused")
+            .to_string();
+        for wanted in [
+            "`vendors`",
+            "no vendor is configured",
+            "sandbox",
+            "vendors.axle.{base_url, client_id, client_secret}",
+            "vendors.canopy.{base_url, widget_base_url, team_id",
+            "COVERWATCH_VENDORS__",
+        ] {
+            assert!(err.contains(wanted), "{wanted}: {err}");
         }
-        (None, None) => unreachable!("the sandbox starts when a vendor has no credentials"),
-    };
-    let stale = stale_signatures(config)?;
-    let canopy = match (&config.canopy, &sandbox) {
-        (Some(settings), _) => canopy_config(settings, &config.canopy_monitoring_interval, stale),
-        (None, Some(sandbox)) => canopy_config(
-            &sandbox_canopy_settings(sandbox.base_url(), &canopy_secret),
-            &config.canopy_monitoring_interval,
-            stale,
-        ),
-        (None, None) => unreachable!("the sandbox starts when a vendor has no credentials"),
-    };
-    let registry = ProviderRegistry::new()
-        .register(Arc::new(
-            AxleProvider::new(axle).context("configuration `axle`")?,
-        ))
-        .register(Arc::new(
-            CanopyProvider::new(canopy).context("configuration `canopy`")?,
-        ));
-    Ok((registry, sandbox))
+    }
+
+    #[test]
+    fn without_simulators_only_configured_vendors_are_registered() {
+        let sections = BTreeMap::from([(
+            "canopy".to_owned(),
+            serde_json::json!({"team_id": "t", "monitoring_interval": "P2M"}),
+        )]);
+        let planned = plan(&vendors(), &sections, false).unwrap();
+        assert_eq!(ids(&planned), vec![("canopy", false)]);
+        // A section without base_url is the operator's own, and refused for what it lacks.
+        let (plugin, source) = planned.into_iter().next().unwrap();
+        let Source::Configured(value) = source else {
+            panic!("configured")
+        };
+        let err = named(plugin.id(), plugin.build(value).unwrap_err()).to_string();
+        assert!(
+            err.contains("`vendors.canopy`") && err.contains("base_url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn with_simulators_a_vendor_without_base_url_is_simulated_with_the_keys_it_sets() {
+        let sections = BTreeMap::from([(
+            "canopy".to_owned(),
+            serde_json::json!({"stale_signatures": "reject"}),
+        )]);
+        let planned = plan(&vendors(), &sections, true).unwrap();
+        assert_eq!(ids(&planned), vec![("axle", true), ("canopy", true)]);
+        let simulator = Simulator {
+            base_url: "http://127.0.0.1:9",
+            webhook_secret: "whsec",
+        };
+        let (plugin, source) = planned.into_iter().nth(1).unwrap();
+        let value = settings(plugin.as_ref(), source, &simulator).unwrap();
+        assert_eq!(value["stale_signatures"], "reject");
+        assert_eq!(value["signing_secrets"][0], "whsec");
+        plugin.build(value).unwrap();
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_refused() {
+        let sections = BTreeMap::from([("axle".to_owned(), serde_json::json!("cli_1"))]);
+        let err = plan(&vendors(), &sections, true).err().unwrap().to_string();
+        assert!(err.contains("`vendors.axle`"), "{err}");
+    }
 }

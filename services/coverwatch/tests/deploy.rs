@@ -57,7 +57,66 @@ fn config_keys() -> BTreeSet<String> {
     };
     let mut keys = BTreeSet::new();
     walk(&registry, "", fields, &mut keys);
+    // `vendors` is one table per vendor, each decoded by that vendor crate's own type.
+    assert!(
+        keys.remove("vendors"),
+        "Config has a `vendors` table: {keys:?}"
+    );
+    for (id, registry, fields) in vendor_settings() {
+        walk(&registry, &format!("vendors.{id}."), &fields, &mut keys);
+    }
     keys
+}
+
+/// Each vendor plug-in's settings type, traced. A plug-in missing here fails the test: its keys
+/// would otherwise go undocumented.
+fn vendor_settings() -> Vec<(&'static str, Registry, Vec<Named<Format>>)> {
+    fn trace<T: serde::de::DeserializeOwned>(
+        name: &str,
+        enums: impl FnOnce(&mut Tracer, &Samples),
+    ) -> (Registry, Vec<Named<Format>>) {
+        // Durations are decoded from text as they load: the traced text must be one.
+        let config = TracerConfig::default()
+            .default_borrowed_str_value("1s")
+            .default_string_value("1s".into());
+        let mut tracer = Tracer::new(config);
+        let samples = Samples::new();
+        enums(&mut tracer, &samples);
+        tracer
+            .trace_type::<T>(&samples)
+            .expect("trace a settings type");
+        let registry = tracer.registry().expect("a complete registry");
+        let Some(ContainerFormat::Struct(fields)) = registry.get(name).cloned() else {
+            panic!("{name} is not traced as a struct: {registry:?}");
+        };
+        (registry, fields)
+    }
+    let traced = vec![
+        {
+            let (registry, fields) =
+                trace::<coverwatch_axle::AxleSettings>("AxleSettings", |_, _| {});
+            (coverwatch_axle::plugin::ID, registry, fields)
+        },
+        {
+            let (registry, fields) =
+                trace::<coverwatch_canopy::CanopySettings>("CanopySettings", |tracer, samples| {
+                    tracer
+                        .trace_type::<coverwatch_canopy::StaleSignatures>(samples)
+                        .expect("trace StaleSignatures");
+                });
+            (coverwatch_canopy::plugin::ID, registry, fields)
+        },
+    ];
+    let traced_ids: Vec<&str> = traced.iter().map(|(id, _, _)| *id).collect();
+    let plugin_ids: Vec<&str> = coverwatch::providers::vendors()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    assert_eq!(
+        traced_ids, plugin_ids,
+        "every vendor plug-in's settings type is traced here"
+    );
+    traced
 }
 
 fn walk(registry: &Registry, prefix: &str, fields: &[Named<Format>], keys: &mut BTreeSet<String>) {
@@ -83,7 +142,7 @@ fn struct_fields<'r>(registry: &'r Registry, format: &Format) -> Option<&'r Vec<
     }
 }
 
-/// The configuration key a `COVERWATCH_*` variable sets (`COVERWATCH_AXLE__CLIENT_ID` →
+/// The configuration key a `COVERWATCH_*` variable sets (`COVERWATCH_VENDORS__AXLE__CLIENT_ID` →
 /// `axle.client_id`).
 fn key_of_variable(name: &str) -> Option<String> {
     let rest = name.strip_prefix("COVERWATCH_")?;
@@ -115,8 +174,10 @@ fn config_keys_are_traced_from_the_types() {
         "database_url",
         "grpc.tls.client_ca_file",
         "http.tls.cert_file",
-        "axle.client_secret",
-        "canopy.signing_secrets",
+        "vendors.axle.client_secret",
+        "vendors.axle.request_timeout",
+        "vendors.canopy.signing_secrets",
+        "vendors.canopy.monitoring_interval",
         "tenants",
         "sweep.stale_after_hours",
         "shutdown_grace_seconds",
@@ -231,9 +292,18 @@ fn the_example_config_loads_and_names_every_key() {
     figment::Jail::expect_with(|jail| {
         jail.clear_env();
         jail.create_file("coverwatch.toml", &text)?;
-        jail.set_env("COVERWATCH_AXLE__CLIENT_SECRET", "axle-secret-from-env");
-        jail.set_env("COVERWATCH_CANOPY__CLIENT_SECRET", "canopy-secret-from-env");
-        jail.set_env("COVERWATCH_CANOPY__SIGNING_SECRETS", "[\"whsec-from-env\"]");
+        jail.set_env(
+            "COVERWATCH_VENDORS__AXLE__CLIENT_SECRET",
+            "axle-secret-from-env",
+        );
+        jail.set_env(
+            "COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET",
+            "canopy-secret-from-env",
+        );
+        jail.set_env(
+            "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS",
+            "[\"whsec-from-env\"]",
+        );
         jail.set_env(
             "COVERWATCH_ENCRYPTION_KEYS",
             format!("[{{id=\"2026-12\", key=\"{}\"}}]", random_key_base64()),
@@ -246,7 +316,7 @@ fn the_example_config_loads_and_names_every_key() {
             "the file was read"
         );
         assert_eq!(config.tenants.len(), 1);
-        assert!(config.axle.is_some() && config.canopy.is_some());
+        assert!(config.vendors.contains_key("axle") && config.vendors.contains_key("canopy"));
         assert_eq!(
             config.shutdown_grace_seconds,
             Config::default().shutdown_grace_seconds,
@@ -409,6 +479,11 @@ fn the_image_runs_the_binary_and_subcommand_the_readme_names() {
     assert!(
         build.contains("--release") && build.contains(&format!("--bin {}", binary_name())),
         "{build}"
+    );
+    // The image is for production: no vendor simulators in it (README, "Vendor settings").
+    assert!(
+        build.contains("--no-default-features"),
+        "the image is built without the `sandbox` feature: {build}"
     );
     let copied = docker
         .image
@@ -650,10 +725,10 @@ fn test_secret(variable: &str) -> String {
             format!("[{{id=\"acme\", api_key_sha256=[\"{}\"]}}]", "a".repeat(64))
         }
         "COVERWATCH_ADMIN_API_KEY_SHA256" => format!("[\"{}\"]", "b".repeat(64)),
-        "COVERWATCH_AXLE__CLIENT_SECRET" | "COVERWATCH_CANOPY__CLIENT_SECRET" => {
+        "COVERWATCH_VENDORS__AXLE__CLIENT_SECRET" | "COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET" => {
             "a-vendor-secret".into()
         }
-        "COVERWATCH_CANOPY__SIGNING_SECRETS" => "[\"a-signing-secret\"]".into(),
+        "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS" => "[\"a-signing-secret\"]".into(),
         other => panic!(
             "the manifests read a new secret {other}: give it a test value here and a row in secret.example.yaml"
         ),
@@ -751,7 +826,10 @@ fn check_kubernetes() -> K8s {
     });
     let config = loaded.unwrap();
     assert!(
-        config.axle.is_some() && config.canopy.is_some(),
+        ["axle", "canopy"].iter().all(|id| config
+            .vendors
+            .get(*id)
+            .is_some_and(|section| section.get("base_url").is_some())),
         "production runs both real vendors, never the embedded simulators"
     );
     assert!(config.database_url.starts_with("postgres"));

@@ -70,9 +70,11 @@ const KEYS: &[&str] = &[
     "team_id",
     "public_alias",
     "signing_secrets",
-    "signature_tolerance_seconds",
+    "signature_tolerance",
+    "stale_signatures",
     "consent_token",
-    "canopy_monitoring_interval",
+    "monitoring_interval",
+    "vendors",
     "log_format",
     "shutdown_grace_seconds",
 ];
@@ -94,11 +96,12 @@ const VARIABLES: &[&str] = &[
     "COVERWATCH_WORKER__RETRY_MAX_MS",
     "COVERWATCH_SWEEP__REQUIREMENTS_RECHECK_MINUTES",
     "COVERWATCH_SWEEP__STALE_AFTER_HOURS",
-    "COVERWATCH_AXLE__BASE_URL",
-    "COVERWATCH_AXLE__CLIENT_ID",
-    "COVERWATCH_AXLE__CLIENT_SECRET",
-    "COVERWATCH_CANOPY__SIGNING_SECRETS",
-    "COVERWATCH_CANOPY_MONITORING_INTERVAL",
+    "COVERWATCH_VENDORS__AXLE__BASE_URL",
+    "COVERWATCH_VENDORS__AXLE__CLIENT_ID",
+    "COVERWATCH_VENDORS__AXLE__CLIENT_SECRET",
+    "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS",
+    "COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL",
+    "COVERWATCH_VENDORS__CANOPY__SIGNATURE_TOLERANCE",
     "COVERWATCH_LOG_FORMAT",
     "COVERWATCH_SHUTDOWN_GRACE_SECONDS",
     "COVERWATCH_",
@@ -135,19 +138,23 @@ fn seeds() -> Vec<Value> {
                 "interval_seconds": 30, "requirements_recheck_minutes": 120,
                 "stale_after_hours": {"axle": 36, "canopy": 800}
             },
-            "axle": {
-                "base_url": "https://sandbox.axle.insure", "client_id": "cli_1",
-                "client_secret": "axle-secret", "destination_client_id": "cli_2",
-                "webhook_header_name": "x-axle-auth", "webhook_header_value": "shared"
+            "vendors": {
+                "axle": {
+                    "base_url": "https://sandbox.axle.insure", "client_id": "cli_1",
+                    "client_secret": "axle-secret", "destination_client_id": "cli_2",
+                    "webhook_header_name": "x-axle-auth", "webhook_header_value": "shared",
+                    "connect_timeout": "2s", "request_timeout": "15s"
+                },
+                "canopy": {
+                    "base_url": "https://app.usecanopy.com/api/v1.0.0",
+                    "widget_base_url": "https://app.usecanopy.com",
+                    "team_id": "team", "client_id": "client", "client_secret": "canopy-secret",
+                    "public_alias": "acme-link", "signing_secrets": ["whsec-1", "whsec-2"],
+                    "signature_tolerance": "5m", "stale_signatures": "reject",
+                    "monitoring_interval": "P1M", "consent_token": "consent",
+                    "connect_timeout": "2s", "request_timeout": "15s"
+                }
             },
-            "canopy": {
-                "base_url": "https://app.usecanopy.com/api/v1.0.0",
-                "widget_base_url": "https://app.usecanopy.com",
-                "team_id": "team", "client_id": "client", "client_secret": "canopy-secret",
-                "public_alias": "acme-link", "signing_secrets": ["whsec-1", "whsec-2"],
-                "signature_tolerance_seconds": 300, "consent_token": "consent"
-            },
-            "canopy_monitoring_interval": "P1M",
             "log_format": "json",
             "shutdown_grace_seconds": 20
         }),
@@ -239,15 +246,20 @@ fn check_runnable(config: &Config) -> Result<(), TestCaseError> {
     );
     prop_assert!(worker.retry_initial_ms <= worker.retry_max_ms);
     // Canopy's links are stale after the longest monitoring interval plus two days.
-    let interval = IsoDuration::parse(&config.canopy_monitoring_interval);
+    let written = config
+        .vendors
+        .get("canopy")
+        .and_then(|canopy| canopy.get("monitoring_interval"))
+        .and_then(|interval| interval.as_str())
+        .unwrap_or("P1M");
+    let interval = IsoDuration::parse(written);
     prop_assert!(interval.is_some(), "an accepted interval parses");
     let longest = interval.map(|i| i.longest()).unwrap_or_default();
     prop_assert!(
         longest
             .checked_add(Duration::from_secs(2 * 86_400))
             .is_some(),
-        "{}",
-        config.canopy_monitoring_interval
+        "{written}"
     );
     Ok(())
 }
@@ -275,6 +287,12 @@ fn load_checked(
         Err(err @ ConfigError::Load(_)) => prop_assert!(!err.to_string().is_empty()),
         Err(ConfigError::Invalid { key, reason, .. }) => {
             prop_assert!(!key.is_empty() && !reason.is_empty());
+        }
+        Err(ConfigError::Vendor(e)) => {
+            prop_assert!(e.path.starts_with("vendors") && !e.reason.is_empty(), "{e}");
+        }
+        Err(ConfigError::Moved { key, instead }) => {
+            prop_assert!(!key.is_empty() && !instead.is_empty());
         }
     }
     Ok(())
@@ -313,7 +331,6 @@ const NUMERIC_VARIABLES: &[&str] = &[
     "COVERWATCH_WORKER__RETRY_MAX_MS",
     "COVERWATCH_SWEEP__INTERVAL_SECONDS",
     "COVERWATCH_SWEEP__REQUIREMENTS_RECHECK_MINUTES",
-    "COVERWATCH_CANOPY__SIGNATURE_TOLERANCE_SECONDS",
     "COVERWATCH_SHUTDOWN_GRACE_SECONDS",
 ];
 
@@ -332,7 +349,12 @@ fn variables() -> impl Strategy<Value = Vec<(String, String)>> {
         magnitude().prop_map(|n| format!("P{n}M")),
         magnitude().prop_map(|n| format!("P1MT{n}S")),
     ]
-    .prop_map(|value| vec![("COVERWATCH_CANOPY_MONITORING_INTERVAL".to_owned(), value)]);
+    .prop_map(|value| {
+        vec![(
+            "COVERWATCH_VENDORS__CANOPY__MONITORING_INTERVAL".to_owned(),
+            value,
+        )]
+    });
     let any = prop::collection::vec(
         (
             prop::sample::select(VARIABLES).prop_map(str::to_owned),

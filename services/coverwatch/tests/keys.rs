@@ -168,19 +168,22 @@ fn a_half_configured_axle_shared_header_refuses_to_start() {
     let dir = workdir();
     for (set, missing) in [
         (
-            "COVERWATCH_AXLE__WEBHOOK_HEADER_NAME",
-            "axle.webhook_header_value",
+            "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_NAME",
+            "vendors.axle.webhook_header_value",
         ),
         (
-            "COVERWATCH_AXLE__WEBHOOK_HEADER_VALUE",
-            "axle.webhook_header_name",
+            "COVERWATCH_VENDORS__AXLE__WEBHOOK_HEADER_VALUE",
+            "vendors.axle.webhook_header_name",
         ),
     ] {
         let mut child = command(&dir, "sqlite::memory:")
             .arg("serve")
-            .env("COVERWATCH_AXLE__BASE_URL", "https://sandbox.axle.insure")
-            .env("COVERWATCH_AXLE__CLIENT_ID", "cli_1")
-            .env("COVERWATCH_AXLE__CLIENT_SECRET", "client-secret-1")
+            .env(
+                "COVERWATCH_VENDORS__AXLE__BASE_URL",
+                "https://sandbox.axle.insure",
+            )
+            .env("COVERWATCH_VENDORS__AXLE__CLIENT_ID", "cli_1")
+            .env("COVERWATCH_VENDORS__AXLE__CLIENT_SECRET", "client-secret-1")
             .env(set, "x-shared-0123456789")
             .spawn()
             .unwrap();

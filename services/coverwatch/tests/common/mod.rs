@@ -124,14 +124,20 @@ pub fn serve_canopy(
     env: &[(&str, &str)],
 ) -> Running {
     let mut cmd = command(dir, database_url);
-    cmd.env("COVERWATCH_CANOPY__BASE_URL", api)
-        .env("COVERWATCH_CANOPY__WIDGET_BASE_URL", widgets)
-        .env("COVERWATCH_CANOPY__TEAM_ID", &canopy.team_id)
-        .env("COVERWATCH_CANOPY__CLIENT_ID", &canopy.client_id)
-        .env("COVERWATCH_CANOPY__CLIENT_SECRET", &canopy.client_secret)
-        .env("COVERWATCH_CANOPY__PUBLIC_ALIAS", &canopy.public_alias)
+    cmd.env("COVERWATCH_VENDORS__CANOPY__BASE_URL", api)
+        .env("COVERWATCH_VENDORS__CANOPY__WIDGET_BASE_URL", widgets)
+        .env("COVERWATCH_VENDORS__CANOPY__TEAM_ID", &canopy.team_id)
+        .env("COVERWATCH_VENDORS__CANOPY__CLIENT_ID", &canopy.client_id)
         .env(
-            "COVERWATCH_CANOPY__SIGNING_SECRETS",
+            "COVERWATCH_VENDORS__CANOPY__CLIENT_SECRET",
+            &canopy.client_secret,
+        )
+        .env(
+            "COVERWATCH_VENDORS__CANOPY__PUBLIC_ALIAS",
+            &canopy.public_alias,
+        )
+        .env(
+            "COVERWATCH_VENDORS__CANOPY__SIGNING_SECRETS",
             format!("[\"{CANOPY_SECRET}\"]"),
         );
     for (key, value) in env {
