@@ -34,6 +34,9 @@ pub enum Source {
     Simulated(serde_json::Map<String, Value>),
 }
 
+/// The vendors to build, each with where its settings come from.
+pub type Plan = Vec<(Arc<dyn VendorPlugin>, Source)>;
+
 /// Decide, for each plug-in, where its settings come from; vendors with neither settings nor a
 /// simulator are left out. Refuses a section no plug-in owns, and a start with no vendor at
 /// all (naming the keys to set).
@@ -41,7 +44,7 @@ pub fn plan(
     plugins: &[Arc<dyn VendorPlugin>],
     sections: &BTreeMap<String, Value>,
     simulators: bool,
-) -> Result<Vec<(Arc<dyn VendorPlugin>, Source)>, ConfigError> {
+) -> Result<Plan, ConfigError> {
     let known = || {
         plugins
             .iter()
