@@ -34,14 +34,16 @@ pub enum Source {
     Simulated(serde_json::Map<String, Value>),
 }
 
+/// The vendors to build, each with where its settings come from.
+pub type Plan = Vec<(Arc<dyn VendorPlugin>, Source)>;
+
 /// Decide, for each plug-in, where its settings come from; vendors with neither settings nor a
-/// simulator are left out. Refuses a section no plug-in owns, and a start with no vendor at
-/// all (naming the keys to set).
+/// simulator are left out. Refuses a section no plug-in owns.
 pub fn plan(
     plugins: &[Arc<dyn VendorPlugin>],
     sections: &BTreeMap<String, Value>,
     simulators: bool,
-) -> Result<Vec<(Arc<dyn VendorPlugin>, Source)>, ConfigError> {
+) -> Result<Plan, ConfigError> {
     let known = || {
         plugins
             .iter()
@@ -76,6 +78,17 @@ pub fn plan(
         };
         out.push((plugin.clone(), source));
     }
+    Ok(out)
+}
+
+/// [`plan`] for a serving process: with no vendor at all it refuses to start, naming the keys
+/// to set. Only `serve` asks this: `migrate`, `hash-key` and the other commands need no vendor.
+pub fn serving_plan(
+    plugins: &[Arc<dyn VendorPlugin>],
+    sections: &BTreeMap<String, Value>,
+    simulators: bool,
+) -> Result<Plan, ConfigError> {
+    let out = plan(plugins, sections, simulators)?;
     if out.is_empty() {
         let wanted: Vec<String> = plugins
             .iter()
@@ -153,7 +166,7 @@ pub async fn from_config(
     plugins: &[Arc<dyn VendorPlugin>],
     public_base_url: &str,
 ) -> anyhow::Result<Vendors> {
-    let planned = plan(plugins, &config.vendors, SIMULATORS)?;
+    let planned = serving_plan(plugins, &config.vendors, SIMULATORS)?;
     let simulated = planned
         .iter()
         .any(|(_, source)| matches!(source, Source::Simulated(_)));
@@ -267,7 +280,13 @@ mod tests {
     /// nothing configured is a refusal that names the keys to set, never a silent simulator.
     #[test]
     fn without_simulators_no_vendor_configured_is_refused_naming_the_keys() {
-        let err = plan(&vendors(), &BTreeMap::new(), false)
+        // The configuration itself is fine: other commands than `serve` need no vendor.
+        assert!(
+            plan(&vendors(), &BTreeMap::new(), false)
+                .unwrap()
+                .is_empty()
+        );
+        let err = serving_plan(&vendors(), &BTreeMap::new(), false)
             .err()
             .expect("refused")
             .to_string();
@@ -289,7 +308,7 @@ mod tests {
             "canopy".to_owned(),
             serde_json::json!({"team_id": "t", "monitoring_interval": "P2M"}),
         )]);
-        let planned = plan(&vendors(), &sections, false).unwrap();
+        let planned = serving_plan(&vendors(), &sections, false).unwrap();
         assert_eq!(ids(&planned), vec![("canopy", false)]);
         // A section without base_url is the operator's own, and refused for what it lacks.
         let (plugin, source) = planned.into_iter().next().unwrap();
@@ -309,7 +328,7 @@ mod tests {
             "canopy".to_owned(),
             serde_json::json!({"stale_signatures": "reject"}),
         )]);
-        let planned = plan(&vendors(), &sections, true).unwrap();
+        let planned = serving_plan(&vendors(), &sections, true).unwrap();
         assert_eq!(ids(&planned), vec![("axle", true), ("canopy", true)]);
         let simulator = Simulator {
             base_url: "http://127.0.0.1:9",
