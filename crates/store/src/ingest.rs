@@ -128,6 +128,13 @@ impl Store {
     pub fn ingest_queue(&self, config: GroupCommitConfig) -> IngestQueue {
         let config = GroupCommitConfig {
             max_batch: config.max_batch.clamp(1, MAX_INGEST_BATCH),
+            // SQLite has one write lock: a second writer would only wait on it (in busy-wait
+            // sleeps), taking time from the first.
+            writers: if self.has_concurrent_writers() {
+                config.writers.max(1)
+            } else {
+                1
+            },
             ..config
         };
         let store = self.clone();
