@@ -216,12 +216,7 @@ impl Engine {
                     + chrono::Duration::from_std(config.lease)
                         .unwrap_or(chrono::Duration::seconds(60));
                 let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Err(err) = self
-                    .inner
-                    .store
-                    .renew_leases(owner, &ids, until)
-                    .await
-                {
+                if let Err(err) = self.inner.store.renew_leases(owner, &ids, until).await {
                     tracing::warn!(error = %err, "inbox: could not renew leases");
                 }
             }

@@ -18,8 +18,8 @@ use sea_orm::{
 use crate::entities::link;
 
 use crate::events::insert_pending_events;
-use crate::link_tx::{Appends, PendingEvents};
 use crate::inbox::{DeliveryStatus, retry, settle};
+use crate::link_tx::{Appends, PendingEvents};
 use crate::{LinkTx, Result, Store};
 
 /// An open batch transaction. It holds its links' rows from its start, so keep it short: never

@@ -230,7 +230,8 @@ pub(crate) async fn insert_pending_events<C: ConnectionTrait>(
     take_append_lock(conn).await?;
     let mut written = Vec::with_capacity(pending.len());
     for chunk in pending.chunks(PENDING_EVENTS_PER_INSERT) {
-        let mut insert = event::Entity::insert_many(chunk.iter().map(|p| p.row.clone())).into_query();
+        let mut insert =
+            event::Entity::insert_many(chunk.iter().map(|p| p.row.clone())).into_query();
         insert.returning(Query::returning().columns([event::Column::Id, event::Column::Cursor]));
         let rows = conn
             .query_all(conn.get_database_backend().build(&insert))

@@ -395,7 +395,10 @@ mod tests {
             let commits = commits.clone();
             async move { commits.submit(100).await }
         });
-        until("the slow commit started", || slow_entered.load(Ordering::SeqCst)).await;
+        until("the slow commit started", || {
+            slow_entered.load(Ordering::SeqCst)
+        })
+        .await;
         // Each answered while the batch holding 100 is still committing: the other writer
         // took them.
         for i in 0..5 {

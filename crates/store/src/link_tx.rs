@@ -378,9 +378,7 @@ impl LinkTx {
     /// returned here has no cursor yet (0): the batch's commit answers the written events.
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
         match &mut self.appends {
-            Appends::Now => {
-                insert_event(&self.txn, &self.keyring, &self.record.link, event).await
-            }
+            Appends::Now => insert_event(&self.txn, &self.keyring, &self.record.link, event).await,
             Appends::ToBatch { held, .. } => {
                 let pending = PendingEvent::seal(&self.keyring, &self.record.link, event)?;
                 let event = pending.event().clone();
@@ -485,10 +483,7 @@ impl LinkTx {
         self.txn.commit().await?;
         if let Appends::ToBatch { held, batch } = self.appends {
             // Released into the batch: its events are the batch's now.
-            batch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(held);
+            batch.lock().unwrap_or_else(|p| p.into_inner()).extend(held);
         }
         Ok(record)
     }

@@ -162,7 +162,10 @@ async fn a_batch_at_work_does_not_hold_up_other_appenders_and_commits_in_cursor_
         return;
     }
     let store = &db.store;
-    let (batched, other) = (new_link(store, "batched").await, new_link(store, "other").await);
+    let (batched, other) = (
+        new_link(store, "batched").await,
+        new_link(store, "other").await,
+    );
     let start = log_after(store, 0).await.last().unwrap().0;
 
     let batch = store.begin_batch(&[batched]).await.unwrap();
@@ -186,12 +189,18 @@ async fn a_batch_at_work_does_not_hold_up_other_appenders_and_commits_in_cursor_
     })
     .await
     .expect("another link's append is not held up by a batch at work");
-    assert_eq!(log_after(store, start).await, vec![(alone.cursor, alone.id)]);
+    assert_eq!(
+        log_after(store, start).await,
+        vec![(alone.cursor, alone.id)]
+    );
 
     let written = batch.commit().await.unwrap();
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].id, in_batch);
-    assert!(written[0].cursor > alone.cursor, "{written:?} after {alone:?}");
+    assert!(
+        written[0].cursor > alone.cursor,
+        "{written:?} after {alone:?}"
+    );
     assert_eq!(
         log_after(store, alone.cursor).await,
         vec![(written[0].cursor, in_batch)]
