@@ -33,6 +33,15 @@ use axum::routing::post;
 use coverwatch_engine::ProviderRegistry;
 use futures::StreamExt;
 
+/// With `BENCH_MARKS` set, prints when a phase starts on the monotonic clock (Linux prints an
+/// `Instant` as its `CLOCK_MONOTONIC` reading), so that a `perf record -k CLOCK_MONOTONIC` of the
+/// run can be cut into phases with `perf report --time`.
+fn mark(phase: &str) {
+    if std::env::var_os("BENCH_MARKS").is_some() {
+        eprintln!("mark {phase} {:?}", Instant::now());
+    }
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -70,6 +79,11 @@ pub struct Settings {
     pub calls: usize,
     pub rates: Vec<u32>,
     pub rate_seconds: u32,
+    /// `ingest.writers` of the server (`BENCH_INGEST_WRITERS`); its default when unset.
+    pub ingest_writers: Option<usize>,
+    /// `worker.batches_in_flight` of the server (`BENCH_BATCHES_IN_FLIGHT`); its default when
+    /// unset.
+    pub batches_in_flight: Option<usize>,
 }
 
 impl Settings {
@@ -88,6 +102,12 @@ impl Settings {
                 })
                 .collect(),
             rate_seconds: env_usize("BENCH_RATE_SECONDS", 3) as u32,
+            ingest_writers: std::env::var("BENCH_INGEST_WRITERS")
+                .ok()
+                .map(|w| w.parse().expect("BENCH_INGEST_WRITERS: a number")),
+            batches_in_flight: std::env::var("BENCH_BATCHES_IN_FLIGHT")
+                .ok()
+                .map(|b| b.parse().expect("BENCH_BATCHES_IN_FLIGHT: a number")),
         }
     }
 }
@@ -475,7 +495,29 @@ pub async fn run(settings: &Settings, report: &Report) {
     // coverwatch, with a provider double so that only coverwatch is measured.
     let fake = FakeProvider::default();
     let registry = ProviderRegistry::new().register(Arc::new(fake.clone()));
-    let server = TestServer::start(test_config().await, Some(registry)).await;
+    let mut config = test_config().await;
+    if let Some(writers) = settings.ingest_writers {
+        config.ingest.writers = writers;
+    }
+    if let Some(batches) = settings.batches_in_flight {
+        config.worker.batches_in_flight = batches;
+    }
+    // The tests' quick retries and polls, with the configured (by default, the shipped)
+    // processing concurrency.
+    let worker = coverwatch_engine::WorkerConfig {
+        batches_in_flight: config.worker.batches_in_flight,
+        ..crate::fast_worker()
+    };
+    let server = TestServer::start_with(
+        config,
+        coverwatch::Overrides {
+            providers: Some(registry),
+            worker: Some(worker),
+            stream_poll: None,
+            sweep: None,
+        },
+    )
+    .await;
     let mut client = server.client(TENANT_A).await;
     let mut link_urls = Vec::new();
     let mut link_ids = Vec::new();
@@ -514,8 +556,10 @@ pub async fn run(settings: &Settings, report: &Report) {
             )
         })
         .collect();
+    mark("acknowledged");
     let start = Instant::now();
     let mut acked = post_all("acknowledged", &http, urls, concurrency).await;
+    mark("processing");
     acked.print(report, "deliveries");
 
     let mut seen = 0usize;
@@ -543,6 +587,7 @@ pub async fn run(settings: &Settings, report: &Report) {
         }
     }
     let processed = start.elapsed();
+    mark("processed");
     say!(
         report,
         "{:<14} {:>6} deliveries in {:>8.3} s  {:>9.0}/s   (POST to readable event, end to end)",

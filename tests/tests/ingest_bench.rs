@@ -14,6 +14,8 @@ async fn the_ingest_benchmark_runs_and_prints_every_figure() {
         // 500/s would queue ~500 deliveries behind a debug build: seconds of test time.
         rates: vec![40, 60],
         rate_seconds: 1,
+        ingest_writers: Some(3),
+        batches_in_flight: Some(2),
     };
     run(&settings, &report).await;
     let lines = report.lines.into_inner().unwrap();

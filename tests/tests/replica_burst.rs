@@ -1,14 +1,17 @@
 //! Two replicas on one database under a burst of 2,000 deliveries (400 duplicates mixed in),
 //! posted to both: the work is shared, nothing is processed twice, and a WatchEvents client on
-//! each replica receives every event exactly once, in cursor order.
+//! each replica receives every event exactly once, in cursor order. Each replica works three
+//! batches side by side (`worker.batches_in_flight`; PostgreSQL), so six batch transactions
+//! race for the cursor-order lock at their commits.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coverwatch_engine::ProviderRegistry;
+use coverwatch::Overrides;
+use coverwatch_engine::{ProviderRegistry, WorkerConfig};
 use coverwatch_tests::fake_provider::FakeProvider;
-use coverwatch_tests::{TENANT_A, TestServer, flows, test_config, v1};
+use coverwatch_tests::{TENANT_A, TestServer, fast_worker, flows, test_config, v1};
 use futures::StreamExt;
 
 const DISTINCT: usize = 2_000;
@@ -18,7 +21,19 @@ const LINKS: usize = 20;
 /// A replica whose vendor is `fake` (shared between replicas, so it sees every call).
 async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer {
     let providers = ProviderRegistry::new().register(Arc::new(fake.clone()));
-    TestServer::start(config, Some(providers)).await
+    TestServer::start_with(
+        config,
+        Overrides {
+            providers: Some(providers),
+            worker: Some(WorkerConfig {
+                batches_in_flight: 3,
+                ..fast_worker()
+            }),
+            stream_poll: None,
+            sweep: None,
+        },
+    )
+    .await
 }
 
 /// Read a stream until `n` burst events arrived; every one must be new and after the last.

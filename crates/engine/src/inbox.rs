@@ -104,7 +104,33 @@ fn failed(err: EngineError) -> Outcome {
 
 impl Engine {
     /// Work off the inbox until `shutdown` turns true; in-flight deliveries are finished first.
-    pub async fn run_inbox_worker(&self, mut shutdown: watch::Receiver<bool>) {
+    ///
+    /// Runs `worker.batches_in_flight` batch loops side by side, each claiming and committing
+    /// batches of its own under a lease owner of its own, exactly as that many replicas would:
+    /// the claim never gives two of them deliveries of one link at once, and a batch takes the
+    /// cursor-order lock only to append its events and commit, so their batches overlap for
+    /// everything else (vendor calls, reads, savepoints). On SQLite there is one loop: it has
+    /// one writer, which a second loop would only wait for.
+    pub async fn run_inbox_worker(&self, shutdown: watch::Receiver<bool>) {
+        let config = &self.inner.config.worker;
+        let loops = if self.inner.store.has_concurrent_writers() {
+            config.batches_in_flight.max(1)
+        } else {
+            1
+        };
+        futures::future::join_all((0..loops).map(|i| {
+            // Lease owners must differ: a loop finding its lease lost must not mistake another
+            // loop's lease for its own.
+            let owner = match i {
+                0 => config.owner.clone(),
+                i => format!("{}.{i}", config.owner),
+            };
+            self.run_inbox_loop(owner, shutdown.clone())
+        }))
+        .await;
+    }
+
+    async fn run_inbox_loop(&self, owner: String, mut shutdown: watch::Receiver<bool>) {
         let config = self.inner.config.worker.clone();
         // Deliveries we still hold a lease on because settling them failed (the database went
         // away mid-batch). No one else may take them until the lease runs out, so without this
@@ -120,7 +146,7 @@ impl Engine {
                 match self
                     .inner
                     .store
-                    .renew_leases(&config.owner, &stranded, Utc::now())
+                    .renew_leases(&owner, &stranded, Utc::now())
                     .await
                 {
                     Ok(_) => stranded.clear(),
@@ -129,7 +155,7 @@ impl Engine {
                     }
                 }
             }
-            let processed = match self.process_batch(&mut stranded).await {
+            let processed = match self.process_batch(&owner, &mut stranded).await {
                 Ok(n) => n,
                 Err(err) => {
                     tracing::warn!(error = %err, "inbox: could not claim deliveries");
@@ -151,19 +177,24 @@ impl Engine {
 
     /// Claim one batch and process it; returns how many deliveries were claimed.
     pub async fn process_inbox_batch(&self) -> Result<usize, EngineError> {
-        self.process_batch(&mut Vec::new()).await
+        self.process_batch(&self.inner.config.worker.owner, &mut Vec::new())
+            .await
     }
 
     /// [`Self::process_inbox_batch`], adding to `unsettled` the deliveries whose outcome could
     /// not be recorded (their lease is still ours).
-    async fn process_batch(&self, unsettled: &mut Vec<DeliveryId>) -> Result<usize, EngineError> {
+    async fn process_batch(
+        &self,
+        owner: &str,
+        unsettled: &mut Vec<DeliveryId>,
+    ) -> Result<usize, EngineError> {
         let config = &self.inner.config.worker;
         let lease_until = Utc::now()
             + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
         let claimed = self
             .inner
             .store
-            .claim_deliveries(&config.owner, lease_until, config.batch)
+            .claim_deliveries(owner, lease_until, config.batch)
             .await?;
         let count = claimed.len();
         if count == 0 {
@@ -171,7 +202,7 @@ impl Engine {
         }
         let held: std::sync::Mutex<Vec<DeliveryId>> =
             std::sync::Mutex::new(claimed.iter().map(|d| d.id).collect());
-        let work = self.run_rounds(claimed, &held);
+        let work = self.run_rounds(owner, claimed, &held);
         // Keep the leases alive while a slow vendor holds us up, so that no other worker takes
         // over a delivery this one is still working on. A crashed worker renews nothing, and
         // its deliveries are taken over when their lease runs out. The renewal runs beside the
@@ -185,12 +216,7 @@ impl Engine {
                     + chrono::Duration::from_std(config.lease)
                         .unwrap_or(chrono::Duration::seconds(60));
                 let ids = held.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Err(err) = self
-                    .inner
-                    .store
-                    .renew_leases(&config.owner, &ids, until)
-                    .await
-                {
+                if let Err(err) = self.inner.store.renew_leases(owner, &ids, until).await {
                     tracing::warn!(error = %err, "inbox: could not renew leases");
                 }
             }
@@ -209,6 +235,7 @@ impl Engine {
     /// ids whose outcome could not be recorded.
     async fn run_rounds(
         &self,
+        owner: &str,
         claimed: Vec<ClaimedDelivery>,
         held: &std::sync::Mutex<Vec<DeliveryId>>,
     ) -> Vec<DeliveryId> {
@@ -216,7 +243,7 @@ impl Engine {
         let mut settled_of_link: HashMap<LinkId, u64> = HashMap::new();
         let mut round = claimed;
         while !round.is_empty() {
-            let done = self.run_round(round).await;
+            let done = self.run_round(owner, round).await;
             if !done.unsettled.is_empty() {
                 // The database is away; the rest waits for the next claim.
                 return done
@@ -240,7 +267,7 @@ impl Engine {
             let claims = futures::future::join_all(following.iter().map(|link| {
                 self.inner
                     .store
-                    .claim_next_of_link(&config.owner, link, lease_until)
+                    .claim_next_of_link(owner, link, lease_until)
             }))
             .await;
             for (link, claimed) in following.iter().zip(claims) {
@@ -264,7 +291,7 @@ impl Engine {
     /// One round: the vendor calls of every delivery side by side (bounded, outside any
     /// transaction), then all their changes and outcomes in one transaction, each delivery's
     /// changes in a savepoint of its own.
-    async fn run_round(&self, round: Vec<ClaimedDelivery>) -> RoundResult {
+    async fn run_round(&self, owner: &str, round: Vec<ClaimedDelivery>) -> RoundResult {
         let config = &self.inner.config.worker;
         let started = std::time::Instant::now();
         let spans: HashMap<DeliveryId, tracing::Span> =
@@ -305,7 +332,7 @@ impl Engine {
         let steps = futures::stream::iter(ready)
             .map(|(delivery, found)| async {
                 let step = self
-                    .stage(&delivery, found)
+                    .stage(owner, &delivery, found)
                     .instrument(span_of(&delivery.id))
                     .await;
                 (delivery, step)
@@ -339,7 +366,6 @@ impl Engine {
                 return result;
             }
         };
-        let mut events = Vec::new();
         // Held until the batch is durable: nothing else in this process reads these links
         // before their changes are.
         let mut working = Vec::with_capacity(staged.len());
@@ -358,8 +384,8 @@ impl Engine {
                 .apply_in_batch(&batch, &delivery, &link, prepared, &origin, retry.is_none())
                 .await
             {
-                Ok(applied) => {
-                    events.extend(applied);
+                // Its events are written (and get their cursors) when the batch commits.
+                Ok(_) => {
                     match retry {
                         // What could be applied is; the rest is tried again with the delivery.
                         Some(error) => outcomes.push((
@@ -380,7 +406,7 @@ impl Engine {
         }
         let mut lost = Vec::new();
         for (delivery, outcome) in &outcomes {
-            match self.record_outcome(&batch, delivery, outcome).await {
+            match self.record_outcome(owner, &batch, delivery, outcome).await {
                 Ok(true) => done_links.extend(delivery.link.as_ref().map(|(_, l)| *l)),
                 Ok(false) => lost.push(delivery.id),
                 Err(err) => {
@@ -400,12 +426,15 @@ impl Engine {
             Err(err) => Err(err),
         };
         drop(working);
-        if let Err(err) = committed {
-            // Nothing of the batch happened: every delivery in it is tried again.
-            tracing::warn!(error = %err, count = ids.len(), "inbox: the batch did not commit; all of its deliveries are tried again");
-            result.unsettled = ids;
-            return result;
-        }
+        let events = match committed {
+            Ok(events) => events,
+            Err(err) => {
+                // Nothing of the batch happened: every delivery in it is tried again.
+                tracing::warn!(error = %err, count = ids.len(), "inbox: the batch did not commit; all of its deliveries are tried again");
+                result.unsettled = ids;
+                return result;
+            }
+        };
         self.announce(&events);
         // Counted and traced once the outcomes are durable: a batch that did not commit is tried
         // again and counted then.
@@ -471,12 +500,12 @@ impl Engine {
     /// lease was lost meanwhile.
     async fn record_outcome(
         &self,
+        owner: &str,
         batch: &BatchTx,
         delivery: &ClaimedDelivery,
         outcome: &Outcome,
     ) -> Result<bool, StoreError> {
         let config = &self.inner.config.worker;
-        let owner = config.owner.as_str();
         let id = delivery.id;
         let attempts = delivery.attempts;
         match outcome {
@@ -522,11 +551,12 @@ impl Engine {
     /// [`Self::attribute_isolated`].
     async fn stage(
         &self,
+        owner: &str,
         delivery: &ClaimedDelivery,
         found: Attributed,
     ) -> Result<Box<Staged>, Outcome> {
         let limit = self.inner.config.worker.process_timeout;
-        match isolated(limit, self.try_stage(delivery, found)).await {
+        match isolated(limit, self.try_stage(owner, delivery, found)).await {
             Ok(Ok(staged)) => Ok(staged),
             Ok(Err(err)) => Err(failed(err)),
             Err(failure) => Err(self.contained(delivery, failure)),
@@ -572,6 +602,7 @@ impl Engine {
 
     async fn try_stage(
         &self,
+        owner: &str,
         delivery: &ClaimedDelivery,
         found: Attributed,
     ) -> Result<Box<Staged>, EngineError> {
@@ -589,7 +620,7 @@ impl Engine {
             .iter()
             .find_map(|p| p.retry_reason().map(str::to_owned));
         let origin = Origin {
-            delivery: Some((delivery.id, self.inner.config.worker.owner.clone())),
+            delivery: Some((delivery.id, owner.to_owned())),
             detail: parsed.detail,
             occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
         };

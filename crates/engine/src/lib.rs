@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub batch: u64,
     /// Deliveries processed at once (different links; one link's stay in order).
     pub concurrency: usize,
+    /// Batches worked on side by side, each by a loop of its own (PostgreSQL; SQLite has one).
+    pub batches_in_flight: usize,
     /// Attempts before a delivery is dead-lettered.
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -85,6 +87,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(60),
             batch: 32,
             concurrency: 8,
+            batches_in_flight: 1,
             max_attempts: 8,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
             idle_poll: Duration::from_millis(500),

@@ -2,10 +2,14 @@
 //! savepoint of their own (a [`LinkTx`]), so one delivery's failure undoes only its own
 //! changes, and the whole batch — state changes, snapshots, events and settlements — becomes
 //! durable in one commit, or none of it does.
+//!
+//! The batch's events are held in memory until it commits, then written in one statement under
+//! the cursor-order lock, which the batch so holds only for that statement and the commit
+//! (PostgreSQL): other replicas' batches do all the rest of their work at the same time.
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
-use coverwatch_core::{LinkId, TenantId};
+use coverwatch_core::{Event, LinkId, TenantId};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -13,25 +17,27 @@ use sea_orm::{
 
 use crate::entities::link;
 
-use crate::events::take_append_lock;
+use crate::events::insert_pending_events;
 use crate::inbox::{DeliveryStatus, retry, settle};
+use crate::link_tx::{Appends, PendingEvents};
 use crate::{LinkTx, Result, Store};
 
-/// An open batch transaction. It holds the cursor-order lock from its start (PostgreSQL), so
-/// keep it short: never hold one across a vendor call.
+/// An open batch transaction. It holds its links' rows from its start, so keep it short: never
+/// hold one across a vendor call.
 pub struct BatchTx {
     txn: DatabaseTransaction,
     keyring: std::sync::Arc<crate::Keyring>,
+    /// The events of the savepoints released so far, written by [`BatchTx::commit`].
+    events: PendingEvents,
 }
 
 impl Store {
-    /// Open a batch transaction over `links` (the links its deliveries change), taking the
-    /// cursor-order lock once for all the events it will append.
+    /// Open a batch transaction over `links` (the links its deliveries change).
     ///
-    /// The links' rows are locked first, in id order, and the cursor-order lock only then: every
-    /// other writer locks its link's row before it appends (and so before it waits for that
-    /// lock), and batches lock rows in one order, so no two transactions wait on each other in
-    /// a cycle.
+    /// The links' rows are locked first, in id order, and the cursor-order lock only at commit:
+    /// every other writer locks its link's row before it appends (and so before it waits for
+    /// that lock), and batches lock rows in one order, so no two transactions wait on each
+    /// other in a cycle.
     pub async fn begin_batch(&self, links: &[LinkId]) -> Result<BatchTx> {
         let txn = self.db.begin().await?;
         if txn.get_database_backend() == DatabaseBackend::Postgres && !links.is_empty() {
@@ -48,10 +54,10 @@ impl Store {
                 .all(&txn)
                 .await?;
         }
-        take_append_lock(&txn).await?;
         Ok(BatchTx {
             txn,
             keyring: self.keyring.clone(),
+            events: PendingEvents::default(),
         })
     }
 }
@@ -66,7 +72,11 @@ impl BatchTx {
         id: &LinkId,
     ) -> Result<Option<LinkTx>> {
         let savepoint = self.txn.begin().await?;
-        LinkTx::open(savepoint, self.keyring.clone(), tenant, id, true).await
+        let appends = Appends::ToBatch {
+            held: Vec::new(),
+            batch: self.events.clone(),
+        };
+        LinkTx::open(savepoint, self.keyring.clone(), tenant, id, appends).await
     }
 
     /// Settle a leased delivery (dead-lettered or unmatched) with the batch; `false` when
@@ -93,8 +103,12 @@ impl BatchTx {
         retry(&self.txn, id, owner, error, retry_at).await
     }
 
-    pub async fn commit(self) -> Result<()> {
+    /// Write the events of every savepoint released into the batch (taking the cursor-order
+    /// lock), then commit. Returns those events with their cursors, in the order appended.
+    pub async fn commit(self) -> Result<Vec<Event>> {
+        let pending = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
+        let events = insert_pending_events(&self.txn, pending).await?;
         self.txn.commit().await?;
-        Ok(())
+        Ok(events)
     }
 }

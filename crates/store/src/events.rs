@@ -7,9 +7,10 @@ use coverwatch_core::{
     Event, EventId, EventKind, EventPayload, Link, LinkId, ProviderDetail, TenantId, UserId,
 };
 use futures::StreamExt;
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement,
+    QuerySelect, QueryTrait, Set, Statement,
 };
 
 use crate::entities::event;
@@ -49,7 +50,9 @@ pub struct EventFilter {
 /// A sequence hands out numbers at insert time but transactions commit in any order, so a
 /// reader could see cursor 11 committed while 10 is still in flight, move past 10 and never see
 /// it. Holding this lock from the insert until commit makes commit order equal cursor order.
-/// Transactions that append events are short (no vendor calls inside), so the queue is short.
+/// Transactions that append events are short (no vendor calls inside), so the queue is short;
+/// a batch shortens its turn further by taking the lock only to append its events and commit
+/// (see [`insert_pending_events`]).
 const EVENT_APPEND_LOCK: i64 = 0x636f_7665_7277_6174; // "coverwat"
 
 /// The PostgreSQL channel on which committed event cursors are announced.
@@ -97,8 +100,8 @@ pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<
 }
 
 /// Take the cursor-order lock for the rest of the transaction `conn` is in (PostgreSQL; SQLite
-/// has one writer at a time anyway). A batch takes it once in its outer transaction, before
-/// any savepoint: a lock taken inside a savepoint is released when that savepoint rolls back.
+/// has one writer at a time anyway). A batch takes it once in its outer transaction, after its
+/// savepoints: a lock taken inside a savepoint is released when that savepoint rolls back.
 pub(crate) async fn take_append_lock<C: ConnectionTrait>(conn: &C) -> Result<()> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute(Statement::from_sql_and_values(
@@ -128,52 +131,132 @@ pub(crate) async fn insert_event_under_lock<C: ConnectionTrait>(
     link: &Link,
     new: NewEvent,
 ) -> Result<Event> {
-    let id = EventId::new();
-    let recorded_at = now_ms();
-    let payload = seal_payload(keyring, &id.to_string(), &new.payload)?;
-    let detail =
-        serde_json::to_string(&new.detail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let result = event::Entity::insert(event::ActiveModel {
-        cursor: sea_orm::NotSet,
-        id: Set(id.to_string()),
-        tenant_id: Set(link.tenant_id.to_string()),
-        link_id: Set(link.id.to_string()),
-        user_id: Set(link.user_id.to_string()),
-        provider: Set(link.provider.to_string()),
-        kind: Set(new.payload.kind().to_string()),
-        occurred_at: Set(to_ms(new.occurred_at)),
-        recorded_at: Set(recorded_at),
-        payload: Set(payload),
-        detail: Set(detail),
-        delivery_id: Set(new.delivery_id.map(|d| d.to_string())),
+    let PendingEvent { row, event } = PendingEvent::seal(keyring, link, new)?;
+    let result = event::Entity::insert(row).exec(conn).await?;
+    notify_appended(conn, result.last_insert_id).await?;
+    Ok(Event {
+        cursor: result.last_insert_id,
+        ..event
     })
-    .exec(conn)
-    .await?;
+}
+
+/// Announce `cursor` to every replica listening, at commit: their streams wake at once instead
+/// of at their next poll. Never delivered if the transaction rolls back. A cursor stands for
+/// every one below it, since those committed first (the cursor-order lock).
+async fn notify_appended<C: ConnectionTrait>(conn: &C, cursor: i64) -> Result<()> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
-        // Delivered at commit, to every replica listening: their streams wake at once instead
-        // of at their next poll. Never delivered if the transaction rolls back.
         conn.execute(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             "SELECT pg_notify($1, $2)",
-            [
-                EVENTS_CHANNEL.into(),
-                result.last_insert_id.to_string().into(),
-            ],
+            [EVENTS_CHANNEL.into(), cursor.to_string().into()],
         ))
         .await?;
     }
-    Ok(Event {
-        cursor: result.last_insert_id,
-        id,
-        tenant_id: link.tenant_id.clone(),
-        link_id: link.id,
-        user_id: link.user_id.clone(),
-        provider: link.provider,
-        occurred_at: new.occurred_at,
-        recorded_at: from_ms(recorded_at),
-        payload: new.payload,
-        detail: new.detail,
-    })
+    Ok(())
+}
+
+/// An event sealed and ready to be written, still without its cursor: a batch holds its
+/// deliveries' events until it commits (see [`insert_pending_events`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEvent {
+    row: event::ActiveModel,
+    /// The event as its caller sees it, `cursor` 0 until it is written.
+    event: Event,
+}
+
+impl PendingEvent {
+    pub(crate) fn seal(keyring: &Keyring, link: &Link, new: NewEvent) -> Result<Self> {
+        let id = EventId::new();
+        let recorded_at = now_ms();
+        let payload = seal_payload(keyring, &id.to_string(), &new.payload)?;
+        let detail =
+            serde_json::to_string(&new.detail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = event::ActiveModel {
+            cursor: sea_orm::NotSet,
+            id: Set(id.to_string()),
+            tenant_id: Set(link.tenant_id.to_string()),
+            link_id: Set(link.id.to_string()),
+            user_id: Set(link.user_id.to_string()),
+            provider: Set(link.provider.to_string()),
+            kind: Set(new.payload.kind().to_string()),
+            occurred_at: Set(to_ms(new.occurred_at)),
+            recorded_at: Set(recorded_at),
+            payload: Set(payload),
+            detail: Set(detail),
+            delivery_id: Set(new.delivery_id.map(|d| d.to_string())),
+        };
+        let event = Event {
+            cursor: 0,
+            id,
+            tenant_id: link.tenant_id.clone(),
+            link_id: link.id,
+            user_id: link.user_id.clone(),
+            provider: link.provider,
+            occurred_at: new.occurred_at,
+            recorded_at: from_ms(recorded_at),
+            payload: new.payload,
+            detail: new.detail,
+        };
+        Ok(Self { row, event })
+    }
+
+    /// The event as its caller sees it; its cursor is 0 until it is written.
+    pub(crate) fn event(&self) -> &Event {
+        &self.event
+    }
+}
+
+/// Rows per insert of pending events: 12 values each, well below SQLite's limit of 32,766
+/// bound variables per statement.
+const PENDING_EVENTS_PER_INSERT: usize = 500;
+
+/// Write `pending` in their order, taking the cursor-order lock first: the caller commits right
+/// after (nothing else may follow in the transaction, since every statement after this one
+/// lengthens the time other appenders wait). Returns the events with their cursors.
+///
+/// Why this keeps cursor order equal to commit order although the batch did all of its other
+/// work without the lock: cursors are handed out only here, with the lock held, and the lock
+/// is held until commit. So every cursor below ours was handed out to a transaction that
+/// released the lock (committed or rolled back) before we took it, and none above ours can
+/// commit before us. Nothing in the batch reads its own events before commit, so holding them
+/// in memory until now changes nothing the batch sees.
+pub(crate) async fn insert_pending_events<C: ConnectionTrait>(
+    conn: &C,
+    pending: Vec<PendingEvent>,
+) -> Result<Vec<Event>> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    take_append_lock(conn).await?;
+    let mut written = Vec::with_capacity(pending.len());
+    for chunk in pending.chunks(PENDING_EVENTS_PER_INSERT) {
+        let mut insert =
+            event::Entity::insert_many(chunk.iter().map(|p| p.row.clone())).into_query();
+        insert.returning(Query::returning().columns([event::Column::Id, event::Column::Cursor]));
+        let rows = conn
+            .query_all(conn.get_database_backend().build(&insert))
+            .await?;
+        let mut cursors = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            cursors.insert(
+                row.try_get::<String>("", "id")?,
+                row.try_get::<i64>("", "cursor")?,
+            );
+        }
+        for p in chunk {
+            let cursor = *cursors.get(&p.event.id.to_string()).ok_or_else(|| {
+                StoreError::Database(format!("event {} was not written", p.event.id))
+            })?;
+            written.push(Event {
+                cursor,
+                ..p.event.clone()
+            });
+        }
+    }
+    if let Some(last) = written.iter().map(|e| e.cursor).max() {
+        notify_appended(conn, last).await?;
+    }
+    Ok(written)
 }
 
 /// A stored event as read, before its payload is opened and its columns parsed.

@@ -1,13 +1,20 @@
 //! Group commit: many callers' writes share one transaction. Each caller queues its item and
-//! waits; a single writer task takes whatever is queued, commits it in one batch, and answers
-//! every caller with its own result. While one batch commits, the next one queues up behind it
-//! (the classic leader/follower scheme), so under load batches grow by themselves and no caller
-//! waits for a timer; when idle, a lone item is committed at once.
+//! waits; a writer task takes whatever is queued, commits it in one batch, and answers every
+//! caller with its own result. While one batch commits, the next one queues up behind it (the
+//! classic leader/follower scheme), so under load batches grow by themselves and no caller waits
+//! for a timer; when idle, a lone item is committed at once.
+//!
+//! Several writers may share one queue ([`GroupCommitConfig::writers`]): a writer holds the queue
+//! only while it gathers its batch and lets go of it before committing, so the next writer
+//! gathers what arrives meanwhile and commits beside it. A commit is mostly waiting (a round trip,
+//! a flush to disk), so on a database that takes concurrent writers several commits in flight
+//! take in more than one; each batch is still one transaction, and what makes a write happen
+//! once (a unique key) is the database's, so it holds across writers as within one.
 //!
 //! The queue is bounded: past its capacity a caller is refused at once ([`StoreError::QueueFull`])
-//! instead of being buffered without limit. A panic in the writer fails only the batch it was
+//! instead of being buffered without limit. A panic in a writer fails only the batch it was
 //! committing (those callers' answer channels are dropped, which they report as the database
-//! being unavailable) and the writer is started again.
+//! being unavailable) and that writer is started again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +35,8 @@ pub struct GroupCommitConfig {
     pub max_wait: Duration,
     /// Items that may wait for the writer; one more is refused with [`StoreError::QueueFull`].
     pub queue_capacity: usize,
+    /// Batches committed at the same time, each by a writer of its own (at least one).
+    pub writers: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -36,9 +45,14 @@ impl Default for GroupCommitConfig {
             max_batch: 256,
             max_wait: Duration::ZERO,
             queue_capacity: 4096,
+            writers: DEFAULT_WRITERS,
         }
     }
 }
+
+/// Writers by default, where the database takes concurrent writers (see `ingest.writers` in the
+/// README for the measurement behind it).
+pub const DEFAULT_WRITERS: usize = 2;
 
 type CommitFuture<R> = Pin<Box<dyn Future<Output = Vec<Result<R>>> + Send>>;
 
@@ -67,12 +81,14 @@ impl<T, R> Clone for GroupCommitter<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> GroupCommitter<T, R> {
-    /// Start the writer on the current tokio runtime.
+    /// Start the writers on the current tokio runtime.
     pub(crate) fn start(config: GroupCommitConfig, commit: CommitFn<T, R>) -> Self {
         let capacity = config.queue_capacity.max(1);
         let (queue, receiver) = mpsc::channel(capacity);
         let receiver = Arc::new(Mutex::new(receiver));
-        tokio::spawn(supervise(receiver, commit, config));
+        for _ in 0..config.writers.max(1) {
+            tokio::spawn(supervise(receiver.clone(), commit.clone(), config));
+        }
         Self { queue, capacity }
     }
 
@@ -129,30 +145,10 @@ async fn write_batches<T, R>(
     config: GroupCommitConfig,
 ) {
     let max_batch = config.max_batch.max(1);
-    // Held for the writer's life; a panicking writer's guard is released while unwinding
-    // (tokio's mutex is not poisoned), so its successor takes the queue over.
-    let mut receiver = receiver.lock().await;
     loop {
-        let Some(first) = receiver.recv().await else {
+        let Some(batch) = gather(&receiver, max_batch, config.max_wait).await else {
             return;
         };
-        let mut batch = Vec::with_capacity(max_batch.min(64));
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if !config.max_wait.is_zero() && batch.len() < max_batch {
-            let until = tokio::time::Instant::now() + config.max_wait;
-            while batch.len() < max_batch {
-                match tokio::time::timeout_at(until, receiver.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                }
-            }
-        }
         let (items, replies): (Vec<T>, Vec<oneshot::Sender<Result<R>>>) =
             batch.into_iter().map(|job| (job.item, job.reply)).unzip();
         // If the commit panics, `replies` is dropped while unwinding: every caller of this
@@ -169,6 +165,37 @@ async fn write_batches<T, R>(
             let _ = reply.send(result);
         }
     }
+}
+
+/// The next batch: the first job to arrive, whatever queued behind it, and (with `max_wait`)
+/// what arrives within that wait. `None` once every caller is gone. The queue is held only
+/// while gathering, never while committing, so other writers gather the next batches meanwhile;
+/// nothing here can panic with the guard held, and tokio's mutex is not poisoned anyway.
+async fn gather<T, R>(
+    receiver: &Mutex<mpsc::Receiver<Job<T, R>>>,
+    max_batch: usize,
+    max_wait: Duration,
+) -> Option<Vec<Job<T, R>>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut batch = Vec::with_capacity(max_batch.min(64));
+    batch.push(first);
+    while batch.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    if !max_wait.is_zero() && batch.len() < max_batch {
+        let until = tokio::time::Instant::now() + max_wait;
+        while batch.len() < max_batch {
+            match tokio::time::timeout_at(until, receiver.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                _ => break,
+            }
+        }
+    }
+    Some(batch)
 }
 
 #[cfg(test)]
@@ -217,6 +244,13 @@ mod tests {
         )
     }
 
+    fn one_writer() -> GroupCommitConfig {
+        GroupCommitConfig {
+            writers: 1,
+            ..GroupCommitConfig::default()
+        }
+    }
+
     async fn until(what: &str, mut check: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !check() {
@@ -230,7 +264,7 @@ mod tests {
     async fn writes_queued_during_a_commit_share_the_next_one_and_each_gets_its_own_answer() {
         let recorder = Arc::new(Recorder::default());
         recorder.held.store(true, Ordering::SeqCst);
-        let commits = committer(recorder.clone(), GroupCommitConfig::default());
+        let commits = committer(recorder.clone(), one_writer());
         let first = tokio::spawn({
             let commits = commits.clone();
             async move { commits.submit(1).await }
@@ -270,7 +304,7 @@ mod tests {
         recorder.held.store(true, Ordering::SeqCst);
         let config = GroupCommitConfig {
             max_batch: 4,
-            ..GroupCommitConfig::default()
+            ..one_writer()
         };
         let commits = committer(recorder.clone(), config);
         let handles: Vec<_> = (0..11)
@@ -302,7 +336,7 @@ mod tests {
         let config = GroupCommitConfig {
             max_batch: 1,
             queue_capacity: 2,
-            ..GroupCommitConfig::default()
+            ..one_writer()
         };
         let commits = committer(recorder.clone(), config);
         let first = tokio::spawn({
@@ -332,6 +366,50 @@ mod tests {
         for (i, handle) in (2..=3).zip(queued) {
             assert_eq!(handle.await.unwrap().unwrap(), i * 2);
         }
+    }
+
+    #[tokio::test]
+    async fn with_two_writers_a_slow_commit_does_not_hold_up_the_next_batches() {
+        let gate = Arc::new(Notify::new());
+        let slow_entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let commits: GroupCommitter<u32, u32> = GroupCommitter::start(
+            GroupCommitConfig {
+                writers: 2,
+                ..GroupCommitConfig::default()
+            },
+            Arc::new({
+                let (gate, slow_entered) = (gate.clone(), slow_entered.clone());
+                move |items: Vec<u32>| {
+                    let (gate, slow_entered) = (gate.clone(), slow_entered.clone());
+                    Box::pin(async move {
+                        if items.contains(&100) {
+                            slow_entered.store(true, Ordering::SeqCst);
+                            gate.notified().await;
+                        }
+                        items.into_iter().map(|i| Ok(i + 1)).collect()
+                    })
+                }
+            }),
+        );
+        let slow = tokio::spawn({
+            let commits = commits.clone();
+            async move { commits.submit(100).await }
+        });
+        until("the slow commit started", || {
+            slow_entered.load(Ordering::SeqCst)
+        })
+        .await;
+        // Each answered while the batch holding 100 is still committing: the other writer
+        // took them.
+        for i in 0..5 {
+            let answered = tokio::time::timeout(Duration::from_secs(10), commits.submit(i))
+                .await
+                .expect("answered beside the slow commit");
+            assert_eq!(answered.unwrap(), i + 1);
+        }
+        assert!(!slow.is_finished());
+        gate.notify_one();
+        assert_eq!(slow.await.unwrap().unwrap(), 101);
     }
 
     #[tokio::test]

@@ -128,6 +128,13 @@ impl Store {
     pub fn ingest_queue(&self, config: GroupCommitConfig) -> IngestQueue {
         let config = GroupCommitConfig {
             max_batch: config.max_batch.clamp(1, MAX_INGEST_BATCH),
+            // SQLite has one write lock: a second writer would only wait on it (in busy-wait
+            // sleeps), taking time from the first.
+            writers: if self.has_concurrent_writers() {
+                config.writers.max(1)
+            } else {
+                1
+            },
             ..config
         };
         let store = self.clone();
@@ -233,6 +240,9 @@ impl Store {
             )
             .returning_col(inbox::Column::Id);
         // In arrival order: `seq` keeps one link's deliveries in the order they were received.
+        // With several writers, two deliveries in flight at once may take their `seq` in either
+        // order (neither was received before the other was sent), but a delivery acknowledged
+        // before another arrives always has the lower one: it took it before its commit.
         for row in rows {
             if seen.insert((row.provider.as_str(), row.dedupe_key.as_str())) {
                 insert

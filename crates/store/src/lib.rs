@@ -227,6 +227,12 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// Whether transactions may write side by side (PostgreSQL), rather than one at a time
+    /// behind a single write lock (SQLite): more concurrent writers only help in the first case.
+    pub fn has_concurrent_writers(&self) -> bool {
+        self.backend() == DatabaseBackend::Postgres
+    }
+
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
         self.db

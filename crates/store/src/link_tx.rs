@@ -15,7 +15,7 @@ use sea_orm::{
 use secrecy::SecretString;
 
 use crate::entities::{link, link_credential, link_external_id};
-use crate::events::{NewEvent, insert_event, insert_event_under_lock};
+use crate::events::{NewEvent, PendingEvent, insert_event};
 use crate::inbox::{DeliveryStatus, settle};
 use crate::links::{
     LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets, seal_session_url,
@@ -33,9 +33,25 @@ pub struct LinkTx {
     changed: bool,
     /// Whether this transaction stored a new version of a current-term policy.
     policies_changed: bool,
-    /// Whether the enclosing batch took the cursor-order lock already.
-    append_lock_held: bool,
+    /// Where appended events go.
+    appends: Appends,
 }
+
+/// How a [`LinkTx`] appends events.
+pub(crate) enum Appends {
+    /// Written at once, taking the cursor-order lock until commit (a transaction of its own).
+    Now,
+    /// Held, and handed to the enclosing batch when this savepoint is released; the batch writes
+    /// them all under the cursor-order lock just before it commits (see `BatchTx::commit`).
+    /// Dropped with the savepoint when it rolls back.
+    ToBatch {
+        held: Vec<PendingEvent>,
+        batch: PendingEvents,
+    },
+}
+
+/// A batch's events, from the savepoints released into it, in the order they were appended.
+pub(crate) type PendingEvents = std::sync::Arc<std::sync::Mutex<Vec<PendingEvent>>>;
 
 impl Store {
     /// Open a transaction on a link, locking its row. `None` when the tenant has no such link.
@@ -45,19 +61,18 @@ impl Store {
         id: &LinkId,
     ) -> Result<Option<LinkTx>> {
         let txn = self.db.begin().await?;
-        LinkTx::open(txn, self.keyring.clone(), tenant, id, false).await
+        LinkTx::open(txn, self.keyring.clone(), tenant, id, Appends::Now).await
     }
 }
 
 impl LinkTx {
     /// Lock the link's row in `txn` (a transaction, or a savepoint of a batch) and read it.
-    /// `append_lock_held`: the enclosing transaction already holds the cursor-order lock.
     pub(crate) async fn open(
         txn: DatabaseTransaction,
         keyring: std::sync::Arc<Keyring>,
         tenant: &TenantId,
         id: &LinkId,
-        append_lock_held: bool,
+        appends: Appends,
     ) -> Result<Option<LinkTx>> {
         let mut query = link::Entity::find_by_id(id.to_string())
             .filter(link::Column::TenantId.eq(tenant.as_str()));
@@ -85,7 +100,7 @@ impl LinkTx {
             keyring,
             changed: false,
             policies_changed: false,
-            append_lock_held,
+            appends,
         }))
     }
 }
@@ -359,11 +374,17 @@ impl LinkTx {
         self.put_secrets(forget).await
     }
 
+    /// Append an event. Inside a batch it is written when the batch commits, and the event
+    /// returned here has no cursor yet (0): the batch's commit answers the written events.
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
-        if self.append_lock_held {
-            insert_event_under_lock(&self.txn, &self.keyring, &self.record.link, event).await
-        } else {
-            insert_event(&self.txn, &self.keyring, &self.record.link, event).await
+        match &mut self.appends {
+            Appends::Now => insert_event(&self.txn, &self.keyring, &self.record.link, event).await,
+            Appends::ToBatch { held, .. } => {
+                let pending = PendingEvent::seal(&self.keyring, &self.record.link, event)?;
+                let event = pending.event().clone();
+                held.push(pending);
+                Ok(event)
+            }
         }
     }
 
@@ -460,6 +481,10 @@ impl LinkTx {
             record.link.updated_at = crate::from_ms(now);
         }
         self.txn.commit().await?;
+        if let Appends::ToBatch { held, batch } = self.appends {
+            // Released into the batch: its events are the batch's now.
+            batch.lock().unwrap_or_else(|p| p.into_inner()).extend(held);
+        }
         Ok(record)
     }
 }

@@ -300,3 +300,104 @@ async fn with_the_database_gone_every_waiting_delivery_is_unavailable_and_nothin
     assert_eq!(keys, HashSet::from(["id:before".to_owned()]));
     db.drop().await;
 }
+
+/// Several writers commit side by side (PostgreSQL), and what keeps a delivery from being
+/// stored twice is the database's unique key, not the writer: two copies of one delivery in two
+/// writers' transactions at the same moment are one row, and the second is answered duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_of_one_delivery_in_different_writers_at_once_are_one_row_and_one_duplicate() {
+    use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+    let db = Db::new().await;
+    let queue = db.store.ingest_queue(GroupCommitConfig {
+        writers: 4,
+        ..GroupCommitConfig::default()
+    });
+    if db.url.starts_with("postgres") {
+        // An uncommitted row with the same key, on a connection of its own: each writer's
+        // insert of that key waits on it, so both copies are seen in flight in two writers'
+        // transactions at once before it is rolled back and the writers race for the key.
+        let conn = sea_orm::Database::connect(db.url.as_str()).await.unwrap();
+        let blocker = conn.begin().await.unwrap();
+        blocker
+            .execute_unprepared(
+                "INSERT INTO inbox (id, provider, dedupe_key, path, headers, status, attempts, \
+                 received_at, next_attempt_at) \
+                 VALUES ('blocker', 'canopy', 'id:same', '', '[]', 'pending', 0, 0, 0)",
+            )
+            .await
+            .unwrap();
+        let waiting_writers = || async {
+            let row = conn
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO \"inbox\"%'",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        };
+        let mut copies = Vec::new();
+        for expected in 1..=2 {
+            let queue = queue.clone();
+            copies.push(tokio::spawn(
+                async move { queue.ingest(delivery("same")).await },
+            ));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while waiting_writers().await < expected {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "copy {expected} is not waiting in a writer of its own"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        blocker.rollback().await.unwrap();
+        let mut answers = Vec::new();
+        for copy in copies {
+            answers.push(copy.await.unwrap().expect("answered"));
+        }
+        let stored = answers
+            .iter()
+            .filter(|a| matches!(a, Ingested::Stored(_)))
+            .count();
+        assert_eq!(stored, 1, "{answers:?}");
+        assert!(answers.contains(&Ingested::Duplicate), "{answers:?}");
+        conn.close().await.unwrap();
+    } else {
+        queue.ingest(delivery("same")).await.unwrap();
+    }
+
+    // Many copies of a few deliveries all at once, spread over the writers as they come.
+    const KEYS: usize = 8;
+    const COPIES: usize = 16;
+    let tasks: Vec<_> = (0..KEYS * COPIES)
+        .map(|i| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let key = i % KEYS;
+                (key, queue.ingest(delivery(&format!("many-{key}"))).await)
+            })
+        })
+        .collect();
+    let mut stored = vec![0; KEYS];
+    let mut duplicates = vec![0; KEYS];
+    for task in tasks {
+        match task.await.unwrap() {
+            (key, Ok(Ingested::Stored(_))) => stored[key] += 1,
+            (key, Ok(Ingested::Duplicate)) => duplicates[key] += 1,
+            (key, Err(e)) => panic!("many-{key}: {e}"),
+        }
+    }
+    assert_eq!(stored, vec![1; KEYS]);
+    assert_eq!(duplicates, vec![COPIES - 1; KEYS]);
+    assert_eq!(
+        db.reader
+            .count_deliveries(ProviderKind::Canopy)
+            .await
+            .unwrap(),
+        1 + KEYS as u64
+    );
+    db.drop().await;
+}

@@ -152,6 +152,7 @@ fn worker_config(config: &Config) -> WorkerConfig {
     WorkerConfig {
         concurrency: w.concurrency,
         batch: w.batch_size,
+        batches_in_flight: w.batches_in_flight,
         max_attempts: w.max_attempts,
         lease: Duration::from_secs(w.lease_seconds),
         process_timeout: Duration::from_secs(w.process_timeout_seconds),

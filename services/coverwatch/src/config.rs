@@ -26,6 +26,8 @@ pub const MAX_RECHECK_MINUTES: u64 = 365 * 24 * 60;
 /// Deliveries claimed and committed together; one transaction holds the cursor-order lock for
 /// all of them, so past some size a batch only makes every stream wait longer.
 pub const MAX_BATCH_SIZE: u64 = 1000;
+/// Most `worker.batches_in_flight`: each holds a pooled connection while its batch commits.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -265,6 +267,8 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Deliveries claimed at once and committed in one transaction.
     pub batch_size: u64,
+    /// Batches worked on side by side (PostgreSQL; SQLite always has one).
+    pub batches_in_flight: usize,
     pub max_attempts: u32,
     pub lease_seconds: u64,
     pub retry_initial_ms: u64,
@@ -279,6 +283,7 @@ impl Default for WorkerSettings {
         Self {
             concurrency: 8,
             batch_size: 32,
+            batches_in_flight: 2,
             max_attempts: 8,
             lease_seconds: 60,
             retry_initial_ms: 1_000,
@@ -359,11 +364,15 @@ pub struct IngestSettings {
     pub max_wait_us: u64,
     /// Deliveries that may wait to be written; one more is answered 503 with Retry-After.
     pub queue_capacity: usize,
+    /// Group commits in flight at once on PostgreSQL (SQLite always has one: one write lock).
+    pub writers: usize,
 }
 
 /// Longest `ingest.max_wait_us`: every acknowledgement waits up to this long.
 const MAX_INGEST_WAIT_US: u64 = 100_000;
 const MAX_INGEST_QUEUE: usize = 1_000_000;
+/// Most `ingest.writers`: each holds a pooled connection while it commits.
+const MAX_INGEST_WRITERS: usize = 16;
 
 impl Default for IngestSettings {
     fn default() -> Self {
@@ -372,6 +381,7 @@ impl Default for IngestSettings {
             max_batch: defaults.max_batch,
             max_wait_us: defaults.max_wait.as_micros() as u64,
             queue_capacity: defaults.queue_capacity,
+            writers: defaults.writers,
         }
     }
 }
@@ -400,6 +410,13 @@ impl IngestSettings {
                 format!("must be 1 to {MAX_INGEST_QUEUE}"),
             ));
         }
+        if !(1..=MAX_INGEST_WRITERS).contains(&self.writers) {
+            return Err(ConfigError::invalid(
+                "ingest.writers",
+                self.writers.to_string(),
+                format!("must be 1 to {MAX_INGEST_WRITERS}"),
+            ));
+        }
         Ok(())
     }
 
@@ -408,6 +425,7 @@ impl IngestSettings {
             max_batch: self.max_batch,
             max_wait: std::time::Duration::from_micros(self.max_wait_us),
             queue_capacity: self.queue_capacity,
+            writers: self.writers,
         }
     }
 }
@@ -770,6 +788,13 @@ impl Config {
                 "worker.batch_size",
                 w.batch_size.to_string(),
                 format!("must be 1 to {MAX_BATCH_SIZE}"),
+            ));
+        }
+        if !(1..=MAX_BATCHES_IN_FLIGHT).contains(&w.batches_in_flight) {
+            return Err(ConfigError::invalid(
+                "worker.batches_in_flight",
+                w.batches_in_flight.to_string(),
+                format!("must be 1 to {MAX_BATCHES_IN_FLIGHT}"),
             ));
         }
         if w.max_attempts == 0 {

@@ -1,0 +1,209 @@
+//! A batch transaction's events (SQLite by default, PostgreSQL when
+//! `COVERWATCH_TEST_DATABASE_URL` is set): they are written when the batch commits, in the order
+//! they were appended, only for the savepoints released into it; and on PostgreSQL the batch
+//! takes the cursor-order lock only then, so other writers append while it works, and cursor
+//! order stays commit order.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use coverwatch_core::event::EventPayload;
+use coverwatch_core::{EventId, LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_store::{ConnectOptions, EventFilter, NewEvent, NewLink, Store, testing};
+
+struct Db {
+    store: Store,
+    url: String,
+}
+
+impl Db {
+    async fn new() -> Self {
+        let url = testing::fresh_database_url().await;
+        let store = Store::connect(&ConnectOptions::new(url.clone()), testing::keyring())
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        Self { store, url }
+    }
+
+    async fn drop(self) {
+        self.store.close().await;
+        testing::drop_database(&self.url).await;
+    }
+}
+
+fn tenant() -> TenantId {
+    "batch".parse().unwrap()
+}
+
+async fn new_link(store: &Store, user: &str) -> LinkId {
+    let id = LinkId::new();
+    store
+        .create_link(
+            NewLink {
+                id,
+                tenant_id: tenant(),
+                user_id: user.parse().unwrap(),
+                provider: ProviderKind::Axle,
+                metadata: BTreeMap::new(),
+                session_url: None,
+                webhook_token_hash: Some(format!("hash-{id}")),
+                session_proof_hash: Some(format!("proof-{id}")),
+                replaces_link_id: None,
+                requirement_set_id: None,
+                created_at: Utc::now(),
+                caller_trace: None,
+            },
+            NewEvent::now(EventPayload::Exited { step: None }),
+        )
+        .await
+        .expect("create link");
+    id
+}
+
+fn completed() -> NewEvent {
+    NewEvent::now(EventPayload::Completed {
+        account_external_id: None,
+        policy_external_ids: vec![],
+    })
+}
+
+/// Every event of the tenant after `after`, as (cursor, id), in cursor order.
+async fn log_after(store: &Store, after: i64) -> Vec<(i64, EventId)> {
+    store
+        .list_events(&tenant(), after, &EventFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.cursor, e.id))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order() {
+    let db = Db::new().await;
+    let store = &db.store;
+    let links = [
+        new_link(store, "one").await,
+        new_link(store, "two").await,
+        new_link(store, "three").await,
+    ];
+    let start = log_after(store, 0).await.last().unwrap().0;
+
+    let batch = store.begin_batch(&links).await.unwrap();
+    let mut kept = Vec::new();
+    {
+        let mut tx = batch
+            .begin_link_update(&tenant(), &links[0])
+            .await
+            .unwrap()
+            .unwrap();
+        kept.push(tx.append_event(completed()).await.unwrap().id);
+        tx.set_state(LinkState::Active);
+        kept.push(tx.append_event(completed()).await.unwrap().id);
+        tx.commit().await.unwrap();
+    }
+    {
+        // Rolled back: its event must never be written.
+        let mut tx = batch
+            .begin_link_update(&tenant(), &links[1])
+            .await
+            .unwrap()
+            .unwrap();
+        tx.append_event(completed()).await.unwrap();
+        drop(tx);
+    }
+    {
+        let mut tx = batch
+            .begin_link_update(&tenant(), &links[2])
+            .await
+            .unwrap()
+            .unwrap();
+        kept.push(tx.append_event(completed()).await.unwrap().id);
+        tx.commit().await.unwrap();
+    }
+    let written = batch.commit().await.unwrap();
+    assert_eq!(written.iter().map(|e| e.id).collect::<Vec<_>>(), kept);
+    let cursors: Vec<i64> = written.iter().map(|e| e.cursor).collect();
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]) && cursors[0] > start,
+        "cursors in the order appended, after the log's end: {cursors:?}"
+    );
+    let logged = log_after(store, start).await;
+    assert_eq!(
+        logged,
+        written.iter().map(|e| (e.cursor, e.id)).collect::<Vec<_>>(),
+        "the log holds exactly the released savepoints' events, with the cursors answered"
+    );
+    assert_eq!(
+        store
+            .get_link(&tenant(), &links[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .link
+            .state,
+        LinkState::Active
+    );
+    db.drop().await;
+}
+
+/// PostgreSQL: a batch that has done its work but not yet committed does not hold up another
+/// link's transaction appending an event (the batch has not taken the cursor-order lock yet),
+/// and the batch, committing after it, gets the higher cursors: a reader that has seen the
+/// other event never misses the batch's.
+#[tokio::test]
+async fn a_batch_at_work_does_not_hold_up_other_appenders_and_commits_in_cursor_order() {
+    let db = Db::new().await;
+    if !db.url.starts_with("postgres") {
+        // SQLite has one writer at a time: the other transaction waits for the batch anyway.
+        db.drop().await;
+        return;
+    }
+    let store = &db.store;
+    let (batched, other) = (
+        new_link(store, "batched").await,
+        new_link(store, "other").await,
+    );
+    let start = log_after(store, 0).await.last().unwrap().0;
+
+    let batch = store.begin_batch(&[batched]).await.unwrap();
+    let mut tx = batch
+        .begin_link_update(&tenant(), &batched)
+        .await
+        .unwrap()
+        .unwrap();
+    let in_batch = tx.append_event(completed()).await.unwrap().id;
+    tx.commit().await.unwrap();
+
+    let alone = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut tx = store
+            .begin_link_update(&tenant(), &other)
+            .await
+            .unwrap()
+            .unwrap();
+        let event = tx.append_event(completed()).await.unwrap();
+        tx.commit().await.unwrap();
+        event
+    })
+    .await
+    .expect("another link's append is not held up by a batch at work");
+    assert_eq!(
+        log_after(store, start).await,
+        vec![(alone.cursor, alone.id)]
+    );
+
+    let written = batch.commit().await.unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].id, in_batch);
+    assert!(
+        written[0].cursor > alone.cursor,
+        "{written:?} after {alone:?}"
+    );
+    assert_eq!(
+        log_after(store, alone.cursor).await,
+        vec![(written[0].cursor, in_batch)]
+    );
+    db.drop().await;
+}
