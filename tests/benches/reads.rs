@@ -53,7 +53,12 @@ async fn measure(store: &Store, links: i64, samples: usize) -> Figures {
     let link = |n: i64| dataset::link_id(n).parse().unwrap();
     read!("GetLink", |n| store.get_link(&tenant, &link(n)));
     read!("GetPolicy (latest version of one policy)", |n| store
-        .latest_policy(&tenant, &link(n), "pol-0", PolicyTerm::Current));
+        .latest_policy(
+            &tenant,
+            &link(n),
+            "pol-0",
+            PolicyTerm::Current
+        ));
     read!("ListPolicies (latest of each policy)", |n| store
         .latest_policies(&tenant, &link(n), PolicyTerm::Current));
     read!("ListEvents by link, page 100", |n| store.list_events(
