@@ -97,6 +97,7 @@ async fn watch(client: &mut Client, link: &str) -> tonic::Streaming<v1::Event> {
             after_cursor: 0,
             filter: None,
             page_size: 1000,
+            ..Default::default()
         })
         .await
         .expect("ListEvents")
@@ -108,7 +109,7 @@ async fn watch(client: &mut Client, link: &str) -> tonic::Streaming<v1::Event> {
         .watch_events(v1::WatchEventsRequest {
             after_cursor,
             filter: Some(v1::EventFilter {
-                link_id: link.to_owned(),
+                link_id: Some(link.to_owned()),
                 ..Default::default()
             }),
             consumer: None,
