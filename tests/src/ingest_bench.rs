@@ -19,7 +19,8 @@
 //! - the read path: `BENCH_CALLS` (default 20000) `GetPolicy` calls for a stored policy from
 //!   `BENCH_CONCURRENCY` callers, each on its own tonic channel (its own HTTP/2 connection, as
 //!   separate client processes would be), next to the same calls to a hello-world: a bare tonic
-//!   server answering only `grpc.health.v1.Health/Check`;
+//!   server answering only `grpc.health.v1.Health/Check`; `BENCH_POLICY_CACHE_MS=0` measures
+//!   `GetPolicy` with its cache off (every call a database read);
 //!
 //! and the ratios against the targets of issue 14.
 
@@ -475,7 +476,11 @@ pub async fn run(settings: &Settings, report: &Report) {
     // coverwatch, with a provider double so that only coverwatch is measured.
     let fake = FakeProvider::default();
     let registry = ProviderRegistry::new().register(Arc::new(fake.clone()));
-    let server = TestServer::start(test_config().await, Some(registry)).await;
+    let mut config = test_config().await;
+    if let Ok(ms) = std::env::var("BENCH_POLICY_CACHE_MS") {
+        config.grpc.policy_cache_ms = ms.parse().expect("BENCH_POLICY_CACHE_MS: milliseconds");
+    }
+    let server = TestServer::start(config, Some(registry)).await;
     let mut client = server.client(TENANT_A).await;
     let mut link_urls = Vec::new();
     let mut link_ids = Vec::new();
