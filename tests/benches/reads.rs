@@ -52,7 +52,14 @@ async fn measure(store: &Store, links: i64, samples: usize) -> Figures {
     }
     let link = |n: i64| dataset::link_id(n).parse().unwrap();
     read!("GetLink", |n| store.get_link(&tenant, &link(n)));
-    read!("GetPolicy (latest snapshots of a link)", |n| store
+    read!("GetPolicy (latest version of one policy)", |n| store
+        .latest_policy(
+            &tenant,
+            &link(n),
+            "pol-0",
+            PolicyTerm::Current
+        ));
+    read!("ListPolicies (latest of each policy)", |n| store
         .latest_policies(&tenant, &link(n), PolicyTerm::Current));
     read!("ListEvents by link, page 100", |n| store.list_events(
         &tenant,
@@ -104,6 +111,15 @@ async fn measure(store: &Store, links: i64, samples: usize) -> Figures {
             ..Default::default()
         }
     ));
+    read!("ListLinks a later page (after a random link)", |n| store
+        .list_links(
+            &tenant,
+            &LinkFilter {
+                after: Some(link(n)),
+                limit: 100,
+                ..Default::default()
+            }
+        ));
     read!("ListLinks by user", |n| store.list_links(
         &tenant,
         &LinkFilter {
@@ -146,10 +162,24 @@ async fn plans(url: &str) {
             "SELECT * FROM links WHERE tenant_id = 'bench-tenant' ORDER BY id LIMIT 101",
         ),
         (
+            "links later page",
+            "SELECT * FROM links WHERE tenant_id = 'bench-tenant' AND id > 'lnk_0000000000000000000000000000a000' ORDER BY id LIMIT 101",
+        ),
+        (
+            "policy snapshots of a link",
+            "SELECT * FROM policy_snapshots WHERE tenant_id = 'bench-tenant' AND link_id = 'lnk_00000000000000000000000000000007' AND term = 'current' ORDER BY policy_external_id, version DESC",
+        ),
+        (
             "links by state",
             "SELECT * FROM links WHERE tenant_id = 'bench-tenant' AND state IN ('RECONNECT_REQUIRED') ORDER BY id LIMIT 101",
         ),
     ];
+    let size: String = sqlx::query("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        .fetch_one(&mut conn)
+        .await
+        .expect("database size")
+        .get(0);
+    println!("  database size: {size}");
     for (name, sql) in queries {
         let rows = sqlx::query(&format!("EXPLAIN {sql}"))
             .fetch_all(&mut conn)

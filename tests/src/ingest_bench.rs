@@ -19,7 +19,8 @@
 //! - the read path: `BENCH_CALLS` (default 20000) `GetPolicy` calls for a stored policy from
 //!   `BENCH_CONCURRENCY` callers, each on its own tonic channel (its own HTTP/2 connection, as
 //!   separate client processes would be), next to the same calls to a hello-world: a bare tonic
-//!   server answering only `grpc.health.v1.Health/Check`;
+//!   server answering only `grpc.health.v1.Health/Check`; `BENCH_POLICY_CACHE_MS=0` measures
+//!   `GetPolicy` with its cache off (every call a database read);
 //!
 //! and the ratios against the targets of issue 14.
 
@@ -501,6 +502,9 @@ pub async fn run(settings: &Settings, report: &Report) {
     }
     if let Some(batches) = settings.batches_in_flight {
         config.worker.batches_in_flight = batches;
+    }
+    if let Ok(ms) = std::env::var("BENCH_POLICY_CACHE_MS") {
+        config.grpc.policy_cache_ms = ms.parse().expect("BENCH_POLICY_CACHE_MS: milliseconds");
     }
     // The tests' quick retries and polls, with the configured (by default, the shipped)
     // processing concurrency.

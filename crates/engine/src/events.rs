@@ -135,11 +135,17 @@ impl Engine {
         query: &EventQuery,
         limit: u64,
     ) -> Result<Vec<Event>, EngineError> {
-        Ok(self
+        let events = self
             .inner
             .store
             .list_events(tenant, query.after_cursor, &query.filter, limit)
-            .await?)
+            .await?;
+        // The caller (a stream catching up, or `ListEvents`) may be the first here to see an
+        // event another replica committed: its link's cached policy goes before it is seen.
+        self.inner
+            .policy_cache
+            .invalidate(events.iter().map(|e| &e.link_id));
+        Ok(events)
     }
 
     /// How this process's streams read the log (see `fanout`).

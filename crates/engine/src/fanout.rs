@@ -27,6 +27,8 @@ use coverwatch_core::{Event, TenantId};
 use coverwatch_store::{EventFilter, LoggedEvent, Store};
 use tokio::sync::{mpsc, watch};
 
+use crate::policy_cache::PolicyCache;
+
 /// Events read by the tail per query.
 const TAIL_PAGE: u64 = 500;
 /// Events a stream may have waiting before it counts as lagging and reads the log itself.
@@ -50,10 +52,12 @@ struct State {
 }
 
 /// The process-wide fan-out; one per engine.
-#[derive(Default)]
 pub(crate) struct Fanout {
     state: Mutex<State>,
     pub(crate) stats: Stats,
+    /// Told of every link whose events the tail reads, before they reach a stream: the events
+    /// of other replicas' commits reach this process here first.
+    policy_cache: Arc<PolicyCache>,
 }
 
 /// Counts since start, so that tests and operators can see the fan-out work as designed.
@@ -93,6 +97,14 @@ pub(crate) struct Registration {
 }
 
 impl Fanout {
+    pub(crate) fn new(policy_cache: Arc<PolicyCache>) -> Self {
+        Self {
+            state: Mutex::default(),
+            stats: Stats::default(),
+            policy_cache,
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // Nothing under this lock can leave the state half-changed: recover from a poisoning.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -204,6 +216,8 @@ impl Fanout {
     }
 
     fn dispatch(&self, store: &Store, page: &[LoggedEvent]) {
+        let links: Vec<_> = page.iter().filter_map(LoggedEvent::link_id).collect();
+        self.policy_cache.invalidate(&links);
         let mut state = self.state();
         for logged in page {
             if logged.cursor() <= state.position {

@@ -10,6 +10,7 @@ mod fanout;
 mod inbox;
 mod isolation;
 mod links;
+mod policy_cache;
 mod registry;
 mod requirements;
 pub mod telemetry;
@@ -100,6 +101,12 @@ impl Default for WorkerConfig {
 /// Seven days: longer than any vendor's documented retry schedule.
 pub const DEFAULT_DESCOPED_TOKEN_GRACE: Duration = Duration::from_secs(7 * 86_400);
 
+/// A second: a replica that has no stream open learns of other replicas' commits only by
+/// expiry, and a caller switching replicas should not see an older policy for longer.
+pub const DEFAULT_POLICY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Policies of about a kilobyte each: some ten megabytes at most.
+pub const DEFAULT_POLICY_CACHE_CAPACITY: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The public base URL of the webhook listener, as vendors reach it.
@@ -119,6 +126,13 @@ pub struct EngineConfig {
     pub secret_headers: Vec<String>,
     /// How webhook deliveries are group-committed to the inbox.
     pub ingest: GroupCommitConfig,
+    /// How long `GetPolicy` may answer from memory (zero: always from the database). Exact for
+    /// what this process commits or reads from the log; for a change committed by another
+    /// replica that this process has not read yet, the bound on how old an answer can be
+    /// (see `policy_cache`).
+    pub policy_cache_ttl: Duration,
+    /// Most policies kept in memory for `GetPolicy`.
+    pub policy_cache_capacity: usize,
 }
 
 impl EngineConfig {
@@ -132,6 +146,8 @@ impl EngineConfig {
             descoped_token_grace: DEFAULT_DESCOPED_TOKEN_GRACE,
             secret_headers: Vec::new(),
             ingest: GroupCommitConfig::default(),
+            policy_cache_ttl: DEFAULT_POLICY_CACHE_TTL,
+            policy_cache_capacity: DEFAULT_POLICY_CACHE_CAPACITY,
         }
     }
 }
@@ -150,6 +166,9 @@ struct Inner {
     latest_event: watch::Sender<i64>,
     /// Reads each committed range of the log once and hands it to this process's streams.
     fanout: Arc<fanout::Fanout>,
+    /// Recently read policies, forgotten as soon as an event of their link is committed or
+    /// read here.
+    policy_cache: Arc<policy_cache::PolicyCache>,
     /// Wakes the inbox worker when a delivery was stored.
     inbox_wake: Notify,
     /// One lock per link being worked on in this process. Vendor calls happen outside any
@@ -167,13 +186,18 @@ struct Inner {
 impl Engine {
     pub fn new(store: Store, providers: ProviderRegistry, config: EngineConfig) -> Self {
         let (latest_event, _) = watch::channel(0);
+        let policy_cache = Arc::new(policy_cache::PolicyCache::new(
+            config.policy_cache_ttl,
+            config.policy_cache_capacity,
+        ));
         Self {
             inner: Arc::new(Inner {
                 store,
                 providers,
                 config,
                 latest_event,
-                fanout: Arc::default(),
+                fanout: Arc::new(fanout::Fanout::new(Arc::clone(&policy_cache))),
+                policy_cache,
                 inbox_wake: Notify::new(),
                 link_locks: std::sync::Mutex::default(),
                 late_signed: std::sync::atomic::AtomicU64::new(0),
@@ -220,7 +244,13 @@ impl Engine {
         lock.lock_owned().await
     }
 
+    /// Called after every commit that appended events, before any stream is woken.
     fn announce(&self, events: &[coverwatch_core::Event]) {
+        // Before the streams hear of the events, so that no caller learns of a change while
+        // an older policy of its link is still served from memory.
+        self.inner
+            .policy_cache
+            .invalidate(events.iter().map(|e| &e.link_id));
         telemetry::events_appended(events);
         if let Some(max) = events.iter().map(|e| e.cursor).max() {
             self.advance_latest(max);

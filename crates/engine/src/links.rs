@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::apply::Origin;
+use crate::policy_cache::Lookup;
 use crate::{Engine, EngineError};
 
 /// A caller's request to link an account.
@@ -460,12 +461,20 @@ impl Engine {
         // The snapshot query filters on the tenant, and links are never deleted: a policy found
         // proves the link is the caller's. So the hot path is one round trip; the link is read
         // only to tell a missing link from a missing policy.
+        let reading = match self.inner.policy_cache.lookup(tenant, id, policy_id, term) {
+            Some(Lookup::Hit(policy)) => return Ok(policy),
+            Some(Lookup::Miss(reading)) => Some(reading),
+            None => None,
+        };
         if let Some(policy) = self
             .inner
             .store
             .latest_policy(tenant, id, policy_id, term)
             .await?
         {
+            if let Some(reading) = reading {
+                reading.store(tenant, policy_id, term, &policy);
+            }
             return Ok(policy);
         }
         self.link_record(tenant, id).await?;

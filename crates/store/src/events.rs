@@ -270,6 +270,12 @@ impl LoggedEvent {
         self.row.cursor
     }
 
+    /// The event's link; `None` only for a row whose column does not parse (opening the event
+    /// reports that).
+    pub fn link_id(&self) -> Option<LinkId> {
+        self.row.link_id.parse().ok()
+    }
+
     /// Whether a query of `tenant` with `filter` would return this event; the same test the
     /// `list_events` query makes, on the stored columns.
     pub fn matches(&self, tenant: &TenantId, filter: &EventFilter) -> bool {

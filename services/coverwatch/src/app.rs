@@ -222,6 +222,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let mut engine_config = EngineConfig::new(public_base_url);
     engine_config.worker = overrides.worker.unwrap_or_else(|| worker_config(&config));
     engine_config.ingest = config.ingest.group_commit();
+    engine_config.policy_cache_ttl = Duration::from_millis(config.grpc.policy_cache_ms);
     let days = |n: u32| Duration::from_secs(u64::from(n) * 86_400);
     engine_config.retention = RetentionConfig {
         processed_body_age: days(config.retention.processed_body_days),

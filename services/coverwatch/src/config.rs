@@ -180,6 +180,10 @@ pub struct GrpcSettings {
     pub max_concurrent_db_calls: Option<u32>,
     /// How long a call waits for one of those slots before it is answered UNAVAILABLE.
     pub db_queue_timeout_ms: u64,
+    /// How long `GetPolicy` may answer from memory; 0 reads the database every time. Changes
+    /// this replica commits or reads are seen at once; the bound is for changes another
+    /// replica committed that this one has not read yet.
+    pub policy_cache_ms: u64,
     /// Serve TLS (and optionally require client certificates); absent: plaintext.
     pub tls: Option<GrpcTlsSettings>,
 }
@@ -194,6 +198,7 @@ impl Default for GrpcSettings {
             request_timeout_seconds: 30,
             max_concurrent_db_calls: None,
             db_queue_timeout_ms: 500,
+            policy_cache_ms: 1_000,
             tls: None,
         }
     }
@@ -919,6 +924,7 @@ impl Config {
             60_000,
             " ms",
         )?;
+        in_range("grpc.policy_cache_ms", g.policy_cache_ms, 0, 60_000, " ms")?;
         if let Some(slots) = g.max_concurrent_db_calls
             && (slots == 0 || slots >= self.database_max_connections)
         {
