@@ -517,6 +517,7 @@ pub async fn run(settings: &Settings, report: &Report) {
         coverwatch::Overrides {
             providers: Some(registry),
             worker: Some(worker),
+            plugins: None,
             stream_poll: None,
             sweep: None,
         },

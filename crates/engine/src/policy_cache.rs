@@ -65,7 +65,8 @@ pub(crate) struct PolicyCache {
 
 /// What a lookup found: the policy, or the right to store what the database answers.
 pub(crate) enum Lookup<'a> {
-    Hit(StoredPolicy),
+    // Boxed: a policy with its vendor JSON is far larger than a pending read.
+    Hit(Box<StoredPolicy>),
     Miss(Reading<'a>),
 }
 
@@ -131,7 +132,7 @@ impl PolicyCache {
                 if idle {
                     state.slots.remove(link);
                 }
-                Lookup::Hit(policy)
+                Lookup::Hit(Box::new(policy))
             }
             None => Lookup::Miss(Reading {
                 cache: self,
