@@ -20,8 +20,7 @@ async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer 
         Overrides {
             providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
             worker: Some(fast_worker()),
-            stream_poll: None,
-            sweep: None,
+            ..Default::default()
         },
     )
     .await

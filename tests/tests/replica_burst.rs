@@ -29,8 +29,7 @@ async fn replica(config: coverwatch::Config, fake: &FakeProvider) -> TestServer 
                 batches_in_flight: 3,
                 ..fast_worker()
             }),
-            stream_poll: None,
-            sweep: None,
+            ..Default::default()
         },
     )
     .await
