@@ -31,7 +31,7 @@ use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
     WebhookRejection,
 };
-use coverwatch_core::{Provider, ProviderKind};
+use coverwatch_core::{Provider, ProviderId};
 use secrecy::{ExposeSecret, SecretString};
 
 /// What the double has been asked, and what it will answer.
@@ -134,7 +134,7 @@ impl FakeProvider {
 
 fn unavailable() -> ProviderError {
     ProviderError::Unavailable {
-        provider: ProviderKind::Axle,
+        provider: ProviderId::from_static("axle"),
         message: "fake vendor is down".into(),
         vendor: VendorErrorInfo {
             http_status: Some(503),
@@ -145,11 +145,11 @@ fn unavailable() -> ProviderError {
 
 #[async_trait]
 impl Provider for FakeProvider {
-    fn kind(&self) -> ProviderKind {
+    fn kind(&self) -> ProviderId {
         if self.team_wide {
-            ProviderKind::Canopy
+            ProviderId::from_static("canopy")
         } else {
-            ProviderKind::Axle
+            ProviderId::from_static("axle")
         }
     }
 
@@ -189,7 +189,7 @@ impl Provider for FakeProvider {
         let account = code
             .strip_prefix("code-")
             .ok_or_else(|| ProviderError::Rejected {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 kind: RejectionKind::FailedPrecondition,
                 message: "the one-time code expired or was already used".into(),
                 vendor: VendorErrorInfo::default(),
@@ -222,7 +222,7 @@ impl Provider for FakeProvider {
     fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
         let body: serde_json::Value =
             serde_json::from_slice(&webhook.body).map_err(|e| ProviderError::Malformed {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 message: e.to_string(),
             })?;
         let kind = body["type"].as_str().unwrap_or_default().to_owned();

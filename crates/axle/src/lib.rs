@@ -24,3 +24,6 @@ pub use client::AxleClient;
 pub use config::{AxleConfig, ConfigError};
 pub use error::AxleError;
 pub use provider::AxleProvider;
+
+/// This vendor's name: its registry key, its stored form and its metric label.
+pub const PROVIDER: coverwatch_core::ProviderId = coverwatch_core::ProviderId::from_static("axle");

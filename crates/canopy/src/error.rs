@@ -1,8 +1,7 @@
 //! Everything that can go wrong talking to Canopy, and how it reads as a [`ProviderError`].
 
-use coverwatch_core::provider::{ProviderError, ProviderKind, RejectionKind, VendorErrorInfo};
-
-const PROVIDER: ProviderKind = ProviderKind::Canopy;
+use crate::PROVIDER;
+use coverwatch_core::provider::{ProviderError, RejectionKind, VendorErrorInfo};
 
 /// Canopy codes that mean "not in this state", not "bad input": trying again with the same
 /// request will not help, but the link's situation might change (a newer pull, a reconnect).

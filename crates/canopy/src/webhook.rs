@@ -1,11 +1,12 @@
 //! Canopy webhooks: the `canopy-signature` check on the raw bytes, then the normalization of
 //! each event type into [`Happening`]s.
 
+use crate::PROVIDER;
 use coverwatch_core::event::{
     AuthStatus, FailureReason, FieldChange, ProviderDetail, ReconnectReason, VerificationOption,
 };
 use coverwatch_core::ids::LinkId;
-use coverwatch_core::provider::{ProviderError, ProviderKind};
+use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
     SessionProof, WebhookRejection,
@@ -133,7 +134,7 @@ pub fn authenticate(
 
 fn malformed(message: impl Into<String>) -> ProviderError {
     ProviderError::Malformed {
-        provider: ProviderKind::Canopy,
+        provider: PROVIDER,
         message: message.into(),
     }
 }

@@ -16,4 +16,4 @@ pub mod webhook;
 pub use event::{Event, EventKind, EventPayload, ProviderDetail};
 pub use ids::{EventId, IdError, LinkId, TenantId, UserId};
 pub use link::{IllegalTransition, Link, LinkRequirements, LinkState};
-pub use provider::{Provider, ProviderError, ProviderKind};
+pub use provider::{InvalidProviderId, Provider, ProviderError, ProviderId};

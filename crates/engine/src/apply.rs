@@ -253,7 +253,7 @@ impl Engine {
         record: &LinkRecord,
         completion: Completion,
     ) -> Result<Prepared, EngineError> {
-        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        let provider = self.inner.providers.get(&record.link.provider)?.clone();
         let grant = self.redeem(record, &provider, &completion).await?;
         self.prepare_grant(record, &provider, grant, completion.data)
             .await
@@ -273,7 +273,7 @@ impl Engine {
             && let Some(target) = self
                 .inner
                 .store
-                .find_linked_by_account_key(&link.tenant_id, link.provider, key, &link.id)
+                .find_linked_by_account_key(&link.tenant_id, link.provider.clone(), key, &link.id)
                 .await?
         {
             let target_access = self.access(&target.link).await?;
@@ -345,7 +345,7 @@ impl Engine {
             return Ok(());
         }
         if old.link.state.is_linked() {
-            let provider = self.inner.providers.get(old.link.provider)?.clone();
+            let provider = self.inner.providers.get(&old.link.provider)?.clone();
             let access = self.access(&old.link).await?;
             match provider.descope(&access).await {
                 Ok(()) => {}
@@ -375,7 +375,7 @@ impl Engine {
         detail: &ProviderDetail,
     ) -> Result<Prepared, EngineError> {
         let link = &record.link;
-        let provider = self.inner.providers.get(link.provider)?.clone();
+        let provider = self.inner.providers.get(&link.provider)?.clone();
         Ok(match happening {
             Happening::AuthProgress {
                 status,
