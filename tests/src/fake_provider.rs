@@ -6,8 +6,9 @@
 //! for every link (`/webhooks/canopy`), deliveries attributed by the `account` they name.
 //!
 //! Its deliveries are JSON: `{"id": "...", "type": "...", "account": "...", "policy": {...}}`
-//! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, and anything else
-//! treated as unknown.
+//! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, `auth` (sign-in
+//! progress: `status` `opened` or `failed`, numbered by `sequence` within `session`), and
+//! anything else treated as unknown.
 //!
 //! It can also be a *buggy* provider, to prove that one poisoned input fails alone: it panics
 //! parsing a delivery that names an account of `FakeState::panic_parsing`, and reading the data
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coverwatch_core::event::{FailureReason, ProviderDetail, ReconnectReason};
+use coverwatch_core::event::{AuthStatus, FailureReason, ProviderDetail, ReconnectReason};
 use coverwatch_core::policy::{
     Account, AccountSnapshot, Address, Carrier, ConnectionStatus, Policy, PolicySnapshot,
     PolicyStatus, PolicyTerm, PolicyType,
@@ -256,6 +257,18 @@ impl Provider for FakeProvider {
             "changed" => Happening::DataChanged {
                 data: DataRef::All,
                 hinted: vec![],
+            },
+            "auth" => Happening::AuthProgress {
+                status: match body["status"].as_str() {
+                    Some("failed") => AuthStatus::NotAuthenticated,
+                    Some("verify") => AuthStatus::IdentityVerification,
+                    Some("success") => AuthStatus::Success,
+                    _ => AuthStatus::Opened,
+                },
+                login_error_message: None,
+                verification_options: vec![],
+                sequence: body["sequence"].as_i64(),
+                sequence_scope: body["session"].as_str().unwrap_or_default().to_owned(),
             },
             "disconnected" => Happening::ReconnectRequired {
                 reason: ReconnectReason::CredentialsExpired,

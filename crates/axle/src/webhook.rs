@@ -195,12 +195,14 @@ fn happening(event_type: &str, data: &model::EventData) -> Option<Happening> {
             login_error_message: None,
             verification_options: Vec::new(),
             sequence: None,
+            sequence_scope: String::new(),
         },
         "ignition.attempted" => Happening::AuthProgress {
             status: AuthStatus::NotAuthenticated,
             login_error_message: data.message.clone(),
             verification_options: Vec::new(),
             sequence: None,
+            sequence_scope: String::new(),
         },
         "ignition.completed" => Happening::SessionCompleted {
             code: data.auth_code.clone(),

@@ -220,6 +220,8 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
                     login_error_message: text(data.get("login_error_message")),
                     verification_options: verification_options(data.get("mfa_options")),
                     sequence,
+                    // Canopy numbers the sign-in steps of each pull from the start.
+                    sequence_scope: pull_id.clone().unwrap_or_default(),
                 },
                 None => vendor("AUTH_STATUS"),
             }
@@ -924,6 +926,11 @@ mod tests {
         assert_eq!(*status, AuthStatus::NotAuthenticated);
         assert_eq!(login_error_message.as_deref(), Some("Locked"));
         assert_eq!(*sequence, Some(7));
+        // Numbered per pull: the engine compares numbers of the same pull only.
+        let Happening::AuthProgress { sequence_scope, .. } = only(&p) else {
+            panic!()
+        };
+        assert_eq!(sequence_scope, PULL);
         let p = parse_json(envelope("AUTH_STATUS", json!({"auth_status": "SUCCESS"})));
         assert!(matches!(
             only(&p),

@@ -372,7 +372,6 @@ impl Engine {
         &self,
         record: &LinkRecord,
         happening: Happening,
-        detail: &ProviderDetail,
     ) -> Result<Prepared, EngineError> {
         let link = &record.link;
         let provider = self.inner.providers.get(&link.provider)?.clone();
@@ -382,11 +381,12 @@ impl Engine {
                 login_error_message,
                 verification_options,
                 sequence,
+                sequence_scope,
             } => Prepared::Auth {
                 status,
                 login_error_message,
                 verification_options,
-                sequence: sequence.map(|s| (session_key(detail), s)),
+                sequence: sequence.map(|s| (sequence_scope, s)),
             },
             Happening::SessionCompleted { code, data } => {
                 if link.state == LinkState::Descoped {
@@ -625,17 +625,6 @@ async fn check_requirements(
         crate::requirements::evaluate_in_tx(tx, origin, events, Utc::now()).await?;
     }
     Ok(())
-}
-
-/// The vendor session a sign-in sequence number belongs to (Canopy numbers per pull).
-fn session_key(detail: &ProviderDetail) -> String {
-    match detail {
-        ProviderDetail::Canopy {
-            pull_id: Some(pull),
-            ..
-        } => pull.clone(),
-        _ => String::new(),
-    }
 }
 
 pub(crate) async fn emit(

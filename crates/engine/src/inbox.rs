@@ -583,7 +583,7 @@ impl Engine {
             .await?;
         let mut prepared = Vec::with_capacity(parsed.happenings.len());
         for happening in parsed.happenings {
-            prepared.push(self.prepare(&record, happening, &parsed.detail).await?);
+            prepared.push(self.prepare(&record, happening).await?);
         }
         let retry = prepared
             .iter()
