@@ -876,6 +876,7 @@ mod tests {
             login_error_message,
             verification_options,
             sequence,
+            sequence_scope,
         } = only(&p)
         else {
             panic!("{:?}", p.happenings)
@@ -883,6 +884,7 @@ mod tests {
         assert_eq!(*status, AuthStatus::IdentityVerificationOptions);
         assert_eq!(*login_error_message, None);
         assert_eq!(*sequence, Some(3));
+        assert_eq!(sequence_scope, PULL);
         assert_eq!(
             *verification_options,
             vec![
