@@ -6,8 +6,9 @@
 //! for every link (`/webhooks/canopy`), deliveries attributed by the `account` they name.
 //!
 //! Its deliveries are JSON: `{"id": "...", "type": "...", "account": "...", "policy": {...}}`
-//! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, and anything else
-//! treated as unknown.
+//! with types `completed`, `exited`, `failed`, `changed`, `disconnected`, `auth` (sign-in
+//! progress: `status` `opened` or `failed`, numbered by `sequence` within `session`), and
+//! anything else treated as unknown.
 //!
 //! It can also be a *buggy* provider, to prove that one poisoned input fails alone: it panics
 //! parsing a delivery that names an account of `FakeState::panic_parsing`, and reading the data
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coverwatch_core::event::{FailureReason, ProviderDetail, ReconnectReason};
+use coverwatch_core::event::{AuthStatus, FailureReason, ProviderDetail, ReconnectReason};
 use coverwatch_core::policy::{
     Account, AccountSnapshot, Address, Carrier, ConnectionStatus, Policy, PolicySnapshot,
     PolicyStatus, PolicyTerm, PolicyType,
@@ -31,7 +32,7 @@ use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
     WebhookRejection,
 };
-use coverwatch_core::{Provider, ProviderKind};
+use coverwatch_core::{Provider, ProviderId};
 use secrecy::{ExposeSecret, SecretString};
 
 /// What the double has been asked, and what it will answer.
@@ -134,7 +135,7 @@ impl FakeProvider {
 
 fn unavailable() -> ProviderError {
     ProviderError::Unavailable {
-        provider: ProviderKind::Axle,
+        provider: ProviderId::from_static("axle"),
         message: "fake vendor is down".into(),
         vendor: VendorErrorInfo {
             http_status: Some(503),
@@ -145,11 +146,11 @@ fn unavailable() -> ProviderError {
 
 #[async_trait]
 impl Provider for FakeProvider {
-    fn kind(&self) -> ProviderKind {
+    fn kind(&self) -> ProviderId {
         if self.team_wide {
-            ProviderKind::Canopy
+            ProviderId::from_static("canopy")
         } else {
-            ProviderKind::Axle
+            ProviderId::from_static("axle")
         }
     }
 
@@ -189,7 +190,7 @@ impl Provider for FakeProvider {
         let account = code
             .strip_prefix("code-")
             .ok_or_else(|| ProviderError::Rejected {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 kind: RejectionKind::FailedPrecondition,
                 message: "the one-time code expired or was already used".into(),
                 vendor: VendorErrorInfo::default(),
@@ -222,7 +223,7 @@ impl Provider for FakeProvider {
     fn parse_webhook(&self, webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
         let body: serde_json::Value =
             serde_json::from_slice(&webhook.body).map_err(|e| ProviderError::Malformed {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 message: e.to_string(),
             })?;
         let kind = body["type"].as_str().unwrap_or_default().to_owned();
@@ -256,6 +257,18 @@ impl Provider for FakeProvider {
             "changed" => Happening::DataChanged {
                 data: DataRef::All,
                 hinted: vec![],
+            },
+            "auth" => Happening::AuthProgress {
+                status: match body["status"].as_str() {
+                    Some("failed") => AuthStatus::NotAuthenticated,
+                    Some("verify") => AuthStatus::IdentityVerification,
+                    Some("success") => AuthStatus::Success,
+                    _ => AuthStatus::Opened,
+                },
+                login_error_message: None,
+                verification_options: vec![],
+                sequence: body["sequence"].as_i64(),
+                sequence_scope: body["session"].as_str().unwrap_or_default().to_owned(),
             },
             "disconnected" => Happening::ReconnectRequired {
                 reason: ReconnectReason::CredentialsExpired,

@@ -3,7 +3,7 @@
 //! caller's side through gRPC, Axle's side through the sandbox's scenario API.
 
 use chrono::{DateTime, Months, NaiveTime, Utc};
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_sandbox::{AxleSim, FaultEffect, FaultRule, FaultTarget};
 use coverwatch_tests::flows::{
     Browser, DEADLINE, Page, address, get_account, get_link, get_policy, kinds, last_of,
@@ -1073,7 +1073,10 @@ async fn a_webhook_with_an_unknown_token_is_refused_and_not_stored() {
     let axle = Axle::start().await;
     let linked = axle.link("user-1", "username", "password").await;
     let store = axle.server.app.engine.store();
-    let stored = store.count_deliveries(ProviderKind::Axle).await.unwrap();
+    let stored = store
+        .count_deliveries(ProviderId::from_static("axle"))
+        .await
+        .unwrap();
     let body = json!({
         "id": "evt_forged", "type": "policy.modified", "createdAt": "2026-01-01T00:00:00.000Z",
         "data": {"ref": linked.policy_ids[0], "account": linked.account_id}
@@ -1090,7 +1093,10 @@ async fn a_webhook_with_an_unknown_token_is_refused_and_not_stored() {
         assert_eq!(response.status(), 401, "{path}");
     }
     assert_eq!(
-        store.count_deliveries(ProviderKind::Axle).await.unwrap(),
+        store
+            .count_deliveries(ProviderId::from_static("axle"))
+            .await
+            .unwrap(),
         stored
     );
     assert!(!kinds(&link_events(&axle.client, &linked.link_id).await).contains(&K::PolicyUpdated));

@@ -4,7 +4,7 @@
 //! hand-signed deliveries where a test needs a delivery Canopy would not send on its own.
 
 use chrono::{DateTime, Months, NaiveTime, TimeZone, Utc};
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_sandbox::canopy::{
     ConnectRequest, RetrySigning, Scenario, ScenarioAction, ScenarioTarget, SignatureMode, fixtures,
@@ -844,7 +844,7 @@ async fn unsigned_forged_and_stale_deliveries_are_refused_and_not_stored() {
     let stored = || async {
         canopy
             .store()
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap()
     };
@@ -992,14 +992,14 @@ async fn with_stale_signatures_rejected_a_late_retry_is_refused_and_not_stored()
     let canopy = Canopy::start_with(config).await;
     let before = canopy
         .store()
-        .count_deliveries(ProviderKind::Canopy)
+        .count_deliveries(ProviderId::from_static("canopy"))
         .await
         .unwrap();
     let (link_id, fifth) = a_retry_with_its_first_timestamp(&canopy).await;
     assert_eq!(fifth.status, Some(401), "{fifth:?}");
     let after = canopy
         .store()
-        .count_deliveries(ProviderKind::Canopy)
+        .count_deliveries(ProviderId::from_static("canopy"))
         .await
         .unwrap();
     assert_eq!(after, before, "nothing refused was stored");

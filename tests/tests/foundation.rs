@@ -189,6 +189,70 @@ async fn the_same_delivery_twice_yields_one_event() {
     server.stop().await;
 }
 
+/// The engine orders sign-in steps within the scope the provider names (issue 13): this double
+/// is Axle-shaped, numbers its steps per session as Canopy numbers them per pull, and the
+/// engine has no idea which vendor it is.
+#[tokio::test]
+async fn sign_in_steps_are_ordered_within_the_scope_the_provider_names() {
+    let (server, fake) = server().await;
+    let mut client = server.client(TENANT_A).await;
+    let link = start_link(&mut client, "user-auth").await;
+    let url = fake.webhook_url(&link.id);
+    let auth = |id: &str, session: &str, sequence: i64, status: &str| {
+        serde_json::json!({"id": id, "type": "auth", "session": session,
+                           "sequence": sequence, "status": status})
+    };
+    let statuses = |events: &[v1::Event]| -> Vec<v1::AuthStatus> {
+        events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Some(v1::event::Payload::LinkAuthStatus(s)) => Some(s.status()),
+                _ => None,
+            })
+            .collect()
+    };
+    let auth_events = |count: usize| {
+        let client = client.clone();
+        async move {
+            eventually("the sign-in steps to be processed", DEADLINE, || async {
+                let events = all_events(&mut client.clone(), 0).await;
+                (statuses(&events).len() >= count).then_some(events)
+            })
+            .await
+        }
+    };
+    assert_eq!(
+        post(&server, &url, auth("a3", "s1", 3, "verify")).await,
+        200
+    );
+    auth_events(1).await;
+    // Overtaken within its session: ignored. The step after it proves it was processed.
+    assert_eq!(
+        post(&server, &url, auth("a2", "s1", 2, "opened")).await,
+        200
+    );
+    assert_eq!(
+        post(&server, &url, auth("a4", "s1", 4, "failed")).await,
+        200
+    );
+    auth_events(2).await;
+    // Another session numbers from 1 again, and counts.
+    assert_eq!(
+        post(&server, &url, auth("b1", "s2", 1, "success")).await,
+        200
+    );
+    let events = auth_events(3).await;
+    assert_eq!(
+        statuses(&events),
+        [
+            v1::AuthStatus::IdentityVerification,
+            v1::AuthStatus::NotAuthenticated,
+            v1::AuthStatus::Success
+        ]
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_tenant_sees_nothing_of_another() {
     let (server, fake) = server().await;

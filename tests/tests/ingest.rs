@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_store::{ConnectOptions, Keyring, Store};
@@ -164,7 +164,10 @@ async fn a_burst_with_copies_is_acknowledged_only_once_durable_and_stored_exactl
         assert!(reader.get_delivery(id).await.unwrap().is_some());
     }
     assert_eq!(
-        reader.count_deliveries(ProviderKind::Axle).await.unwrap(),
+        reader
+            .count_deliveries(ProviderId::from_static("axle"))
+            .await
+            .unwrap(),
         DISTINCT as u64
     );
     Arc::try_unwrap(reader).unwrap().close().await;
@@ -285,7 +288,10 @@ async fn a_full_ingest_queue_is_answered_503_with_retry_after_and_stores_nothing
         assert_eq!(body["status"], "stored");
     }
     assert_eq!(
-        reader.count_deliveries(ProviderKind::Axle).await.unwrap(),
+        reader
+            .count_deliveries(ProviderId::from_static("axle"))
+            .await
+            .unwrap(),
         holding as u64,
         "only the acknowledged deliveries are stored"
     );
@@ -323,7 +329,10 @@ async fn with_the_database_gone_a_delivery_is_answered_503_and_nothing_is_stored
         assert_eq!(body["error"], "temporarily unavailable; retry");
     }
     assert_eq!(
-        reader.count_deliveries(ProviderKind::Canopy).await.unwrap(),
+        reader
+            .count_deliveries(ProviderId::from_static("canopy"))
+            .await
+            .unwrap(),
         1,
         "only the delivery acknowledged before is stored"
     );

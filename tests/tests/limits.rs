@@ -17,7 +17,7 @@ use coverwatch_core::provider::{
 use coverwatch_core::webhook::{
     AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
-use coverwatch_core::{Provider, ProviderKind};
+use coverwatch_core::{Provider, ProviderId};
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use coverwatch_tests::fake_provider::FakeProvider;
@@ -113,7 +113,7 @@ async fn slow_clients_holding_connections_do_not_delay_a_genuine_delivery() {
             .app
             .engine
             .store()
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         1
@@ -178,7 +178,7 @@ async fn a_body_that_trickles_in_is_answered_408_and_not_stored() {
             .app
             .engine
             .store()
-            .count_deliveries(ProviderKind::Axle)
+            .count_deliveries(ProviderId::from_static("axle"))
             .await
             .unwrap(),
         0
@@ -366,7 +366,7 @@ struct Counting {
 
 #[async_trait]
 impl Provider for Counting {
-    fn kind(&self) -> ProviderKind {
+    fn kind(&self) -> ProviderId {
         self.inner.kind()
     }
     fn capabilities(&self) -> Capabilities {
@@ -453,7 +453,7 @@ async fn unknown_axle_tokens_are_refused_before_any_parse_and_logged_sparingly()
             .app
             .engine
             .store()
-            .count_deliveries(ProviderKind::Axle)
+            .count_deliveries(ProviderId::from_static("axle"))
             .await
             .unwrap(),
         0

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use coverwatch::Overrides;
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_engine::SweepConfig;
 use coverwatch_sandbox::canopy::{
     CoveragePatch, Scenario, ScenarioAction, ScenarioTarget, fixtures,
@@ -140,7 +140,10 @@ impl Harness {
     async fn start_with_stale_window(vendor: Vendor, stale_after: Option<Duration>) -> Self {
         let stale_after = stale_after
             .map(|window| {
-                BTreeMap::from([(ProviderKind::Axle, window), (ProviderKind::Canopy, window)])
+                BTreeMap::from([
+                    (ProviderId::from_static("axle"), window),
+                    (ProviderId::from_static("canopy"), window),
+                ])
             })
             .unwrap_or_default();
         let server = TestServer::start_with(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use coverwatch::auth::hash_key;
 use coverwatch::config::Config;
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_sandbox::canopy::{Scenario, ScenarioAction, ScenarioTarget, fixtures};
 use coverwatch_sandbox::{AxleSimConfig, CanopySimConfig, Sandbox, SandboxConfig, SandboxHandle};
@@ -539,13 +539,19 @@ async fn a_descoped_links_webhook_url_is_refused_after_the_grace_period() {
         .await
         .expect("Descope");
     let store = server.app.engine.store();
-    let stored = store.count_deliveries(ProviderKind::Axle).await.unwrap();
+    let stored = store
+        .count_deliveries(ProviderId::from_static("axle"))
+        .await
+        .unwrap();
     let events = link_events(client, &link_id).await.len();
 
     // No grace configured: refused at once, like a URL we never gave out, and nothing stored.
     assert_eq!(post("evt_after_descope").await, 401);
     assert_eq!(
-        store.count_deliveries(ProviderKind::Axle).await.unwrap(),
+        store
+            .count_deliveries(ProviderId::from_static("axle"))
+            .await
+            .unwrap(),
         stored
     );
     assert_eq!(link_events(client, &link_id).await.len(), events);

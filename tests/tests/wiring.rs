@@ -3,7 +3,7 @@
 use coverwatch_tests::{TENANT_A, TestServer, test_config, v1};
 
 #[tokio::test]
-async fn both_vendors_open_sessions_served_by_the_embedded_sandbox() {
+async fn every_registered_vendor_opens_sessions_served_by_the_embedded_sandbox() {
     let server = TestServer::start(test_config().await, None).await;
     let sandbox = server
         .app
@@ -11,7 +11,20 @@ async fn both_vendors_open_sessions_served_by_the_embedded_sandbox() {
         .as_ref()
         .expect("no credentials: the sandbox runs");
     let mut client = server.client(TENANT_A).await;
-    for provider in [v1::Provider::Axle, v1::Provider::Canopy] {
+    // Every registered vendor, not a list written here: a vendor added to the wiring is tested
+    // without an edit, and one the API cannot name fails here instead of being skipped.
+    let registered: Vec<_> = server.app.engine.providers().kinds().cloned().collect();
+    assert!(
+        registered.len() >= 2,
+        "the wiring registers both sandbox vendors: {registered:?}"
+    );
+    for id in &registered {
+        let provider = v1::Provider::from(id);
+        assert_ne!(
+            provider,
+            v1::Provider::Unspecified,
+            "registered provider `{id}` has no value in the proto Provider enum"
+        );
         let started = client
             .start_link(v1::StartLinkRequest {
                 provider: provider as i32,

@@ -1,8 +1,9 @@
 //! What can go wrong talking to Axle, and how it reads in the common vocabulary.
 
+use crate::PROVIDER;
 use std::time::Duration;
 
-use coverwatch_core::provider::{ProviderError, ProviderKind, RejectionKind, VendorErrorInfo};
+use coverwatch_core::provider::{ProviderError, RejectionKind, VendorErrorInfo};
 use serde_json::Value;
 
 use crate::config::ConfigError;
@@ -100,7 +101,7 @@ pub(crate) fn rejection_for(status: u16) -> RejectionKind {
 
 impl From<AxleError> for ProviderError {
     fn from(err: AxleError) -> Self {
-        let provider = ProviderKind::Axle;
+        let provider = PROVIDER;
         let vendor = err.vendor_info();
         match err {
             AxleError::Config(_) | AxleError::Client(_) => ProviderError::Rejected {

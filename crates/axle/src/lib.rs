@@ -28,3 +28,6 @@ pub use config::{AxleConfig, AxleSettings, ConfigError};
 pub use error::AxleError;
 pub use plugin::{AxlePlugin, plugin};
 pub use provider::AxleProvider;
+
+/// This vendor's name: its registry key, its stored form and its metric label.
+pub const PROVIDER: coverwatch_core::ProviderId = coverwatch_core::ProviderId::from_static("axle");

@@ -1,5 +1,6 @@
 //! [`AxleProvider`]: Axle behind the core [`Provider`] trait.
 
+use crate::PROVIDER;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use coverwatch_core::policy::PolicyTerm;
 use coverwatch_core::provider::{
     AxleValidation, Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession,
-    LinkSessionRequest, Provider, ProviderError, ProviderKind, RejectionKind, StoredVendorData,
+    LinkSessionRequest, Provider, ProviderError, ProviderId, RejectionKind, StoredVendorData,
     VendorErrorInfo, VendorVerdict,
 };
 use coverwatch_core::requirements::Rule;
@@ -82,7 +83,7 @@ impl AxleProvider {
         let url = started
             .ignition_uri
             .ok_or_else(|| ProviderError::Malformed {
-                provider: ProviderKind::Axle,
+                provider: PROVIDER,
                 message: "Start Ignition answered without an `ignitionUri`".to_owned(),
             })?;
         tracing::info!(link_id = %request.link_id, "Axle Ignition session started");
@@ -101,7 +102,7 @@ impl AxleProvider {
     ) -> Result<coverwatch_core::policy::PolicySnapshot, ProviderError> {
         let raw = self.client.get_policy(token, policy_id, term).await?;
         normalize::policy_snapshot(raw, policy_id, term).ok_or_else(|| ProviderError::Malformed {
-            provider: ProviderKind::Axle,
+            provider: PROVIDER,
             message: format!("the Policy {policy_id} is not a JSON object"),
         })
     }
@@ -113,7 +114,7 @@ impl AxleProvider {
     ) -> Result<coverwatch_core::policy::AccountSnapshot, ProviderError> {
         let raw = self.client.get_account(token, account_id).await?;
         normalize::account_snapshot(raw, account_id).ok_or_else(|| ProviderError::Malformed {
-            provider: ProviderKind::Axle,
+            provider: PROVIDER,
             message: format!("the Account {account_id} is not a JSON object"),
         })
     }
@@ -121,7 +122,7 @@ impl AxleProvider {
 
 fn rejected(kind: RejectionKind, message: impl Into<String>) -> ProviderError {
     ProviderError::Rejected {
-        provider: ProviderKind::Axle,
+        provider: PROVIDER,
         kind,
         message: message.into(),
         vendor: VendorErrorInfo::default(),
@@ -175,8 +176,8 @@ fn access_token(access: &LinkAccess) -> Result<&SecretString, ProviderError> {
 
 #[async_trait]
 impl Provider for AxleProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Axle
+    fn kind(&self) -> ProviderId {
+        PROVIDER
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -218,7 +219,7 @@ impl Provider for AxleProvider {
                     unreachable!("matched above")
                 };
                 return Err(ProviderError::Rejected {
-                    provider: ProviderKind::Axle,
+                    provider: PROVIDER,
                     kind: RejectionKind::FailedPrecondition,
                     message: format!(
                         "the one-time Axle authCode expired (codes last 10 minutes) or was \
@@ -230,7 +231,7 @@ impl Provider for AxleProvider {
             Err(err) => return Err(err.into()),
         };
         let malformed = |what: &str| ProviderError::Malformed {
-            provider: ProviderKind::Axle,
+            provider: PROVIDER,
             message: format!("Exchange Token answered without `{what}`"),
         };
         let policy_ids = exchanged.policy_ids();
@@ -315,7 +316,7 @@ impl Provider for AxleProvider {
                 .push(self.policy_snapshot(token, id, PolicyTerm::Renewal).await?),
             DataRef::Version(_) => {
                 return Err(ProviderError::Unsupported {
-                    provider: ProviderKind::Axle,
+                    provider: PROVIDER,
                     capability: "versioned data",
                 });
             }
@@ -379,7 +380,7 @@ impl Provider for AxleProvider {
                 .await?;
             let read = validation::parse_answer(policy_id, &data).map_err(|message| {
                 ProviderError::Malformed {
-                    provider: ProviderKind::Axle,
+                    provider: PROVIDER,
                     message: format!("Validate Policy for {policy_id}: {message}"),
                 }
             })?;
@@ -457,7 +458,7 @@ mod tests {
     #[test]
     fn capabilities() {
         let p = AxleProvider::new(AxleConfig::new("http://127.0.0.1:9", "cli", "sec")).unwrap();
-        assert_eq!(p.kind(), ProviderKind::Axle);
+        assert_eq!(p.kind(), PROVIDER);
         assert_eq!(
             p.capabilities(),
             Capabilities {

@@ -5,11 +5,12 @@
 //! link) and, when one is configured, carries the static shared header Axle was asked to add.
 //! The payload is never trusted as data: monitoring events only say what to re-fetch.
 
+use crate::PROVIDER;
 use coverwatch_core::event::{
     AuthStatus, FailureReason, FieldChange, ProviderDetail, ReconnectReason,
 };
 use coverwatch_core::ids::LinkId;
-use coverwatch_core::provider::{ProviderError, ProviderKind};
+use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
     WebhookRejection,
@@ -111,7 +112,7 @@ fn event_id(body: &[u8]) -> Option<String> {
 
 fn malformed(message: impl Into<String>) -> ProviderError {
     ProviderError::Malformed {
-        provider: ProviderKind::Axle,
+        provider: PROVIDER,
         message: message.into(),
     }
 }
@@ -194,12 +195,14 @@ fn happening(event_type: &str, data: &model::EventData) -> Option<Happening> {
             login_error_message: None,
             verification_options: Vec::new(),
             sequence: None,
+            sequence_scope: String::new(),
         },
         "ignition.attempted" => Happening::AuthProgress {
             status: AuthStatus::NotAuthenticated,
             login_error_message: data.message.clone(),
             verification_options: Vec::new(),
             sequence: None,
+            sequence_scope: String::new(),
         },
         "ignition.completed" => Happening::SessionCompleted {
             code: data.auth_code.clone(),

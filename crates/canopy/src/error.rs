@@ -1,9 +1,9 @@
 //! Everything that can go wrong talking to Canopy, and how it reads as a [`ProviderError`].
 
-use coverwatch_core::provider::{ProviderError, ProviderKind, RejectionKind, VendorErrorInfo};
+use coverwatch_core::provider::{ProviderError, RejectionKind, VendorErrorInfo};
 use coverwatch_vendor_http::is_retryable_status;
 
-const PROVIDER: ProviderKind = ProviderKind::Canopy;
+use crate::PROVIDER;
 
 /// Canopy codes that mean "not in this state", not "bad input": trying again with the same
 /// request will not help, but the link's situation might change (a newer pull, a reconnect).

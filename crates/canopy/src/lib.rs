@@ -32,3 +32,7 @@ pub use webhook::{
     EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SESSION_META_KEY,
     SIGNATURE_HEADER,
 };
+
+/// This vendor's name: its registry key, its stored form and its metric label.
+pub const PROVIDER: coverwatch_core::ProviderId =
+    coverwatch_core::ProviderId::from_static("canopy");

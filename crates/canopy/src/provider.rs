@@ -1,11 +1,12 @@
 //! `impl Provider for CanopyProvider`: Canopy's pulls and monitorings behind the common trait.
 
+use crate::PROVIDER;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use coverwatch_core::provider::{
     CanopyCheckStatus, CanopyPolicyCheck, Capabilities, Completion, FetchedData, LinkAccess,
-    LinkGrant, LinkSession, LinkSessionRequest, Provider, ProviderError, ProviderKind,
+    LinkGrant, LinkSession, LinkSessionRequest, Provider, ProviderError, ProviderId,
     RECONNECT_SECRET, ReconnectOutcome, ReconnectStep, RejectionKind, StoredVendorData,
     VendorErrorInfo, VendorVerdict,
 };
@@ -142,7 +143,7 @@ impl CanopyProvider {
         };
         match status.as_deref() {
             Some(s) if RUNNING_STATUSES.contains(&s) => ProviderError::Unavailable {
-                provider: ProviderKind::Canopy,
+                provider: PROVIDER,
                 message: format!(
                     "pull {pull_id} is still running ({s}); monitor it once it succeeds"
                 ),
@@ -272,7 +273,7 @@ fn refuse_another_links_pull(
         return Ok(());
     }
     Err(ProviderError::Rejected {
-        provider: ProviderKind::Canopy,
+        provider: PROVIDER,
         kind: RejectionKind::PermissionDenied,
         message: format!(
             "pull {pull_id} was started from a session of link {named}, not of link {}; \
@@ -339,8 +340,8 @@ pub fn stored_policy_check(stored: &StoredVendorData) -> Result<CanopyPolicyChec
 
 #[async_trait]
 impl Provider for CanopyProvider {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Canopy
+    fn kind(&self) -> ProviderId {
+        PROVIDER
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -447,7 +448,7 @@ impl Provider for CanopyProvider {
             let status = pull.status.as_deref().unwrap_or("no status");
             if RUNNING_STATUSES.contains(&status) {
                 return Err(ProviderError::Unavailable {
-                    provider: ProviderKind::Canopy,
+                    provider: PROVIDER,
                     message: format!("pull {pull_id} has no data yet ({status})"),
                     vendor: VendorErrorInfo::default(),
                 });
@@ -621,7 +622,7 @@ impl Provider for CanopyProvider {
         stored_policy_check(stored)
             .map(VendorVerdict::Canopy)
             .map_err(|message| ProviderError::Malformed {
-                provider: ProviderKind::Canopy,
+                provider: PROVIDER,
                 message,
             })
     }

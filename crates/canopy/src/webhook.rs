@@ -1,11 +1,12 @@
 //! Canopy webhooks: the `canopy-signature` check on the raw bytes, then the normalization of
 //! each event type into [`Happening`]s.
 
+use crate::PROVIDER;
 use coverwatch_core::event::{
     AuthStatus, FailureReason, FieldChange, ProviderDetail, ReconnectReason, VerificationOption,
 };
 use coverwatch_core::ids::LinkId;
-use coverwatch_core::provider::{ProviderError, ProviderKind};
+use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{
     Attribution, AuthenticatedWebhook, DataRef, Happening, InboundWebhook, ParsedWebhook,
     SessionProof, WebhookRejection,
@@ -133,7 +134,7 @@ pub fn authenticate(
 
 fn malformed(message: impl Into<String>) -> ProviderError {
     ProviderError::Malformed {
-        provider: ProviderKind::Canopy,
+        provider: PROVIDER,
         message: message.into(),
     }
 }
@@ -219,6 +220,8 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
                     login_error_message: text(data.get("login_error_message")),
                     verification_options: verification_options(data.get("mfa_options")),
                     sequence,
+                    // Canopy numbers the sign-in steps of each pull from the start.
+                    sequence_scope: pull_id.clone().unwrap_or_default(),
                 },
                 None => vendor("AUTH_STATUS"),
             }
@@ -873,6 +876,7 @@ mod tests {
             login_error_message,
             verification_options,
             sequence,
+            sequence_scope,
         } = only(&p)
         else {
             panic!("{:?}", p.happenings)
@@ -880,6 +884,7 @@ mod tests {
         assert_eq!(*status, AuthStatus::IdentityVerificationOptions);
         assert_eq!(*login_error_message, None);
         assert_eq!(*sequence, Some(3));
+        assert_eq!(sequence_scope, PULL);
         assert_eq!(
             *verification_options,
             vec![
@@ -923,6 +928,11 @@ mod tests {
         assert_eq!(*status, AuthStatus::NotAuthenticated);
         assert_eq!(login_error_message.as_deref(), Some("Locked"));
         assert_eq!(*sequence, Some(7));
+        // Numbered per pull: the engine compares numbers of the same pull only.
+        let Happening::AuthProgress { sequence_scope, .. } = only(&p) else {
+            panic!()
+        };
+        assert_eq!(sequence_scope, PULL);
         let p = parse_json(envelope("AUTH_STATUS", json!({"auth_status": "SUCCESS"})));
         assert!(matches!(
             only(&p),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{EventId, LinkId, TenantId, UserId};
 use crate::policy::PolicyStatus;
-use crate::provider::ProviderKind;
+use crate::provider::ProviderId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EventKind {
@@ -374,7 +374,7 @@ pub struct Event {
     pub tenant_id: TenantId,
     pub link_id: LinkId,
     pub user_id: UserId,
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     /// When the fact happened, as the vendor says where it says so.
     pub occurred_at: DateTime<Utc>,
     /// When coverwatch recorded it.

@@ -18,4 +18,4 @@ pub use event::{Event, EventKind, EventPayload, ProviderDetail};
 pub use ids::{EventId, IdError, LinkId, TenantId, UserId};
 pub use link::{IllegalTransition, Link, LinkRequirements, LinkState};
 pub use plugin::{BuiltVendor, SettingsError, Simulator, VendorPlugin};
-pub use provider::{Provider, ProviderError, ProviderKind};
+pub use provider::{InvalidProviderId, Provider, ProviderError, ProviderId};

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{LinkId, TenantId, UserId};
-use crate::provider::ProviderKind;
+use crate::provider::ProviderId;
 use crate::requirements::OverallStatus;
 
 /// Where a link stands.
@@ -112,7 +112,7 @@ pub struct Link {
     pub id: LinkId,
     pub tenant_id: TenantId,
     pub user_id: UserId,
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub state: LinkState,
     /// The caller's own flat key/value tags.
     pub metadata: BTreeMap<String, String>,

@@ -1,6 +1,7 @@
 //! The `Provider` trait: everything the engine needs from a vendor, and nothing vendor-shaped.
 //! A new vendor is a new crate implementing this trait plus one line in the wiring.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -17,38 +18,112 @@ use crate::webhook::{
     AuthenticatedWebhook, DataRef, InboundWebhook, ParsedWebhook, WebhookRejection,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    Axle,
-    Canopy,
-}
+/// A vendor's name: data, not a closed enum, so that a new vendor is a new crate and nothing
+/// here. Each vendor crate declares its own (`coverwatch_axle::PROVIDER`); the stored form is the
+/// plain name (`axle`), in the database as in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderId(Cow<'static, str>);
 
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::Axle, ProviderKind::Canopy];
+/// The longest provider name, so that names fit metric labels and log lines as they are.
+pub const PROVIDER_ID_MAX_LEN: usize = 32;
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Axle => "axle",
-            ProviderKind::Canopy => "canopy",
-        }
+impl ProviderId {
+    /// A vendor crate's own name. Not checked here (a `const fn` cannot report an error), so the
+    /// registry checks every registered name with [`ProviderId::new`]'s rule.
+    pub const fn from_static(name: &'static str) -> Self {
+        ProviderId(Cow::Borrowed(name))
+    }
+
+    /// A name read from outside (a request, a stored row, a configuration key).
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidProviderId> {
+        let name = name.into();
+        check_name(&name)?;
+        Ok(ProviderId(Cow::Owned(name)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this name follows the rule of [`ProviderId::new`] (for names made with
+    /// [`ProviderId::from_static`]).
+    pub fn validate(&self) -> Result<(), InvalidProviderId> {
+        check_name(&self.0)
     }
 }
 
-impl fmt::Display for ProviderKind {
+fn check_name(name: &str) -> Result<(), InvalidProviderId> {
+    if name.is_empty() {
+        return Err(InvalidProviderId::Empty);
+    }
+    if name.len() > PROVIDER_ID_MAX_LEN {
+        return Err(InvalidProviderId::TooLong {
+            name: name.to_owned(),
+        });
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
+    {
+        return Err(InvalidProviderId::BadCharacter {
+            name: name.to_owned(),
+            bad,
+        });
+    }
+    Ok(())
+}
+
+/// Why a string is not a provider name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProviderId {
+    #[error("a provider name cannot be empty")]
+    Empty,
+    #[error("provider name `{name}` is longer than {PROVIDER_ID_MAX_LEN} characters")]
+    TooLong { name: String },
+    #[error(
+        "provider name `{name}` contains {bad:?}: only lowercase ASCII letters, digits and `_` are allowed"
+    )]
+    BadCharacter { name: String, bad: char },
+}
+
+impl TryFrom<String> for ProviderId {
+    type Error = InvalidProviderId;
+
+    fn try_from(name: String) -> Result<Self, InvalidProviderId> {
+        ProviderId::new(name)
+    }
+}
+
+impl From<ProviderId> for String {
+    fn from(id: ProviderId) -> String {
+        id.0.into_owned()
+    }
+}
+
+impl fmt::Display for ProviderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for ProviderKind {
-    type Err = String;
+impl FromStr for ProviderId {
+    type Err = InvalidProviderId;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        ProviderKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| format!("unknown provider `{s}` (expected one of: axle, canopy)"))
+    fn from_str(s: &str) -> Result<Self, InvalidProviderId> {
+        ProviderId::new(s)
+    }
+}
+
+impl PartialEq<str> for ProviderId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ProviderId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -180,10 +255,10 @@ pub enum VendorVerdict {
 }
 
 impl VendorVerdict {
-    pub fn provider(&self) -> ProviderKind {
+    pub fn provider(&self) -> ProviderId {
         match self {
-            VendorVerdict::Axle(_) => ProviderKind::Axle,
-            VendorVerdict::Canopy(_) => ProviderKind::Canopy,
+            VendorVerdict::Axle(_) => ProviderId::from_static("axle"),
+            VendorVerdict::Canopy(_) => ProviderId::from_static("canopy"),
         }
     }
 }
@@ -278,14 +353,14 @@ pub enum ProviderError {
     /// The vendor could not be reached or answered 5xx/429; worth trying again later.
     #[error("{provider} is unavailable: {message}")]
     Unavailable {
-        provider: ProviderKind,
+        provider: ProviderId,
         message: String,
         vendor: VendorErrorInfo,
     },
     /// The vendor refused the request for a reason trying again will not change.
     #[error("{provider} refused the request: {message}")]
     Rejected {
-        provider: ProviderKind,
+        provider: ProviderId,
         kind: RejectionKind,
         message: String,
         vendor: VendorErrorInfo,
@@ -293,13 +368,13 @@ pub enum ProviderError {
     /// This vendor has no such capability.
     #[error("{provider} does not support {capability}")]
     Unsupported {
-        provider: ProviderKind,
+        provider: ProviderId,
         capability: &'static str,
     },
     /// The vendor sent something we cannot read.
     #[error("{provider} sent an unreadable response: {message}")]
     Malformed {
-        provider: ProviderKind,
+        provider: ProviderId,
         message: String,
     },
 }
@@ -332,7 +407,7 @@ pub struct VendorErrorInfo {
 /// One vendor, behind the common model.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
-    fn kind(&self) -> ProviderKind;
+    fn kind(&self) -> ProviderId;
 
     fn capabilities(&self) -> Capabilities;
 
@@ -412,5 +487,50 @@ pub trait Provider: Send + Sync + 'static {
             provider: self.kind(),
             capability: "vendor-side policy checks",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_are_short_lowercase_words() {
+        assert_eq!(ProviderId::new("acme_2").unwrap().as_str(), "acme_2");
+        assert_eq!(ProviderId::new(""), Err(InvalidProviderId::Empty));
+        let long = "a".repeat(PROVIDER_ID_MAX_LEN + 1);
+        assert_eq!(
+            ProviderId::new(long.clone()).unwrap_err().to_string(),
+            format!("provider name `{long}` is longer than 32 characters")
+        );
+        assert!(ProviderId::new("a".repeat(PROVIDER_ID_MAX_LEN)).is_ok());
+        assert_eq!(
+            "Axle".parse::<ProviderId>().unwrap_err().to_string(),
+            "provider name `Axle` contains 'A': only lowercase ASCII letters, digits and `_` are allowed"
+        );
+        assert!("ax-le".parse::<ProviderId>().is_err());
+        assert!(ProviderId::from_static("Bad Name").validate().is_err());
+    }
+
+    #[test]
+    fn a_static_name_equals_the_same_name_read_at_run_time() {
+        // Registry keys are static names, lookups come from requests and rows: both must meet.
+        let read = ProviderId::new("axle".to_owned()).unwrap();
+        assert_eq!(read, ProviderId::from_static("axle"));
+        let mut set = std::collections::HashSet::new();
+        set.insert(ProviderId::from_static("axle"));
+        assert!(set.contains(&read));
+    }
+
+    #[test]
+    fn provider_names_are_stored_as_plain_strings() {
+        // The stored event JSON and the database hold `"axle"`, as the old enum wrote it.
+        let id = ProviderId::from_static("canopy");
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""canopy""#);
+        assert_eq!(
+            serde_json::from_str::<ProviderId>(r#""canopy""#).unwrap(),
+            id
+        );
+        assert!(serde_json::from_str::<ProviderId>(r#""Canopy!""#).is_err());
     }
 }

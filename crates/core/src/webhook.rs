@@ -144,6 +144,10 @@ pub enum Happening {
         verification_options: Vec<VerificationOption>,
         /// Vendors that order these send an increasing sequence; older ones are ignored.
         sequence: Option<i64>,
+        /// What `sequence` counts within, as the vendor numbers it: empty when it numbers
+        /// per link, a vendor session id when each session starts again (Canopy: per pull).
+        /// A number is compared only with numbers of the same scope.
+        sequence_scope: String,
     },
     /// The user finished; exchange `code`, when there is one, and fetch `data`.
     SessionCompleted {

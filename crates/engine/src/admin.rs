@@ -243,13 +243,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coverwatch_core::ProviderKind;
+    use coverwatch_core::ProviderId;
 
     fn record(headers: &[(&str, &str)], body: &str) -> DeliveryRecord {
         DeliveryRecord {
             seq: 1,
             id: DeliveryId::new(),
-            provider: ProviderKind::Canopy,
+            provider: ProviderId::from_static("canopy"),
             dedupe_key: "id:1".into(),
             link: None,
             path: String::new(),

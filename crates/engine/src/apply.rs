@@ -253,7 +253,7 @@ impl Engine {
         record: &LinkRecord,
         completion: Completion,
     ) -> Result<Prepared, EngineError> {
-        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        let provider = self.inner.providers.get(&record.link.provider)?.clone();
         let grant = self.redeem(record, &provider, &completion).await?;
         self.prepare_grant(record, &provider, grant, completion.data)
             .await
@@ -273,7 +273,7 @@ impl Engine {
             && let Some(target) = self
                 .inner
                 .store
-                .find_linked_by_account_key(&link.tenant_id, link.provider, key, &link.id)
+                .find_linked_by_account_key(&link.tenant_id, link.provider.clone(), key, &link.id)
                 .await?
         {
             let target_access = self.access(&target.link).await?;
@@ -345,7 +345,7 @@ impl Engine {
             return Ok(());
         }
         if old.link.state.is_linked() {
-            let provider = self.inner.providers.get(old.link.provider)?.clone();
+            let provider = self.inner.providers.get(&old.link.provider)?.clone();
             let access = self.access(&old.link).await?;
             match provider.descope(&access).await {
                 Ok(()) => {}
@@ -372,21 +372,21 @@ impl Engine {
         &self,
         record: &LinkRecord,
         happening: Happening,
-        detail: &ProviderDetail,
     ) -> Result<Prepared, EngineError> {
         let link = &record.link;
-        let provider = self.inner.providers.get(link.provider)?.clone();
+        let provider = self.inner.providers.get(&link.provider)?.clone();
         Ok(match happening {
             Happening::AuthProgress {
                 status,
                 login_error_message,
                 verification_options,
                 sequence,
+                sequence_scope,
             } => Prepared::Auth {
                 status,
                 login_error_message,
                 verification_options,
-                sequence: sequence.map(|s| (session_key(detail), s)),
+                sequence: sequence.map(|s| (sequence_scope, s)),
             },
             Happening::SessionCompleted { code, data } => {
                 if link.state == LinkState::Descoped {
@@ -625,17 +625,6 @@ async fn check_requirements(
         crate::requirements::evaluate_in_tx(tx, origin, events, Utc::now()).await?;
     }
     Ok(())
-}
-
-/// The vendor session a sign-in sequence number belongs to (Canopy numbers per pull).
-fn session_key(detail: &ProviderDetail) -> String {
-    match detail {
-        ProviderDetail::Canopy {
-            pull_id: Some(pull),
-            ..
-        } => pull.clone(),
-        _ => String::new(),
-    }
 }
 
 pub(crate) async fn emit(

@@ -3,7 +3,7 @@
 
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::WebhookRejection;
-use coverwatch_core::{IllegalTransition, ProviderKind};
+use coverwatch_core::{IllegalTransition, ProviderId};
 use coverwatch_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +17,7 @@ pub enum EngineError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("provider `{0}` is not configured on this server")]
-    ProviderNotConfigured(ProviderKind),
+    ProviderNotConfigured(ProviderId),
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]

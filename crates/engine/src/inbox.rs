@@ -5,7 +5,7 @@
 //! `unmatched`, never dropped.
 
 use chrono::Utc;
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
@@ -452,10 +452,10 @@ impl Engine {
                     }
                     Outcome::Failed { .. } => (Settled::DeadLettered, "dead"),
                 };
-                (delivery.id, delivery.provider, settled, label)
+                (delivery.id, delivery.provider.clone(), settled, label)
             }));
         for (id, provider, settled, label) in finished {
-            telemetry::delivery_attempt(provider, settled, elapsed);
+            telemetry::delivery_attempt(&provider, settled, elapsed);
             let span = span_of(&id);
             span.record("outcome", label);
             if !matches!(settled, Settled::Processed | Settled::Unmatched) {
@@ -577,7 +577,7 @@ impl Engine {
         &self,
         delivery: &ClaimedDelivery,
     ) -> Result<Result<Attributed, Outcome>, EngineError> {
-        let provider = self.inner.providers.get(delivery.provider)?.clone();
+        let provider = self.inner.providers.get(&delivery.provider)?.clone();
         let inbound = InboundWebhook {
             path: delivery.path.clone(),
             headers: delivery.headers.clone(),
@@ -614,7 +614,7 @@ impl Engine {
             .await?;
         let mut prepared = Vec::with_capacity(parsed.happenings.len());
         for happening in parsed.happenings {
-            prepared.push(self.prepare(&record, happening, &parsed.detail).await?);
+            prepared.push(self.prepare(&record, happening).await?);
         }
         let retry = prepared
             .iter()
@@ -648,7 +648,7 @@ impl Engine {
                 None => Matched::None(format!("link {link} it was attributed to is gone")),
             });
         }
-        self.link_named_by(delivery.provider, candidates).await
+        self.link_named_by(&delivery.provider, candidates).await
     }
 
     /// The first link of `provider` that one of the delivery's candidates proves it belongs to:
@@ -657,7 +657,7 @@ impl Engine {
     /// may have typed it into the session URL). Without a match, says why.
     pub(crate) async fn link_named_by(
         &self,
-        provider: ProviderKind,
+        provider: &ProviderId,
         candidates: &[Attribution],
     ) -> Result<Matched, EngineError> {
         let store = &self.inner.store;
@@ -668,12 +668,12 @@ impl Engine {
                 Attribution::Session { link, proof } => {
                     let owner = store
                         .find_link_by_external_id(
-                            provider,
+                            provider.clone(),
                             SESSION_PROOF_KIND,
                             &token_hash(proof.expose()),
                         )
                         .await?
-                        .filter(|r| r.link.provider == provider);
+                        .filter(|r| r.link.provider == *provider);
                     match owner {
                         Some(record) if record.link.id == *link => {
                             return Ok(Matched::Link(Box::new(record)));
@@ -694,9 +694,9 @@ impl Engine {
                     if kind == SESSION_PROOF_KIND || kind == WEBHOOK_TOKEN_KIND => {}
                 Attribution::External { kind, value } => {
                     if let Some(record) = store
-                        .find_link_by_external_id(provider, kind, value)
+                        .find_link_by_external_id(provider.clone(), kind, value)
                         .await?
-                        .filter(|r| r.link.provider == provider)
+                        .filter(|r| r.link.provider == *provider)
                     {
                         return Ok(Matched::Link(Box::new(record)));
                     }

@@ -8,7 +8,7 @@ use coverwatch_core::event::{DescopeReason, EventPayload};
 use coverwatch_core::policy::PolicyTerm;
 use coverwatch_core::provider::{Completion, LinkAccess, LinkSessionRequest, ReconnectStep};
 use coverwatch_core::webhook::DataRef;
-use coverwatch_core::{Link, LinkId, LinkState, ProviderKind, TenantId, UserId};
+use coverwatch_core::{Link, LinkId, LinkState, ProviderId, TenantId, UserId};
 use coverwatch_store::{
     LinkFilter, LinkPage, LinkRecord, NewEvent, NewLink, SESSION_PROOF_KIND, StoredAccount,
     StoredPolicy, WEBHOOK_TOKEN_KIND,
@@ -24,7 +24,7 @@ use crate::{Engine, EngineError};
 /// A caller's request to link an account.
 #[derive(Debug, Clone)]
 pub struct LinkRequest {
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub user_id: UserId,
     pub metadata: BTreeMap<String, String>,
     pub redirect_uri: Option<String>,
@@ -115,7 +115,7 @@ pub(crate) fn token_hash(token: &str) -> String {
 }
 
 impl Engine {
-    fn webhook_url(&self, provider: ProviderKind, token: &str) -> SecretString {
+    fn webhook_url(&self, provider: &ProviderId, token: &str) -> SecretString {
         SecretString::from(format!(
             "{}/webhooks/{provider}/{token}",
             self.inner.config.public_base_url.trim_end_matches('/')
@@ -149,7 +149,7 @@ impl Engine {
     ) -> Result<StartedSession, EngineError> {
         validate_metadata(&request.metadata)?;
         validate_redirect(request.redirect_uri.as_deref(), "redirect_uri")?;
-        let provider = self.inner.providers.get(request.provider)?.clone();
+        let provider = self.inner.providers.get(&request.provider)?.clone();
         if let Some(old) = &request.replace_link_id {
             let old = self
                 .inner
@@ -190,7 +190,7 @@ impl Engine {
                 user_id: request.user_id.clone(),
                 metadata: request.metadata.clone(),
                 redirect_uri: request.redirect_uri.clone(),
-                webhook_url: self.webhook_url(request.provider, &token),
+                webhook_url: self.webhook_url(&request.provider, &token),
                 session_proof: SecretString::from(proof),
             })
             .await?;
@@ -237,7 +237,7 @@ impl Engine {
             return Err(EngineError::invalid("auth_code", "must not be empty"));
         }
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        let provider = self.inner.providers.get(&record.link.provider)?.clone();
         if !provider.capabilities().one_time_completion_code {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} completes sessions from its own notices and has no one-time code to redeem \
@@ -300,7 +300,7 @@ impl Engine {
             )));
         }
         let link = &record.link;
-        let provider = self.inner.providers.get(link.provider)?.clone();
+        let provider = self.inner.providers.get(&link.provider)?.clone();
         let access = self.access(link).await?;
         let (token, hash) = webhook_token();
         let (proof, proof_hash) = webhook_token();
@@ -313,7 +313,7 @@ impl Engine {
                     user_id: link.user_id.clone(),
                     metadata: link.metadata.clone(),
                     redirect_uri,
-                    webhook_url: self.webhook_url(link.provider, &token),
+                    webhook_url: self.webhook_url(&link.provider, &token),
                     session_proof: SecretString::from(proof),
                 },
             )
@@ -355,7 +355,7 @@ impl Engine {
             return Ok(record.link);
         }
         if record.link.state.is_linked() {
-            let provider = self.inner.providers.get(record.link.provider)?.clone();
+            let provider = self.inner.providers.get(&record.link.provider)?.clone();
             let access = self.access(&record.link).await?;
             provider.descope(&access).await?;
         }
@@ -395,7 +395,7 @@ impl Engine {
     /// Ask the vendor for fresh data now; the data arrives later by webhook.
     pub async fn refresh(&self, tenant: &TenantId, id: &LinkId) -> Result<Link, EngineError> {
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        let provider = self.inner.providers.get(&record.link.provider)?.clone();
         if !provider.capabilities().on_demand_refresh {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} has no on-demand refresh (capability on_demand_refresh); it refreshes on its own schedule",
@@ -421,7 +421,7 @@ impl Engine {
         step: ReconnectStep,
     ) -> Result<Link, EngineError> {
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(record.link.provider)?.clone();
+        let provider = self.inner.providers.get(&record.link.provider)?.clone();
         if !provider.capabilities().in_app_reconnect {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} has no in-app reconnect (capability in_app_reconnect); use StartReconnect",

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use coverwatch_core::{Provider, ProviderKind};
+use coverwatch_core::{Provider, ProviderId};
 
 use crate::EngineError;
 
 #[derive(Clone, Default)]
 pub struct ProviderRegistry {
-    providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    providers: BTreeMap<ProviderId, Arc<dyn Provider>>,
 }
 
 impl ProviderRegistry {
@@ -19,18 +19,29 @@ impl ProviderRegistry {
         Self::default()
     }
 
+    /// Adds a vendor under its own name.
+    ///
+    /// # Panics
+    /// When the name breaks the naming rule of [`ProviderId::new`] or is already registered:
+    /// both are mistakes of the wiring, found by the first test that builds it.
     pub fn register(mut self, provider: Arc<dyn Provider>) -> Self {
-        self.providers.insert(provider.kind(), provider);
+        let kind = provider.kind();
+        if let Err(error) = kind.validate() {
+            panic!("cannot register provider: {error}");
+        }
+        let previous = self.providers.insert(kind.clone(), provider);
+        assert!(previous.is_none(), "provider `{kind}` is registered twice");
         self
     }
 
-    pub fn get(&self, kind: ProviderKind) -> Result<&Arc<dyn Provider>, EngineError> {
+    pub fn get(&self, kind: &ProviderId) -> Result<&Arc<dyn Provider>, EngineError> {
         self.providers
-            .get(&kind)
-            .ok_or(EngineError::ProviderNotConfigured(kind))
+            .get(kind)
+            .ok_or_else(|| EngineError::ProviderNotConfigured(kind.clone()))
     }
 
-    pub fn kinds(&self) -> impl Iterator<Item = ProviderKind> + '_ {
-        self.providers.keys().copied()
+    /// The registered vendors, in name order.
+    pub fn kinds(&self) -> impl Iterator<Item = &ProviderId> + '_ {
+        self.providers.keys()
     }
 }

@@ -15,7 +15,7 @@ use coverwatch_core::requirements::{
     Evaluation, RequirementSet, StaleAction, check_set_id, evaluate, is_stale, stale_action,
     transition_event,
 };
-use coverwatch_core::{Event, LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_core::{Event, LinkId, LinkState, ProviderId, TenantId};
 use coverwatch_store::{DueLink, LinkRecord, LinkTx, PolicyVersion, StoredRequirementSet};
 use tokio::sync::watch;
 
@@ -33,7 +33,7 @@ pub struct SweepConfig {
     pub reevaluate_every: Duration,
     /// How long a provider's link may go without fresh data before `link.stale`; a provider not
     /// named here uses its `Capabilities::expected_refresh_interval`.
-    pub stale_after: BTreeMap<ProviderKind, Duration>,
+    pub stale_after: BTreeMap<ProviderId, Duration>,
 }
 
 impl Default for SweepConfig {
@@ -65,7 +65,7 @@ pub struct LinkEvaluation {
 pub enum VendorCheck {
     Available(VendorVerdict),
     Unavailable {
-        provider: ProviderKind,
+        provider: ProviderId,
         reason: String,
     },
 }
@@ -337,9 +337,9 @@ impl Engine {
     /// failure (vendor down, refusal, unreadable answer, no such check, time limit, even a
     /// panic in the provider) becomes `Unavailable` with the reason.
     async fn vendor_check(&self, tenant: &TenantId, record: &LinkRecord) -> VendorCheck {
-        let provider_kind = record.link.provider;
+        let provider_kind = &record.link.provider;
         let unavailable = |reason: String| VendorCheck::Unavailable {
-            provider: provider_kind,
+            provider: provider_kind.clone(),
             reason,
         };
         let work = async {
@@ -484,7 +484,7 @@ impl Engine {
             let due = self
                 .inner
                 .store
-                .stale_candidates(kind, before, SWEEP_PAGE)
+                .stale_candidates(kind.clone(), before, SWEEP_PAGE)
                 .await?;
             for link in due {
                 let check = self.sweep_stale_link(&link, window, now);
@@ -623,8 +623,8 @@ impl Engine {
     }
 
     /// How long links of `kind` may go without fresh data.
-    pub fn stale_window(&self, kind: ProviderKind) -> Result<Duration, EngineError> {
-        Ok(match self.inner.config.sweep.stale_after.get(&kind) {
+    pub fn stale_window(&self, kind: &ProviderId) -> Result<Duration, EngineError> {
+        Ok(match self.inner.config.sweep.stale_after.get(kind) {
             Some(window) => *window,
             None => {
                 self.inner

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coverwatch_core::{Event, ProviderKind};
+use coverwatch_core::{Event, ProviderId};
 
 /// `coverwatch_inbox_attempts_total{provider}`: every processing attempt of a delivery.
 pub const INBOX_ATTEMPTS: &str = "coverwatch_inbox_attempts_total";
@@ -36,13 +36,15 @@ impl Settled {
     }
 }
 
-pub(crate) fn delivery_attempt(provider: ProviderKind, settled: Settled, elapsed: Duration) {
-    let provider = provider.as_str();
-    metrics::counter!(INBOX_ATTEMPTS, "provider" => provider).increment(1);
+pub(crate) fn delivery_attempt(provider: &ProviderId, settled: Settled, elapsed: Duration) {
+    let provider = provider.to_string();
+    metrics::counter!(INBOX_ATTEMPTS, "provider" => provider.clone()).increment(1);
     match settled {
-        Settled::Retried => metrics::counter!(INBOX_RETRIES, "provider" => provider).increment(1),
+        Settled::Retried => {
+            metrics::counter!(INBOX_RETRIES, "provider" => provider.clone()).increment(1)
+        }
         Settled::DeadLettered => {
-            metrics::counter!(INBOX_DEAD_LETTERS, "provider" => provider).increment(1);
+            metrics::counter!(INBOX_DEAD_LETTERS, "provider" => provider.clone()).increment(1);
         }
         Settled::Processed | Settled::Unmatched => {}
     }

@@ -2,7 +2,7 @@
 //! acknowledge. Processing happens later, in the inbox worker.
 
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
-use coverwatch_core::{LinkState, ProviderKind};
+use coverwatch_core::{LinkState, ProviderId};
 use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -49,10 +49,10 @@ impl Engine {
                 limit: MAX_WEBHOOK_BYTES,
             });
         }
-        let kind: ProviderKind = provider
+        let kind: ProviderId = provider
             .parse()
             .map_err(|_| IngestError::UnknownProvider(provider.to_owned()))?;
-        let implementation = match self.inner.providers.get(kind) {
+        let implementation = match self.inner.providers.get(&kind) {
             Ok(p) => p.clone(),
             Err(_) => return Err(IngestError::UnknownProvider(provider.to_owned())),
         };
@@ -69,7 +69,7 @@ impl Engine {
             let record = self
                 .inner
                 .store
-                .find_link_by_webhook_token(kind, &token_hash(token))
+                .find_link_by_webhook_token(kind.clone(), &token_hash(token))
                 .await
                 .map_err(unavailable)?
                 .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
@@ -137,7 +137,7 @@ impl Engine {
             // names no known link yet (or does not parse) is attributed when processed.
             // The same proof as when processed: a delivery naming a link it cannot prove is
             // not queued behind that link's deliveries either.
-            if let Matched::Link(record) = self.link_named_by(kind, &parsed.attribution).await? {
+            if let Matched::Link(record) = self.link_named_by(&kind, &parsed.attribution).await? {
                 link = Some((record.link.tenant_id, record.link.id));
                 caller_trace = record.caller_trace;
             }

@@ -20,12 +20,12 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::{EventId, IdError, LinkId, UserId};
 use coverwatch_core::policy::PolicyTerm;
-use coverwatch_core::{EventKind, LinkState, ProviderKind};
+use coverwatch_core::{EventKind, LinkState, ProviderId};
 use prost_types::Timestamp;
 
 use crate::v1;
 
-pub use enums::ProtoEnum;
+pub use enums::{ProtoEnum, provider_of};
 pub use event::{event_from_proto, provider_detail, provider_detail_from_proto};
 pub use link::link_from_proto;
 pub use requirements::{
@@ -127,13 +127,13 @@ pub fn required<T>(value: Option<T>, field: &str) -> Result<T, FieldError> {
 // ---- enums a request carries -------------------------------------------------------------
 
 /// A required provider: `PROVIDER_UNSPECIFIED` and unknown values are refused.
-pub fn provider(value: i32, field: &str) -> Result<ProviderKind, FieldError> {
-    enums::enum_value::<v1::Provider>(value, field)
+pub fn provider(value: i32, field: &str) -> Result<ProviderId, FieldError> {
+    enums::provider_value(value, field)
 }
 
 /// A provider filter: `PROVIDER_UNSPECIFIED` means any provider.
-pub fn optional_provider(value: i32, field: &str) -> Result<Option<ProviderKind>, FieldError> {
-    enums::optional_enum_value::<v1::Provider>(value, field)
+pub fn optional_provider(value: i32, field: &str) -> Result<Option<ProviderId>, FieldError> {
+    enums::optional_provider_value(value, field)
 }
 
 pub fn link_state(value: i32, field: &str) -> Result<LinkState, FieldError> {
@@ -327,7 +327,7 @@ mod tests {
     fn request_enums_refuse_unspecified_and_unknown_values_naming_the_field() {
         assert_eq!(
             provider(v1::Provider::Canopy as i32, "provider"),
-            Ok(ProviderKind::Canopy)
+            Ok(ProviderId::from_static("canopy"))
         );
         let error = provider(0, "provider").unwrap_err();
         assert_eq!(error.field, "provider");
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(optional_provider(0, "provider"), Ok(None));
         assert_eq!(
             optional_provider(1, "provider"),
-            Ok(Some(ProviderKind::Axle))
+            Ok(Some(ProviderId::from_static("axle")))
         );
         assert_eq!(
             optional_provider(-1, "provider").unwrap_err().field,

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
-use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, ProviderId, TenantId};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
@@ -21,7 +21,7 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<ProviderId>,
     pub link_id: Option<LinkId>,
     /// Only deliveries received at or after this time.
     pub received_since: Option<DateTime<Utc>>,
@@ -36,7 +36,7 @@ pub struct DeliveryRecord {
     /// Receipt order; the paging key.
     pub seq: i64,
     pub id: DeliveryId,
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     /// The vendor's event id (`id:…`) or the body's hash (`sha256:…`).
     pub dedupe_key: String,
     /// The link it belongs to, when known at receipt.
@@ -172,7 +172,7 @@ impl Store {
         if let Some(status) = filter.status {
             query = query.filter(inbox::Column::Status.eq(status.as_str()));
         }
-        if let Some(provider) = filter.provider {
+        if let Some(provider) = &filter.provider {
             query = query.filter(inbox::Column::Provider.eq(provider.to_string()));
         }
         if let Some(link) = &filter.link_id {

@@ -191,7 +191,7 @@ impl PendingEvent {
             tenant_id: link.tenant_id.clone(),
             link_id: link.id,
             user_id: link.user_id.clone(),
-            provider: link.provider,
+            provider: link.provider.clone(),
             occurred_at: new.occurred_at,
             recorded_at: from_ms(recorded_at),
             payload: new.payload,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
-use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, ProviderId, TenantId};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Statement};
 
 use crate::entities::inbox;
@@ -49,7 +49,7 @@ impl std::str::FromStr for DeliveryStatus {
 
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     /// The vendor's event id, else a hash of the raw body: the same delivery twice is one row.
     pub dedupe_key: String,
     /// Known at receipt when the delivery's URL names its link.
@@ -73,7 +73,7 @@ pub enum Ingested {
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: DeliveryId,
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub link: Option<(TenantId, LinkId)>,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -283,7 +283,7 @@ impl Store {
     }
 
     /// How many deliveries of `provider` the inbox holds, whatever their status.
-    pub async fn count_deliveries(&self, provider: ProviderKind) -> Result<u64> {
+    pub async fn count_deliveries(&self, provider: ProviderId) -> Result<u64> {
         use sea_orm::PaginatorTrait;
         Ok(inbox::Entity::find()
             .filter(inbox::Column::Provider.eq(provider.to_string()))

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use coverwatch_core::provider::LinkAccess;
 use coverwatch_core::{
-    Event, Link, LinkId, LinkRequirements, LinkState, ProviderKind, TenantId, UserId,
+    Event, Link, LinkId, LinkRequirements, LinkState, ProviderId, TenantId, UserId,
 };
 use sea_orm::{
     ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -39,7 +39,7 @@ pub struct NewLink {
     pub id: LinkId,
     pub tenant_id: TenantId,
     pub user_id: UserId,
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub metadata: BTreeMap<String, String>,
     pub session_url: Option<String>,
     /// SHA-256 of the per-link webhook token (the token itself is never stored).
@@ -59,7 +59,7 @@ pub struct NewLink {
 #[derive(Debug, Clone, Default)]
 pub struct LinkFilter {
     pub user_id: Option<UserId>,
-    pub provider: Option<ProviderKind>,
+    pub provider: Option<ProviderId>,
     pub states: Vec<LinkState>,
     /// Return links after this id (ids sort by creation).
     pub after: Option<LinkId>,
@@ -227,7 +227,7 @@ impl Store {
         if let Some(user) = &filter.user_id {
             query = query.filter(link::Column::UserId.eq(user.as_str()));
         }
-        if let Some(provider) = filter.provider {
+        if let Some(provider) = &filter.provider {
             query = query.filter(link::Column::Provider.eq(provider.as_str()));
         }
         if !filter.states.is_empty() {
@@ -261,7 +261,7 @@ impl Store {
     /// thing a vendor delivery carries that we gave it).
     pub async fn find_link_by_webhook_token(
         &self,
-        provider: ProviderKind,
+        provider: ProviderId,
         token_hash: &str,
     ) -> Result<Option<LinkRecord>> {
         self.find_link_by_external_id(provider, WEBHOOK_TOKEN_KIND, token_hash)
@@ -271,7 +271,7 @@ impl Store {
     /// The link a vendor id was recorded for (see `LinkTx::put_external_ids`).
     pub async fn find_link_by_external_id(
         &self,
-        provider: ProviderKind,
+        provider: ProviderId,
         kind: &str,
         value: &str,
     ) -> Result<Option<LinkRecord>> {
@@ -297,7 +297,7 @@ impl Store {
     pub async fn find_link_by_account_key(
         &self,
         tenant: &TenantId,
-        provider: ProviderKind,
+        provider: ProviderId,
         account_key: &str,
     ) -> Result<Option<LinkRecord>> {
         link::Entity::find()
@@ -316,7 +316,7 @@ impl Store {
     pub async fn find_linked_by_account_key(
         &self,
         tenant: &TenantId,
-        provider: ProviderKind,
+        provider: ProviderId,
         account_key: &str,
         except: &LinkId,
     ) -> Result<Option<LinkRecord>> {

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use coverwatch_core::requirements::RequirementSet;
-use coverwatch_core::{LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, LinkState, ProviderId, TenantId};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait, QueryFilter,
@@ -221,7 +221,7 @@ impl Store {
     /// when none ever came) that have not been reported stale yet.
     pub async fn stale_candidates(
         &self,
-        provider: ProviderKind,
+        provider: ProviderId,
         before: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<DueLink>> {

@@ -3,7 +3,7 @@
 //! the only queries that do not filter on `tenant_id`.
 
 use chrono::{DateTime, Utc};
-use coverwatch_core::{LinkState, ProviderKind};
+use coverwatch_core::{LinkState, ProviderId};
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::inbox::DeliveryStatus;
@@ -12,7 +12,7 @@ use crate::{Result, Store, from_ms, parse_column};
 /// Inbox rows of one provider in one status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxCount {
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub status: DeliveryStatus,
     pub count: u64,
     /// When the oldest of them was received.
@@ -22,7 +22,7 @@ pub struct InboxCount {
 /// Links of one provider in one state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkCount {
-    pub provider: ProviderKind,
+    pub provider: ProviderId,
     pub state: LinkState,
     pub count: u64,
 }

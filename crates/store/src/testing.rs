@@ -68,7 +68,7 @@ pub async fn drop_database(url: &str) {
 /// fields they are about (`NewLink { session_url: …, ..testing::new_link(…) }`).
 pub fn new_link(
     tenant: &coverwatch_core::TenantId,
-    provider: coverwatch_core::ProviderKind,
+    provider: coverwatch_core::ProviderId,
 ) -> crate::NewLink {
     crate::NewLink {
         id: coverwatch_core::ids::LinkId::new(),

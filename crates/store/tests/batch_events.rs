@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coverwatch_core::event::EventPayload;
-use coverwatch_core::{EventId, LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_core::{EventId, LinkId, LinkState, ProviderId, TenantId};
 use coverwatch_store::{ConnectOptions, EventFilter, NewEvent, NewLink, Store, testing};
 
 struct Db {
@@ -45,7 +45,7 @@ async fn new_link(store: &Store, user: &str) -> LinkId {
                 id,
                 tenant_id: tenant(),
                 user_id: user.parse().unwrap(),
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 metadata: BTreeMap::new(),
                 session_url: None,
                 webhook_token_hash: Some(format!("hash-{id}")),

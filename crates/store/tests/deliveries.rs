@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use coverwatch_core::ids::DeliveryId;
-use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, ProviderId, TenantId};
 use coverwatch_store::{
     ConnectOptions, DeliveryFilter, DeliveryStatus, Ingested, NewDelivery, Replay, Store, testing,
 };
@@ -19,7 +19,7 @@ async fn store() -> Store {
 
 async fn ingest(
     store: &Store,
-    provider: ProviderKind,
+    provider: ProviderId,
     key: &str,
     link: Option<(TenantId, LinkId)>,
 ) -> DeliveryId {
@@ -67,20 +67,20 @@ async fn list_filters_and_pages_in_receipt_order() {
     let link = LinkId::new();
     let a = ingest(
         &store,
-        ProviderKind::Axle,
+        ProviderId::from_static("axle"),
         "a",
         Some((tenant.clone(), link)),
     )
     .await;
-    let b = ingest(&store, ProviderKind::Canopy, "b", None).await;
+    let b = ingest(&store, ProviderId::from_static("canopy"), "b", None).await;
     let c = ingest(
         &store,
-        ProviderKind::Axle,
+        ProviderId::from_static("axle"),
         "c",
         Some((tenant.clone(), link)),
     )
     .await;
-    let d = ingest(&store, ProviderKind::Axle, "d", None).await;
+    let d = ingest(&store, ProviderId::from_static("axle"), "d", None).await;
     settle_all(&store, |id| {
         if *id == b {
             DeliveryStatus::Unmatched
@@ -133,7 +133,7 @@ async fn list_filters_and_pages_in_receipt_order() {
         [b]
     );
     assert_eq!(
-        by(filter(None, Some(ProviderKind::Axle), None)).await,
+        by(filter(None, Some(ProviderId::from_static("axle")), None)).await,
         [a, c, d]
     );
     assert_eq!(by(filter(None, None, Some(link))).await, [a, c]);
@@ -165,9 +165,9 @@ async fn list_filters_and_pages_in_receipt_order() {
 #[tokio::test]
 async fn replay_puts_a_settled_delivery_back_and_purge_keeps_rows() {
     let store = store().await;
-    let dead = ingest(&store, ProviderKind::Axle, "dead", None).await;
-    let done = ingest(&store, ProviderKind::Axle, "done", None).await;
-    let also_done = ingest(&store, ProviderKind::Axle, "also-done", None).await;
+    let dead = ingest(&store, ProviderId::from_static("axle"), "dead", None).await;
+    let done = ingest(&store, ProviderId::from_static("axle"), "done", None).await;
+    let also_done = ingest(&store, ProviderId::from_static("axle"), "also-done", None).await;
     settle_all(&store, |id| {
         if *id == dead {
             DeliveryStatus::Dead
@@ -176,7 +176,7 @@ async fn replay_puts_a_settled_delivery_back_and_purge_keeps_rows() {
         }
     })
     .await;
-    let pending = ingest(&store, ProviderKind::Axle, "pending", None).await;
+    let pending = ingest(&store, ProviderId::from_static("axle"), "pending", None).await;
 
     let got = store.get_delivery(&dead).await.unwrap().unwrap();
     assert_eq!(got.status, DeliveryStatus::Dead);
@@ -275,9 +275,9 @@ async fn replay_puts_a_settled_delivery_back_and_purge_keeps_rows() {
 #[tokio::test]
 async fn dead_and_unmatched_bodies_are_purged_by_their_own_cutoff() {
     let store = store().await;
-    let dead = ingest(&store, ProviderKind::Canopy, "dead", None).await;
-    let unmatched = ingest(&store, ProviderKind::Canopy, "unmatched", None).await;
-    let done = ingest(&store, ProviderKind::Canopy, "done", None).await;
+    let dead = ingest(&store, ProviderId::from_static("canopy"), "dead", None).await;
+    let unmatched = ingest(&store, ProviderId::from_static("canopy"), "unmatched", None).await;
+    let done = ingest(&store, ProviderId::from_static("canopy"), "done", None).await;
     settle_all(&store, |id| {
         if *id == dead {
             DeliveryStatus::Dead
@@ -288,7 +288,7 @@ async fn dead_and_unmatched_bodies_are_purged_by_their_own_cutoff() {
         }
     })
     .await;
-    let pending = ingest(&store, ProviderKind::Canopy, "pending", None).await;
+    let pending = ingest(&store, ProviderId::from_static("canopy"), "pending", None).await;
     let body_of = |id: DeliveryId| {
         let store = store.clone();
         async move { store.get_delivery(&id).await.unwrap().unwrap().body }
@@ -353,7 +353,7 @@ async fn list_filters_by_receipt_time_at_or_after_the_bound() {
     let mut ids = Vec::new();
     for (n, offset) in [0, 1_000, 2_000].into_iter().enumerate() {
         let delivery = NewDelivery {
-            provider: ProviderKind::Canopy,
+            provider: ProviderId::from_static("canopy"),
             dedupe_key: format!("id:t{n}"),
             link: None,
             path: String::new(),

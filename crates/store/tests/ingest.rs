@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_store::{
     ConnectOptions, DeliveryFilter, GroupCommitConfig, Ingested, Keyring, NewDelivery, Store,
@@ -47,7 +47,7 @@ impl Db {
 
 fn delivery(key: &str) -> NewDelivery {
     NewDelivery {
-        provider: ProviderKind::Canopy,
+        provider: ProviderId::from_static("canopy"),
         dedupe_key: format!("id:{key}"),
         link: None,
         path: String::new(),
@@ -118,7 +118,7 @@ async fn concurrent_deliveries_are_group_committed_exactly_once_each_and_readabl
     assert_eq!(duplicates, keys.len() - DISTINCT);
     assert_eq!(
         db.reader
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         DISTINCT as u64
@@ -161,7 +161,7 @@ async fn copies_inside_one_batch_and_across_batches_are_one_row() {
     assert_eq!(second[2], Ingested::Duplicate);
     assert_eq!(
         db.reader
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         4
@@ -231,7 +231,7 @@ async fn one_bad_row_fails_alone_and_the_rest_of_its_batch_is_stored() {
     }
     assert_eq!(
         db.reader
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         2
@@ -257,7 +257,7 @@ async fn one_bad_row_fails_alone_and_the_rest_of_its_batch_is_stored() {
     }
     assert_eq!(
         db.reader
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         4
@@ -394,7 +394,7 @@ async fn copies_of_one_delivery_in_different_writers_at_once_are_one_row_and_one
     assert_eq!(duplicates, vec![COPIES - 1; KEYS]);
     assert_eq!(
         db.reader
-            .count_deliveries(ProviderKind::Canopy)
+            .count_deliveries(ProviderId::from_static("canopy"))
             .await
             .unwrap(),
         1 + KEYS as u64

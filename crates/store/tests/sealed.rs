@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
 use coverwatch_core::event::{EventPayload, ReconnectReason};
-use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, ProviderId, TenantId};
 use coverwatch_store::{
     ACCESS_SECRET, ConnectOptions, DeliveryFilter, EventFilter, Ingested, Keyring, KeyringError,
     NewDelivery, NewEvent, NewLink, SealedKind, Store, StoreError, entities, testing,
@@ -82,7 +82,7 @@ fn holds(raw: &[u8], secret: &str) -> bool {
 async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
     let link = NewLink {
         session_url: Some(SESSION_URL.into()),
-        ..coverwatch_store::testing::new_link(tenant, ProviderKind::Canopy)
+        ..coverwatch_store::testing::new_link(tenant, ProviderId::from_static("canopy"))
     };
     let id = link.id;
     store
@@ -113,7 +113,7 @@ async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
     for n in 0..deliveries {
         let stored = store
             .ingest_delivery(NewDelivery {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 dedupe_key: format!("id:evt-{n}"),
                 link: Some((tenant.clone(), id)),
                 path: "[token]".into(),

@@ -8,7 +8,7 @@ use coverwatch_core::event::EventPayload;
 use coverwatch_core::policy::{
     Carrier, Policy, PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType,
 };
-use coverwatch_core::{EventKind, LinkId, LinkState, ProviderKind, TenantId};
+use coverwatch_core::{EventKind, LinkId, LinkState, ProviderId, TenantId};
 use coverwatch_store::{
     ConnectOptions, DeliveryStatus, EventFilter, Ingested, LinkFilter, NewDelivery, NewEvent,
     NewLink, SESSION_PROOF_KIND, SnapshotOutcome, Store, StoreError, testing,
@@ -40,7 +40,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 id,
                 tenant_id: tenant.clone(),
                 user_id: user.parse().unwrap(),
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 metadata: BTreeMap::from([("loan".into(), "L-1".into())]),
                 session_url: Some("https://vendor.example/s".into()),
                 webhook_token_hash: Some(format!("hash-{id}")),
@@ -102,7 +102,7 @@ async fn links_and_events_are_scoped_to_their_tenant() {
     // vendor delivery carries no tenant.
     let by_proof = store
         .find_link_by_external_id(
-            ProviderKind::Axle,
+            ProviderId::from_static("axle"),
             SESSION_PROOF_KIND,
             &format!("proof-{link}"),
         )
@@ -113,7 +113,7 @@ async fn links_and_events_are_scoped_to_their_tenant() {
     assert!(
         store
             .find_link_by_external_id(
-                ProviderKind::Canopy,
+                ProviderId::from_static("canopy"),
                 SESSION_PROOF_KIND,
                 &format!("proof-{link}")
             )
@@ -209,7 +209,7 @@ async fn link_pages_follow_creation_order() {
 async fn a_delivery_is_stored_once_and_leased_to_one_worker() {
     let store = store().await;
     let delivery = || NewDelivery {
-        provider: ProviderKind::Canopy,
+        provider: ProviderId::from_static("canopy"),
         dedupe_key: "sha256:abc".into(),
         link: None,
         path: String::new(),
@@ -287,7 +287,7 @@ async fn an_expired_lease_is_taken_over() {
     let store = store().await;
     store
         .ingest_delivery(NewDelivery {
-            provider: ProviderKind::Axle,
+            provider: ProviderId::from_static("axle"),
             dedupe_key: "evt-1".into(),
             link: None,
             path: "tok".into(),
@@ -381,7 +381,7 @@ async fn a_link_transaction_commits_everything_or_nothing() {
     assert_eq!(record.link.state, LinkState::Active);
 
     let found = store
-        .find_link_by_external_id(ProviderKind::Axle, "account", "acc_1")
+        .find_link_by_external_id(ProviderId::from_static("axle"), "account", "acc_1")
         .await
         .unwrap()
         .unwrap();
@@ -651,7 +651,7 @@ async fn a_link_cannot_start_with_a_set_its_tenant_lacks() {
                 id,
                 tenant_id: a.clone(),
                 user_id: "user-1".parse().unwrap(),
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 metadata: BTreeMap::new(),
                 session_url: None,
                 webhook_token_hash: None,
@@ -690,7 +690,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
         let store = store.clone();
         async move {
             store
-                .stale_candidates(ProviderKind::Axle, before, 10)
+                .stale_candidates(ProviderId::from_static("axle"), before, 10)
                 .await
                 .unwrap()
                 .into_iter()
@@ -702,7 +702,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
     assert_eq!(due(refreshed + Duration::hours(1)).await, [link]);
     assert!(
         store
-            .stale_candidates(ProviderKind::Canopy, Utc::now(), 10)
+            .stale_candidates(ProviderId::from_static("canopy"), Utc::now(), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -735,7 +735,7 @@ async fn trace_context_is_kept_on_links_and_deliveries() {
     let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let link = NewLink {
         caller_trace: Some(first.into()),
-        ..testing::new_link(&a, ProviderKind::Axle)
+        ..testing::new_link(&a, ProviderId::from_static("axle"))
     };
     let id = link.id;
     store
@@ -766,7 +766,7 @@ async fn trace_context_is_kept_on_links_and_deliveries() {
     for (key, trace_context) in [("id:traced", Some(traced)), ("id:untraced", None)] {
         store
             .ingest_delivery(NewDelivery {
-                provider: ProviderKind::Axle,
+                provider: ProviderId::from_static("axle"),
                 dedupe_key: key.into(),
                 link: Some((a.clone(), id)),
                 path: String::new(),

@@ -765,7 +765,10 @@ impl Config {
         }
         for (provider, hours) in &sweep.stale_after_hours {
             let key = format!("sweep.stale_after_hours.{provider}");
-            if provider.parse::<coverwatch_core::ProviderKind>().is_err() {
+            if ![coverwatch_axle::PROVIDER, coverwatch_canopy::PROVIDER]
+                .iter()
+                .any(|known| known == provider.as_str())
+            {
                 return Err(ConfigError::invalid(
                     key,
                     provider,

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coverwatch_core::provider::ReconnectStep;
-use coverwatch_core::{ProviderKind, TenantId};
+use coverwatch_core::{ProviderId, TenantId};
 use coverwatch_engine::{Engine, EngineError, EventQuery, LinkRequest, UnitFailure};
 use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
@@ -233,7 +233,7 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::StartLinkResponse>, Status> {
         let tenant = self.tenant(&request)?;
         let r = request.into_inner();
-        let provider: ProviderKind = convert::provider(r.provider, "provider").map_err(field)?;
+        let provider: ProviderId = convert::provider(r.provider, "provider").map_err(field)?;
         let started = self
             .engine
             .start_link(

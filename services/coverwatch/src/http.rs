@@ -268,10 +268,10 @@ async fn receive(
         trace_id = Empty,
     );
     let telemetry = webhooks.telemetry.clone();
-    let label = provider_label(&provider);
+    let label = provider_label(&provider, engine.providers()).to_owned();
     let (response, outcome) =
         ingest(engine, webhooks, provider, path, headers, request, &span).await;
-    telemetry.webhook(label, outcome);
+    telemetry.webhook(&label, outcome);
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
         span.record("otel.status_code", "ERROR");

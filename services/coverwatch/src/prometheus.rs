@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_core::webhook::WebhookRejection;
-use coverwatch_engine::Engine;
+use coverwatch_engine::{Engine, ProviderRegistry};
 use coverwatch_store::{DeliveryStatus, PoolUse};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -87,17 +87,17 @@ impl WebhookOutcome {
     }
 }
 
-/// The provider label of a webhook: the URL names it, and anyone can post to any URL, so an
-/// unknown name is one label value, not the name.
-pub fn provider_label(named: &str) -> &'static str {
-    match named.parse::<ProviderKind>() {
-        Ok(kind) => kind.as_str(),
-        Err(_) => "unknown",
+/// The provider label of a webhook: the URL names it, and anyone can post to any URL, so a name
+/// no registered vendor has is one label value, not the name.
+pub fn provider_label<'a>(named: &'a str, providers: &ProviderRegistry) -> &'a str {
+    match named.parse::<ProviderId>() {
+        Ok(kind) if providers.get(&kind).is_ok() => named,
+        _ => "unknown",
     }
 }
 
 /// Counts by (provider label, outcome label).
-pub type OutcomeCounts = BTreeMap<(&'static str, &'static str), u64>;
+pub type OutcomeCounts = BTreeMap<(String, &'static str), u64>;
 
 /// Per-minute webhook outcome counts of the last hour.
 #[derive(Default)]
@@ -106,14 +106,14 @@ struct Window {
 }
 
 impl Window {
-    fn add(&mut self, minute: i64, provider: &'static str, outcome: &'static str) {
+    fn add(&mut self, minute: i64, provider: &str, outcome: &'static str) {
         match self.minutes.back_mut() {
             Some((m, counts)) if *m == minute => {
-                *counts.entry((provider, outcome)).or_default() += 1;
+                *counts.entry((provider.to_owned(), outcome)).or_default() += 1;
             }
             _ => {
                 let mut counts = BTreeMap::new();
-                counts.insert((provider, outcome), 1);
+                counts.insert((provider.to_owned(), outcome), 1);
                 self.minutes.push_back((minute, counts));
             }
         }
@@ -135,7 +135,7 @@ impl Window {
         let mut out = BTreeMap::new();
         for (_, counts) in &self.minutes {
             for (key, n) in counts {
-                *out.entry(*key).or_default() += n;
+                *out.entry(key.clone()).or_default() += n;
             }
         }
         out
@@ -146,11 +146,11 @@ impl Window {
 #[derive(Debug, Clone, Default)]
 pub struct DbFigures {
     /// Inbox rows by provider and status.
-    pub inbox: BTreeMap<(ProviderKind, &'static str), u64>,
+    pub inbox: BTreeMap<(ProviderId, &'static str), u64>,
     /// When the oldest pending delivery of each provider was received.
-    pub oldest_pending: BTreeMap<ProviderKind, DateTime<Utc>>,
+    pub oldest_pending: BTreeMap<ProviderId, DateTime<Utc>>,
     /// Links by provider and state.
-    pub links: BTreeMap<(ProviderKind, &'static str), u64>,
+    pub links: BTreeMap<(ProviderId, &'static str), u64>,
     pub read_at: Option<DateTime<Utc>>,
     /// Set when the last read failed: the figures are from before.
     pub error: Option<String>,
@@ -162,6 +162,8 @@ pub struct Figures {
     pub db: DbFigures,
     /// Webhook outcomes of the last hour by (provider, outcome).
     pub webhooks_last_hour: OutcomeCounts,
+    /// The registered vendors: each has its rows, even when it has no link or delivery yet.
+    pub providers: Vec<ProviderId>,
     pub pool: PoolUse,
     pub watch_streams: usize,
     pub vendor_errors: Vec<coverwatch_core::telemetry::VendorError>,
@@ -281,18 +283,18 @@ impl Telemetry {
     }
 
     /// Count one webhook request by how it was answered.
-    pub fn webhook(&self, provider: &'static str, outcome: WebhookOutcome) {
+    pub fn webhook(&self, provider: &str, outcome: WebhookOutcome) {
         metrics::with_local_recorder(&self.recorder, || match outcome {
             WebhookOutcome::Unauthenticated(reason) => metrics::counter!(
                 WEBHOOKS_RECEIVED,
-                "provider" => provider,
+                "provider" => provider.to_owned(),
                 "outcome" => outcome.as_str(),
                 "reason" => reason,
             )
             .increment(1),
             _ => metrics::counter!(
                 WEBHOOKS_RECEIVED,
-                "provider" => provider,
+                "provider" => provider.to_owned(),
                 "outcome" => outcome.as_str(),
             )
             .increment(1),
@@ -327,7 +329,7 @@ impl Telemetry {
                 for row in inbox {
                     *figures
                         .inbox
-                        .entry((row.provider, row.status.as_str()))
+                        .entry((row.provider.clone(), row.status.as_str()))
                         .or_default() += row.count;
                     if row.status == DeliveryStatus::Pending
                         && let Some(oldest) = row.oldest_received_at
@@ -364,6 +366,7 @@ impl Telemetry {
         Figures {
             db,
             webhooks_last_hour,
+            providers: self.engine.providers().kinds().cloned().collect(),
             pool: self.engine.store().pool_use(),
             watch_streams: self.streams.total(),
             vendor_errors: coverwatch_core::telemetry::recent_vendor_errors(),
@@ -387,7 +390,7 @@ impl Telemetry {
 }
 
 fn set_gauges(figures: &Figures) {
-    for provider in ProviderKind::ALL {
+    for provider in &figures.providers {
         for status in [
             DeliveryStatus::Pending,
             DeliveryStatus::Dead,
@@ -397,27 +400,27 @@ fn set_gauges(figures: &Figures) {
             let n = figures
                 .db
                 .inbox
-                .get(&(provider, status.as_str()))
+                .get(&(provider.clone(), status.as_str()))
                 .copied()
                 .unwrap_or(0);
-            metrics::gauge!(INBOX_DELIVERIES, "provider" => provider.as_str(), "status" => status.as_str())
+            metrics::gauge!(INBOX_DELIVERIES, "provider" => provider.to_string(), "status" => status.as_str())
                 .set(n as f64);
         }
         let age = figures
             .db
             .oldest_pending
-            .get(&provider)
+            .get(provider)
             .map(|oldest| (figures.now - *oldest).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
-        metrics::gauge!(INBOX_OLDEST_PENDING_AGE, "provider" => provider.as_str()).set(age);
+        metrics::gauge!(INBOX_OLDEST_PENDING_AGE, "provider" => provider.to_string()).set(age);
         for state in coverwatch_core::LinkState::ALL {
             let n = figures
                 .db
                 .links
-                .get(&(provider, state.as_str()))
+                .get(&(provider.clone(), state.as_str()))
                 .copied()
                 .unwrap_or(0);
-            metrics::gauge!(LINKS, "provider" => provider.as_str(), "state" => state.as_str())
+            metrics::gauge!(LINKS, "provider" => provider.to_string(), "state" => state.as_str())
                 .set(n as f64);
         }
     }
@@ -439,16 +442,28 @@ mod tests {
         window.add(100, "axle", "stored");
         window.add(130, "canopy", "duplicate");
         let totals = window.totals(130);
-        assert_eq!(totals.get(&("axle", "stored")), Some(&2));
-        assert_eq!(totals.get(&("canopy", "duplicate")), Some(&1));
+        assert_eq!(totals.get(&("axle".to_owned(), "stored")), Some(&2));
+        assert_eq!(totals.get(&("canopy".to_owned(), "duplicate")), Some(&1));
         let totals = window.totals(160);
-        assert_eq!(totals.get(&("axle", "stored")), None);
-        assert_eq!(totals.get(&("canopy", "duplicate")), Some(&1));
+        assert_eq!(totals.get(&("axle".to_owned(), "stored")), None);
+        assert_eq!(totals.get(&("canopy".to_owned(), "duplicate")), Some(&1));
     }
 
     #[test]
     fn unknown_provider_names_share_one_label() {
-        assert_eq!(provider_label("axle"), "axle");
-        assert_eq!(provider_label("anything-a-stranger-posts"), "unknown");
+        let config = coverwatch_axle::AxleConfig {
+            client_id: "client".to_owned(),
+            client_secret: "secret".to_owned().into(),
+            ..coverwatch_axle::AxleConfig::default()
+        };
+        let axle = coverwatch_axle::AxleProvider::new(config).expect("a valid Axle configuration");
+        let registry = ProviderRegistry::new().register(Arc::new(axle));
+        assert_eq!(provider_label("axle", &registry), "axle");
+        // A well-formed name is still a stranger's until a vendor of that name is registered.
+        assert_eq!(provider_label("canopy", &registry), "unknown");
+        assert_eq!(
+            provider_label("anything-a-stranger-posts", &registry),
+            "unknown"
+        );
     }
 }

@@ -213,7 +213,7 @@ pub async fn from_config(
         };
         let built = plugin.build(value).map_err(|e| named(id, e))?;
         let kind = built.provider.kind();
-        if kind.to_string() != id {
+        if kind.as_str() != id {
             anyhow::bail!(
                 "vendor plug-in `{id}` built a provider of kind `{kind}`: the two must be the same"
             );

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use coverwatch_core::{LinkState, ProviderKind};
+use coverwatch_core::LinkState;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::prometheus::{Figures, Telemetry};
@@ -64,7 +64,7 @@ fn seconds_ago(figures: &Figures, at: chrono::DateTime<chrono::Utc>) -> i64 {
 /// The page; `id`s name each figure so that tests (and scrapers) can find it.
 pub fn render(figures: &Figures) -> Markup {
     let db = &figures.db;
-    let providers = ProviderKind::ALL;
+    let providers = &figures.providers;
     let known_provider_labels: Vec<&str> = providers.iter().map(|p| p.as_str()).collect();
     html! {
         (DOCTYPE)
@@ -94,7 +94,7 @@ pub fn render(figures: &Figures) -> Markup {
                             td { (provider.as_str()) }
                             @for state in LinkState::ALL {
                                 td id={ (provider.as_str()) "-links-" (state.as_str()) } {
-                                    (db.links.get(&(provider, state.as_str())).copied().unwrap_or(0))
+                                    (db.links.get(&(provider.clone(), state.as_str())).copied().unwrap_or(0))
                                 }
                             }
                         }
@@ -109,7 +109,7 @@ pub fn render(figures: &Figures) -> Markup {
                             td { (label) }
                             @for outcome in OUTCOME_COLUMNS {
                                 td id={ (label) "-webhooks-" (outcome) } {
-                                    (figures.webhooks_last_hour.get(&(label, outcome)).copied().unwrap_or(0))
+                                    (figures.webhooks_last_hour.get(&(label.to_owned(), outcome)).copied().unwrap_or(0))
                                 }
                             }
                         }
@@ -123,12 +123,12 @@ pub fn render(figures: &Figures) -> Markup {
                         @let p = provider.as_str();
                         tr {
                             td { (p) }
-                            td id={ (p) "-inbox-pending" } { (db.inbox.get(&(provider, "pending")).copied().unwrap_or(0)) }
+                            td id={ (p) "-inbox-pending" } { (db.inbox.get(&(provider.clone(), "pending")).copied().unwrap_or(0)) }
                             td id={ (p) "-inbox-oldest" } {
-                                (db.oldest_pending.get(&provider).map(|at| seconds_ago(figures, *at)).unwrap_or(0))
+                                (db.oldest_pending.get(provider).map(|at| seconds_ago(figures, *at)).unwrap_or(0))
                             }
-                            td id={ (p) "-inbox-dead" } { (db.inbox.get(&(provider, "dead")).copied().unwrap_or(0)) }
-                            td id={ (p) "-inbox-unmatched" } { (db.inbox.get(&(provider, "unmatched")).copied().unwrap_or(0)) }
+                            td id={ (p) "-inbox-dead" } { (db.inbox.get(&(provider.clone(), "dead")).copied().unwrap_or(0)) }
+                            td id={ (p) "-inbox-unmatched" } { (db.inbox.get(&(provider.clone(), "unmatched")).copied().unwrap_or(0)) }
                         }
                     }
                 }

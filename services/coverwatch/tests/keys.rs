@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{command, wait_with_deadline, workdir};
 use coverwatch_core::event::EventPayload;
-use coverwatch_core::{LinkId, ProviderKind, TenantId};
+use coverwatch_core::{LinkId, ProviderId, TenantId};
 use coverwatch_store::{
     ACCESS_SECRET, ConnectOptions, Ingested, Keyring, NewDelivery, NewEvent, NewLink, Store,
 };
@@ -49,7 +49,7 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
         .unwrap();
     let link = NewLink {
         session_url: Some(SESSION_URL.into()),
-        ..coverwatch_store::testing::new_link(tenant, ProviderKind::Canopy)
+        ..coverwatch_store::testing::new_link(tenant, ProviderId::from_static("canopy"))
     };
     let id = link.id;
     store
@@ -73,7 +73,7 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
     for n in 0..3 {
         let stored = store
             .ingest_delivery(NewDelivery {
-                provider: ProviderKind::Canopy,
+                provider: ProviderId::from_static("canopy"),
                 dedupe_key: format!("id:{n}"),
                 link: None,
                 path: String::new(),

@@ -8,7 +8,7 @@ use coverwatch_core::event::{
 use coverwatch_core::policy::{ConnectionStatus, InsuredRole, PartyKind, PolicyStatus, PolicyTerm};
 use coverwatch_core::provider::{AxleValidationStatus, CanopyCheckStatus};
 use coverwatch_core::requirements::OverallStatus;
-use coverwatch_core::{EventKind, LinkState, ProviderKind};
+use coverwatch_core::{EventKind, LinkState, ProviderId};
 
 use super::{FieldError, indexed};
 use crate::v1;
@@ -93,10 +93,59 @@ macro_rules! enum_pair {
     };
 }
 
-enum_pair!(Provider <=> ProviderKind {
-    Axle <=> Axle,
-    Canopy <=> Canopy,
-});
+/// The provider a proto `Provider` value names (`PROVIDER_AXLE` is `axle`); `None` for
+/// `PROVIDER_UNSPECIFIED`. The enum is only a convenience for the vendors it lists: the pairing
+/// goes by name, so a vendor's enum value needs no code here.
+pub fn provider_of(value: v1::Provider) -> Option<ProviderId> {
+    if value == v1::Provider::Unspecified {
+        return None;
+    }
+    let name = value.as_str_name().strip_prefix("PROVIDER_")?;
+    ProviderId::new(name.to_ascii_lowercase()).ok()
+}
+
+impl From<&ProviderId> for v1::Provider {
+    /// `PROVIDER_UNSPECIFIED` for a vendor the enum does not list (its name is in the string
+    /// field next to the enum).
+    fn from(id: &ProviderId) -> Self {
+        let name = format!("PROVIDER_{}", id.as_str().to_ascii_uppercase());
+        v1::Provider::from_str_name(&name).unwrap_or(v1::Provider::Unspecified)
+    }
+}
+
+impl From<ProviderId> for v1::Provider {
+    fn from(id: ProviderId) -> Self {
+        v1::Provider::from(&id)
+    }
+}
+
+/// A proto `Provider` field's `i32`.
+pub(crate) fn provider_i32(id: &ProviderId) -> i32 {
+    v1::Provider::from(id).into()
+}
+
+/// A required provider enum field: unknown values and `PROVIDER_UNSPECIFIED` are refused.
+pub(crate) fn provider_value(value: i32, field: &str) -> Result<ProviderId, FieldError> {
+    optional_provider_value(value, field)?.ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!(
+                "is required (got {})",
+                v1::Provider::Unspecified.as_str_name()
+            ),
+        )
+    })
+}
+
+/// An optional provider enum field: `PROVIDER_UNSPECIFIED` is `None`, unknown values are refused.
+pub(crate) fn optional_provider_value(
+    value: i32,
+    field: &str,
+) -> Result<Option<ProviderId>, FieldError> {
+    let proto = v1::Provider::try_from(value)
+        .map_err(|_| FieldError::new(field, format!("unknown Provider value {value}")))?;
+    Ok(provider_of(proto))
+}
 
 enum_pair!(AxleValidationStatus <=> AxleValidationStatus {
     Pass <=> Pass,
@@ -311,8 +360,40 @@ mod tests {
     }
 
     #[test]
+    fn provider_values_pair_with_provider_names_by_name() {
+        let values: Vec<v1::Provider> = (0..)
+            .map_while(|value| v1::Provider::try_from(value).ok())
+            .collect();
+        assert!((values.len() as i32..1000).all(|value| v1::Provider::try_from(value).is_err()));
+        assert_eq!(provider_of(values[0]), None);
+        assert!(values.len() > 1);
+        for &proto in &values[1..] {
+            let id = provider_of(proto).unwrap_or_else(|| panic!("{proto:?} names no provider"));
+            assert_eq!(v1::Provider::from(&id), proto);
+            let number: i32 = proto.into();
+            assert_eq!(provider_value(number, "f"), Ok(id.clone()));
+            assert_eq!(provider_i32(&id), number);
+        }
+        assert_eq!(provider_of(v1::Provider::Axle).unwrap(), "axle");
+        // A vendor the enum does not list is sent as UNSPECIFIED (its name goes in the string).
+        let acme = ProviderId::new("acme").unwrap();
+        assert_eq!(v1::Provider::from(&acme), v1::Provider::Unspecified);
+        assert_eq!(
+            provider_value(0, "f"),
+            Err(FieldError::new(
+                "f",
+                "is required (got PROVIDER_UNSPECIFIED)"
+            ))
+        );
+        assert_eq!(
+            provider_value(99, "f"),
+            Err(FieldError::new("f", "unknown Provider value 99"))
+        );
+        assert_eq!(optional_provider_value(0, "f"), Ok(None));
+    }
+
+    #[test]
     fn every_enum_pairs_one_to_one() {
-        assert_pairs_one_to_one::<v1::Provider>(ProviderKind::ALL.len());
         assert_pairs_one_to_one::<v1::LinkState>(LinkState::ALL.len());
         assert_pairs_one_to_one::<v1::EventKind>(EventKind::ALL.len());
         // Core has no list of these; the exhaustive `From` match already covers every core

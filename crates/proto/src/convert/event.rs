@@ -22,7 +22,7 @@ impl From<Event> for v1::Event {
             id: event.id.to_string(),
             link_id: event.link_id.to_string(),
             user_id: event.user_id.to_string(),
-            provider: to_i32::<v1::Provider>(event.provider),
+            provider: super::enums::provider_i32(&event.provider),
             kind: to_i32::<v1::EventKind>(event.kind()),
             occurred_at: Some(timestamp(event.occurred_at)),
             recorded_at: Some(timestamp(event.recorded_at)),
@@ -389,7 +389,7 @@ pub fn event_from_proto(event: v1::Event, tenant_id: TenantId) -> Result<Event, 
         tenant_id,
         link_id: link_id(&event.link_id, "link_id")?,
         user_id: user_id(&event.user_id, "user_id")?,
-        provider: enum_value::<v1::Provider>(event.provider, "provider")?,
+        provider: super::enums::provider_value(event.provider, "provider")?,
         occurred_at: required_datetime(event.occurred_at.as_ref(), "occurred_at")?,
         recorded_at: required_datetime(event.recorded_at.as_ref(), "recorded_at")?,
         payload,
@@ -405,7 +405,7 @@ mod tests {
     };
     use coverwatch_core::ids::{EventId, LinkId};
     use coverwatch_core::policy::PolicyStatus;
-    use coverwatch_core::{EventKind, ProviderKind};
+    use coverwatch_core::{EventKind, ProviderId};
 
     use super::*;
 
@@ -553,7 +553,7 @@ mod tests {
             tenant_id: "acme".parse().unwrap(),
             link_id: LinkId::new(),
             user_id: "u-1".parse().unwrap(),
-            provider: ProviderKind::Axle,
+            provider: ProviderId::from_static("axle"),
             occurred_at: DateTime::from_timestamp(1_700_000_000, 1).unwrap(),
             recorded_at: DateTime::from_timestamp(1_700_000_001, 2).unwrap(),
             payload,

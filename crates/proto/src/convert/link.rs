@@ -13,7 +13,7 @@ impl From<Link> for v1::Link {
         v1::Link {
             id: link.id.to_string(),
             user_id: link.user_id.to_string(),
-            provider: to_i32::<v1::Provider>(link.provider),
+            provider: super::enums::provider_i32(&link.provider),
             state: to_i32::<v1::LinkState>(link.state),
             metadata: link.metadata,
             session_url: link.session_url,
@@ -47,7 +47,7 @@ pub fn link_from_proto(link: v1::Link, tenant_id: TenantId) -> Result<Link, Fiel
         id: link_id(&link.id, "id")?,
         tenant_id,
         user_id: user_id(&link.user_id, "user_id")?,
-        provider: enum_value::<v1::Provider>(link.provider, "provider")?,
+        provider: super::enums::provider_value(link.provider, "provider")?,
         state: enum_value::<v1::LinkState>(link.state, "state")?,
         metadata: link.metadata,
         session_url: link.session_url,
@@ -80,7 +80,7 @@ mod tests {
 
     use chrono::{DateTime, Utc};
     use coverwatch_core::ids::LinkId;
-    use coverwatch_core::{LinkState, ProviderKind};
+    use coverwatch_core::{LinkState, ProviderId};
 
     use super::*;
 
@@ -93,7 +93,7 @@ mod tests {
             id: LinkId::new(),
             tenant_id: "acme-lending".parse().unwrap(),
             user_id: "loan #7".parse().unwrap(),
-            provider: ProviderKind::Canopy,
+            provider: ProviderId::from_static("canopy"),
             state: LinkState::ReconnectRequired,
             metadata: BTreeMap::from([
                 ("branch".to_owned(), "north".to_owned()),

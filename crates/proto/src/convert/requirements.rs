@@ -2,7 +2,7 @@
 //! same paths core's validation names, so an error reads the same whichever form was sent.
 
 use chrono::{DateTime, Utc};
-use coverwatch_core::ProviderKind;
+use coverwatch_core::ProviderId;
 use coverwatch_core::policy::PolicyType;
 use coverwatch_core::provider::VendorVerdict;
 use coverwatch_core::requirements::{RequirementSet, Rule};
@@ -15,7 +15,7 @@ use crate::v1::rule::Rule as Kind;
 
 /// The vendor's verdict on a link, or (`Err`) why there is none.
 pub fn vendor_check_to_proto(
-    provider: ProviderKind,
+    provider: ProviderId,
     verdict: Result<VendorVerdict, String>,
 ) -> v1::VendorCheck {
     use v1::vendor_check::Verdict;
@@ -78,7 +78,7 @@ pub fn vendor_check_to_proto(
         }
     };
     v1::VendorCheck {
-        provider: to_i32::<v1::Provider>(provider),
+        provider: super::enums::provider_i32(&provider),
         unavailable_reason,
         verdict,
     }

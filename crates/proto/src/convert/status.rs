@@ -6,7 +6,6 @@ use coverwatch_core::provider::VendorErrorInfo;
 use prost::Message as _;
 use prost::bytes::Bytes;
 
-use super::enums::to_i32;
 use crate::v1;
 
 /// The `Any` type URL of [`v1::VendorErrorDetail`].
@@ -34,11 +33,11 @@ pub fn vendor_error_detail(error: &ProviderError) -> Option<v1::VendorErrorDetai
         }
         | ProviderError::Rejected {
             provider, vendor, ..
-        } => (*provider, vendor),
+        } => (provider, vendor),
         ProviderError::Unsupported { .. } | ProviderError::Malformed { .. } => return None,
     };
     Some(v1::VendorErrorDetail {
-        provider: to_i32::<v1::Provider>(provider),
+        provider: super::enums::provider_i32(provider),
         http_status: vendor.http_status.map(i32::from),
         code: vendor.code.clone(),
         request_id: vendor.request_id.clone(),
@@ -78,7 +77,7 @@ pub fn vendor_error_detail_of(status: &tonic::Status) -> Option<v1::VendorErrorD
 
 #[cfg(test)]
 mod tests {
-    use coverwatch_core::ProviderKind;
+    use coverwatch_core::ProviderId;
     use coverwatch_core::provider::RejectionKind;
 
     use super::*;
@@ -86,7 +85,7 @@ mod tests {
     #[test]
     fn vendor_detail_travels_in_the_status() {
         let error = ProviderError::Rejected {
-            provider: ProviderKind::Canopy,
+            provider: ProviderId::from_static("canopy"),
             kind: RejectionKind::FailedPrecondition,
             message: "monitoring is inactive".into(),
             vendor: VendorErrorInfo {
@@ -125,7 +124,7 @@ mod tests {
     #[test]
     fn errors_the_vendor_had_no_part_in_carry_no_detail() {
         let error = ProviderError::Unsupported {
-            provider: ProviderKind::Axle,
+            provider: ProviderId::from_static("axle"),
             capability: "on-demand refresh",
         };
         assert_eq!(vendor_error_detail(&error), None);
