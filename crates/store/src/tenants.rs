@@ -242,31 +242,43 @@ impl Store {
             .await?;
             for hash in &configured_tenant.key_sha256 {
                 configured.insert(hash.as_str());
-                let existing = api_key::Entity::find()
+                // Replicas starting together write the same hashes: the first insert wins,
+                // the others find its row.
+                api_key::Entity::insert(api_key::ActiveModel {
+                    id: Set(ApiKeyId::new().to_string()),
+                    tenant_id: Set(id.clone()),
+                    key_sha256: Set(hash.clone()),
+                    label: Set(CONFIG_KEY_LABEL.into()),
+                    source: Set(FROM_CONFIG.into()),
+                    created_at: Set(now),
+                    revoked_at: Set(None),
+                })
+                .on_conflict(
+                    OnConflict::column(api_key::Column::KeySha256)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+                let row = api_key::Entity::find()
                     .filter(api_key::Column::KeySha256.eq(hash.as_str()))
                     .one(&txn)
-                    .await?;
-                match existing {
-                    None => {
-                        api_key::Entity::insert(api_key::ActiveModel {
-                            id: Set(ApiKeyId::new().to_string()),
-                            tenant_id: Set(id.clone()),
-                            key_sha256: Set(hash.clone()),
-                            label: Set(CONFIG_KEY_LABEL.into()),
-                            source: Set(FROM_CONFIG.into()),
-                            created_at: Set(now),
-                            revoked_at: Set(None),
-                        })
-                        .exec_without_returning(&txn)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("configured key of {id} vanished"))
+                    })?;
+                if row.source == FROM_CONFIG && row.tenant_id != id {
+                    // The file moved the hash to another tenant; the file is authoritative.
+                    api_key::Entity::update_many()
+                        .col_expr(api_key::Column::TenantId, Expr::value(id.clone()))
+                        .filter(api_key::Column::Id.eq(row.id))
+                        .exec(&txn)
                         .await?;
-                    }
-                    Some(row) if row.tenant_id == id && row.source == FROM_CONFIG => {}
-                    Some(row) => {
-                        return Err(TenantError::HashTaken {
-                            tenant: configured_tenant.id.clone(),
-                            owner: row.tenant_id,
-                        });
-                    }
+                } else if row.source != FROM_CONFIG {
+                    return Err(TenantError::HashTaken {
+                        tenant: configured_tenant.id.clone(),
+                        owner: row.tenant_id,
+                    });
                 }
             }
         }
