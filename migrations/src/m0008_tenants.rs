@@ -73,7 +73,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(ApiKeys::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(ApiKeys::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ApiKeys::TenantId).string().not_null())
                     .col(ColumnDef::new(ApiKeys::KeySha256).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Label).string().not_null())

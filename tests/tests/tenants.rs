@@ -34,9 +34,10 @@ impl tonic::service::Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {}", self.0).parse().unwrap());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.0).parse().unwrap(),
+        );
         Ok(request)
     }
 }
@@ -170,7 +171,8 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
         None
     };
     let two = second.as_ref().unwrap_or(&one);
-    let (mut admin_one, mut admin_two) = (admin(&one, ADMIN_KEY).await, admin(two, ADMIN_KEY).await);
+    let (mut admin_one, mut admin_two) =
+        (admin(&one, ADMIN_KEY).await, admin(two, ADMIN_KEY).await);
 
     // A key nobody knows yet is refused (and remembered as unknown by replica two).
     let stranger = coverwatch::auth::generate_key();
@@ -189,7 +191,9 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
     assert!(first.id.starts_with("key_"));
 
     // At once: no waiting on either replica.
-    call(two, &key).await.expect("the new key works on replica two");
+    call(two, &key)
+        .await
+        .expect("the new key works on replica two");
     call(&one, &key).await.expect("and on replica one");
     // What a tenant sees is its own: a link started on one is listed on two.
     let link = one
@@ -229,7 +233,9 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
 
     // A second key, so that revoking one leaves the tenant reachable.
     let (_, spare) = create_key(&mut admin_two, "runtime-co").await;
-    call(&one, &spare).await.expect("the spare key works on one");
+    call(&one, &spare)
+        .await
+        .expect("the spare key works on one");
 
     // Revoked on replica two: refused there at once, on replica one as soon as it hears.
     let revoked = admin_two
@@ -244,7 +250,13 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
     assert!(revoked.revoked_at.is_some());
     let refused = call(two, &key).await.unwrap_err();
     assert_eq!(refused.0, Code::Unauthenticated, "{refused:?}");
-    until(&one, &key, Err(Code::Unauthenticated), "replica one refusing the revoked key").await;
+    until(
+        &one,
+        &key,
+        Err(Code::Unauthenticated),
+        "replica one refusing the revoked key",
+    )
+    .await;
     call(&one, &spare).await.expect("the other key still works");
     call(two, &spare).await.expect("on both");
 
@@ -263,12 +275,20 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
     let (code, message) = call(&one, &spare).await.unwrap_err();
     assert_eq!(code, Code::PermissionDenied);
     assert!(message.contains("`runtime-co` is disabled"), "{message}");
-    until(two, &spare, Err(Code::PermissionDenied), "replica two refusing a disabled tenant").await;
+    until(
+        two,
+        &spare,
+        Err(Code::PermissionDenied),
+        "replica two refusing a disabled tenant",
+    )
+    .await;
     let (code, message) = call(two, &spare).await.unwrap_err();
     assert_eq!(code, Code::PermissionDenied);
     assert!(message.contains("disabled"), "{message}");
     // Another tenant is untouched.
-    call(two, TENANT_A.1).await.expect("tenant-a is not disabled");
+    call(two, TENANT_A.1)
+        .await
+        .expect("tenant-a is not disabled");
 
     let enabled = admin_two
         .enable_tenant(v1::EnableTenantRequest {
@@ -281,8 +301,16 @@ async fn a_tenant_created_on_one_replica_calls_another_at_once_and_revocation_re
         .unwrap();
     assert_eq!(enabled.state, v1::TenantState::Enabled as i32);
     assert!(enabled.disabled_at.is_none());
-    call(two, &spare).await.expect("enabled again on two at once");
-    until(&one, &spare, Ok(()), "replica one accepting the enabled tenant").await;
+    call(two, &spare)
+        .await
+        .expect("enabled again on two at once");
+    until(
+        &one,
+        &spare,
+        Ok(()),
+        "replica one accepting the enabled tenant",
+    )
+    .await;
     assert_eq!(
         call(&one, &key).await.unwrap_err().0,
         Code::Unauthenticated,
@@ -345,13 +373,22 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     let (code, _) = refused(admin.create_tenant(create("dup", "again")).await);
     assert_eq!(code, Code::AlreadyExists);
     assert_eq!(
-        get_tenant(&mut admin, "dup").await.tenant.unwrap().display_name,
+        get_tenant(&mut admin, "dup")
+            .await
+            .tenant
+            .unwrap()
+            .display_name,
         "dup Inc.",
         "the second call changed nothing"
     );
 
     // Nothing half-made: exactly the configured tenants and the two created ones.
-    let mut expected = vec![longest.clone(), "dup".into(), "tenant-a".into(), "tenant-b".into()];
+    let mut expected = vec![
+        longest.clone(),
+        "dup".into(),
+        "tenant-a".into(),
+        "tenant-b".into(),
+    ];
     expected.sort();
     assert_eq!(list_ids(&mut admin, 500).await, expected);
 
@@ -419,11 +456,17 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     let (code, _) = refused(admin.revoke_api_key(revoke(&unknown)).await);
     assert_eq!(code, Code::NotFound);
     let (made, key) = create_key(&mut admin, "dup").await;
-    admin.revoke_api_key(revoke(&made.id)).await.expect("revoked");
+    admin
+        .revoke_api_key(revoke(&made.id))
+        .await
+        .expect("revoked");
     let (code, message) = refused(admin.revoke_api_key(revoke(&made.id)).await);
     assert_eq!(code, Code::FailedPrecondition);
     assert!(message.contains("already revoked"), "{message}");
-    assert_eq!(call(&server, &key).await.unwrap_err().0, Code::Unauthenticated);
+    assert_eq!(
+        call(&server, &key).await.unwrap_err().0,
+        Code::Unauthenticated
+    );
 
     let configured = get_tenant(&mut admin, TENANT_A.0).await;
     assert_eq!(
@@ -471,7 +514,11 @@ async fn bad_input_is_refused_precisely_and_nothing_is_stored() {
     }
     let all = list_ids(&mut admin, 500).await;
     assert_eq!(all.len(), 7);
-    assert_eq!(list_ids(&mut admin, 2).await, all, "pages of two cover all, in order");
+    assert_eq!(
+        list_ids(&mut admin, 2).await,
+        all,
+        "pages of two cover all, in order"
+    );
     assert_eq!(list_ids(&mut admin, 1).await, all);
 
     stop(vec![server], &database_url).await;
@@ -551,7 +598,9 @@ async fn tenant_keys_do_not_open_admin_service_and_configured_tenants_keep_worki
     call(&server, TENANT_A.1).await.expect("tenant-a again");
     // A key created for a configured tenant works beside its configured one.
     let (_, extra) = create_key(&mut operator, TENANT_A.0).await;
-    call(&server, &extra).await.expect("an API key of a configured tenant");
+    call(&server, &extra)
+        .await
+        .expect("an API key of a configured tenant");
     stop(vec![server], &database_url).await;
 }
 

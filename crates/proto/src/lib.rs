@@ -261,6 +261,7 @@ mod tests {
             paged,
             [
                 "AdminService.ListDeliveries",
+                "AdminService.ListTenants",
                 "MonitoringService.GetPolicyHistory",
                 "MonitoringService.ListLinks",
                 "RequirementsService.ListRequirementSets",

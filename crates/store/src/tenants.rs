@@ -292,6 +292,30 @@ impl Store {
         Ok(())
     }
 
+    /// Record tenants that must exist (as configured ones, enabled), leaving existing ones as
+    /// they are and touching no key. Rows are never removed: their data stays addressable.
+    pub async fn ensure_tenants(&self, tenants: &[TenantId]) -> Result<()> {
+        let now = now_ms();
+        for id in tenants {
+            tenant::Entity::insert(tenant::ActiveModel {
+                id: Set(id.to_string()),
+                created_at: Set(now),
+                display_name: Set(String::new()),
+                state: Set(ENABLED.into()),
+                source: Set(FROM_CONFIG.into()),
+                disabled_at: Set(None),
+            })
+            .on_conflict(
+                OnConflict::column(tenant::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A new, enabled tenant; ALREADY_EXISTS when the id is taken, whatever its source.
     pub async fn create_tenant(
         &self,

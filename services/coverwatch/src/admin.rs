@@ -55,7 +55,13 @@ impl AdminKeys {
         if self.hashes.contains(&hash_key(key)) {
             return Ok(());
         }
-        if self.tenants.resolve(key).await.map_err(store_status)?.is_some() {
+        if self
+            .tenants
+            .resolve(key)
+            .await
+            .map_err(store_status)?
+            .is_some()
+        {
             return Err(Status::permission_denied(
                 "a tenant's API key cannot call AdminService; use an admin key",
             ));
@@ -226,9 +232,7 @@ fn tenant_page_token(value: &str) -> Result<Option<TenantId>, Status> {
         .strip_prefix("t")
         .and_then(|id| id.parse::<TenantId>().ok())
         .map(Some)
-        .ok_or_else(|| {
-            Status::invalid_argument("page_token: not a token returned by ListTenants")
-        })
+        .ok_or_else(|| Status::invalid_argument("page_token: not a token returned by ListTenants"))
 }
 
 fn tenant_status(err: TenantError) -> Status {
@@ -434,7 +438,9 @@ impl AdminService for AdminApi {
         request: Request<v1::DisableTenantRequest>,
     ) -> Result<Response<v1::DisableTenantResponse>, Status> {
         self.authorize(&request).await?;
-        let tenant = self.set_enabled(&request.get_ref().tenant_id, false).await?;
+        let tenant = self
+            .set_enabled(&request.get_ref().tenant_id, false)
+            .await?;
         Ok(Response::new(v1::DisableTenantResponse {
             tenant: Some(tenant),
         }))
@@ -507,7 +513,12 @@ mod tests {
             .unwrap();
         store.migrate().await.unwrap();
         let (tenants, dev) = ApiKeys::load(store.clone(), config).await.unwrap();
-        (AdminKeys::from_config(config, tenants, &dev), dev, store, url)
+        (
+            AdminKeys::from_config(config, tenants, &dev),
+            dev,
+            store,
+            url,
+        )
     }
 
     async fn done(store: Store, url: String) {
@@ -532,8 +543,14 @@ mod tests {
         let (admin, _, store, url) = keys(&config).await;
         assert_eq!(code(&admin, Some("Bearer admin-key")).await, Ok(()));
         use tonic::Code::{PermissionDenied, Unauthenticated};
-        assert_eq!(code(&admin, Some("Bearer acme-key")).await, Err(PermissionDenied));
-        assert_eq!(code(&admin, Some("Bearer other")).await, Err(Unauthenticated));
+        assert_eq!(
+            code(&admin, Some("Bearer acme-key")).await,
+            Err(PermissionDenied)
+        );
+        assert_eq!(
+            code(&admin, Some("Bearer other")).await,
+            Err(Unauthenticated)
+        );
         assert_eq!(code(&admin, Some("admin-key")).await, Err(Unauthenticated));
         assert_eq!(code(&admin, None).await, Err(Unauthenticated));
         assert!(
@@ -553,7 +570,10 @@ mod tests {
             ..Config::default()
         };
         let (admin, _, store, url) = keys(&config).await;
-        assert_eq!(code(&admin, Some("Bearer development-key-123")).await, Ok(()));
+        assert_eq!(
+            code(&admin, Some("Bearer development-key-123")).await,
+            Ok(())
+        );
         done(store, url).await;
 
         let (admin, dev, store, url) = keys(&Config::default()).await;
@@ -588,12 +608,18 @@ mod tests {
             let err = tenant_page_token(bad).unwrap_err();
             assert!(err.message().starts_with("page_token"), "{bad}: {err:?}");
         }
-        assert_eq!(text("  Acme Lending ", "label", 20).unwrap(), "Acme Lending");
+        assert_eq!(
+            text("  Acme Lending ", "label", 20).unwrap(),
+            "Acme Lending"
+        );
         assert!(text(&"é".repeat(20), "label", 20).is_ok());
         let long = text(&"é".repeat(21), "label", 20).unwrap_err();
         assert!(long.message().starts_with("label: "), "{long:?}");
         let control = text("a\u{1b}[31m", "display_name", 20).unwrap_err();
-        assert!(control.message().starts_with("display_name: "), "{control:?}");
+        assert!(
+            control.message().starts_with("display_name: "),
+            "{control:?}"
+        );
     }
 
     #[test]

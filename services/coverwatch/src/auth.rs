@@ -396,10 +396,13 @@ mod tests {
             Err(tonic::Code::Unauthenticated)
         );
         assert_eq!(code(&keys, "Bearer acme-api").await.unwrap(), "acme");
-        assert!(matches!(
-            store.revoke_api_key(&api_key.id).await.unwrap().revoked_at,
-            Some(_)
-        ));
+        let revoked = store.revoke_api_key(&api_key.id).await.unwrap();
+        assert!(revoked.revoked_at.is_some());
+        keys.invalidate();
+        assert_eq!(
+            code(&keys, "Bearer acme-api").await,
+            Err(tonic::Code::Unauthenticated)
+        );
         store.close().await;
         coverwatch_store::testing::drop_database(&url).await;
     }

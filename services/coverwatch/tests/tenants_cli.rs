@@ -116,8 +116,14 @@ async fn tenants_and_keys_round_trip_through_the_cli() {
     let key_id = shown["api_keys"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(shown["api_keys"][0]["label"], "ci");
     let table = world.ok(&["tenants", "get", "acme-cli"]).await;
-    assert!(table.contains(&key_id) && table.contains("Acme CLI"), "{table}");
-    assert!(!table.contains(&key), "the key is never shown again: {table}");
+    assert!(
+        table.contains(&key_id) && table.contains("Acme CLI"),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&key),
+        "the key is never shown again: {table}"
+    );
 
     let listed = world.json(&["tenants", "list"]).await;
     let ids: Vec<&str> = listed["tenants"]
@@ -155,7 +161,12 @@ async fn tenants_and_keys_round_trip_through_the_cli() {
     let missing = world.fails(&["tenants", "get", "nobody"]).await;
     assert!(missing.contains("not found"), "{missing}");
     let out = world
-        .run(&["tenants", "list", "--admin-key", "key-of-tenant-a-0123456789"])
+        .run(&[
+            "tenants",
+            "list",
+            "--admin-key",
+            "key-of-tenant-a-0123456789",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -145,7 +145,11 @@ async fn list(admin: &mut Admin, limit: u32, json: bool) -> Result<(), CliError>
                 source(t.source),
                 t.active_api_keys.to_string(),
                 time(t.created_at.as_ref()),
-                output::or_dash(Some(&t.display_name).filter(|n| !n.is_empty()).map(|n| n.as_str())),
+                output::or_dash(
+                    Some(&t.display_name)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| n.as_str()),
+                ),
             ]);
         }
         say!("{}", output::render(table));
@@ -172,7 +176,11 @@ fn source(value: i32) -> String {
         .unwrap_or_else(|_| format!("source {value}"))
 }
 
-fn print_tenant(tenant: Option<v1::Tenant>, keys: &[v1::ApiKey], json: bool) -> Result<(), CliError> {
+fn print_tenant(
+    tenant: Option<v1::Tenant>,
+    keys: &[v1::ApiKey],
+    json: bool,
+) -> Result<(), CliError> {
     let t = tenant.ok_or_else(|| CliError::new("the server sent no tenant"))?;
     if json {
         let mut document = output::json(&t, TENANT)?;
