@@ -11,6 +11,7 @@ mod m0004_requirements;
 mod m0005_sealed_deliveries;
 mod m0006_read_indexes;
 mod m0007_trace_context;
+mod m0008_tenants;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_sealed_deliveries::Migration),
             Box::new(m0006_read_indexes::Migration),
             Box::new(m0007_trace_context::Migration),
+            Box::new(m0008_tenants::Migration),
         ]
     }
 }

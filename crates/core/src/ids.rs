@@ -110,6 +110,11 @@ prefixed_id!(
     DeliveryId,
     "dlv_"
 );
+prefixed_id!(
+    /// One tenant API key's record (`key_…`); names the key without being it.
+    ApiKeyId,
+    "key_"
+);
 
 macro_rules! name_id {
     ($(#[$doc:meta])* $name:ident, max = $max:expr, allowed = $allowed:literal, $valid:expr) => {

@@ -87,7 +87,21 @@ mod tests {
             .find(|service| service.name() == "AdminService")
             .unwrap();
         let methods: Vec<&str> = service.method.iter().map(|method| method.name()).collect();
-        assert_eq!(methods, ["ListDeliveries", "GetDelivery", "ReplayDelivery"]);
+        assert_eq!(
+            methods,
+            [
+                "ListDeliveries",
+                "GetDelivery",
+                "ReplayDelivery",
+                "CreateTenant",
+                "GetTenant",
+                "ListTenants",
+                "DisableTenant",
+                "EnableTenant",
+                "CreateApiKey",
+                "RevokeApiKey",
+            ]
+        );
         assert_eq!(
             v1::admin_service_server::SERVICE_NAME,
             "coverwatch.v1.AdminService"
@@ -261,6 +275,7 @@ mod tests {
             paged,
             [
                 "AdminService.ListDeliveries",
+                "AdminService.ListTenants",
                 "MonitoringService.GetPolicyHistory",
                 "MonitoringService.ListLinks",
                 "RequirementsService.ListRequirementSets",

@@ -20,6 +20,7 @@ mod requirements;
 mod rotate;
 mod snapshots;
 mod stats;
+mod tenants;
 pub mod testing;
 
 use std::str::FromStr;
@@ -45,6 +46,10 @@ pub use requirements::{DueLink, StoredRequirementSet};
 pub use rotate::{ResealProgress, ResealReport, SealedKind};
 pub use snapshots::{PolicyVersion, SnapshotOutcome, StoredAccount, StoredPolicy};
 pub use stats::{InboxCount, LinkCount, PoolUse};
+pub use tenants::{
+    ApiKeyRecord, ConfiguredTenant, KeyOwner, KeySource, TENANTS_CHANNEL, TenantError, TenantPage,
+    TenantRecord, TenantSource,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -243,27 +248,6 @@ impl Store {
 
     pub async fn close(self) {
         let _ = self.db.close().await;
-    }
-
-    /// Record the configured tenants (rows are never removed: their data stays addressable).
-    pub async fn ensure_tenants(&self, tenants: &[coverwatch_core::TenantId]) -> Result<()> {
-        use entities::tenant;
-        use sea_orm::{EntityTrait, sea_query::OnConflict};
-        for id in tenants {
-            tenant::Entity::insert(tenant::ActiveModel {
-                id: sea_orm::Set(id.to_string()),
-                created_at: sea_orm::Set(now_ms()),
-            })
-            .on_conflict(
-                OnConflict::column(tenant::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .do_nothing()
-            .exec(&self.db)
-            .await?;
-        }
-        Ok(())
     }
 }
 

@@ -3,15 +3,19 @@
 
 use std::collections::HashSet;
 
-use coverwatch_core::ids::DeliveryId;
+use coverwatch_core::TenantId;
+use coverwatch_core::ids::{ApiKeyId, DeliveryId, IdError};
 use coverwatch_engine::Engine;
 use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::admin_service_server::AdminService;
-use coverwatch_store::{DeliveryFilter, DeliveryRecord, DeliveryStatus};
+use coverwatch_store::{
+    ApiKeyRecord, DeliveryFilter, DeliveryRecord, DeliveryStatus, KeySource, Store, TenantError,
+    TenantRecord, TenantSource,
+};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{ApiKeys, DevKey, hash_key};
+use crate::auth::{ApiKeys, DevKey, bearer, generate_key, hash_key, store_status};
 use crate::config::Config;
 use crate::grpc::status;
 
@@ -43,27 +47,31 @@ impl AdminKeys {
     }
 
     /// `Ok` for an admin key; PERMISSION_DENIED for a tenant's key; UNAUTHENTICATED else.
-    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), Status> {
-        let value = authorization.ok_or_else(|| {
-            Status::unauthenticated("missing `authorization: Bearer <admin key>` metadata")
+    pub async fn authorize(&self, authorization: Option<&str>) -> Result<(), Status> {
+        let key = bearer(authorization).map_err(|_| match authorization {
+            None => Status::unauthenticated("missing `authorization: Bearer <admin key>` metadata"),
+            Some(_) => Status::unauthenticated("`authorization` must be `Bearer <admin key>`"),
         })?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("`authorization` must be `Bearer <admin key>`")
-            })?;
         if self.hashes.contains(&hash_key(key)) {
             return Ok(());
         }
-        if self.tenants.authenticate(Some(value)).is_ok() {
+        if self
+            .tenants
+            .resolve(key)
+            .await
+            .map_err(store_status)?
+            .is_some()
+        {
             return Err(Status::permission_denied(
                 "a tenant's API key cannot call AdminService; use an admin key",
             ));
         }
         Err(Status::unauthenticated("unknown admin key"))
+    }
+
+    /// The tenant keys, whose cache tenant and key changes clear.
+    pub fn tenant_keys(&self) -> &ApiKeys {
+        &self.tenants
     }
 }
 
@@ -77,12 +85,12 @@ impl AdminApi {
         Self { engine, keys }
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let header = request
             .metadata()
             .get("authorization")
-            .map(|v| v.to_str().unwrap_or(""));
-        self.keys.authorize(header)
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        self.keys.authorize(header.as_deref()).await
     }
 }
 
@@ -178,13 +186,133 @@ fn delivery(record: DeliveryRecord, full: bool) -> v1::Delivery {
     }
 }
 
+const DEFAULT_TENANT_PAGE: u32 = 50;
+const MAX_TENANT_PAGE: u32 = 500;
+const MAX_DISPLAY_NAME: usize = 200;
+const MAX_LABEL: usize = 100;
+
+fn tenant_id(value: &str) -> Result<TenantId, Status> {
+    convert::required_string(value, "tenant_id").map_err(field)?;
+    value
+        .parse()
+        .map_err(|e: IdError| field(FieldError::new("tenant_id", e.to_string())))
+}
+
+fn api_key_id(value: &str) -> Result<ApiKeyId, Status> {
+    convert::required_string(value, "api_key_id").map_err(field)?;
+    value
+        .parse()
+        .map_err(|e: IdError| field(FieldError::new("api_key_id", e.to_string())))
+}
+
+/// Free text for people (a display name, a label): bounded, and nothing that could move a
+/// terminal's cursor when an operator lists it.
+fn text(value: &str, name: &str, max: usize) -> Result<String, Status> {
+    if value.chars().count() > max {
+        return Err(field(FieldError::new(
+            name,
+            format!("must be at most {max} characters"),
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(field(FieldError::new(
+            name,
+            "must not contain control characters",
+        )));
+    }
+    Ok(value.trim().to_owned())
+}
+
+/// The page token of ListTenants is `t` and the last listed tenant's id, opaque to callers.
+fn tenant_page_token(value: &str) -> Result<Option<TenantId>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .strip_prefix("t")
+        .and_then(|id| id.parse::<TenantId>().ok())
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("page_token: not a token returned by ListTenants"))
+}
+
+fn tenant_status(err: TenantError) -> Status {
+    match err {
+        TenantError::AlreadyExists(_) => Status::already_exists(err.to_string()),
+        TenantError::NotFound(_) | TenantError::KeyNotFound(_) => {
+            Status::not_found(err.to_string())
+        }
+        TenantError::KeyRevoked { .. }
+        | TenantError::ConfiguredKey(_)
+        | TenantError::HashTaken { .. } => Status::failed_precondition(err.to_string()),
+        TenantError::Store(e) => store_status(e),
+    }
+}
+
+fn source_to_proto(config: bool) -> v1::TenantSource {
+    if config {
+        v1::TenantSource::Config
+    } else {
+        v1::TenantSource::Api
+    }
+}
+
+fn tenant(record: TenantRecord) -> v1::Tenant {
+    v1::Tenant {
+        id: record.id.to_string(),
+        display_name: record.display_name,
+        state: if record.enabled {
+            v1::TenantState::Enabled
+        } else {
+            v1::TenantState::Disabled
+        } as i32,
+        source: source_to_proto(record.source == TenantSource::Config) as i32,
+        created_at: Some(convert::timestamp(record.created_at)),
+        disabled_at: convert::optional_timestamp(record.disabled_at),
+        active_api_keys: i32::try_from(record.active_keys).unwrap_or(i32::MAX),
+    }
+}
+
+fn api_key(record: ApiKeyRecord) -> v1::ApiKey {
+    v1::ApiKey {
+        id: record.id.to_string(),
+        tenant_id: record.tenant_id.to_string(),
+        label: record.label,
+        source: source_to_proto(record.source == KeySource::Config) as i32,
+        created_at: Some(convert::timestamp(record.created_at)),
+        revoked_at: convert::optional_timestamp(record.revoked_at),
+    }
+}
+
+impl AdminApi {
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    /// What keys authenticate changed: this process stops using what it cached before the
+    /// call returns (other replicas hear of it through the change's notification).
+    fn changed(&self) {
+        self.keys.tenant_keys().invalidate();
+    }
+
+    async fn set_enabled(&self, value: &str, enabled: bool) -> Result<v1::Tenant, Status> {
+        let id = tenant_id(value)?;
+        let record = self
+            .store()
+            .set_tenant_enabled(&id, enabled)
+            .await
+            .map_err(tenant_status)?;
+        self.changed();
+        Ok(tenant(record))
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn list_deliveries(
         &self,
         request: Request<v1::ListDeliveriesRequest>,
     ) -> Result<Response<v1::ListDeliveriesResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let r = request.into_inner();
         let filter = DeliveryFilter {
             status: status_filter(r.status)?,
@@ -221,7 +349,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::GetDeliveryRequest>,
     ) -> Result<Response<v1::GetDeliveryResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let id = delivery_id(&request.get_ref().delivery_id)?;
         let record = self.engine.get_delivery(&id).await.map_err(status)?;
         Ok(Response::new(v1::GetDeliveryResponse {
@@ -233,11 +361,137 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::ReplayDeliveryRequest>,
     ) -> Result<Response<v1::ReplayDeliveryResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let id = delivery_id(&request.get_ref().delivery_id)?;
         let record = self.engine.replay_delivery(&id).await.map_err(status)?;
         Ok(Response::new(v1::ReplayDeliveryResponse {
             delivery: Some(delivery(record, true)),
+        }))
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<v1::CreateTenantRequest>,
+    ) -> Result<Response<v1::CreateTenantResponse>, Status> {
+        self.authorize(&request).await?;
+        let r = request.into_inner();
+        let id = tenant_id(&r.tenant_id)?;
+        let display_name = text(&r.display_name, "display_name", MAX_DISPLAY_NAME)?;
+        let record = self
+            .store()
+            .create_tenant(&id, &display_name)
+            .await
+            .map_err(tenant_status)?;
+        Ok(Response::new(v1::CreateTenantResponse {
+            tenant: Some(tenant(record)),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<v1::GetTenantRequest>,
+    ) -> Result<Response<v1::GetTenantResponse>, Status> {
+        self.authorize(&request).await?;
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let record = self.store().tenant(&id).await.map_err(tenant_status)?;
+        let keys = self
+            .store()
+            .tenant_keys(&id)
+            .await
+            .map_err(|e| tenant_status(e.into()))?;
+        Ok(Response::new(v1::GetTenantResponse {
+            tenant: Some(tenant(record)),
+            api_keys: keys.into_iter().map(api_key).collect(),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<v1::ListTenantsRequest>,
+    ) -> Result<Response<v1::ListTenantsResponse>, Status> {
+        self.authorize(&request).await?;
+        let r = request.into_inner();
+        let limit = convert::page_size(
+            r.page_size,
+            DEFAULT_TENANT_PAGE,
+            MAX_TENANT_PAGE,
+            "page_size",
+        )
+        .map_err(field)?;
+        let after = tenant_page_token(&r.page_token)?;
+        let page = self
+            .store()
+            .list_tenants(after.as_ref().map(TenantId::as_str), u64::from(limit))
+            .await
+            .map_err(|e| tenant_status(e.into()))?;
+        Ok(Response::new(v1::ListTenantsResponse {
+            tenants: page.tenants.into_iter().map(tenant).collect(),
+            next_page_token: page
+                .next_after
+                .map(|id| format!("t{id}"))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn disable_tenant(
+        &self,
+        request: Request<v1::DisableTenantRequest>,
+    ) -> Result<Response<v1::DisableTenantResponse>, Status> {
+        self.authorize(&request).await?;
+        let tenant = self
+            .set_enabled(&request.get_ref().tenant_id, false)
+            .await?;
+        Ok(Response::new(v1::DisableTenantResponse {
+            tenant: Some(tenant),
+        }))
+    }
+
+    async fn enable_tenant(
+        &self,
+        request: Request<v1::EnableTenantRequest>,
+    ) -> Result<Response<v1::EnableTenantResponse>, Status> {
+        self.authorize(&request).await?;
+        let tenant = self.set_enabled(&request.get_ref().tenant_id, true).await?;
+        Ok(Response::new(v1::EnableTenantResponse {
+            tenant: Some(tenant),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<v1::CreateApiKeyRequest>,
+    ) -> Result<Response<v1::CreateApiKeyResponse>, Status> {
+        self.authorize(&request).await?;
+        let r = request.into_inner();
+        let id = tenant_id(&r.tenant_id)?;
+        let label = text(&r.label, "label", MAX_LABEL)?;
+        let key = generate_key();
+        let record = self
+            .store()
+            .create_api_key(&id, &hash_key(&key), &label)
+            .await
+            .map_err(tenant_status)?;
+        self.changed();
+        Ok(Response::new(v1::CreateApiKeyResponse {
+            api_key: Some(api_key(record)),
+            key,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<v1::RevokeApiKeyRequest>,
+    ) -> Result<Response<v1::RevokeApiKeyResponse>, Status> {
+        self.authorize(&request).await?;
+        let id = api_key_id(&request.get_ref().api_key_id)?;
+        let record = self
+            .store()
+            .revoke_api_key(&id)
+            .await
+            .map_err(tenant_status)?;
+        self.changed();
+        Ok(Response::new(v1::RevokeApiKeyResponse {
+            api_key: Some(api_key(record)),
         }))
     }
 }
@@ -247,13 +501,37 @@ mod tests {
     use super::*;
     use crate::config::TenantConfig;
 
-    fn keys(config: &Config) -> (AdminKeys, DevKey) {
-        let (tenants, dev) = ApiKeys::from_config(config);
-        (AdminKeys::from_config(config, tenants, &dev), dev)
+    async fn keys(config: &Config) -> (AdminKeys, DevKey, Store, String) {
+        let url = coverwatch_store::testing::fresh_database_url().await;
+        let keyring = coverwatch_store::Keyring::from_base64(&[(
+            "t".into(),
+            coverwatch_store::Keyring::generate_key_base64(),
+        )])
+        .unwrap();
+        let store = Store::connect(&coverwatch_store::ConnectOptions::new(url.clone()), keyring)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (tenants, dev) = ApiKeys::load(store.clone(), config).await.unwrap();
+        (
+            AdminKeys::from_config(config, tenants, &dev),
+            dev,
+            store,
+            url,
+        )
     }
 
-    #[test]
-    fn admin_keys_are_not_tenant_keys() {
+    async fn done(store: Store, url: String) {
+        store.close().await;
+        coverwatch_store::testing::drop_database(&url).await;
+    }
+
+    async fn code(admin: &AdminKeys, header: Option<&str>) -> Result<(), tonic::Code> {
+        admin.authorize(header).await.map_err(|s| s.code())
+    }
+
+    #[tokio::test]
+    async fn admin_keys_are_not_tenant_keys() {
         let config = Config {
             tenants: vec![TenantConfig {
                 id: "acme".into(),
@@ -262,31 +540,48 @@ mod tests {
             admin_api_key_sha256: vec![hash_key("admin-key")],
             ..Config::default()
         };
-        let (admin, _) = keys(&config);
-        assert!(admin.authorize(Some("Bearer admin-key")).is_ok());
-        let code = |header| admin.authorize(header).unwrap_err().code();
-        assert_eq!(code(Some("Bearer acme-key")), tonic::Code::PermissionDenied);
-        assert_eq!(code(Some("Bearer other")), tonic::Code::Unauthenticated);
-        assert_eq!(code(Some("admin-key")), tonic::Code::Unauthenticated);
-        assert_eq!(code(None), tonic::Code::Unauthenticated);
-        let (tenants, _) = ApiKeys::from_config(&config);
-        assert!(tenants.authenticate(Some("Bearer admin-key")).is_err());
+        let (admin, _, store, url) = keys(&config).await;
+        assert_eq!(code(&admin, Some("Bearer admin-key")).await, Ok(()));
+        use tonic::Code::{PermissionDenied, Unauthenticated};
+        assert_eq!(
+            code(&admin, Some("Bearer acme-key")).await,
+            Err(PermissionDenied)
+        );
+        assert_eq!(
+            code(&admin, Some("Bearer other")).await,
+            Err(Unauthenticated)
+        );
+        assert_eq!(code(&admin, Some("admin-key")).await, Err(Unauthenticated));
+        assert_eq!(code(&admin, None).await, Err(Unauthenticated));
+        assert!(
+            admin
+                .tenant_keys()
+                .authenticate(Some("Bearer admin-key"))
+                .await
+                .is_err()
+        );
+        done(store, url).await;
     }
 
-    #[test]
-    fn in_development_the_development_key_is_also_the_admin_key() {
+    #[tokio::test]
+    async fn in_development_the_development_key_is_also_the_admin_key() {
         let config = Config {
             dev_api_key: Some("development-key-123".into()),
             ..Config::default()
         };
-        let (admin, _) = keys(&config);
-        assert!(admin.authorize(Some("Bearer development-key-123")).is_ok());
+        let (admin, _, store, url) = keys(&config).await;
+        assert_eq!(
+            code(&admin, Some("Bearer development-key-123")).await,
+            Ok(())
+        );
+        done(store, url).await;
 
-        let (admin, dev) = keys(&Config::default());
+        let (admin, dev, store, url) = keys(&Config::default()).await;
         let DevKey::Generated(key) = dev else {
             panic!("a generated development key")
         };
-        assert!(admin.authorize(Some(&format!("Bearer {key}"))).is_ok());
+        assert_eq!(code(&admin, Some(&format!("Bearer {key}"))).await, Ok(()));
+        done(store, url).await;
 
         // Configured admin keys replace it.
         let config = Config {
@@ -294,13 +589,36 @@ mod tests {
             admin_api_key_sha256: vec![hash_key("admin-key")],
             ..Config::default()
         };
-        let (admin, _) = keys(&config);
+        let (admin, _, store, url) = keys(&config).await;
         assert_eq!(
-            admin
-                .authorize(Some("Bearer development-key-123"))
-                .unwrap_err()
-                .code(),
-            tonic::Code::PermissionDenied
+            code(&admin, Some("Bearer development-key-123")).await,
+            Err(tonic::Code::PermissionDenied)
+        );
+        done(store, url).await;
+    }
+
+    #[test]
+    fn tenant_page_tokens_and_free_text_are_checked() {
+        assert_eq!(tenant_page_token("").unwrap(), None);
+        assert_eq!(
+            tenant_page_token("tacme-1").unwrap().unwrap().as_str(),
+            "acme-1"
+        );
+        for bad in ["acme", "t", "tAcme", "t-acme"] {
+            let err = tenant_page_token(bad).unwrap_err();
+            assert!(err.message().starts_with("page_token"), "{bad}: {err:?}");
+        }
+        assert_eq!(
+            text("  Acme Lending ", "label", 20).unwrap(),
+            "Acme Lending"
+        );
+        assert!(text(&"é".repeat(20), "label", 20).is_ok());
+        let long = text(&"é".repeat(21), "label", 20).unwrap_err();
+        assert!(long.message().starts_with("label: "), "{long:?}");
+        let control = text("a\u{1b}[31m", "display_name", 20).unwrap_err();
+        assert!(
+            control.message().starts_with("display_name: "),
+            "{control:?}"
         );
     }
 

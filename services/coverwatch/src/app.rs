@@ -167,11 +167,9 @@ fn worker_config(config: &Config) -> WorkerConfig {
 /// Start everything and return once both listeners accept connections.
 pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> {
     let store = connect_store(&config).await?;
-    let (keys, dev_key) = ApiKeys::from_config(&config);
-    store
-        .ensure_tenants(&keys.tenants())
+    let (keys, dev_key) = ApiKeys::load(store.clone(), &config)
         .await
-        .context("cannot record tenants")?;
+        .context("cannot record the configured tenants")?;
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -258,6 +256,14 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         tasks.push(supervisor.spawn("event listener", move |shutdown| {
             let engine = listener_engine.clone();
             async move { engine.run_event_listener(shutdown).await }
+        }));
+    }
+    // Tenant and key changes made on other replicas, likewise (see `auth`).
+    if config.database_url.starts_with("postgres") {
+        let listener_keys = keys.clone();
+        tasks.push(supervisor.spawn("tenant change listener", move |shutdown| {
+            let keys = listener_keys.clone();
+            async move { keys.run_change_listener(shutdown).await }
         }));
     }
     let retention_engine = engine.clone();

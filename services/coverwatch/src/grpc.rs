@@ -50,7 +50,10 @@ impl MonitoringApi {
         }
     }
 
-    fn tenant<T>(&self, request: &Request<T>) -> Result<TenantId, Status> {
+    fn tenant<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl std::future::Future<Output = Result<TenantId, Status>> + Send + 'static {
         self.keys.tenant_of(request)
     }
 }
@@ -231,7 +234,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::StartLinkRequest>,
     ) -> Result<Response<v1::StartLinkResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let provider: ProviderId = convert::provider(r.provider, "provider").map_err(field)?;
         let started = self
@@ -263,7 +266,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::CompleteLinkRequest>,
     ) -> Result<Response<v1::CompleteLinkResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let id = link_id(&r.link_id)?;
         let code = convert::required_string(&r.auth_code, "auth_code").map_err(field)?;
@@ -281,7 +284,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::GetLinkRequest>,
     ) -> Result<Response<v1::GetLinkResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let link = self.engine.get_link(&tenant, &id).await.map_err(status)?;
         Ok(Response::new(v1::GetLinkResponse {
@@ -293,7 +296,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::ListLinksRequest>,
     ) -> Result<Response<v1::ListLinksResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let after = if r.page_token.is_empty() {
             None
@@ -327,7 +330,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::StartReconnectRequest>,
     ) -> Result<Response<v1::StartReconnectResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let id = link_id(&r.link_id)?;
         let started = self
@@ -345,7 +348,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::DescopeRequest>,
     ) -> Result<Response<v1::DescopeResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let link = self.engine.descope(&tenant, &id).await.map_err(status)?;
         Ok(Response::new(v1::DescopeResponse {
@@ -357,7 +360,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::RefreshLinkRequest>,
     ) -> Result<Response<v1::RefreshLinkResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let link = self.engine.refresh(&tenant, &id).await.map_err(status)?;
         Ok(Response::new(v1::RefreshLinkResponse {
@@ -369,7 +372,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::SubmitReconnectCredentialsRequest>,
     ) -> Result<Response<v1::SubmitReconnectCredentialsResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let username = convert::required_string(&r.username, "username").map_err(field)?;
         let step = ReconnectStep::Credentials {
@@ -387,7 +390,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::SelectVerificationOptionRequest>,
     ) -> Result<Response<v1::SelectVerificationOptionResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let key = convert::required_string(&r.option_key, "option_key").map_err(field)?;
         let step = ReconnectStep::VerificationOption {
@@ -402,7 +405,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::SubmitVerificationCodeRequest>,
     ) -> Result<Response<v1::SubmitVerificationCodeResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let code = convert::required_string(&r.code, "code").map_err(field)?;
         let step = ReconnectStep::VerificationCode {
@@ -417,7 +420,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::GetPolicyRequest>,
     ) -> Result<Response<v1::GetPolicyResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let id = link_id(&r.link_id)?;
         let policy_id = convert::required_string(&r.policy_id, "policy_id").map_err(field)?;
@@ -438,7 +441,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::GetPolicyHistoryRequest>,
     ) -> Result<Response<v1::GetPolicyHistoryResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let id = link_id(&r.link_id)?;
         let policy_id = convert::required_string(&r.policy_id, "policy_id").map_err(field)?;
@@ -487,7 +490,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::ListPoliciesRequest>,
     ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let policies = self
             .engine
@@ -503,7 +506,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::GetAccountRequest>,
     ) -> Result<Response<v1::GetAccountResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let stored = self
             .engine
@@ -520,7 +523,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let query = self
             .event_query(
@@ -549,7 +552,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::AckEventsRequest>,
     ) -> Result<Response<v1::AckEventsResponse>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
         let cursor = self
             .engine
@@ -565,7 +568,7 @@ impl MonitoringService for MonitoringApi {
         &self,
         request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let tenant = self.tenant(&request)?;
+        let tenant = self.tenant(&request).await?;
         let slot = self.watch_streams.acquire(&tenant)?;
         let r = request.into_inner();
         let query = self

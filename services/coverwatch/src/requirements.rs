@@ -86,7 +86,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::PutRequirementSetRequest>,
     ) -> Result<Response<v1::PutRequirementSetResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let set = definition(request.into_inner().definition)?;
         let outcome = self
             .engine
@@ -104,7 +104,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::GetRequirementSetRequest>,
     ) -> Result<Response<v1::GetRequirementSetResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let stored = self
             .engine
             .get_requirement_set(&tenant, &request.get_ref().id)
@@ -119,7 +119,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::ListRequirementSetsRequest>,
     ) -> Result<Response<v1::ListRequirementSetsResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let r = request.into_inner();
         let limit = convert::page_size(r.page_size, DEFAULT_SET_PAGE, MAX_SET_PAGE, "page_size")
             .map_err(field)?;
@@ -141,7 +141,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::DeleteRequirementSetRequest>,
     ) -> Result<Response<v1::DeleteRequirementSetResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let deleted = self
             .engine
             .delete_requirement_set(&tenant, &request.get_ref().id)
@@ -154,7 +154,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::AttachRequirementSetRequest>,
     ) -> Result<Response<v1::AttachRequirementSetResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let r = request.into_inner();
         let id = link_id(&r.link_id)?;
         let (record, evaluation) = self
@@ -172,7 +172,7 @@ impl RequirementsService for RequirementsApi {
         &self,
         request: Request<v1::EvaluateLinkRequest>,
     ) -> Result<Response<v1::EvaluateLinkResponse>, Status> {
-        let tenant = self.keys.tenant_of(&request)?;
+        let tenant = self.keys.tenant_of(&request).await?;
         let id = link_id(&request.get_ref().link_id)?;
         let mut evaluation = self
             .engine

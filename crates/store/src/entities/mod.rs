@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table (see `migrations/` for the schema and why it is shaped so).
 
 pub mod account_snapshot;
+pub mod api_key;
 pub mod consumer;
 pub mod event;
 pub mod inbox;

@@ -215,11 +215,15 @@ pub fn refused(status: &Status, key: KeyKind) -> CliError {
         (Code::Unauthenticated, KeyKind::AdminAsTenant) => format!(
             "the admin key was refused as an API key ({message}); links and events belong to a tenant: set COVERWATCH_API_KEY or pass --api-key"
         ),
-        (Code::PermissionDenied, _) => {
+        (Code::PermissionDenied, KeyKind::Tenant | KeyKind::AdminAsTenant) => {
+            format!("the API key was refused ({message})")
+        }
+        (Code::PermissionDenied, KeyKind::Admin) => {
             format!("the key was refused: it is a tenant's API key, not an admin key ({message})")
         }
         (Code::InvalidArgument, _) => format!("the server refused the request: {message}"),
         (Code::NotFound, _) => format!("not found: {message}"),
+        (Code::AlreadyExists, _) => format!("already exists: {message}"),
         (Code::FailedPrecondition, _) => format!("not possible now: {message}"),
         (Code::Unavailable, _) => {
             let cause = status

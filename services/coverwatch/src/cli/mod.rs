@@ -1,4 +1,4 @@
-//! The operator CLI: `coverwatch deliveries|links|events …`, a client of a running server's gRPC
+//! The operator CLI: `coverwatch deliveries|tenants|links|events …`, a client of a running server's gRPC
 //! API (AdminService with an admin key, MonitoringService with a tenant's API key). Tables for
 //! people, `--json` for scripts; every failure is one clear line on stderr and exit code 1.
 
@@ -7,6 +7,7 @@ mod deliveries;
 mod events;
 mod links;
 mod output;
+mod tenants;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,14 @@ pub enum OpsCommand {
         connection: Connection,
         #[command(subcommand)]
         command: DeliveriesCommand,
+    },
+    /// Create, list, disable and enable tenants; create and revoke their API keys
+    /// (AdminService: needs an admin key).
+    Tenants {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: TenantsCommand,
     },
     /// Show a link: its state and latest policies (MonitoringService: a tenant's API key).
     Links {
@@ -49,7 +58,8 @@ pub struct Connection {
     /// Default: `grpc_addr` of the configuration (a wildcard address read as loopback).
     #[arg(long, global = true, env = "COVERWATCH_ADDR")]
     pub addr: Option<String>,
-    /// An admin key (its SHA-256 is listed in `admin_api_key_sha256`), for `deliveries`.
+    /// An admin key (its SHA-256 is listed in `admin_api_key_sha256`), for `deliveries` and
+    /// `tenants`.
     #[arg(
         long,
         global = true,
@@ -133,6 +143,62 @@ pub struct DeliveryFilterArgs {
     /// Only deliveries received at or after this time (RFC 3339, or a date for midnight UTC).
     #[arg(long, value_parser = parse_time)]
     pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create an enabled tenant with no key yet (follow with `tenants key create`).
+    Create {
+        /// The tenant's id: lowercase letters, digits, `-` and `_`, at most 64.
+        id: String,
+        /// A name for people.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants by id: configured and created ones, their state and key counts.
+    List {
+        /// At most this many tenants.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Show one tenant and its API keys (ids and labels; never the keys).
+    Get {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Refuse the tenant's API calls (PERMISSION_DENIED) on every replica; its webhooks are
+    /// still stored and processed.
+    Disable {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Accept the tenant's API calls again.
+    Enable {
+        /// The tenant's id.
+        id: String,
+    },
+    /// Create or revoke a tenant's API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it, once, alone on stdout; only its SHA-256 is kept.
+    Create {
+        /// The tenant the key authenticates.
+        tenant: String,
+        /// What the key is for (for example `billing-service prod`).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke a key made by `key create`: it stops working on every replica.
+    Revoke {
+        /// The key's record id (`key_...`), as `tenants get` lists it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +343,15 @@ pub async fn run(command: OpsCommand, config: &Path) -> Result<(), CliError> {
                 .await?
                 .admin(&connection)?;
             deliveries::run(admin, command, connection.json).await
+        }
+        OpsCommand::Tenants {
+            connection,
+            command,
+        } => {
+            let admin = client::Server::connect(&connection, config)
+                .await?
+                .admin(&connection)?;
+            tenants::run(admin, command, connection.json).await
         }
         OpsCommand::Links {
             connection,

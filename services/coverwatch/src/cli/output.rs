@@ -18,6 +18,8 @@ pub const DELIVERY: &str = "coverwatch.v1.Delivery";
 pub const LINK: &str = "coverwatch.v1.Link";
 pub const POLICY: &str = "coverwatch.v1.Policy";
 pub const EVENT: &str = "coverwatch.v1.Event";
+pub const TENANT: &str = "coverwatch.v1.Tenant";
+pub const API_KEY: &str = "coverwatch.v1.ApiKey";
 
 /// `message` in the proto3 JSON mapping: `.proto` field names, every field (defaults too, so
 /// scripts find what they look for), enums by name, 64-bit integers as numbers (cursors and
