@@ -55,8 +55,7 @@ async fn start(config: coverwatch::Config) -> (TestServer, FakeProvider) {
         Overrides {
             providers: Some(ProviderRegistry::new().register(Arc::new(fake.clone()))),
             worker: Some(fast_worker()),
-            stream_poll: None,
-            sweep: None,
+            ..Default::default()
         },
     )
     .await;
