@@ -113,24 +113,34 @@ async fn rotate_keys(config: &Config, batch: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers at once and returns the wait for either. Installed
+/// before the service listens and says it is ready: a handler installed only when the wait is
+/// first polled left a window in which a supervisor's SIGTERM, sent as soon as the process
+/// answered, killed it without a graceful shutdown.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::interrupt()).and_then(|interrupt| {
+            signal(SignalKind::terminate()).map(|terminate| (interrupt, terminate))
+        });
+        async move {
+            match handlers {
+                Ok((mut interrupt, mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -175,6 +185,7 @@ async fn main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox => {
+            let stop = stop_signal();
             let sandbox = coverwatch_sandbox::Sandbox::start(coverwatch_sandbox::SandboxConfig {
                 addr: config.sandbox_addr,
                 ..Default::default()
@@ -187,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 sandbox.axle_base_url(),
                 sandbox.canopy_base_url()
             );
-            stop_signal().await;
+            stop.await;
             sandbox.shutdown().await;
         }
         Command::Serve => {
@@ -203,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
                     "http"
                 },
             );
+            let stop = stop_signal();
             let app = coverwatch::start(config, Default::default()).await?;
             match &app.dev_key {
                 DevKey::Generated(key) => println!(
@@ -221,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(sandbox) = &app.sandbox {
                 println!("vendor sandbox on {}", sandbox.base_url());
             }
-            stop_signal().await;
+            stop.await;
             tracing::info!("shutting down");
             app.shutdown().await;
         }
