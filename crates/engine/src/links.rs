@@ -462,7 +462,7 @@ impl Engine {
         // proves the link is the caller's. So the hot path is one round trip; the link is read
         // only to tell a missing link from a missing policy.
         let reading = match self.inner.policy_cache.lookup(tenant, id, policy_id, term) {
-            Some(Lookup::Hit(policy)) => return Ok(policy),
+            Some(Lookup::Hit(policy)) => return Ok(*policy),
             Some(Lookup::Miss(reading)) => Some(reading),
             None => None,
         };

@@ -65,7 +65,7 @@ pub(crate) struct PolicyCache {
 
 /// What a lookup found: the policy, or the right to store what the database answers.
 pub(crate) enum Lookup<'a> {
-    Hit(StoredPolicy),
+    Hit(Box<StoredPolicy>),
     Miss(Reading<'a>),
 }
 
@@ -131,7 +131,7 @@ impl PolicyCache {
                 if idle {
                     state.slots.remove(link);
                 }
-                Lookup::Hit(policy)
+                Lookup::Hit(Box::new(policy))
             }
             None => Lookup::Miss(Reading {
                 cache: self,
