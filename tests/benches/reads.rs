@@ -6,7 +6,7 @@
 //!  READS_SIZES=10000:100000,1000000:10000000 cargo bench -p coverwatch-tests --bench reads`
 //!
 //! Each size gets a fresh database (filled by `coverwatch_tests::dataset`), dropped at the end.
-//! 1M links / 10M events need about 6 GB of disk while they exist. `READS_SAMPLES` sets the
+//! 1M links / 10M events need about 7 GB of disk while they exist. `READS_SAMPLES` sets the
 //! calls per read (default 300).
 
 use std::time::{Duration, Instant};
