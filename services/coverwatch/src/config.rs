@@ -763,16 +763,18 @@ impl Config {
                 format!("must be 1 to {MAX_RECHECK_MINUTES} minutes (a year)"),
             ));
         }
+        // The vendors this build knows, from the one list of plug-ins, not a copy of it.
+        let known: Vec<&str> = crate::providers::vendors()
+            .iter()
+            .map(|plugin| plugin.id())
+            .collect();
         for (provider, hours) in &sweep.stale_after_hours {
             let key = format!("sweep.stale_after_hours.{provider}");
-            if ![coverwatch_axle::PROVIDER, coverwatch_canopy::PROVIDER]
-                .iter()
-                .any(|known| known == provider.as_str())
-            {
+            if !known.contains(&provider.as_str()) {
                 return Err(ConfigError::invalid(
                     key,
                     provider,
-                    "is not a provider (expected axle or canopy)",
+                    format!("is not a provider (expected one of: {})", known.join(", ")),
                 ));
             }
             if *hours == 0 || *hours > 24 * 3650 {
@@ -1361,6 +1363,17 @@ mod tests {
             assert!(err.contains("`[vendors.canopy]`"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_stale_window_for_a_vendor_this_build_does_not_know_is_refused() {
+        let err = load_error(&[("COVERWATCH_SWEEP__STALE_AFTER_HOURS__ACME", "24")]);
+        assert!(
+            err.contains("sweep.stale_after_hours.acme")
+                && err.contains("axle")
+                && err.contains("canopy"),
+            "{err}"
+        );
     }
 
     #[test]
