@@ -225,21 +225,14 @@ impl Store {
         let mut configured: HashSet<&str> = HashSet::new();
         for configured_tenant in tenants {
             let id = configured_tenant.id.to_string();
-            tenant::Entity::insert(tenant::ActiveModel {
-                id: Set(id.clone()),
-                created_at: Set(now),
-                display_name: Set(String::new()),
-                state: Set(ENABLED.into()),
-                source: Set(FROM_CONFIG.into()),
-                disabled_at: Set(None),
-            })
-            .on_conflict(
-                OnConflict::column(tenant::Column::Id)
-                    .update_column(tenant::Column::Source)
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
+            tenant::Entity::insert(new_tenant(id.clone(), String::new(), FROM_CONFIG, now))
+                .on_conflict(
+                    OnConflict::column(tenant::Column::Id)
+                        .update_column(tenant::Column::Source)
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
             for hash in &configured_tenant.key_sha256 {
                 configured.insert(hash.as_str());
                 // Replicas starting together write the same hashes: the first insert wins,
@@ -297,21 +290,14 @@ impl Store {
     pub async fn ensure_tenants(&self, tenants: &[TenantId]) -> Result<()> {
         let now = now_ms();
         for id in tenants {
-            tenant::Entity::insert(tenant::ActiveModel {
-                id: Set(id.to_string()),
-                created_at: Set(now),
-                display_name: Set(String::new()),
-                state: Set(ENABLED.into()),
-                source: Set(FROM_CONFIG.into()),
-                disabled_at: Set(None),
-            })
-            .on_conflict(
-                OnConflict::column(tenant::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
+            tenant::Entity::insert(new_tenant(id.to_string(), String::new(), FROM_CONFIG, now))
+                .on_conflict(
+                    OnConflict::column(tenant::Column::Id)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await?;
         }
         Ok(())
     }
@@ -323,14 +309,12 @@ impl Store {
         display_name: &str,
     ) -> Result<TenantRecord, TenantError> {
         let now = now_ms();
-        let inserted = tenant::Entity::insert(tenant::ActiveModel {
-            id: Set(id.to_string()),
-            created_at: Set(now),
-            display_name: Set(display_name.to_owned()),
-            state: Set(ENABLED.into()),
-            source: Set(FROM_API.into()),
-            disabled_at: Set(None),
-        })
+        let inserted = tenant::Entity::insert(new_tenant(
+            id.to_string(),
+            display_name.to_owned(),
+            FROM_API,
+            now,
+        ))
         .on_conflict(
             OnConflict::column(tenant::Column::Id)
                 .do_nothing()
@@ -535,5 +519,17 @@ impl Store {
                 }
             },
         )))
+    }
+}
+
+/// A new tenant's row: enabled, from `source`.
+fn new_tenant(id: String, display_name: String, source: &str, now: i64) -> tenant::ActiveModel {
+    tenant::ActiveModel {
+        id: Set(id),
+        created_at: Set(now),
+        display_name: Set(display_name),
+        state: Set(ENABLED.into()),
+        source: Set(source.into()),
+        disabled_at: Set(None),
     }
 }
