@@ -245,6 +245,40 @@ impl AxleClient {
         .await
     }
 
+    /// `GET /carriers` (docs.axle.insure/api-reference/carriers/get-carriers): the carriers Axle
+    /// supports. A read with no effect that needs only the client's credentials, so it is what
+    /// a check of them calls.
+    pub async fn list_carriers(&self) -> Result<Value, AxleError> {
+        self.call(Call {
+            operation: "list_carriers",
+            method: Method::GET,
+            path: "/carriers".to_owned(),
+            query: &[],
+            body: None,
+            access_token: None,
+            retry: Retry::Idempotent,
+        })
+        .await
+    }
+
+    /// `GET /platform/clients` (docs.axle.insure/api-reference/platform/get-clients): "a list of
+    /// identifiers for the destination clients associated with your credential". Ids only:
+    /// with `expand=true` the entries would be objects.
+    pub async fn platform_clients(&self) -> Result<Vec<String>, AxleError> {
+        let data = self
+            .call(Call {
+                operation: "platform_clients",
+                method: Method::GET,
+                path: "/platform/clients".to_owned(),
+                query: &[],
+                body: None,
+                access_token: None,
+                retry: Retry::Idempotent,
+            })
+            .await?;
+        parse_data("platform_clients", data)
+    }
+
     async fn call(&self, call: Call<'_>) -> Result<Value, AxleError> {
         let mut url = url::Url::parse(&self.config.endpoint(&call.path))
             .map_err(|e| AxleError::Client(format!("the request URL is not valid ({e})")))?;
@@ -293,6 +327,8 @@ fn route(operation: &'static str) -> &'static str {
         "get_policy" => "GET /policies/{id}",
         "get_policy_renewal" => "GET /policies/{id}?term=renewal",
         "validate_policy" => "POST /policies/{id}/validate",
+        "list_carriers" => "GET /carriers",
+        "platform_clients" => "GET /platform/clients",
         _ => "other",
     }
 }

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use coverwatch_core::plugin::{
-    BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings,
+    BuiltVendor, RemoteCheck, RemoteCheckError, SettingsError, Simulator, VendorPlugin,
+    decode_settings,
 };
 
+use crate::client::AxleClient;
 use crate::config::AxleSettings;
+use crate::error::AxleError;
 use crate::provider::AxleProvider;
 
 /// The provider id, the configuration section `[vendors.axle]` and the webhook path segment.
@@ -25,6 +29,10 @@ pub fn plugin() -> Arc<dyn VendorPlugin> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AxlePlugin;
 
+/// Retries of the check call: one at most, because a caller is waiting for the answer.
+const CHECK_RETRIES: u32 = 1;
+
+#[async_trait]
 impl VendorPlugin for AxlePlugin {
     fn id(&self) -> &'static str {
         ID
@@ -49,12 +57,83 @@ impl VendorPlugin for AxlePlugin {
         })
     }
 
+    /// Axle documents two reads that need only the client's credentials and change nothing:
+    /// `GET /carriers` (docs.axle.insure/api-reference/carriers/get-carriers) and, for
+    /// platforms, `GET /platform/clients` (docs.axle.insure/api-reference/platform/get-clients),
+    /// which lists "the destination clients associated with your credential". A platform's
+    /// settings are checked with the second, which proves the client id and secret and that
+    /// `destination_client_id` is one of the platform's; other clients with the first. Nothing
+    /// is created: Start Ignition would open a session that never expires, Exchange Token
+    /// would spend a code. Axle answers keys it does not accept with 401
+    /// (docs.axle.insure/api-reference/overview, "Authentication") without saying which half is
+    /// wrong: the secret is named, the reason mentions both. 429, 5xx, timeouts and refused
+    /// connections say nothing about the settings: the vendor could not be asked.
+    async fn check_remote(
+        &self,
+        settings: serde_json::Value,
+    ) -> Result<RemoteCheck, RemoteCheckError> {
+        let mut config = decode_settings::<AxleSettings>(settings)?.into_config()?;
+        // The listing is the platform's own: sent without the destination header.
+        let destination = config.destination_client_id.take();
+        config.max_retries = config.max_retries.min(CHECK_RETRIES);
+        let client = AxleClient::new(config).map_err(|e| SettingsError::new("", e.to_string()))?;
+        let Some(destination) = destination else {
+            return match client.list_carriers().await {
+                Ok(_) => Ok(RemoteCheck::Accepted),
+                Err(err) => Err(refusal(err)),
+            };
+        };
+        let clients = client.platform_clients().await.map_err(refusal)?;
+        if clients.iter().any(|c| *c == destination) {
+            Ok(RemoteCheck::Accepted)
+        } else {
+            Err(RemoteCheckError::Refused(SettingsError::new(
+                "destination_client_id",
+                format!(
+                    "is not one of the {} destination clients Axle lists for this platform \
+                     client (GET /platform/clients)",
+                    clients.len()
+                ),
+            )))
+        }
+    }
+
     fn simulated_settings(&self, simulator: &Simulator<'_>) -> Option<serde_json::Value> {
         Some(serde_json::json!({
             "base_url": format!("{}/{ID}", simulator.base_url),
             "client_id": SIMULATOR_CLIENT_ID,
             "client_secret": SIMULATOR_CLIENT_SECRET,
         }))
+    }
+}
+
+/// What a failed check call says about the settings.
+fn refusal(err: AxleError) -> RemoteCheckError {
+    if err.is_transient() {
+        return RemoteCheckError::Unreachable {
+            vendor: ID.to_owned(),
+            reason: err.to_string(),
+        };
+    }
+    let refused =
+        |path: &str, reason: String| RemoteCheckError::Refused(SettingsError::new(path, reason));
+    match &err {
+        AxleError::Api { status: 401, .. } => refused(
+            "client_secret",
+            format!(
+                "Axle does not accept these credentials ({err}): client_id and client_secret \
+                 must be a pair Axle issued for the environment of base_url"
+            ),
+        ),
+        AxleError::Api { status: 403, .. } => refused(
+            "client_id",
+            format!("Axle does not let this client make the check call ({err})"),
+        ),
+        AxleError::Api { status: 404, .. } | AxleError::Malformed { .. } => refused(
+            "base_url",
+            format!("the answer is not Axle's ({err}): is base_url Axle's API root?"),
+        ),
+        _ => refused("", format!("Axle refused the check: {err}")),
     }
 }
 

@@ -20,6 +20,13 @@ use crate::model::{
     ReconnectTokenResponse, RefreshResponse,
 };
 
+/// `{"webhooks": [...]}`; the list is required, so that a 2xx from something that is not
+/// Canopy's API (a wrong `base_url`) does not pass for an answer.
+#[derive(serde::Deserialize)]
+struct WebhookList {
+    webhooks: Vec<Value>,
+}
+
 /// Canopy documents no request id header ("No message, no request id"); one is recorded only
 /// if a response happens to carry one of these.
 const REQUEST_ID_HEADERS: &[&str] = &["x-request-id", "x-canopy-request-id", "request-id"];
@@ -189,6 +196,24 @@ impl CanopyClient {
 
     fn team(&self) -> &str {
         &self.team_id
+    }
+
+    /// `GET /teams/{teamId}/webhooks`: the team's webhooks of the key's type. A read with no
+    /// effect that needs the key and the team together, so it is what a check of the settings
+    /// calls (OpenAPI `get-webhooks`: 200, 401 and 403 `UNAUTHORIZED`).
+    pub async fn list_webhooks(&self) -> Result<Vec<Value>, CanopyError> {
+        let url = self.url(&["teams", self.team(), "webhooks"], &[])?;
+        let answer: WebhookList = self
+            .call(
+                "webhooks.list",
+                Method::GET,
+                url,
+                None,
+                Auth::Key,
+                Retry::Idempotent,
+            )
+            .await?;
+        Ok(answer.webhooks)
     }
 
     /// `GET /teams/{teamId}/pulls/{pullId}`: the raw `pull` object.
@@ -461,6 +486,7 @@ impl CanopyClient {
 fn route(operation: &'static str) -> &'static str {
     match operation {
         "pulls.get" => "GET /teams/{teamId}/pulls/{pullId}",
+        "webhooks.list" => "GET /teams/{teamId}/webhooks",
         "monitorings.events" => "GET /teams/{teamId}/monitorings/{monitoringId}/events",
         "monitorings.list" => "GET /teams/{teamId}/monitorings",
         "monitorings.get" => "GET /teams/{teamId}/monitorings/{monitoringId}",

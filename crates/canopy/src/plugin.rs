@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use coverwatch_core::plugin::{
-    BuiltVendor, SettingsError, Simulator, VendorPlugin, decode_settings,
+    BuiltVendor, RemoteCheck, RemoteCheckError, SettingsError, Simulator, VendorPlugin,
+    decode_settings,
 };
 
+use crate::client::CanopyClient;
 use crate::config::CanopySettings;
+use crate::error::CanopyError;
 use crate::provider::CanopyProvider;
 
 /// The provider id, the configuration section `[vendors.canopy]` and the webhook path segment.
@@ -28,6 +32,10 @@ pub fn plugin() -> Arc<dyn VendorPlugin> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CanopyPlugin;
 
+/// Attempts of the check call: one retry at most, because a caller is waiting for the answer.
+const CHECK_ATTEMPTS: u32 = 2;
+
+#[async_trait]
 impl VendorPlugin for CanopyPlugin {
     fn id(&self) -> &'static str {
         ID
@@ -55,6 +63,30 @@ impl VendorPlugin for CanopyPlugin {
         })
     }
 
+    /// Lists the team's webhooks (`GET /teams/{teamId}/webhooks`, OpenAPI `get-webhooks`,
+    /// https://docs.usecanopy.com/reference/get-webhooks): a read with no effect that needs the
+    /// key and the team together. Canopy's answers, as the OpenAPI document gives them for this
+    /// operation: 401 `UNAUTHORIZED` for a key it does not know (it does not say whether the
+    /// client id or the secret is wrong: the secret is named, the reason mentions both), 403
+    /// `UNAUTHORIZED` for a known key on a team it does not belong to, and 403
+    /// `SUBSCRIPTION_INACTIVE` (documented on the team's other routes) for a team whose
+    /// subscription ended. A 404 is not documented here; it is read as no such team (or a
+    /// `base_url` that is not Canopy's API root). Throttling, 5xx, timeouts and refused
+    /// connections say nothing about the settings: the vendor could not be asked.
+    async fn check_remote(
+        &self,
+        settings: serde_json::Value,
+    ) -> Result<RemoteCheck, RemoteCheckError> {
+        let mut config = decode_settings::<CanopySettings>(settings)?.into_config()?;
+        config.max_attempts = config.max_attempts.min(CHECK_ATTEMPTS);
+        let client =
+            CanopyClient::new(&config).map_err(|e| SettingsError::new("", e.to_string()))?;
+        match client.list_webhooks().await {
+            Ok(_) => Ok(RemoteCheck::Accepted),
+            Err(err) => Err(refusal(err)),
+        }
+    }
+
     fn simulated_settings(&self, simulator: &Simulator<'_>) -> Option<serde_json::Value> {
         let base = simulator.base_url;
         Some(serde_json::json!({
@@ -66,6 +98,52 @@ impl VendorPlugin for CanopyPlugin {
             "public_alias": SIMULATOR_PUBLIC_ALIAS,
             "signing_secrets": [simulator.webhook_secret],
         }))
+    }
+}
+
+/// What a failed check call says about the settings.
+fn refusal(err: CanopyError) -> RemoteCheckError {
+    if err.is_transient() {
+        return RemoteCheckError::Unreachable {
+            vendor: ID.to_owned(),
+            reason: err.to_string(),
+        };
+    }
+    let refused =
+        |path: &str, reason: String| RemoteCheckError::Refused(SettingsError::new(path, reason));
+    match &err {
+        CanopyError::Api { status: 401, .. } => refused(
+            "client_secret",
+            format!(
+                "Canopy does not accept this API key ({err}): client_id and client_secret must \
+                 be a key of the team, as created on Canopy's API settings page"
+            ),
+        ),
+        CanopyError::Api { status: 403, .. } if err.code() == Some("SUBSCRIPTION_INACTIVE") => {
+            refused(
+                "team_id",
+                format!("Canopy says this team's subscription is inactive ({err})"),
+            )
+        }
+        CanopyError::Api { status: 403, .. } => refused(
+            "team_id",
+            format!(
+                "Canopy accepts the API key but not on this team ({err}): team_id must be the \
+                 Team ID shown with the key"
+            ),
+        ),
+        CanopyError::Api { status: 404, .. } => refused(
+            "team_id",
+            format!(
+                "Canopy knows no such team ({err}), or base_url is not Canopy's API root \
+                 (`https://app.usecanopy.com/api/v1.0.0`)"
+            ),
+        ),
+        CanopyError::Decode(_) => refused(
+            "base_url",
+            format!("the answer is not Canopy's ({err}): is base_url Canopy's API root?"),
+        ),
+        _ => refused("", format!("Canopy refused the check: {err}")),
     }
 }
 

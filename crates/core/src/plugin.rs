@@ -124,6 +124,22 @@ pub enum RemoteCheck {
     NotAvailable,
 }
 
+/// Why [`VendorPlugin::check_remote`] did not accept a set of settings. The two cases call for
+/// different answers: a refused setting is the caller's to fix (its field is named), while a
+/// vendor that could not be asked says nothing about the settings, and the caller must not be
+/// told its key is wrong because the vendor is down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteCheckError {
+    /// The settings are wrong: refused locally, or by the vendor (a key it does not know, a
+    /// team the key does not belong to).
+    #[error(transparent)]
+    Refused(#[from] SettingsError),
+    /// The vendor could not be reached, timed out, or failed on its side (5xx, 429): try again
+    /// later.
+    #[error("could not check the settings with {vendor}: {reason}")]
+    Unreachable { vendor: String, reason: String },
+}
+
 /// One vendor: its id, how its settings become a provider, and (optionally) how its simulator
 /// is reached.
 #[async_trait]
@@ -141,12 +157,13 @@ pub trait VendorPlugin: Send + Sync + 'static {
     fn build(&self, settings: serde_json::Value) -> Result<BuiltVendor, SettingsError>;
 
     /// A cheap authenticated call with `settings`, before they are saved for later use: bad
-    /// credentials are refused with the field named. Settings are built (and so validated
-    /// locally) first.
+    /// credentials are refused with the field named ([`RemoteCheckError::Refused`]); a vendor
+    /// that cannot answer is [`RemoteCheckError::Unreachable`]. Settings are built (and so
+    /// validated locally) first.
     async fn check_remote(
         &self,
         settings: serde_json::Value,
-    ) -> Result<RemoteCheck, SettingsError> {
+    ) -> Result<RemoteCheck, RemoteCheckError> {
         self.build(settings)?;
         Ok(RemoteCheck::NotAvailable)
     }

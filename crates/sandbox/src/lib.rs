@@ -4,7 +4,8 @@
 //! One listener serves everything:
 //! - Axle API at `{base}/axle` (Ignition page at `{base}/axle/ignition-ui/?token=ign_…`);
 //! - Canopy API at `{base}/canopy/api/v1.0.0` (widget at `{base}/canopy/c/{alias}`);
-//! - controls at `{base}/_sandbox/…` (faults, deliveries, clock, and per-vendor scenarios).
+//! - controls at `{base}/_sandbox/…` (faults, deliveries, API calls, clock, and per-vendor
+//!   scenarios).
 //!
 //! Switching a client to the real vendor is only a change of base URL and credentials.
 
@@ -22,13 +23,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod axle;
+pub mod calls;
 pub mod canopy;
 pub mod clock;
 pub mod delivery;
 pub mod faults;
 
-pub use axle::{AxleSim, AxleSimConfig};
-pub use canopy::{CanopySim, CanopySimConfig};
+pub use axle::{AxleAccount, AxleSim, AxleSimConfig};
+pub use calls::{ApiCall, CallLog};
+pub use canopy::{CanopySim, CanopySimConfig, CanopyTeam};
 pub use clock::SandboxClock;
 pub use delivery::{DeliveryAttempt, DeliveryLog, RetrySchedule, WebhookRequest, WebhookSender};
 pub use faults::{FaultEffect, FaultRule, FaultTarget, Faults};
@@ -82,8 +85,8 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
 }
 
-/// What every simulator shares: the public base URL, the clock, the fault registry and the
-/// webhook sender (whose log is `deliveries`).
+/// What every simulator shares: the public base URL, the clock, the fault registry, the
+/// webhook sender (whose log is `deliveries`) and the log of API calls answered.
 #[derive(Clone, Debug)]
 pub struct SimContext {
     /// `http://127.0.0.1:PORT` (no trailing slash), or the configured public base URL.
@@ -92,6 +95,7 @@ pub struct SimContext {
     pub faults: Faults,
     pub webhooks: WebhookSender,
     pub deliveries: DeliveryLog,
+    pub calls: CallLog,
 }
 
 impl SimContext {
@@ -108,6 +112,7 @@ impl SimContext {
             faults,
             webhooks,
             deliveries,
+            calls: CallLog::new(),
         }
     }
 }
@@ -220,6 +225,11 @@ impl SandboxHandle {
         &self.ctx
     }
 
+    /// Every API call either simulator answered, with the credentials' identifiers it carried.
+    pub fn calls(&self) -> &CallLog {
+        &self.ctx.calls
+    }
+
     /// Stops accepting connections, releases hanging requests and waits (up to 5 s) for
     /// in-flight requests to finish.
     pub async fn shutdown(mut self) {
@@ -278,6 +288,7 @@ fn control_router(ctx: SimContext) -> Router {
             "/_sandbox/deliveries",
             get(list_deliveries).delete(clear_deliveries),
         )
+        .route("/_sandbox/calls", get(list_calls).delete(clear_calls))
         .route("/_sandbox/clock", get(get_clock))
         .route("/_sandbox/clock/advance", post(advance_clock))
         .route("/_sandbox/clock/reset", post(reset_clock))
@@ -329,6 +340,26 @@ async fn list_deliveries(
 
 async fn clear_deliveries(State(ctx): State<SimContext>) -> StatusCode {
     ctx.deliveries.clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CallFilter {
+    vendor: Option<String>,
+}
+
+async fn list_calls(
+    State(ctx): State<SimContext>,
+    Query(filter): Query<CallFilter>,
+) -> Json<Vec<ApiCall>> {
+    Json(match filter.vendor {
+        Some(vendor) => ctx.calls.of(&vendor),
+        None => ctx.calls.all(),
+    })
+}
+
+async fn clear_calls(State(ctx): State<SimContext>) -> StatusCode {
+    ctx.calls.clear();
     StatusCode::NO_CONTENT
 }
 

@@ -2,7 +2,11 @@
 //!
 //! Fault endpoint names: `axle.ignition.start`, `axle.token.exchange`, `axle.token.descope`,
 //! `axle.accounts.get`, `axle.policies.get`, `axle.policies.validate`, `axle.sandbox.account_event`,
-//! `axle.sandbox.policy_event`, `axle.documents.get`, `axle.ignition_ui`.
+//! `axle.sandbox.policy_event`, `axle.documents.get`, `axle.carriers.list`,
+//! `axle.platform.clients`, `axle.ignition_ui`.
+//!
+//! Each client sees only what it created: the handlers pass the authenticated caller's client
+//! on, and a token or code of another client reads as an invalid one.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,11 +18,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AxleError, AxleSim, StartIgnition, new_id, ui};
+use super::{AxleCaller, AxleError, AxleSim, StartIgnition, fixtures, new_id, ui};
 use crate::faults::guard;
 
 pub fn router(sim: AxleSim) -> Router {
     let f = sim.context().faults.clone();
+    let calls = sim.context().calls.clone();
+    let clock = sim.context().clock.clone();
     Router::new()
         .route(
             "/ignition",
@@ -61,10 +67,30 @@ pub fn router(sim: AxleSim) -> Router {
             "/documents/{policy_id}/{index}",
             guard(&f, "axle.documents.get", get(document)),
         )
+        .route(
+            "/carriers",
+            guard(&f, "axle.carriers.list", get(list_carriers)),
+        )
+        .route(
+            "/platform/clients",
+            guard(&f, "axle.platform.clients", get(platform_clients)),
+        )
         .merge(ui::router(&f))
         .fallback(|| async { AxleError::NotFound("Not found".into()) })
         .layer(from_fn(request_id))
+        .layer(from_fn(move |req, next| {
+            crate::calls::record("axle", calls.clone(), clock.clone(), who, req, next)
+        }))
         .with_state(sim)
+}
+
+/// The identifiers an Axle call carries (never its secret or access token).
+fn who(_path: &str, headers: &HeaderMap) -> crate::calls::Caller {
+    crate::calls::Caller {
+        client_id: crate::calls::header(headers, "x-client-id"),
+        team_id: None,
+        destination_client_id: crate::calls::header(headers, "x-destination-client-id"),
+    }
 }
 
 /// Every Axle response carries a fresh `x-axle-request-id`, injected faults included.
@@ -96,11 +122,26 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn client(sim: &AxleSim, headers: &HeaderMap) -> Result<(), AxleError> {
-    sim.check_client(
+fn client(sim: &AxleSim, headers: &HeaderMap) -> Result<AxleCaller, AxleError> {
+    sim.authenticate(
         header(headers, "x-client-id"),
         header(headers, "x-client-secret"),
+        header(headers, "x-destination-client-id"),
     )
+}
+
+/// `x-access-token`, which must belong to the caller's client: another client's token is
+/// answered as an invalid one, so that it reveals nothing.
+fn owned_token<'a>(
+    sim: &AxleSim,
+    caller: &AxleCaller,
+    headers: &'a HeaderMap,
+) -> Result<&'a str, AxleError> {
+    let token = access_token(headers)?;
+    match sim.token_owner(token) {
+        Some(owner) if owner == caller.client() => Ok(token),
+        _ => Err(AxleError::InvalidAccessToken),
+    }
 }
 
 fn access_token(headers: &HeaderMap) -> Result<&str, AxleError> {
@@ -127,7 +168,7 @@ async fn start_ignition(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
+    let caller = client(&sim, &headers)?;
     if headers.contains_key("x-access-token") {
         return Err(AxleError::BadRequest(
             "x-access-token is no longer accepted by Start Ignition; use Descope Token instead"
@@ -135,7 +176,7 @@ async fn start_ignition(
         ));
     }
     let req: StartIgnition = json_body(&body)?;
-    let started = sim.start_ignition(req, header(&headers, "x-destination-client-id"))?;
+    let started = sim.start_ignition_for(req, &caller)?;
     Ok(ok(started))
 }
 
@@ -150,12 +191,12 @@ async fn exchange(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
+    let caller = client(&sim, &headers)?;
     let body: ExchangeBody = json_body(&body)?;
     let code = body
         .auth_code
         .ok_or_else(|| AxleError::BadRequest("authCode is required".into()))?;
-    Ok(ok(sim.exchange(&code)?))
+    Ok(ok(sim.exchange_for(&code, Some(caller.client()))?))
 }
 
 #[derive(Deserialize)]
@@ -168,8 +209,8 @@ async fn descope(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     let body: DescopeBody = json_body(&body)?;
     match body.scope.as_deref() {
         Some("monitoring") => {}
@@ -206,8 +247,8 @@ async fn get_account(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     let expand = parse_expand(&q)?;
     Ok(ok(sim.read_account(token, &id, expand)?))
 }
@@ -218,8 +259,8 @@ async fn get_policy(
     Path(id): Path<String>,
     Query(q): Query<ReadQuery>,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     let expand = parse_expand(&q)?;
     let renewal = match q.term.as_deref() {
         None | Some("current") => false,
@@ -250,8 +291,8 @@ async fn validate_policy(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     let rules: Vec<ValidationRule> = serde_json::from_slice(&body).map_err(|e| {
         AxleError::BadRequest(format!(
             "Invalid body: expected an array of {{\"rule\": …}} objects ({e})"
@@ -313,6 +354,41 @@ fn validation(policy: &Value, rules: &[&str]) -> Value {
     json!({ "overall": overall, "summary": summary, "rules": details })
 }
 
+/// `GET /carriers` (docs.axle.insure/api-reference/carriers/get-carriers): the carriers Axle
+/// supports, for any authenticated client.
+async fn list_carriers(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+) -> Result<Response, AxleError> {
+    client(&sim, &headers)?;
+    let carriers: Vec<Value> = fixtures::CARRIERS
+        .iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect();
+    Ok(ok(carriers))
+}
+
+/// `GET /platform/clients` (docs.axle.insure/api-reference/platform/get-clients): "a list of
+/// identifiers for the destination clients associated with your credential", or with
+/// `expand=true` their `id` and `entity`.
+async fn platform_clients(
+    State(sim): State<AxleSim>,
+    headers: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Result<Response, AxleError> {
+    let caller = client(&sim, &headers)?;
+    let expand = parse_expand(&q)?;
+    let ids = sim.destination_clients(&caller.client_id);
+    Ok(if expand {
+        ok(ids
+            .iter()
+            .map(|id| json!({ "id": id, "entity": id }))
+            .collect::<Vec<_>>())
+    } else {
+        ok(ids)
+    })
+}
+
 /// Checks that the token may act on `account_id`.
 fn owns_account(sim: &AxleSim, token: &str, account_id: &str) -> Result<(), AxleError> {
     if sim.account_for_token(token)? == account_id {
@@ -328,8 +404,8 @@ async fn account_event(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     owns_account(&sim, token, &id)?;
     let fields: Value = json_body(&body)?;
     let outcome = sim.modify_account(&id, &fields)?;
@@ -342,8 +418,8 @@ async fn policy_event(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, AxleError> {
-    client(&sim, &headers)?;
-    let token = access_token(&headers)?;
+    let caller = client(&sim, &headers)?;
+    let token = owned_token(&sim, &caller, &headers)?;
     let account = sim.account_for_token(token)?;
     let owner = sim
         .policy(&id)

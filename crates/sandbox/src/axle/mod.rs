@@ -17,7 +17,11 @@
 //!   `metadata`; `ignition.attempted` adds `carrier` and `attempt`;
 //! - monitoring events are not sent while an account is disconnected or after descope (the
 //!   change is still applied, so a later read sees it);
-//! - webhooks are retried per [`RetrySchedule::axle`] unless configured otherwise.
+//! - webhooks are retried per [`RetrySchedule::axle`] unless configured otherwise;
+//! - several clients ([`AxleAccount`]) can be known at once, each seeing only its own Ignitions,
+//!   codes, tokens and accounts: another client's authCode is `400` like an unknown one, another
+//!   client's access token `401` like an invalid one, and a platform's
+//!   `x-destination-client-id` that is not one of its destination clients is `401`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,10 +48,13 @@ use fixtures::{LoginOutcome, PolicyIds, PolicyKind};
 
 #[derive(Clone, Debug)]
 pub struct AxleSimConfig {
-    /// Expected `x-client-id`. Default `cli_sandbox`.
+    /// Expected `x-client-id` of the default client. Default `cli_sandbox`.
     pub client_id: String,
-    /// Expected `x-client-secret`. Default `axle-sandbox-secret`.
+    /// Expected `x-client-secret` of the default client. Default `axle-sandbox-secret`.
     pub client_secret: String,
+    /// Further clients known from the start (more can be added with [`AxleSim::add_account`]).
+    /// The default client accepts any `x-destination-client-id`, as it always did.
+    pub accounts: Vec<AxleAccount>,
     /// Webhook retry policy (Axle documents none; see [`RetrySchedule::axle`]).
     pub retry: RetrySchedule,
     /// Extra headers on every webhook: Axle's "custom webhook headers … for authentication".
@@ -61,10 +68,79 @@ impl Default for AxleSimConfig {
         Self {
             client_id: DEFAULT_CLIENT_ID.into(),
             client_secret: DEFAULT_CLIENT_SECRET.into(),
+            accounts: Vec::new(),
             retry: RetrySchedule::axle(),
             webhook_headers: Vec::new(),
             auth_code_ttl: chrono::Duration::minutes(10),
         }
+    }
+}
+
+impl AxleSimConfig {
+    pub fn with_account(mut self, account: AxleAccount) -> Self {
+        self.accounts.push(account);
+        self
+    }
+}
+
+/// One Axle client the simulator accepts: its credentials and, for a platform, the destination
+/// clients it acts for (docs.axle.insure/guides/platform-integration).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AxleAccount {
+    pub client_id: String,
+    pub client_secret: String,
+    /// `Some`: a platform, which may send only these `x-destination-client-id`s and finds them
+    /// at `GET /platform/clients`. `None`: any destination is taken as given and
+    /// `GET /platform/clients` lists none.
+    pub destination_client_ids: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for AxleAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AxleAccount")
+            .field("client_id", &self.client_id)
+            .field("destination_client_ids", &self.destination_client_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AxleAccount {
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            destination_client_ids: None,
+        }
+    }
+
+    /// A platform client acting for `destinations`.
+    pub fn platform(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        destinations: &[&str],
+    ) -> Self {
+        Self {
+            destination_client_ids: Some(destinations.iter().map(|d| d.to_string()).collect()),
+            ..Self::new(client_id, client_secret)
+        }
+    }
+}
+
+/// A caller the simulator authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AxleCaller {
+    pub client_id: String,
+    /// `x-destination-client-id`, when a platform sent one.
+    pub destination_client_id: Option<String>,
+}
+
+impl AxleCaller {
+    /// The client the call acts for: the destination client of a platform, else the caller's
+    /// own. It owns the Ignitions, codes, tokens and accounts the call creates or reaches.
+    pub fn client(&self) -> &str {
+        self.destination_client_id
+            .as_deref()
+            .unwrap_or(&self.client_id)
     }
 }
 
@@ -288,7 +364,12 @@ struct State {
     accounts: BTreeMap<String, Account>,
     policies: BTreeMap<String, Policy>,
     tokens: HashMap<String, String>,
-    logins: HashMap<(String, String), String>,
+    /// The client (see [`AxleCaller::client`]) owning each account, and each policy of a
+    /// `manual`/`proxy` completion: what its access token and authCode may be used by.
+    owners: HashMap<String, String>,
+    /// `(client, carrier, username)` → account: the same login under two clients is two
+    /// accounts, as two Axle customers' users would be.
+    logins: HashMap<(String, String, String), String>,
     descopes: Vec<Descoped>,
 }
 
@@ -311,6 +392,8 @@ pub struct AxleSim {
 struct Inner {
     config: AxleSimConfig,
     ctx: SimContext,
+    /// The default client first, then the configured and added ones.
+    clients: Mutex<Vec<AxleAccount>>,
     state: Mutex<State>,
     doc_key: [u8; 32],
 }
@@ -344,8 +427,14 @@ fn random_secret(len: usize) -> String {
 impl AxleSim {
     pub fn new(config: AxleSimConfig, ctx: SimContext) -> Self {
         let doc_key: [u8; 32] = rand::random();
+        let mut clients = vec![AxleAccount::new(
+            config.client_id.clone(),
+            config.client_secret.clone(),
+        )];
+        clients.extend(config.accounts.iter().cloned());
         Self {
             inner: Arc::new(Inner {
+                clients: Mutex::new(clients),
                 config,
                 ctx,
                 state: Mutex::default(),
@@ -375,22 +464,80 @@ impl AxleSim {
         self.inner.state.lock().expect("axle state poisoned")
     }
 
+    /// Makes another client known, at run time. A client id already known is replaced (its
+    /// secret rotated), keeping what it owns.
+    pub fn add_account(&self, account: AxleAccount) {
+        let mut clients = self.clients();
+        clients.retain(|c| c.client_id != account.client_id);
+        clients.push(account);
+    }
+
+    /// Every client the simulator accepts, the default one first.
+    pub fn accounts(&self) -> Vec<AxleAccount> {
+        self.clients().clone()
+    }
+
+    /// Every API call answered, oldest first, with the client ids it carried.
+    pub fn calls(&self) -> Vec<crate::ApiCall> {
+        self.inner.ctx.calls.of("axle")
+    }
+
+    fn clients(&self) -> MutexGuard<'_, Vec<AxleAccount>> {
+        self.inner.clients.lock().expect("axle clients poisoned")
+    }
+
     /// Checks `x-client-id` / `x-client-secret`.
     pub fn check_client(
         &self,
         client_id: Option<&str>,
         client_secret: Option<&str>,
     ) -> AxleResult<()> {
+        self.authenticate(client_id, client_secret, None).map(drop)
+    }
+
+    /// Checks `x-client-id` / `x-client-secret` and, from a platform, `x-destination-client-id`.
+    pub fn authenticate(
+        &self,
+        client_id: Option<&str>,
+        client_secret: Option<&str>,
+        destination_client_id: Option<&str>,
+    ) -> AxleResult<AxleCaller> {
         use subtle::ConstantTimeEq;
-        let cfg = &self.inner.config;
-        let id_ok = client_id == Some(cfg.client_id.as_str());
-        let secret_ok = client_secret
-            .is_some_and(|s| bool::from(s.as_bytes().ct_eq(cfg.client_secret.as_bytes())));
-        if id_ok && secret_ok {
-            Ok(())
-        } else {
-            Err(AxleError::Unauthorized)
+        let (Some(id), Some(secret)) = (client_id, client_secret) else {
+            return Err(AxleError::Unauthorized);
+        };
+        let clients = self.clients();
+        let account = clients
+            .iter()
+            .find(|c| c.client_id == id)
+            .filter(|c| bool::from(secret.as_bytes().ct_eq(c.client_secret.as_bytes())))
+            .ok_or(AxleError::Unauthorized)?;
+        if let (Some(dest), Some(allowed)) =
+            (destination_client_id, &account.destination_client_ids)
+            && !allowed.iter().any(|a| a == dest)
+        {
+            return Err(AxleError::Unauthorized);
         }
+        Ok(AxleCaller {
+            client_id: account.client_id.clone(),
+            destination_client_id: destination_client_id.map(str::to_owned),
+        })
+    }
+
+    /// `GET /platform/clients`: the destination clients of a platform's credential.
+    pub fn destination_clients(&self, client_id: &str) -> Vec<String> {
+        self.clients()
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .and_then(|c| c.destination_client_ids.clone())
+            .unwrap_or_default()
+    }
+
+    /// The client owning what an access token reaches, if the token is known.
+    pub fn token_owner(&self, access_token: &str) -> Option<String> {
+        let st = self.lock();
+        let id = st.tokens.get(access_token)?;
+        st.owners.get(id).cloned()
     }
 
     // ---- Ignition ---------------------------------------------------------------------------
@@ -401,6 +548,20 @@ impl AxleSim {
         &self,
         req: StartIgnition,
         destination_client: Option<&str>,
+    ) -> AxleResult<IgnitionStarted> {
+        let caller = AxleCaller {
+            client_id: self.inner.config.client_id.clone(),
+            destination_client_id: destination_client.map(str::to_owned),
+        };
+        self.start_ignition_for(req, &caller)
+    }
+
+    /// `POST /ignition` by an authenticated caller: the session, and what it links, belong to
+    /// [`AxleCaller::client`].
+    pub fn start_ignition_for(
+        &self,
+        req: StartIgnition,
+        caller: &AxleCaller,
     ) -> AxleResult<IgnitionStarted> {
         let user = match req.user {
             Some(Value::Object(u)) => u,
@@ -437,9 +598,7 @@ impl AxleSim {
             }
         }
         let token = new_id("ign_");
-        let client = destination_client
-            .unwrap_or(&self.inner.config.client_id)
-            .to_owned();
+        let client = caller.client().to_owned();
         let ignition = Ignition {
             token: token.clone(),
             client,
@@ -546,7 +705,11 @@ impl AxleSim {
                 })
             }
             LoginOutcome::Link(fixture) => {
-                let key = (carrier.to_owned(), fixture.username.to_owned());
+                let key = (
+                    ign.client.clone(),
+                    carrier.to_owned(),
+                    fixture.username.to_owned(),
+                );
                 let account_id = match st.logins.get(&key) {
                     Some(id) => {
                         let acc = st.accounts.get_mut(id).expect("login points to an account");
@@ -648,6 +811,7 @@ impl AxleSim {
             },
         );
         st.tokens.insert(random_secret(40), policy_id.clone());
+        st.owners.insert(policy_id.clone(), ign.client.clone());
         let code = random_secret(32);
         st.auth_codes.insert(
             code.clone(),
@@ -717,12 +881,24 @@ impl AxleSim {
 
     /// `POST /token/exchange`.
     pub fn exchange(&self, auth_code: &str) -> AxleResult<Exchanged> {
+        self.exchange_for(auth_code, None)
+    }
+
+    /// `POST /token/exchange` by `client` (see [`AxleCaller::client`]): another client's code is
+    /// answered as an unknown one, and stays usable by its owner.
+    pub fn exchange_for(&self, auth_code: &str, client: Option<&str>) -> AxleResult<Exchanged> {
         let now = self.now();
         let mut st = self.lock();
+        let st = &mut *st;
         let code = st
             .auth_codes
             .get_mut(auth_code)
             .ok_or_else(|| AxleError::bad("Invalid authCode"))?;
+        if let Some(client) = client
+            && st.owners.get(&code.account).map(String::as_str) != Some(client)
+        {
+            return Err(AxleError::bad("Invalid authCode"));
+        }
         if code.used {
             return Err(AxleError::bad("authCode has already been used"));
         }
@@ -1492,6 +1668,7 @@ fn create_account(
     });
     let access_token = random_secret(40);
     st.tokens.insert(access_token.clone(), account_id.clone());
+    st.owners.insert(account_id.clone(), ign.client.clone());
     st.accounts.insert(
         account_id.clone(),
         Account {

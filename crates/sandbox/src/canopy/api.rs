@@ -3,6 +3,10 @@
 //!
 //! Bodies are read as raw bytes and parsed here, so that a bad body gets Canopy's
 //! `{"error":"…"}` rather than the framework's own rejection.
+//!
+//! Several teams can be known: a key reaches only its own team's path (another team's path is
+//! answered as the operation documents a wrong key or team), and within it only that team's
+//! pulls, monitorings and webhooks (another team's id is answered exactly as an unknown one).
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -25,6 +29,8 @@ pub const TERMS_VERSION: i64 = 1;
 
 pub fn router(sim: CanopySim) -> Router {
     let f = sim.inner.ctx.faults.clone();
+    let calls = sim.inner.ctx.calls.clone();
+    let clock = sim.inner.ctx.clock.clone();
     let api = Router::new()
         .route(
             "/teams/{team_id}/pulls",
@@ -133,7 +139,10 @@ pub fn router(sim: CanopySim) -> Router {
         .route("/health", guard(&f, "canopy.health", get(health)))
         // A catch-all route rather than a fallback: fallbacks of twice-nested routers do not
         // reach here once the sandbox mounts this router.
-        .route("/{*rest}", any(|| async { CanopyError::not_found() }));
+        .route("/{*rest}", any(|| async { CanopyError::not_found() }))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            crate::calls::record("canopy", calls.clone(), clock.clone(), who, req, next)
+        }));
     Router::new()
         .nest("/api/v1.0.0", api)
         .route(
@@ -145,29 +154,26 @@ pub fn router(sim: CanopySim) -> Router {
 
 // ---- auth and parsing helpers -------------------------------------------------------------
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn eq(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
-/// HTTP Basic (Client ID as user, Client Secret as password) or the `x-canopy-client-id` /
-/// `x-canopy-client-secret` pair, which wins when both are sent.
-fn authenticate(sim: &CanopySim, headers: &HeaderMap) -> CanopyResult<()> {
-    let cfg = &sim.inner.cfg;
-    if let (Some(id), Some(secret)) = (
-        header_str(headers, "x-canopy-client-id"),
-        header_str(headers, "x-canopy-client-secret"),
-    ) {
-        return if eq(id, &cfg.client_id) & eq(secret, &cfg.client_secret) {
-            Ok(())
-        } else {
-            Err(CanopyError::unauthorized())
-        };
+/// The identifiers a Canopy call carries: the key's client id (never its secret) and the team
+/// of a `/teams/{teamId}/…` path.
+fn who(path: &str, headers: &HeaderMap) -> crate::calls::Caller {
+    let client_id = crate::calls::header(headers, "x-canopy-client-id")
+        .or_else(|| basic_credentials(headers).map(|(id, _)| id));
+    let team_id = path
+        .strip_prefix("/teams/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    crate::calls::Caller {
+        client_id,
+        team_id,
+        destination_client_id: None,
     }
-    let basic = header_str(headers, header::AUTHORIZATION.as_str())
+}
+
+/// `(client id, client secret)` of an HTTP Basic `Authorization` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let raw = header_str(headers, header::AUTHORIZATION.as_str())
         .and_then(|v| {
             v.strip_prefix("Basic ")
                 .or_else(|| v.strip_prefix("basic "))
@@ -178,11 +184,34 @@ fn authenticate(sim: &CanopySim, headers: &HeaderMap) -> CanopyResult<()> {
                 .decode(b.trim())
                 .ok()
         })
-        .and_then(|raw| String::from_utf8(raw).ok());
-    match basic.as_deref().and_then(|s| s.split_once(':')) {
-        Some((id, secret)) if eq(id, &cfg.client_id) & eq(secret, &cfg.client_secret) => Ok(()),
-        _ => Err(CanopyError::unauthorized()),
-    }
+        .and_then(|raw| String::from_utf8(raw).ok())?;
+    let (id, secret) = raw.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// HTTP Basic (Client ID as user, Client Secret as password) or the `x-canopy-client-id` /
+/// `x-canopy-client-secret` pair, which wins when both are sent. Answers the key's team id.
+fn authenticate(sim: &CanopySim, headers: &HeaderMap) -> CanopyResult<String> {
+    let (id, secret) = match (
+        header_str(headers, "x-canopy-client-id"),
+        header_str(headers, "x-canopy-client-secret"),
+    ) {
+        (Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        _ => basic_credentials(headers).ok_or_else(CanopyError::unauthorized)?,
+    };
+    sim.teams()
+        .iter()
+        .find(|t| eq(&id, &t.client_id) & eq(&secret, &t.client_secret))
+        .map(|t| t.team_id.clone())
+        .ok_or_else(CanopyError::unauthorized)
 }
 
 /// Authenticates and checks that the path's team is the key's team.
@@ -192,11 +221,32 @@ fn team(
     team_id: &str,
     wrong_team: CanopyError,
 ) -> CanopyResult<()> {
-    authenticate(sim, headers)?;
-    if team_id != sim.inner.cfg.team_id {
+    if authenticate(sim, headers)? != team_id {
         return Err(wrong_team);
     }
     Ok(())
+}
+
+/// A random id that names nothing: another team's pull or monitoring is looked up under it, so
+/// that each operation answers it exactly as it answers an unknown id.
+fn nothing() -> String {
+    new_id()
+}
+
+/// `pull_id` if the pull is the team's (or unknown), else an id that names nothing.
+fn own_pull(sim: &CanopySim, team_id: &str, pull_id: &str) -> String {
+    match sim.pull_team(pull_id) {
+        Some(owner) if owner != team_id => nothing(),
+        _ => pull_id.to_owned(),
+    }
+}
+
+/// `monitoring_id` if the monitoring is the team's (or unknown), else an id that names nothing.
+fn own_monitoring(sim: &CanopySim, team_id: &str, monitoring_id: &str) -> String {
+    match sim.monitoring_team(monitoring_id) {
+        Some(owner) if owner != team_id => nothing(),
+        _ => monitoring_id.to_owned(),
+    }
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -256,6 +306,7 @@ async fn get_pull(
     if !is_uuid(&pull_id) {
         return Err(CanopyError::bad_request("VALIDATION_ERROR"));
     }
+    let pull_id = own_pull(&sim, &team_id, &pull_id);
     // This operation answers an unknown pull with 400, as the OpenAPI document says.
     let pull = sim
         .pull(&pull_id)
@@ -270,6 +321,7 @@ async fn patch_pull(
     body: Bytes,
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
+    let pull_id = own_pull(&sim, &team_id, &pull_id);
     let body = json_body(&body, CanopyError::bad_request("INVALID_INPUT"))?;
     let archived = match body.get("is_archived") {
         Some(Value::Bool(b)) => *b,
@@ -317,6 +369,7 @@ async fn list_pulls(
             .rev()
             .filter_map(|id| st.pulls.get(id))
             .map(|r| r.pull.clone())
+            .filter(|p| p.team_id == team_id)
             .filter(|p| {
                 let t = parse_ts(&p.created_at);
                 since.is_none_or(|s| t.is_some_and(|t| t >= s))
@@ -359,6 +412,7 @@ async fn get_document(
     if !is_uuid(&pull_id) || !is_uuid(&document_id) {
         return Err(CanopyError::bad_request("VALIDATION_ERROR"));
     }
+    let pull_id = own_pull(&sim, &team_id, &pull_id);
     find_document(&sim, &pull_id, &document_id)?;
     let expires = sim.inner.ctx.clock.unix_seconds() + 300;
     let sig = sim.file_signature(&pull_id, &document_id, expires);
@@ -403,6 +457,7 @@ async fn get_document_pdf(
     if !is_uuid(&pull_id) || !is_uuid(&document_id) {
         return Err(CanopyError::bad_request("VALIDATION_ERROR"));
     }
+    let pull_id = own_pull(&sim, &team_id, &pull_id);
     let (pull, doc) = find_document(&sim, &pull_id, &document_id)?;
     Ok(pdf_response(&pull, &doc))
 }
@@ -498,8 +553,9 @@ async fn create_monitoring(
             Some(_) => Err(invalid()),
         }
     };
+    let pull_id = own_pull(&sim, &team_id, pull_id);
     let m = sim.create_monitoring_with(
-        pull_id,
+        &pull_id,
         interval,
         opt_str("next_pull_date")?,
         opt_str("stop_after_date")?,
@@ -534,6 +590,11 @@ async fn list_monitorings(
         }
         ids.into_iter()
             .filter_map(|id| st.monitorings.get(id))
+            .filter(|m| {
+                st.pulls
+                    .get(&m.initial_pull_id)
+                    .is_some_and(|r| r.pull.team_id == team_id)
+            })
             .filter(|m| pull_id.as_ref().is_none_or(|p| m.pull_ids.contains(p)))
             .filter(|m| account.as_ref().is_none_or(|a| &m.account_identifier == a))
             .filter(|m| status.as_ref().is_none_or(|s| &m.monitoring.status == s))
@@ -561,6 +622,7 @@ async fn get_monitoring(
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
     monitoring_id_ok(&monitoring_id)?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     let q = query_pairs(&q);
     let with_pulls = query_get(&q, "with_pulls").as_deref() == Some("true");
     let limit = query_get(&q, "limit")
@@ -627,6 +689,7 @@ async fn patch_monitoring(
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
     monitoring_id_ok(&monitoring_id)?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     // Canopy documents no generic INVALID_INPUT here (OpenAPI, PATCH monitorings 400): a
     // field of the wrong type is answered with that field's own code.
     let body = json_body(&body, CanopyError::bad_request("INVALID_INTERVAL"))?;
@@ -647,6 +710,7 @@ async fn delete_monitoring(
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
     monitoring_id_ok(&monitoring_id)?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     let m = sim.stop(&monitoring_id)?;
     ok(json!({ "success": true, "monitoring": m }))
 }
@@ -657,6 +721,7 @@ async fn refresh_monitoring(
     headers: HeaderMap,
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     let pull_id = sim.refresh(&monitoring_id, false)?;
     ok(json!({ "pull_id": pull_id }))
 }
@@ -667,6 +732,7 @@ async fn monitoring_reconnect_token(
     headers: HeaderMap,
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     let info = sim.mint_reconnect_token(&monitoring_id)?;
     ok(serde_json::to_value(info).expect("serialisable"))
 }
@@ -677,6 +743,7 @@ async fn monitoring_events(
     headers: HeaderMap,
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::unauthorized())?;
+    let monitoring_id = own_monitoring(&sim, &team_id, &monitoring_id);
     let events = sim.events_of(&monitoring_id)?;
     ok(serde_json::to_value(events).expect("serialisable"))
 }
@@ -705,7 +772,7 @@ async fn list_webhooks(
     headers: HeaderMap,
 ) -> ApiResult {
     team(&sim, &headers, &team_id, CanopyError::forbidden())?;
-    ok(json!({ "webhooks": sim.webhooks() }))
+    ok(json!({ "webhooks": sim.team_webhooks(&team_id) }))
 }
 
 async fn create_webhook(
@@ -725,7 +792,7 @@ async fn create_webhook(
         })
         .ok_or(CanopyError::bad_request("INVALID_URL"))?;
     let types = event_types(body.get("eventTypes"))?;
-    let hook = new_webhook(url, None, types);
+    let hook = new_webhook(&team_id, url, None, types);
     sim.with_state(|st| st.webhooks.push(hook.clone()));
     ok(json!({ "webhook_id": hook.webhook_id, "signing_secret": hook.signing_secret }))
 }
@@ -755,7 +822,7 @@ async fn patch_webhook(
         let hook = st
             .webhooks
             .iter_mut()
-            .find(|w| w.webhook_id == webhook_id)
+            .find(|w| w.webhook_id == webhook_id && w.team_id == team_id)
             .ok_or(CanopyError::bad_request("NOT_FOUND"))?;
         if let Some(a) = active {
             hook.is_active = a;
@@ -776,7 +843,8 @@ async fn delete_webhook(
     team(&sim, &headers, &team_id, CanopyError::forbidden())?;
     let removed = sim.with_state(|st| {
         let before = st.webhooks.len();
-        st.webhooks.retain(|w| w.webhook_id != webhook_id);
+        st.webhooks
+            .retain(|w| w.webhook_id != webhook_id || w.team_id != team_id);
         st.webhooks.len() != before
     });
     if !removed {
@@ -793,13 +861,20 @@ async fn redeem_reconnect_token(
     body: Bytes,
 ) -> ApiResult {
     // The document lists 403 UNAUTHORIZED, not 401, for a missing or wrong API key here.
-    authenticate(&sim, &headers).map_err(|_| CanopyError::forbidden())?;
+    let key_team = authenticate(&sim, &headers).map_err(|_| CanopyError::forbidden())?;
     let invalid = CanopyError::bad_request("INVALID_RECONNECT_TOKEN");
     let body = json_body(&body, invalid.clone())?;
     let token = body
         .get("reconnect_token")
         .and_then(Value::as_str)
         .ok_or(invalid)?;
+    // Another team's reconnect token is answered as an invalid one, and stays usable.
+    if sim
+        .reconnect_token_team(token)
+        .is_some_and(|owner| owner != key_team)
+    {
+        return Err(CanopyError::bad_request("INVALID_RECONNECT_TOKEN"));
+    }
     let (pull_id, pull_jwt) = sim.redeem(token)?;
     ok(json!({ "pull_id": pull_id, "pull_jwt": pull_jwt }))
 }

@@ -19,8 +19,8 @@ use super::model::{
     WebhookBody, WebhookMonitoring, event_type as ev, pull_status as ps,
 };
 use super::{
-    CanopyError, CanopyResult, CanopySim, CanopySimConfig, ReconnectInfo, RetrySigning,
-    SignatureMode, jwt, signature,
+    CanopyError, CanopyResult, CanopySim, CanopyTeam, ReconnectInfo, RetrySigning, SignatureMode,
+    jwt, signature,
 };
 use crate::clock::format_ts;
 use crate::delivery::{Signer, WebhookRequest};
@@ -94,18 +94,21 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(cfg: &CanopySimConfig) -> Self {
-        let all: Vec<String> = ev::ALL.iter().map(|s| s.to_string()).collect();
+    /// A fresh state with the teams' configured webhooks registered.
+    pub fn new(teams: &[CanopyTeam]) -> Self {
         Self {
             accounts: HashMap::new(),
             pulls: HashMap::new(),
             pull_order: Vec::new(),
             monitorings: HashMap::new(),
             monitoring_order: Vec::new(),
-            webhooks: cfg
-                .webhooks
+            webhooks: teams
                 .iter()
-                .map(|w| new_webhook(&w.url, Some(w.signing_secret.clone()), all.clone()))
+                .flat_map(|t| {
+                    t.webhooks
+                        .iter()
+                        .map(|w| team_webhook(&t.team_id, &w.url, &w.signing_secret))
+                })
                 .collect(),
             reconnect_tokens: HashMap::new(),
             consent_tokens: HashSet::new(),
@@ -122,8 +125,43 @@ impl State {
     }
 }
 
+/// Where a new pull belongs: its team and the link (widget) it was made on.
+pub(crate) struct PullTeam {
+    team_id: String,
+    widget_id: String,
+    public_alias: String,
+}
+
+impl PullTeam {
+    fn of(pull: &Pull) -> Self {
+        Self {
+            team_id: pull.team_id.clone(),
+            widget_id: pull.widget_id.clone(),
+            public_alias: pull.public_alias.clone(),
+        }
+    }
+}
+
+impl From<&CanopyTeam> for PullTeam {
+    fn from(team: &CanopyTeam) -> Self {
+        Self {
+            team_id: team.team_id.clone(),
+            widget_id: team.widget_id.clone(),
+            public_alias: team.public_alias.clone(),
+        }
+    }
+}
+
+/// A webhook configured for a team (as one set up in Canopy's dashboard would be): subscribed
+/// to every event type.
+pub(crate) fn team_webhook(team_id: &str, url: &str, signing_secret: &str) -> Webhook {
+    let all: Vec<String> = ev::ALL.iter().map(|s| s.to_string()).collect();
+    new_webhook(team_id, url, Some(signing_secret.to_owned()), all)
+}
+
 /// A webhook with a fresh id and, unless given, a fresh base64-looking signing secret.
 pub(crate) fn new_webhook(
+    team_id: &str,
     url: &str,
     signing_secret: Option<String>,
     event_types: Vec<String>,
@@ -134,6 +172,7 @@ pub(crate) fn new_webhook(
         base64::engine::general_purpose::STANDARD.encode(bytes)
     });
     Webhook {
+        team_id: team_id.to_owned(),
         webhook_id: uuid::Uuid::new_v4().to_string(),
         signing_secret: secret,
         url: url.into(),
@@ -212,12 +251,42 @@ impl CanopySim {
     }
 
     pub(crate) fn issue_jwt(&self, pull_id: &str) -> String {
+        let team = self
+            .lock()
+            .pulls
+            .get(pull_id)
+            .map(|r| r.pull.team_id.clone())
+            .unwrap_or_else(|| self.inner.cfg.team_id.clone());
         jwt::issue(
             &self.inner.key,
             pull_id,
-            &self.inner.cfg.team_id,
+            &team,
             self.inner.ctx.clock.unix_seconds(),
         )
+    }
+
+    /// The team a pull belongs to.
+    pub(crate) fn pull_team(&self, pull_id: &str) -> Option<String> {
+        self.lock()
+            .pulls
+            .get(pull_id)
+            .map(|r| r.pull.team_id.clone())
+    }
+
+    /// The team a monitoring belongs to: its initial pull's.
+    pub(crate) fn monitoring_team(&self, monitoring_id: &str) -> Option<String> {
+        let st = self.lock();
+        st.monitorings
+            .get(monitoring_id)
+            .and_then(|m| st.pulls.get(&m.initial_pull_id))
+            .map(|r| r.pull.team_id.clone())
+    }
+
+    /// The team whose monitoring a reconnect token was minted for.
+    pub(crate) fn reconnect_token_team(&self, token: &str) -> Option<String> {
+        let st = self.lock();
+        let pull_id = &st.reconnect_tokens.get(token)?.pull_id;
+        st.pulls.get(pull_id).map(|r| r.pull.team_id.clone())
     }
 
     /// The pull a `pull-jwt` was issued for.
@@ -241,6 +310,7 @@ impl CanopySim {
 
     pub(crate) fn start_pull(
         &self,
+        team: &CanopyTeam,
         carrier_id: &str,
         meta: Value,
         username: &str,
@@ -253,7 +323,7 @@ impl CanopySim {
             _ => Value::Object(Map::new()),
         };
         let mut st = self.lock();
-        let pull_id = self.new_pull(&mut st, &carrier, meta, None, None);
+        let pull_id = self.new_pull(&mut st, &PullTeam::from(team), &carrier, meta, None, None);
         self.sign_in(&mut st, &pull_id, &carrier, username, password);
         drop(st);
         self.bump();
@@ -263,12 +333,12 @@ impl CanopySim {
     fn new_pull(
         &self,
         st: &mut State,
+        team: &PullTeam,
         carrier: &Carrier,
         meta: Value,
         account_identifier: Option<String>,
         monitoring_id: Option<String>,
     ) -> String {
-        let cfg = &self.inner.cfg;
         let pull_id = new_id();
         let pull = Pull {
             pull_id: pull_id.clone(),
@@ -276,12 +346,12 @@ impl CanopySim {
             account_identifier,
             insurance_provider_name: Some(carrier.carrier_id.clone()),
             insurance_provider_friendly_name: Some(carrier.name.clone()),
-            team_id: cfg.team_id.clone(),
-            widget_id: cfg.widget_id.clone(),
+            team_id: team.team_id.clone(),
+            widget_id: team.widget_id.clone(),
             meta_data: meta,
             created_at: format_ts(self.now()),
-            public_alias: cfg.public_alias.clone(),
-            public_url: format!("{}/canopy/c/{}", self.base_url(), cfg.public_alias),
+            public_alias: team.public_alias.clone(),
+            public_url: format!("{}/canopy/c/{}", self.base_url(), team.public_alias),
             no_policies: true,
             no_drivers: true,
             no_documents: true,
@@ -337,10 +407,10 @@ impl CanopySim {
         username: &str,
         password: &str,
     ) {
-        let team = self.inner.cfg.team_id.clone();
         let Some(rec) = st.pulls.get_mut(pull_id) else {
             return;
         };
+        let team = rec.pull.team_id.clone();
         let reconnecting = rec.reconnecting;
         if reconnecting
             && rec.pull.insurance_provider_name.as_deref() != Some(carrier.carrier_id.as_str())
@@ -561,7 +631,12 @@ impl CanopySim {
             bump_premium_for_diffs(&mut account.data);
         }
         let data = account.data.clone();
-        let (addresses, drivers, policies, documents) = self.snapshot(&data, pull_id);
+        let team_id = st
+            .pulls
+            .get(pull_id)
+            .map(|r| r.pull.team_id.clone())
+            .unwrap_or_default();
+        let (addresses, drivers, policies, documents) = self.snapshot(&data, &team_id, pull_id);
 
         let rec = st.pulls.get_mut(pull_id).expect("pull exists");
         let p = &mut rec.pull;
@@ -606,6 +681,7 @@ impl CanopySim {
     fn snapshot(
         &self,
         data: &AccountData,
+        team_id: &str,
         pull_id: &str,
     ) -> (Vec<Address>, Vec<Driver>, Vec<Policy>, Vec<Document>) {
         let mut map = HashMap::new();
@@ -614,9 +690,8 @@ impl CanopySim {
         let (addresses, drivers, policies): (Vec<Address>, Vec<Driver>, Vec<Policy>) =
             serde_json::from_value(v).expect("round trip of our own types");
         let api = format!(
-            "{}/canopy/api/v1.0.0/teams/{}/pulls/{pull_id}/documents",
+            "{}/canopy/api/v1.0.0/teams/{team_id}/pulls/{pull_id}/documents",
             self.base_url(),
-            self.inner.cfg.team_id
         );
         let documents = data
             .documents
@@ -692,7 +767,14 @@ impl CanopySim {
         if let Some(scale) = st.retry_time_scale {
             retry.time_scale = scale;
         }
-        for hook in st.webhooks.iter().filter(subscribed) {
+        // A pull's events go to its own team's webhooks only.
+        let team = &rec.pull.team_id;
+        for hook in st
+            .webhooks
+            .iter()
+            .filter(|h| &h.team_id == team)
+            .filter(subscribed)
+        {
             let mut req = WebhookRequest::json("canopy", event_type, &hook.url, &value, retry);
             let clock = self
                 .inner
@@ -758,7 +840,7 @@ impl CanopySim {
                     CanopyError::Control("MONITORING_RECONNECT needs a monitored pull".into())
                 })?;
                 let token = self.new_reconnect_token(&mut st, &mid, pull_id);
-                reconnect_data(&self.reconnect_url(&token), &token)
+                reconnect_data(&self.reconnect_url(&st, pull_id, &token), &token)
             }
             (ev::MONITORING_EVENTS, None) => {
                 let mid = st.pulls[pull_id].monitoring_id.clone();
@@ -797,13 +879,15 @@ impl CanopySim {
         Ok(())
     }
 
-    pub(crate) fn reconnect_url(&self, token: &str) -> String {
-        let mut url = url::Url::parse(&format!(
-            "{}/canopy/c/{}/reconnect",
-            self.base_url(),
-            self.inner.cfg.public_alias
-        ))
-        .expect("reconnect url parses");
+    /// The reconnect page on the link the pull was made on.
+    pub(crate) fn reconnect_url(&self, st: &State, pull_id: &str, token: &str) -> String {
+        let alias = st
+            .pulls
+            .get(pull_id)
+            .map(|r| r.pull.public_alias.as_str())
+            .unwrap_or(&self.inner.cfg.public_alias);
+        let mut url = url::Url::parse(&format!("{}/canopy/c/{alias}/reconnect", self.base_url(),))
+            .expect("reconnect url parses");
         url.query_pairs_mut().append_pair("reconnectToken", token);
         url.to_string()
     }
@@ -989,8 +1073,15 @@ impl CanopySim {
             .get(&m.initial_pull_id)
             .map(|p| p.pull.meta_data.clone())
             .unwrap_or_else(|| json!({}));
+        // A refresh belongs to the monitoring's team, on the same link.
+        let team = st
+            .pulls
+            .get(&m.initial_pull_id)
+            .map(|p| PullTeam::of(&p.pull))
+            .ok_or_else(CanopyError::not_found)?;
         let pull_id = self.new_pull(
             &mut st,
+            &team,
             &carrier,
             meta,
             Some(account_id.clone()),
@@ -1034,7 +1125,7 @@ impl CanopySim {
             rec.pull.status = ps::NOT_AUTHENTICATED.into();
             rec.reconnecting = true;
             let token = self.new_reconnect_token(&mut st, monitoring_id, &pull_id);
-            let data = reconnect_data(&self.reconnect_url(&token), &token);
+            let data = reconnect_data(&self.reconnect_url(&st, &pull_id, &token), &token);
             self.emit(&st, &pull_id, ev::MONITORING_RECONNECT, data, None, None);
         }
         drop(st);
@@ -1086,9 +1177,10 @@ impl CanopySim {
             .ok_or_else(CanopyError::not_found)?;
         let pull_id = m.monitoring.latest_pull_id.clone();
         let token = self.new_reconnect_token(&mut st, monitoring_id, &pull_id);
+        let reconnect_url = self.reconnect_url(&st, &pull_id, &token);
         Ok(ReconnectInfo {
             pull_id,
-            reconnect_url: self.reconnect_url(&token),
+            reconnect_url,
             reconnect_token: token,
         })
     }

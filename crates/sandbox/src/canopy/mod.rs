@@ -58,6 +58,73 @@ pub struct CanopyWebhookConfig {
     pub signing_secret: String,
 }
 
+/// One Canopy team the simulator knows besides the default one: its API key, its link (widget)
+/// and its webhooks. Each team sees only its own pulls, monitorings and webhooks, and its
+/// pulls' webhooks go only to its own webhooks.
+#[derive(Clone, PartialEq)]
+pub struct CanopyTeam {
+    pub team_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The team's link: its widget lives at `/canopy/c/{public_alias}`.
+    pub public_alias: String,
+    pub widget_id: String,
+    /// Registered from the start, subscribed to every event type.
+    pub webhooks: Vec<CanopyWebhookConfig>,
+}
+
+impl std::fmt::Debug for CanopyTeam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanopyTeam")
+            .field("team_id", &self.team_id)
+            .field("client_id", &self.client_id)
+            .field("public_alias", &self.public_alias)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CanopyTeam {
+    /// A team with a fresh widget id and no webhook.
+    pub fn new(
+        team_id: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        public_alias: impl Into<String>,
+    ) -> Self {
+        Self {
+            team_id: team_id.into(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            public_alias: public_alias.into(),
+            widget_id: uuid::Uuid::new_v4().to_string(),
+            webhooks: Vec::new(),
+        }
+    }
+
+    pub fn with_webhook(
+        mut self,
+        url: impl Into<String>,
+        signing_secret: impl Into<String>,
+    ) -> Self {
+        self.webhooks.push(CanopyWebhookConfig {
+            url: url.into(),
+            signing_secret: signing_secret.into(),
+        });
+        self
+    }
+
+    /// `Authorization: Basic …` for this team's key.
+    pub fn basic_auth(&self) -> String {
+        use base64::Engine;
+        let raw = format!("{}:{}", self.client_id, self.client_secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// The default team's key, link and webhooks are the top-level fields; `teams` adds more.
 #[derive(Clone, Debug)]
 pub struct CanopySimConfig {
     pub team_id: String,
@@ -67,6 +134,8 @@ pub struct CanopySimConfig {
     pub public_alias: String,
     pub widget_id: String,
     pub webhooks: Vec<CanopyWebhookConfig>,
+    /// Teams besides the default one (more can be added with [`CanopySim::add_team`]).
+    pub teams: Vec<CanopyTeam>,
     /// Canopy retries a non-200 up to 10 times, `60 s + attempt^4 s` apart; tests shrink it
     /// with `time_scale`.
     pub retry: RetrySchedule,
@@ -98,6 +167,7 @@ impl Default for CanopySimConfig {
             public_alias: DEFAULT_PUBLIC_ALIAS.into(),
             widget_id: DEFAULT_WIDGET_ID.into(),
             webhooks: Vec::new(),
+            teams: Vec::new(),
             retry: RetrySchedule::canopy(),
             pull_duration: Duration::ZERO,
             scheduler_tick: Duration::from_millis(200),
@@ -109,6 +179,23 @@ impl Default for CanopySimConfig {
 }
 
 impl CanopySimConfig {
+    pub fn with_team(mut self, team: CanopyTeam) -> Self {
+        self.teams.push(team);
+        self
+    }
+
+    /// The default team, as a [`CanopyTeam`].
+    pub fn default_team(&self) -> CanopyTeam {
+        CanopyTeam {
+            team_id: self.team_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            public_alias: self.public_alias.clone(),
+            widget_id: self.widget_id.clone(),
+            webhooks: self.webhooks.clone(),
+        }
+    }
+
     pub fn with_webhook(
         mut self,
         url: impl Into<String>,
@@ -200,6 +287,8 @@ pub struct CanopySim {
 struct Inner {
     cfg: CanopySimConfig,
     ctx: SimContext,
+    /// The default team first, then the configured and added ones.
+    teams: Mutex<Vec<CanopyTeam>>,
     /// Key of `pull-jwt` tokens and of signed document URLs.
     key: [u8; 32],
     state: Mutex<State>,
@@ -221,8 +310,11 @@ impl CanopySim {
     /// Builds the simulator and, when called inside a tokio runtime, starts its monitoring
     /// scheduler (which stops when the last clone is dropped).
     pub fn new(config: CanopySimConfig, ctx: SimContext) -> Self {
-        let state = State::new(&config);
+        let mut teams = vec![config.default_team()];
+        teams.extend(config.teams.iter().cloned());
+        let state = State::new(&teams);
         let inner = Arc::new(Inner {
+            teams: Mutex::new(teams),
             key: rand::random(),
             state: Mutex::new(state),
             changed: watch::channel(0).0,
@@ -243,6 +335,43 @@ impl CanopySim {
 
     pub fn team_id(&self) -> &str {
         &self.inner.cfg.team_id
+    }
+
+    /// Makes another team known, at run time, with its webhooks registered. A team id already
+    /// known is replaced (its key rotated), keeping its pulls and monitorings.
+    pub fn add_team(&self, team: CanopyTeam) {
+        let hooks: Vec<Webhook> = team
+            .webhooks
+            .iter()
+            .map(|w| engine::team_webhook(&team.team_id, &w.url, &w.signing_secret))
+            .collect();
+        {
+            let mut teams = self.teams();
+            teams.retain(|t| t.team_id != team.team_id);
+            teams.push(team);
+        }
+        self.lock().webhooks.extend(hooks);
+    }
+
+    /// Every team the simulator knows, the default one first.
+    pub fn teams(&self) -> MutexGuard<'_, Vec<CanopyTeam>> {
+        self.inner.teams.lock().expect("canopy teams poisoned")
+    }
+
+    pub(crate) fn team(&self, team_id: &str) -> Option<CanopyTeam> {
+        self.teams().iter().find(|t| t.team_id == team_id).cloned()
+    }
+
+    pub(crate) fn team_for_alias(&self, alias: &str) -> Option<CanopyTeam> {
+        self.teams()
+            .iter()
+            .find(|t| t.public_alias == alias)
+            .cloned()
+    }
+
+    /// Every API call answered, oldest first, with the client and team ids it carried.
+    pub fn calls(&self) -> Vec<crate::ApiCall> {
+        self.inner.ctx.calls.of("canopy")
     }
 
     /// `{base}/canopy/api/v1.0.0`: what replaces `https://app.usecanopy.com/api/v1.0.0`.
@@ -276,17 +405,9 @@ impl CanopySim {
         url.to_string()
     }
 
-    /// `Authorization: Basic …` for the configured key.
+    /// `Authorization: Basic …` for the default team's key.
     pub fn basic_auth(&self) -> String {
-        use base64::Engine;
-        let raw = format!(
-            "{}:{}",
-            self.inner.cfg.client_id, self.inner.cfg.client_secret
-        );
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        self.inner.cfg.default_team().basic_auth()
     }
 
     // ---- the consumer's side -------------------------------------------------------------
@@ -296,7 +417,21 @@ impl CanopySim {
     /// success, lets the data arrive in the background (a tokio task: call it inside a
     /// runtime). Returns the `pull_id`.
     pub fn connect(&self, req: ConnectRequest) -> CanopyResult<String> {
-        self.start_pull(&req.carrier, req.meta_data, &req.username, &req.password)
+        self.connect_team(&self.inner.cfg.team_id, req)
+    }
+
+    /// [`CanopySim::connect`] on another team's link.
+    pub fn connect_team(&self, team_id: &str, req: ConnectRequest) -> CanopyResult<String> {
+        let team = self
+            .team(team_id)
+            .ok_or_else(|| CanopyError::Control(format!("unknown team {team_id}")))?;
+        self.start_pull(
+            &team,
+            &req.carrier,
+            req.meta_data,
+            &req.username,
+            &req.password,
+        )
     }
 
     /// Signs in again on a `NOT_AUTHENTICATED` pull (a retry, or a monitoring reconnect), as
@@ -456,9 +591,19 @@ impl CanopySim {
         self.run_due()
     }
 
-    /// The registered webhooks, as `GET /teams/{teamId}/webhooks` lists them.
+    /// The default team's webhooks, as `GET /teams/{teamId}/webhooks` lists them.
     pub fn webhooks(&self) -> Vec<Webhook> {
-        self.lock().webhooks.clone()
+        self.team_webhooks(&self.inner.cfg.team_id)
+    }
+
+    /// A team's webhooks, as `GET /teams/{teamId}/webhooks` lists them.
+    pub fn team_webhooks(&self, team_id: &str) -> Vec<Webhook> {
+        self.lock()
+            .webhooks
+            .iter()
+            .filter(|w| w.team_id == team_id)
+            .cloned()
+            .collect()
     }
 
     /// Registers a webhook (as the dashboard would), subscribed to `event_types` (all when
@@ -477,7 +622,12 @@ impl CanopySim {
         } else {
             event_types.iter().map(|s| s.to_string()).collect()
         };
-        let hook = engine::new_webhook(url, signing_secret.map(str::to_owned), types);
+        let hook = engine::new_webhook(
+            &self.inner.cfg.team_id,
+            url,
+            signing_secret.map(str::to_owned),
+            types,
+        );
         self.lock().webhooks.push(hook.clone());
         hook
     }
@@ -538,9 +688,10 @@ impl CanopySim {
     }
 
     /// Forgets every pull, account, monitoring and token, and the webhooks registered through
-    /// the API (the configured ones stay).
+    /// the API (the configured ones, and those of added teams, stay).
     pub fn reset(&self) {
-        *self.lock() = State::new(&self.inner.cfg);
+        let state = State::new(&self.teams());
+        *self.lock() = state;
         self.inner.hold.send_replace(false);
         self.bump();
     }

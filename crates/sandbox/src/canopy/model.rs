@@ -549,6 +549,10 @@ pub struct MonitoringEvents {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Webhook {
+    /// The team the webhook belongs to: not part of Canopy's answer, which lists only the
+    /// calling team's webhooks.
+    #[serde(skip)]
+    pub team_id: String,
     pub webhook_id: String,
     pub signing_secret: String,
     pub url: String,

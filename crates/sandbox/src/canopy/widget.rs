@@ -131,17 +131,22 @@ fn see_other(location: &str) -> Response {
 }
 
 impl CanopySim {
-    fn link_base(&self) -> String {
-        format!(
-            "{}/canopy/c/{}",
-            self.base_url(),
-            self.inner.cfg.public_alias
-        )
+    fn link_base(&self, alias: &str) -> String {
+        format!("{}/canopy/c/{alias}", self.base_url())
+    }
+
+    /// The link a pull was made on (each team has its own).
+    fn pull_link_base(&self, pull_id: &str) -> String {
+        let alias = self
+            .pull(pull_id)
+            .map(|p| p.public_alias)
+            .unwrap_or_else(|| self.inner.cfg.public_alias.clone());
+        self.link_base(&alias)
     }
 
     fn status_url(&self, pull_id: &str, token: &str) -> String {
-        let mut url =
-            url::Url::parse(&format!("{}/pull/{pull_id}", self.link_base())).expect("url parses");
+        let mut url = url::Url::parse(&format!("{}/pull/{pull_id}", self.pull_link_base(pull_id)))
+            .expect("url parses");
         url.query_pairs_mut().append_pair("token", token);
         url.to_string()
     }
@@ -204,6 +209,7 @@ fn meta_from_form(pairs: &[(String, String)]) -> Result<Map<String, Value>, Stri
 
 fn login_page(
     sim: &CanopySim,
+    alias: &str,
     status: StatusCode,
     meta: &Map<String, Value>,
     consent_token: Option<&str>,
@@ -227,7 +233,7 @@ fn login_page(
          <form method=\"post\" action=\"{action}\" id=\"login\">\
          <input type=\"hidden\" name=\"meta_data\" value=\"{meta}\">{consent}{carriers}{CREDENTIAL_FIELDS}\
          <button type=\"submit\">Connect</button></form>",
-        action = escape(&format!("{}/login", sim.link_base())),
+        action = escape(&format!("{}/login", sim.link_base(alias))),
         meta = escape(&Value::Object(meta.clone()).to_string()),
         carriers = carrier_select(None),
     );
@@ -235,7 +241,7 @@ fn login_page(
 }
 
 fn alias_ok(sim: &CanopySim, alias: &str) -> bool {
-    alias == sim.inner.cfg.public_alias
+    sim.team_for_alias(alias).is_some()
 }
 
 fn unknown_link() -> Response {
@@ -254,13 +260,13 @@ async fn open(
     let meta = meta_from_link_query(&q);
     let token = get_field(&q, "consentToken").or_else(|| get_field(&q, "consent_token"));
     let valid = token.filter(|t| sim.with_state(|st| st.consent_tokens.contains(t)));
-    login_page(&sim, StatusCode::OK, &meta, valid.as_deref(), None)
+    login_page(&sim, &alias, StatusCode::OK, &meta, valid.as_deref(), None)
 }
 
 async fn login(State(sim): State<CanopySim>, Path(alias): Path<String>, body: Bytes) -> Response {
-    if !alias_ok(&sim, &alias) {
+    let Some(team) = sim.team_for_alias(&alias) else {
         return unknown_link();
-    }
+    };
     let f = form(&body);
     let meta = match meta_from_form(&f) {
         Ok(m) => m,
@@ -271,6 +277,7 @@ async fn login(State(sim): State<CanopySim>, Path(alias): Path<String>, body: By
     if token.is_none() && get_field(&f, "consent").is_none_or(|c| c.is_empty()) {
         return login_page(
             &sim,
+            &alias,
             StatusCode::BAD_REQUEST,
             &meta,
             None,
@@ -283,16 +290,24 @@ async fn login(State(sim): State<CanopySim>, Path(alias): Path<String>, body: By
     if username.trim().is_empty() {
         return login_page(
             &sim,
+            &alias,
             StatusCode::BAD_REQUEST,
             &meta,
             token.as_deref(),
             Some("Please enter your username."),
         );
     }
-    match sim.start_pull(&carrier, Value::Object(meta.clone()), &username, &password) {
+    match sim.start_pull(
+        &team,
+        &carrier,
+        Value::Object(meta.clone()),
+        &username,
+        &password,
+    ) {
         Ok(pull_id) => see_other(&sim.status_url(&pull_id, &sim.issue_jwt(&pull_id))),
         Err(_) => login_page(
             &sim,
+            &alias,
             StatusCode::BAD_REQUEST,
             &meta,
             token.as_deref(),
@@ -395,7 +410,8 @@ async fn status(
 }
 
 fn render_status(sim: &CanopySim, pull_id: &str, token: &str, v: &View) -> Response {
-    let action = |a: &str| escape(&format!("{}/pull/{pull_id}/{a}", sim.link_base()));
+    let base = sim.pull_link_base(pull_id);
+    let action = |a: &str| escape(&format!("{base}/pull/{pull_id}/{a}"));
     let hidden = format!(
         "<input type=\"hidden\" name=\"token\" value=\"{}\">",
         escape(token)
