@@ -127,8 +127,13 @@ fn the_schema_holds_the_documented_enums_and_refuses_others() {
 enum Auth {
     Client,
     WrongSecret,
+    /// The platform client of the harness, acting for itself (no destination).
+    Platform,
     None,
 }
+
+const PLATFORM_CLIENT_ID: &str = "cli_platform";
+const PLATFORM_CLIENT_SECRET: &str = "platform-secret";
 
 /// What the Axle suite keeps beside the simulator.
 struct Axle {
@@ -161,6 +166,9 @@ impl Vendor for Axle {
             Auth::WrongSecret => req
                 .header("x-client-id", &cfg.client_id)
                 .header("x-client-secret", "not-the-secret"),
+            Auth::Platform => req
+                .header("x-client-id", PLATFORM_CLIENT_ID)
+                .header("x-client-secret", PLATFORM_CLIENT_SECRET),
             Auth::None => req,
         }
     }
@@ -180,6 +188,8 @@ const ACCOUNT_EVENT: &str = "/sandbox/accounts/{id}/event";
 const ACCOUNT_EVENT_SINGULAR: &str = "/sandbox/account/{id}/event";
 const POLICY_EVENT: &str = "/sandbox/policies/{id}/event";
 const DOCUMENT: &str = "/documents/{policy_id}/{index}";
+const CARRIERS: &str = "/carriers";
+const PLATFORM_CLIENTS: &str = "/platform/clients";
 
 /// Routes of the simulator that Axle's API reference does not describe, and why.
 const OUTSIDE_THE_REFERENCE: &[(&str, &str)] = &[
@@ -200,7 +210,12 @@ impl Harness {
         cfg.axle = AxleSimConfig {
             retry: RetrySchedule::none(),
             ..AxleSimConfig::default()
-        };
+        }
+        .with_account(sim::AxleAccount::platform(
+            PLATFORM_CLIENT_ID,
+            PLATFORM_CLIENT_SECRET,
+            &["cli_dest_1", "cli_dest_2"],
+        ));
         let sandbox = Sandbox::start(cfg).await.expect("sandbox starts");
         Harness {
             sandbox,
@@ -404,6 +419,31 @@ async fn exercise_linking(h: &Harness) {
 }
 
 async fn exercise_reads(h: &Harness) {
+    // The reads with only the client's keys (what a check of the credentials calls).
+    let (status, body) = h
+        .call("axle.carriers.list", GET, CARRIERS)
+        .send("carriers")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    h.call("axle.carriers.list", GET, CARRIERS)
+        .auth(Auth::WrongSecret)
+        .send("carriers, wrong secret")
+        .await;
+    for query in [None, Some("expand=true")] {
+        let mut call = h
+            .call("axle.platform.clients", GET, PLATFORM_CLIENTS)
+            .auth(Auth::Platform);
+        if let Some(q) = query {
+            call = call.query(q);
+        }
+        let (status, body) = call.send("a platform's destination clients").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(2), "{body}");
+    }
+    h.call("axle.platform.clients", GET, PLATFORM_CLIENTS)
+        .auth(Auth::WrongSecret)
+        .send("destination clients, wrong secret")
+        .await;
     for (user, username, password) in [
         ("usr_auto", "username", "password"),
         ("usr_home", "user-home", "pass-home"),

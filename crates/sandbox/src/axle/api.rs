@@ -363,7 +363,7 @@ async fn list_carriers(
     client(&sim, &headers)?;
     let carriers: Vec<Value> = fixtures::CARRIERS
         .iter()
-        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .map(|(id, name)| fixtures::carrier_json(id, name))
         .collect();
     Ok(ok(carriers))
 }

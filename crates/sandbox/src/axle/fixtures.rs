@@ -132,6 +132,29 @@ pub fn login(username: &str, password: &str) -> LoginOutcome {
     }
 }
 
+/// A Carrier object as Get Carriers lists it (docs.axle.insure/api-reference/carriers/get-carriers:
+/// `id`, `name`, `domain`, `address`, `phone`, `modifiedAt`, `logoUrl`). Only the id and name
+/// come from the carrier list; the rest is made up, fixed, and shaped as the page shows it.
+pub fn carrier_json(slug: &str, name: &str) -> Value {
+    let domain = format!("{}.example", slug.replace('-', ""));
+    json!({
+        "id": slug,
+        "name": name,
+        "domain": domain,
+        "address": {
+            "addressLine1": "1 Insurance Plaza",
+            "addressLine2": null,
+            "city": "Atlanta",
+            "state": "GA",
+            "postalCode": "30315",
+            "country": "US",
+        },
+        "phone": "+18005550100",
+        "modifiedAt": "2025-01-01T00:00:00.000Z",
+        "logoUrl": format!("https://{domain}/logo.png"),
+    })
+}
+
 pub fn carrier_name(slug: &str) -> Option<&'static str> {
     CARRIERS.iter().find(|(s, _)| *s == slug).map(|(_, n)| *n)
 }
