@@ -84,7 +84,7 @@ impl VendorPlugin for AxlePlugin {
             };
         };
         let clients = client.platform_clients().await.map_err(refusal)?;
-        if clients.iter().any(|c| *c == destination) {
+        if clients.contains(&destination) {
             Ok(RemoteCheck::Accepted)
         } else {
             Err(RemoteCheckError::Refused(SettingsError::new(
