@@ -333,3 +333,74 @@ async fn a_platform_acts_only_for_its_destination_clients() {
         .unwrap();
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn accounts_can_be_added_and_calls_read_over_the_control_api() {
+    let h = sandbox().await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/_sandbox/canopy/teams", h.base_url()))
+        .json(
+            &json!({"team_id": TEAM_B, "client_id": "client-b", "client_secret": "secret-b",
+                      "public_alias": "team-b-link",
+                      "webhooks": [{"url": dead_url("/hooks/b"), "signing_secret": "whsec-b"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = http
+        .post(format!("{}/_sandbox/canopy/teams", h.base_url()))
+        .json(&json!({"team_id": "", "client_id": "c", "client_secret": "s", "public_alias": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (status, hooks) = canopy_get(
+        &h,
+        &format!("/teams/{TEAM_B}/webhooks"),
+        &team_b().basic_auth(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hooks["webhooks"][0]["signing_secret"], "whsec-b");
+
+    let resp = http
+        .post(format!("{}/_sandbox/axle/clients", h.base_url()))
+        .json(&json!({"client_id": "cli_c", "client_secret": "secret-c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (status, _) = axle_get(&h, "/carriers", ("cli_c", "secret-c"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = axle_get(&h, "/carriers", ("cli_c", "wrong"), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let calls: Vec<Value> = http
+        .get(format!("{}/_sandbox/calls?vendor=axle", h.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen: Vec<(&str, u64)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["client_id"].as_str().unwrap(),
+                c["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("cli_c", 200), ("cli_c", 401)]);
+    let resp = http
+        .delete(format!("{}/_sandbox/calls", h.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(h.calls().all().is_empty());
+    h.shutdown().await;
+}

@@ -17,6 +17,7 @@
 //! | `POST /policies/{id}/cancel` | `policy.modified` with `isActive` → false |
 //! | `POST /policies/{id}/renewal` `{overrides?}` | `policy.renewal-available` |
 //! | `POST /policies/{id}/start-renewal-term` | the renewal becomes current: `policy.modified` |
+//! | `POST /clients` `{client_id, client_secret, destination_client_ids?}` | another client the API accepts (a platform when `destination_client_ids` is given) |
 //!
 //! Scenario answers are `{changes, event, data}` ([`super::ScenarioOutcome`]); errors are
 //! `{"success": false, "message"}` with 400/404.
@@ -54,10 +55,40 @@ pub fn control_router(sim: AxleSim) -> Router {
             "/policies/{id}/start-renewal-term",
             post(start_renewal_term),
         )
+        .route("/clients", post(add_client))
         .with_state(sim)
 }
 
 type Answer = Result<Response, AxleError>;
+
+#[derive(Deserialize)]
+struct NewClient {
+    client_id: String,
+    client_secret: String,
+    #[serde(default)]
+    destination_client_ids: Option<Vec<String>>,
+}
+
+async fn add_client(State(sim): State<AxleSim>, body: Bytes) -> Answer {
+    let new: NewClient = serde_json::from_slice(&body)
+        .map_err(|e| AxleError::BadRequest(format!("bad JSON body: {e}")))?;
+    if new.client_id.trim().is_empty() || new.client_secret.is_empty() {
+        return Err(AxleError::BadRequest(
+            "client_id and client_secret must not be empty".into(),
+        ));
+    }
+    let client_id = new.client_id.clone();
+    sim.add_account(super::AxleAccount {
+        client_id: new.client_id,
+        client_secret: new.client_secret,
+        destination_client_ids: new.destination_client_ids,
+    });
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({ "client_id": client_id })),
+    )
+        .into_response())
+}
 
 fn body_json(body: &Bytes) -> Result<Value, AxleError> {
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -13,6 +13,7 @@
 //! | `POST /hold` `{hold: bool}` | hold pulls before their data arrives |
 //! | `POST /signature` `{mode: valid\|wrong_secret\|stale\|missing, seconds?}` | how webhooks are signed |
 //! | `POST /webhooks` `{url, signing_secret?, event_types?}` | register a webhook as the dashboard would (all event types by default) |
+//! | `POST /teams` `{team_id, client_id, client_secret, public_alias, widget_id?, webhooks?: [{url, signing_secret}]}` | another team, with its key, link and webhooks |
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -36,10 +37,57 @@ pub fn router(sim: CanopySim) -> Router {
         .route("/hold", post(hold))
         .route("/signature", post(signature))
         .route("/webhooks", post(register_webhook))
+        .route("/teams", post(add_team))
         .with_state(sim)
 }
 
 type ControlResult = Result<Response, CanopyError>;
+
+#[derive(Deserialize)]
+struct NewTeam {
+    team_id: String,
+    client_id: String,
+    client_secret: String,
+    public_alias: String,
+    #[serde(default)]
+    widget_id: Option<String>,
+    #[serde(default)]
+    webhooks: Vec<super::CanopyWebhookConfig>,
+}
+
+async fn add_team(State(sim): State<CanopySim>, body: axum::body::Bytes) -> ControlResult {
+    let new: NewTeam = parse(&body)?;
+    let blank = [
+        &new.team_id,
+        &new.client_id,
+        &new.client_secret,
+        &new.public_alias,
+    ]
+    .iter()
+    .any(|v| v.trim().is_empty());
+    if blank {
+        return Err(CanopyError::Control(
+            "team_id, client_id, client_secret and public_alias must not be empty".into(),
+        ));
+    }
+    let mut team = super::CanopyTeam::new(
+        new.team_id,
+        new.client_id,
+        new.client_secret,
+        new.public_alias,
+    );
+    if let Some(widget_id) = new.widget_id {
+        team.widget_id = widget_id;
+    }
+    team.webhooks = new.webhooks;
+    let team_id = team.team_id.clone();
+    sim.add_team(team);
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(json!({ "team_id": team_id })),
+    )
+        .into_response())
+}
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CanopyError> {
     serde_json::from_slice(body).map_err(|e| CanopyError::Control(format!("bad JSON body: {e}")))
