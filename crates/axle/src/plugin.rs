@@ -72,6 +72,8 @@ impl VendorPlugin for AxlePlugin {
         &self,
         settings: serde_json::Value,
     ) -> Result<RemoteCheck, RemoteCheckError> {
+        // Everything `build` refuses is refused here too, before the vendor is called.
+        self.build(settings.clone())?;
         let mut config = decode_settings::<AxleSettings>(settings)?.into_config()?;
         // The listing is the platform's own: sent without the destination header.
         let destination = config.destination_client_id.take();

@@ -77,6 +77,8 @@ impl VendorPlugin for CanopyPlugin {
         &self,
         settings: serde_json::Value,
     ) -> Result<RemoteCheck, RemoteCheckError> {
+        // Everything `build` refuses is refused here too, before the vendor is called.
+        self.build(settings.clone())?;
         let mut config = decode_settings::<CanopySettings>(settings)?.into_config()?;
         config.max_attempts = config.max_attempts.min(CHECK_ATTEMPTS);
         let client =
