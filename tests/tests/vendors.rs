@@ -1,0 +1,324 @@
+//! The shared end-to-end cases, run for every vendor the server registered: the service's own
+//! (Axle, Canopy) and the test-only ones of `coverwatch_tests::vendors::test_vendors` (Acme, a
+//! crate of its own registered by one line). Each vendor is reached through its
+//! `coverwatch_tests::vendors::Driver`; what a case asserts is the same for all of them.
+//! Vendor-specific behaviour stays in the vendor's own suite (axle.rs, canopy.rs).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use coverwatch_store::DeliveryFilter;
+use coverwatch_tests::flows::{self, get_link, get_policy, wait_for_event, wait_for_events};
+use coverwatch_tests::vendors::{Delivery, Driver};
+use coverwatch_tests::{Client, TENANT_A, TestServer, test_config, v1};
+use sha2::Digest;
+use v1::EventKind as K;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn payload(event: &v1::Event) -> &v1::event::Payload {
+    event.payload.as_ref().expect("an event payload")
+}
+
+fn policy_updates<'a>(events: &'a [v1::Event], policy: &str) -> Vec<&'a v1::PolicyUpdated> {
+    events
+        .iter()
+        .filter_map(|e| match payload(e) {
+            v1::event::Payload::PolicyUpdated(u) if u.policy_external_id == policy => Some(u),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Events of `link` read from the stream until `done` says they are all there, failing after
+/// the deadline. Events of other links (earlier vendors) are passed over.
+async fn stream_until(
+    stream: &mut tonic::Streaming<v1::Event>,
+    link: &str,
+    seen: &mut Vec<v1::Event>,
+    done: impl Fn(&[v1::Event]) -> bool,
+) {
+    let read = tokio::time::timeout(DEADLINE, async {
+        while !done(seen) {
+            match stream.message().await {
+                Ok(Some(event)) if event.link_id == link => seen.push(event),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended"),
+                Err(status) => panic!("the stream failed: {status}"),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        panic!(
+            "timed out waiting on the stream for {link}; got {:?}",
+            flows::kinds(seen)
+        );
+    }
+}
+
+async fn descope(client: &Client, link: &str) -> v1::Link {
+    client
+        .clone()
+        .descope(v1::DescopeRequest {
+            link_id: link.to_owned(),
+        })
+        .await
+        .expect("Descope")
+        .into_inner()
+        .link
+        .expect("the link")
+}
+
+#[tokio::test]
+async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_descopes() {
+    let server = TestServer::start_every_vendor(test_config().await).await;
+    let client = server.client(TENANT_A).await;
+    let vendors = server.vendors();
+    assert!(
+        vendors.iter().any(|v| v == coverwatch_vendor_acme::ID) && vendors.len() >= 3,
+        "the service's vendors and the test vendor: {vendors:?}"
+    );
+    // One stream for the whole run, opened before anything happened: every vendor's events
+    // must reach it live.
+    let mut stream = client
+        .clone()
+        .watch_events(v1::WatchEventsRequest {
+            after_cursor: 0,
+            filter: None,
+            consumer: None,
+        })
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+
+    for id in &vendors {
+        let driver = Driver::of(id);
+        let started = Driver::start_link(&server, &client, id, &format!("user-{id}")).await;
+        let link = started.link.clone().expect("a link");
+        assert_eq!(link.state(), v1::LinkState::Pending, "{id}");
+
+        // Link → complete: the end-user finishes the hosted session, the vendor's webhook
+        // completes the link, and the policy is readable in the common vocabulary.
+        let linked = driver.complete(&server, &client, &started).await;
+        let link_id = linked.link_id.as_str();
+        assert_eq!(
+            get_link(&client, link_id).await.state(),
+            v1::LinkState::Active,
+            "{id}"
+        );
+        let policy = get_policy(&client, link_id, &linked.policy_id, v1::PolicyTerm::Current)
+            .await
+            .policy
+            .expect("the policy");
+        assert_eq!(policy.status(), v1::PolicyStatus::Active, "{id}");
+        assert_eq!(policy.external_id, linked.policy_id, "{id}");
+
+        // A change at the carrier: one policy.updated with what changed, still active.
+        driver.change_policy(&server, &linked).await;
+        let events = wait_for_event(&client, link_id, K::PolicyUpdated).await;
+        let updates = policy_updates(&events, &linked.policy_id);
+        let changed = updates.first().expect("policy.updated of the policy");
+        assert_eq!(changed.status(), v1::PolicyStatus::Active, "{id}");
+        assert!(!changed.changes.is_empty(), "{id}: {changed:?}");
+        assert!(
+            changed
+                .changes
+                .iter()
+                .all(|c| c.kind() != v1::ChangeKind::StatusChanged),
+            "{id}: {changed:?}"
+        );
+
+        // A cancellation: a second policy.updated whose status change says so.
+        driver.cancel_policy(&server, &linked).await;
+        let events = wait_for_events(&client, link_id, K::PolicyUpdated, 2).await;
+        let updates = policy_updates(&events, &linked.policy_id);
+        let cancelled = updates.last().expect("policy.updated of the policy");
+        assert_eq!(cancelled.status(), driver.cancelled_status(), "{id}");
+        let status_change = cancelled
+            .changes
+            .iter()
+            .find(|c| c.kind() == v1::ChangeKind::StatusChanged)
+            .unwrap_or_else(|| panic!("{id}: no status change in {cancelled:?}"));
+        assert_eq!(status_change.before.as_deref(), Some("active"), "{id}");
+        let stored = get_policy(&client, link_id, &linked.policy_id, v1::PolicyTerm::Current)
+            .await
+            .policy
+            .expect("the policy");
+        assert_eq!(stored.status(), driver.cancelled_status(), "{id}");
+
+        // Descope: the link is final and the vendor stops monitoring.
+        assert_eq!(
+            descope(&client, link_id).await.state(),
+            v1::LinkState::Descoped,
+            "{id}"
+        );
+        assert!(
+            !driver.is_monitored(&server, &linked).await,
+            "{id} still monitors after the descope"
+        );
+
+        // The same story, live over WatchEvents.
+        let cancelled_status = driver.cancelled_status();
+        let policy_id = linked.policy_id.clone();
+        let mut seen = Vec::new();
+        stream_until(&mut stream, link_id, &mut seen, |events| {
+            events.iter().any(|e| e.kind() == K::LinkDescoped)
+        })
+        .await;
+        let kinds = flows::kinds(&seen);
+        let at = |kind: K| {
+            kinds
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or_else(|| panic!("{id}: no {kind:?} on the stream: {kinds:?}"))
+        };
+        assert!(
+            at(K::LinkCompleted) < at(K::PolicyUpdated),
+            "{id}: {kinds:?}"
+        );
+        let streamed = policy_updates(&seen, &policy_id);
+        assert_eq!(
+            streamed.iter().map(|u| u.status()).collect::<Vec<_>>(),
+            [v1::PolicyStatus::Active, cancelled_status],
+            "{id}: the change, then the cancellation"
+        );
+        assert_eq!(at(K::LinkDescoped), kinds.len() - 1, "{id}: {kinds:?}");
+        let cursors: Vec<i64> = seen.iter().map(|e| e.cursor).collect();
+        assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
+    }
+
+    // Metrics: every vendor's calls and links are labelled with its own name.
+    let text = server
+        .http
+        .get(server.http_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    for id in &vendors {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("coverwatch_vendor_requests_total{")
+                    && l.contains(&format!("vendor=\"{id}\""))),
+            "no vendor-call series for {id}"
+        );
+    }
+    server.stop().await;
+}
+
+/// The inbox key a delivery is filed under: the vendor's event id, else a hash of the body.
+fn dedupe_key(delivery: &Delivery) -> String {
+    match &delivery.event_id {
+        Some(id) => format!("id:{id}"),
+        None => format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&delivery.body))
+        ),
+    }
+}
+
+async fn stored_under(server: &TestServer, id: &coverwatch_core::ProviderId, key: &str) -> usize {
+    server
+        .app
+        .engine
+        .store()
+        .list_deliveries(&DeliveryFilter {
+            provider: Some(id.clone()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("list deliveries")
+        .deliveries
+        .iter()
+        .filter(|d| d.dedupe_key == key)
+        .count()
+}
+
+#[tokio::test]
+async fn every_vendor_refuses_a_forged_delivery_stores_nothing_and_counts_it_under_its_name() {
+    let server = TestServer::start_every_vendor(test_config().await).await;
+    let client = server.client(TENANT_A).await;
+    let vendors = server.vendors();
+    assert!(vendors.iter().any(|v| v == coverwatch_vendor_acme::ID));
+    let mut refused = BTreeMap::new();
+    for id in &vendors {
+        let driver = Driver::of(id);
+        let started = Driver::start_link(&server, &client, id, "user-probe").await;
+        let probe = driver.probe(&server, &started).await;
+        let key = dedupe_key(&probe.genuine);
+        assert_eq!(dedupe_key(&probe.forged), key, "the same delivery, forged");
+
+        // Forged first: refused, and nothing is filed under its key.
+        assert_eq!(probe.forged.send(&server.http).await, 401, "{id} forged");
+        assert_eq!(
+            stored_under(&server, id, &key).await,
+            0,
+            "{id}: forged and stored"
+        );
+        // The same bytes without any credential at all.
+        let mut bare = probe.forged.clone();
+        bare.headers.clear();
+        if !probe.genuine.headers.is_empty() {
+            assert_eq!(bare.send(&server.http).await, 401, "{id} unsigned");
+            *refused
+                .entry((id.to_string(), "missing_header"))
+                .or_insert(0u64) += 1;
+        }
+        *refused
+            .entry((id.to_string(), probe.forged_reason))
+            .or_insert(0u64) += 1;
+
+        // The genuine delivery goes in, under that key: the check above can see a stored row.
+        assert_eq!(probe.genuine.send(&server.http).await, 200, "{id} genuine");
+        assert_eq!(
+            stored_under(&server, id, &key).await,
+            1,
+            "{id}: genuine stored"
+        );
+    }
+
+    // Counted under each vendor's own name, refusal by refusal.
+    let text = server
+        .http
+        .get(server.http_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .unwrap();
+    for ((id, reason), sent) in &refused {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("coverwatch_webhooks_received_total{")
+                    && l.contains(&format!("provider=\"{id}\""))
+                    && l.contains("outcome=\"unauthenticated\"")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .unwrap_or_else(|| panic!("no refusal series for {id} / {reason}:\n{text}"));
+        let counted: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if *reason == "unknown_path" {
+            // Axle's simulator sends `ignition.created` as soon as the Ignition exists, which
+            // can be before StartLink has stored the link's token: refused and retried, it
+            // counts here too. Simulators never send a bad or missing signature.
+            assert!(counted >= *sent, "{line}");
+        } else {
+            assert_eq!(counted, *sent, "{line}");
+        }
+    }
+    for id in &vendors {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("coverwatch_webhooks_received_total{")
+                    && l.contains(&format!("provider=\"{id}\""))
+                    && l.contains("outcome=\"stored\"")),
+            "no stored series for {id}"
+        );
+    }
+    server.stop().await;
+}
