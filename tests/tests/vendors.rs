@@ -147,12 +147,15 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
             .expect("the policy");
         assert_eq!(stored.status(), driver.cancelled_status(), "{id}");
 
-        // Descope: the link is final and the vendor stops monitoring.
-        assert_eq!(
-            descope(&client, link_id).await.state(),
-            v1::LinkState::Descoped,
-            "{id}"
-        );
+        // Descope: the link is final and the vendor stops monitoring. Asking again changes
+        // nothing (the descope event below is the only one).
+        for _ in 0..2 {
+            assert_eq!(
+                descope(&client, link_id).await.state(),
+                v1::LinkState::Descoped,
+                "{id}"
+            );
+        }
         assert!(
             !driver.is_monitored(&server, &linked).await,
             "{id} still monitors after the descope"
@@ -184,6 +187,16 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
             "{id}: the change, then the cancellation"
         );
         assert_eq!(at(K::LinkDescoped), kinds.len() - 1, "{id}: {kinds:?}");
+        let descoped = flows::link_events(&client, link_id).await;
+        assert_eq!(
+            descoped
+                .iter()
+                .filter(|e| e.kind() == K::LinkDescoped)
+                .count(),
+            1,
+            "{id}: {:?}",
+            flows::kinds(&descoped)
+        );
         let cursors: Vec<i64> = seen.iter().map(|e| e.cursor).collect();
         assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
     }
@@ -278,6 +291,13 @@ async fn every_vendor_refuses_a_forged_delivery_stores_nothing_and_counts_it_und
             stored_under(&server, id, &key).await,
             1,
             "{id}: genuine stored"
+        );
+        // The vendor repeating itself: answered 200 so that it stops, not stored again.
+        assert_eq!(probe.genuine.send(&server.http).await, 200, "{id} repeated");
+        assert_eq!(
+            stored_under(&server, id, &key).await,
+            1,
+            "{id}: stored twice"
         );
     }
 
