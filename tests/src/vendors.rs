@@ -400,9 +400,10 @@ impl Driver {
             .expect("Canopy applies the scenario");
     }
 
-    /// The status a cancelled policy reads as. Axle's `isActive` is a boolean and does not say
-    /// why a policy stopped (docs.axle.insure/api-reference/policies/get-policy), so a
-    /// cancellation there reads as `inactive`; the others name it.
+    /// The status a cancelled policy reads as. Axle tells a cancellation as a `policy.modified`
+    /// that turns the boolean `isActive` false, without saying why the policy stopped
+    /// (docs.axle.insure/guides/policy-events, /guides/monitoring), so it reads as `inactive`;
+    /// Canopy's `status` and Acme's name it.
     pub fn cancelled_status(self) -> v1::PolicyStatus {
         match self {
             Driver::Axle => v1::PolicyStatus::Inactive,
@@ -415,9 +416,10 @@ impl Driver {
     pub async fn probe(self, server: &TestServer, started: &v1::StartLinkResponse) -> Probe {
         match self {
             Driver::Axle => {
-                // Axle signs nothing: a delivery is authenticated by the unguessable per-link
-                // webhook URL we gave at Ignition (docs.axle.insure/guides/webhooks), so the
-                // forgery is the same body on a URL we never issued.
+                // Axle signs nothing: events go to the `webhookUri` given at Start Ignition,
+                // and authentication is left to that URL (plus optional custom headers arranged
+                // with Axle) (docs.axle.insure/guides/monitoring, /guides/ignition-events). So
+                // the forgery is the same body on a per-link URL we never issued.
                 let token = query_param(&started.session_url, "token").expect("ignition token");
                 let webhook = sandbox(server)
                     .axle()
@@ -454,6 +456,9 @@ impl Driver {
                 }
             }
             Driver::Canopy => {
+                // `canopy-signature: t=…,s=…`, an HMAC-SHA256 of "{t}.{raw body}" keyed with the
+                // webhook's signing secret (docs.usecanopy.com/reference/verifying-webhook-signatures):
+                // the forgery is the same body signed with another key.
                 let secret = sandbox(server).canopy().config().webhooks[0]
                     .signing_secret
                     .clone();
