@@ -342,3 +342,94 @@ async fn every_vendor_refuses_a_forged_delivery_stores_nothing_and_counts_it_und
     }
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Acme's own: what it cannot do, and its settings read through the service's configuration
+
+#[tokio::test]
+async fn acme_answers_what_it_cannot_do_as_a_failed_precondition_naming_it() {
+    let server = TestServer::start_every_vendor(test_config().await).await;
+    let client = server.client(TENANT_A).await;
+    let acme = coverwatch_core::ProviderId::from_static(coverwatch_vendor_acme::ID);
+    let started = Driver::start_link(&server, &client, &acme, "user-acme").await;
+    let linked = Driver::Acme.complete(&server, &client, &started).await;
+
+    // No reconnect session at Acme: the provider says so, nothing is opened.
+    let err = client
+        .clone()
+        .start_reconnect(v1::StartReconnectRequest {
+            link_id: linked.link_id.clone(),
+            redirect_uri: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("acme does not support reconnect"),
+        "{err:?}"
+    );
+    // No on-demand refresh: refused from the capabilities before Acme is called.
+    let err = client
+        .clone()
+        .refresh_link(v1::RefreshLinkRequest {
+            link_id: linked.link_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("on_demand_refresh"), "{err:?}");
+    // Neither touched the link.
+    assert_eq!(
+        get_link(&client, &linked.link_id).await.state(),
+        v1::LinkState::Active
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn acme_settings_in_the_configuration_are_checked_by_acme_and_named_from_the_section() {
+    // Keys set in `[vendors.acme]` without a base_url go on top of the simulator's settings;
+    // Acme's own validation refuses them, and start-up names the key from the section down.
+    for (key, value, named) in [
+        (
+            "signing_secret",
+            serde_json::json!("short"),
+            "vendors.acme.signing_secret",
+        ),
+        (
+            "request_timeout",
+            serde_json::json!("soon"),
+            "vendors.acme.request_timeout",
+        ),
+        (
+            "api_secret",
+            serde_json::json!("hush-hush-hush"),
+            "vendors.acme",
+        ),
+    ] {
+        let mut config = test_config().await;
+        config
+            .vendors
+            .insert("acme".into(), serde_json::json!({ key: value }));
+        let plugins = coverwatch::providers::vendors()
+            .into_iter()
+            .chain(coverwatch_tests::vendors::test_vendors())
+            .collect();
+        let err = coverwatch::start(
+            config,
+            coverwatch::Overrides {
+                plugins: Some(plugins),
+                ..Default::default()
+            },
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{key}: started with a bad setting"));
+        let message = format!("{err:#}");
+        assert!(message.contains(&format!("`{named}")), "{key}: {message}");
+        assert!(
+            !message.contains("hush"),
+            "{key}: a value was repeated: {message}"
+        );
+    }
+}
