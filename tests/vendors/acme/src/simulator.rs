@@ -616,9 +616,19 @@ async fn hosted_decision(
         }
     };
     let outcome = event["type"].as_str().unwrap_or_default().to_owned();
+    // The caller's page learns the outcome, and on completion the one-time code, so that it
+    // may complete the link itself (`one_time_completion_code`) rather than wait for the webhook.
+    let code = event["data"]["code"].as_str().map(str::to_owned);
     sim.notify(notify_url, event);
-    match redirect {
-        Some(uri) => Redirect::to(&uri).into_response(),
+    match redirect.and_then(|uri| url::Url::parse(&uri).ok()) {
+        Some(mut uri) => {
+            uri.query_pairs_mut()
+                .append_pair("status", outcome.trim_start_matches("session."));
+            if let Some(code) = code {
+                uri.query_pairs_mut().append_pair("code", &code);
+            }
+            Redirect::to(uri.as_str()).into_response()
+        }
         None => page(
             StatusCode::OK,
             &format!(
