@@ -136,42 +136,13 @@ impl Driver {
         }
     }
 
-    /// StartLink for `id`. The gRPC contract names a vendor only through its `Provider` enum
-    /// until `provider_id` lands (branch `detail`); a vendor the enum cannot name is started
-    /// through the engine the gRPC service calls, for tenant A.
-    pub async fn start_link(
-        server: &TestServer,
-        client: &Client,
-        id: &ProviderId,
-        user: &str,
-    ) -> v1::StartLinkResponse {
-        let provider = v1::Provider::from(id);
-        if provider == v1::Provider::Unspecified {
-            let started = server
-                .app
-                .engine
-                .start_link(
-                    &crate::TENANT_A.0.parse().expect("a tenant id"),
-                    coverwatch_engine::LinkRequest {
-                        provider: id.clone(),
-                        user_id: user.parse().expect("a user id"),
-                        metadata: Default::default(),
-                        redirect_uri: None,
-                        replace_link_id: None,
-                        requirement_set_id: None,
-                    },
-                )
-                .await
-                .unwrap_or_else(|e| panic!("StartLink {id}: {e}"));
-            return v1::StartLinkResponse {
-                link: Some(v1::Link::from(started.link)),
-                session_url: started.session_url,
-            };
-        }
+    /// StartLink for `id`, over gRPC by its `provider_id` (the `Provider` enum names only the
+    /// service's own vendors).
+    pub async fn start_link(client: &Client, id: &ProviderId, user: &str) -> v1::StartLinkResponse {
         client
             .clone()
             .start_link(v1::StartLinkRequest {
-                provider: provider as i32,
+                provider_id: id.to_string(),
                 user_id: user.to_owned(),
                 ..Default::default()
             })

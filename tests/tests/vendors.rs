@@ -94,9 +94,10 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
 
     for id in &vendors {
         let driver = Driver::of(id);
-        let started = Driver::start_link(&server, &client, id, &format!("user-{id}")).await;
+        let started = Driver::start_link(&client, id, &format!("user-{id}")).await;
         let link = started.link.clone().expect("a link");
         assert_eq!(link.state(), v1::LinkState::Pending, "{id}");
+        assert_eq!(link.provider_id, id.as_str(), "{id}");
 
         // Link → complete: the end-user finishes the hosted session, the vendor's webhook
         // completes the link, and the policy is readable in the common vocabulary.
@@ -197,6 +198,10 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
             "{id}: {:?}",
             flows::kinds(&descoped)
         );
+        assert!(
+            seen.iter().all(|e| e.provider_id == id.as_str()),
+            "{id}: every event names its vendor"
+        );
         let cursors: Vec<i64> = seen.iter().map(|e| e.cursor).collect();
         assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
     }
@@ -260,7 +265,7 @@ async fn every_vendor_refuses_a_forged_delivery_stores_nothing_and_counts_it_und
     let mut refused = BTreeMap::new();
     for id in &vendors {
         let driver = Driver::of(id);
-        let started = Driver::start_link(&server, &client, id, "user-probe").await;
+        let started = Driver::start_link(&client, id, "user-probe").await;
         let probe = driver.probe(&server, &started).await;
         let key = dedupe_key(&probe.genuine);
         assert_eq!(dedupe_key(&probe.forged), key, "the same delivery, forged");
@@ -351,7 +356,7 @@ async fn acme_answers_what_it_cannot_do_as_a_failed_precondition_naming_it() {
     let server = TestServer::start_every_vendor(test_config().await).await;
     let client = server.client(TENANT_A).await;
     let acme = coverwatch_core::ProviderId::from_static(coverwatch_vendor_acme::ID);
-    let started = Driver::start_link(&server, &client, &acme, "user-acme").await;
+    let started = Driver::start_link(&client, &acme, "user-acme").await;
     let linked = Driver::Acme.complete(&server, &client, &started).await;
 
     // No reconnect session at Acme: the provider says so, nothing is opened.
