@@ -10,7 +10,7 @@ use std::time::Duration;
 use coverwatch_store::DeliveryFilter;
 use coverwatch_tests::flows::{self, get_link, get_policy, wait_for_event, wait_for_events};
 use coverwatch_tests::vendors::{Delivery, Driver};
-use coverwatch_tests::{Client, TENANT_A, TestServer, test_config, v1};
+use coverwatch_tests::{Client, TENANT_A, TENANT_B, TestServer, test_config, v1};
 use sha2::Digest;
 use v1::EventKind as K;
 
@@ -114,6 +114,24 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
             .expect("the policy");
         assert_eq!(policy.status(), v1::PolicyStatus::Active, "{id}");
         assert_eq!(policy.external_id, linked.policy_id, "{id}");
+        // Another tenant sees neither the link nor its policy.
+        let stranger = server.client(TENANT_B).await;
+        let hidden = stranger
+            .clone()
+            .get_link(v1::GetLinkRequest {
+                link_id: link_id.to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(hidden.code(), tonic::Code::NotFound, "{id}: {hidden:?}");
+        let hidden = stranger
+            .clone()
+            .list_policies(v1::ListPoliciesRequest {
+                link_id: link_id.to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(hidden.code(), tonic::Code::NotFound, "{id}: {hidden:?}");
 
         // A change at the carrier: one policy.updated with what changed, still active.
         driver.change_policy(&server, &linked).await;
