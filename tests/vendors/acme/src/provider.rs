@@ -278,15 +278,21 @@ impl AcmeProvider {
         })
     }
 
-    fn url(&self, path: &str) -> Result<url::Url, ProviderError> {
-        let base = self.base_url.as_str().trim_end_matches('/');
-        url::Url::parse(&format!("{base}{path}")).map_err(|e| malformed(e.to_string()))
+    /// The API root plus `segments`, each percent-encoded as one path segment: vendor ids come
+    /// from webhooks and must not add path parts of their own.
+    fn url(&self, segments: &[&str]) -> Result<url::Url, ProviderError> {
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| malformed("the API root cannot take a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
     }
 
     async fn call(
         &self,
         endpoint: &Endpoint,
-        path: &str,
+        path: &[&str],
         credential: &str,
         body: Option<Value>,
     ) -> Result<Value, ProviderError> {
@@ -340,20 +346,10 @@ impl AcmeProvider {
 
     async fn policy(&self, token: &str, id: &str) -> Result<PolicySnapshot, ProviderError> {
         let raw = self
-            .call(
-                &POLICIES_GET,
-                &format!("/v1/policies/{}", segment(id)),
-                token,
-                None,
-            )
+            .call(&POLICIES_GET, &["v1", "policies", id], token, None)
             .await?;
         normalize_policy(raw)
     }
-}
-
-/// A vendor id as one path segment: ids come from webhooks, so they must not add path parts.
-fn segment(id: &str) -> String {
-    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
 #[async_trait]
@@ -381,7 +377,7 @@ impl Provider for AcmeProvider {
         let answer = self
             .call(
                 &SESSIONS_CREATE,
-                "/v1/sessions",
+                &["v1", "sessions"],
                 self.api_key.expose_secret(),
                 Some(json!({
                     "reference": request.link_id.to_string(),
@@ -414,7 +410,7 @@ impl Provider for AcmeProvider {
         let answer = self
             .call(
                 &GRANTS_CREATE,
-                "/v1/grants",
+                &["v1", "grants"],
                 self.api_key.expose_secret(),
                 Some(json!({"code": code.expose_secret()})),
             )
@@ -521,12 +517,7 @@ impl Provider for AcmeProvider {
             DataRef::All | DataRef::Account(_) => {
                 let account_id = Self::account_id(access)?;
                 let raw = self
-                    .call(
-                        &ACCOUNTS_GET,
-                        &format!("/v1/accounts/{}", segment(account_id)),
-                        token,
-                        None,
-                    )
+                    .call(&ACCOUNTS_GET, &["v1", "accounts", account_id], token, None)
                     .await?;
                 let account = normalize_account(raw)?;
                 if *data == DataRef::All {
@@ -555,7 +546,7 @@ impl Provider for AcmeProvider {
         let answer = self
             .call(
                 &MONITORING_START,
-                &format!("/v1/accounts/{}/monitoring", segment(account)),
+                &["v1", "accounts", account, "monitoring"],
                 Self::token(access)?,
                 None,
             )
@@ -584,7 +575,7 @@ impl Provider for AcmeProvider {
         let account = Self::account_id(access)?;
         self.call(
             &MONITORING_STOP,
-            &format!("/v1/accounts/{}/monitoring", segment(account)),
+            &["v1", "accounts", account, "monitoring"],
             Self::token(access)?,
             None,
         )
@@ -596,6 +587,22 @@ impl Provider for AcmeProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vendor_id_stays_one_path_segment_under_the_api_root() {
+        let settings = serde_json::json!({
+            "base_url": "http://127.0.0.1:9/api/",
+            "api_key": "ak", "signing_secret": "0123456789abcdef",
+        });
+        let config = coverwatch_core::plugin::decode_settings::<crate::AcmeSettings>(settings)
+            .unwrap()
+            .into_config()
+            .unwrap();
+        let provider = AcmeProvider::new(config).unwrap();
+        let url = provider.url(&["v1", "policies", "pol/../x?y"]).unwrap();
+        assert_eq!(url.path(), "/api/v1/policies/pol%2F..%2Fx%3Fy");
+        assert_eq!(url.query(), None);
+    }
 
     #[test]
     fn a_cancelled_policy_reads_as_cancelled_with_its_date() {
