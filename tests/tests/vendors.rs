@@ -10,7 +10,7 @@ use std::time::Duration;
 use coverwatch_store::DeliveryFilter;
 use coverwatch_tests::flows::{self, get_link, get_policy, wait_for_event, wait_for_events};
 use coverwatch_tests::vendors::{Delivery, Driver};
-use coverwatch_tests::{Client, TENANT_A, TENANT_B, TestServer, test_config, v1};
+use coverwatch_tests::{Client, TENANT_A, TENANT_B, TestServer, eventually, test_config, v1};
 use sha2::Digest;
 use v1::EventKind as K;
 
@@ -224,16 +224,27 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
         assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{id}: {cursors:?}");
     }
 
-    // Metrics: every vendor's calls and links are labelled with its own name.
-    let text = server
-        .http
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
+    // Metrics: every vendor's calls and links are labelled with its own name. The link gauges
+    // are database figures refreshed on scrape at most every few seconds, so they are polled.
+    let text = eventually(
+        "every vendor's descoped link in the gauges",
+        DEADLINE,
+        || async {
+            let text = metrics_text(&server).await;
+            vendors
+                .iter()
+                .all(|id| {
+                    text.lines().any(|l| {
+                        l.starts_with("coverwatch_links{")
+                            && l.contains(&format!("provider=\"{id}\""))
+                            && l.contains("state=\"DESCOPED\"")
+                            && l.ends_with(" 1")
+                    })
+                })
+                .then_some(text)
+        },
+    )
+    .await;
     for id in &vendors {
         assert!(
             text.lines()
@@ -243,6 +254,18 @@ async fn every_vendor_links_reads_hears_of_a_change_and_a_cancellation_and_desco
         );
     }
     server.stop().await;
+}
+
+async fn metrics_text(server: &TestServer) -> String {
+    server
+        .http
+        .get(server.http_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition")
 }
 
 /// The inbox key a delivery is filed under: the vendor's event id, else a hash of the body.
@@ -325,15 +348,7 @@ async fn every_vendor_refuses_a_forged_delivery_stores_nothing_and_counts_it_und
     }
 
     // Counted under each vendor's own name, refusal by refusal.
-    let text = server
-        .http
-        .get(server.http_url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&server).await;
     for ((id, reason), sent) in &refused {
         let line = text
             .lines()
