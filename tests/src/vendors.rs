@@ -245,6 +245,28 @@ impl Driver {
             self.is_monitored(server, &linked).await.then_some(())
         })
         .await;
+        if self == Driver::Canopy {
+            // A pull tells of itself in several deliveries (POLICIES_AVAILABLE, then COMPLETE
+            // once documents are in); the link completes on the first. Wait for the last, so
+            // that what the case reads next is not moved by the rest of the session.
+            let pull = self
+                .canopy_pull(server, &linked)
+                .expect("the link's pull exists");
+            sandbox(server)
+                .deliveries()
+                .wait_until(DEADLINE, |all| {
+                    all.iter()
+                        .any(|a| {
+                            a.event_type == "COMPLETE"
+                                && a.delivered()
+                                && a.json().is_some_and(|b| b["pull_id"] == pull.as_str())
+                        })
+                        .then_some(())
+                })
+                .await
+                .unwrap_or_else(|e| panic!("COMPLETE of {pull} never delivered: {e:?}"));
+        }
+        worked_off(server).await;
         linked
     }
 
@@ -304,14 +326,17 @@ impl Driver {
                     .modify_policy(&linked.policy_id, &json!({"premium": 1400.25}))
                     .expect("Axle modifies the policy");
             }
-            Driver::Canopy => self.canopy_scenario(
-                server,
-                linked,
-                ScenarioAction::SetLienholder {
-                    vin: None,
-                    lien_holder: Some("Acme Credit Union".into()),
-                },
-            ),
+            Driver::Canopy => {
+                self.canopy_scenario(
+                    server,
+                    linked,
+                    ScenarioAction::SetLienholder {
+                        vin: None,
+                        lien_holder: Some("Acme Credit Union".into()),
+                    },
+                )
+                .await
+            }
             Driver::Acme => {
                 let (base, _) = acme_session(&linked.session_url);
                 let answer = acme_sim(
@@ -335,13 +360,16 @@ impl Driver {
                     .cancel_policy(&linked.policy_id)
                     .expect("Axle cancels the policy");
             }
-            Driver::Canopy => self.canopy_scenario(
-                server,
-                linked,
-                ScenarioAction::CancelPolicy {
-                    canceled_date: None,
-                },
-            ),
+            Driver::Canopy => {
+                self.canopy_scenario(
+                    server,
+                    linked,
+                    ScenarioAction::CancelPolicy {
+                        canceled_date: None,
+                    },
+                )
+                .await
+            }
             Driver::Acme => {
                 let (base, _) = acme_session(&linked.session_url);
                 let answer = acme_sim(
@@ -357,11 +385,20 @@ impl Driver {
     }
 
     /// A change at the carrier that the next pull sees, and that pull started at once through
-    /// the account's monitoring (Canopy tells of changes only through pulls).
-    fn canopy_scenario(self, server: &TestServer, linked: &Linked, action: ScenarioAction) {
+    /// the account's monitoring (Canopy tells of changes only through pulls). Returns once the
+    /// pull's last delivery (COMPLETE) was delivered and worked off, so that nothing of it moves
+    /// what the case reads next.
+    async fn canopy_scenario(self, server: &TestServer, linked: &Linked, action: ScenarioAction) {
         let pull = self
             .canopy_pull(server, linked)
             .expect("the link's pull exists");
+        let deliveries = sandbox(server).deliveries();
+        let completes = |all: &[coverwatch_sandbox::DeliveryAttempt]| {
+            all.iter()
+                .filter(|a| a.event_type == "COMPLETE" && a.delivered())
+                .count()
+        };
+        let before = completes(&deliveries.entries());
         sandbox(server)
             .canopy()
             .apply(
@@ -369,6 +406,11 @@ impl Driver {
                     .and_refresh(),
             )
             .expect("Canopy applies the scenario");
+        deliveries
+            .wait_until(DEADLINE, |all| (completes(all) > before).then_some(()))
+            .await
+            .unwrap_or_else(|e| panic!("the refresh pull never completed: {e:?}"));
+        worked_off(server).await;
     }
 
     /// The status a cancelled policy reads as. Axle tells a cancellation as a `policy.modified`
@@ -532,4 +574,13 @@ impl Delivery {
             .status()
             .as_u16()
     }
+}
+
+/// Once no stored delivery waits to be processed.
+pub async fn worked_off(server: &TestServer) {
+    let store = server.app.engine.store();
+    eventually("the inbox to be worked off", DEADLINE, || async {
+        (store.count_pending_deliveries().await.ok()? == 0).then_some(())
+    })
+    .await;
 }

@@ -471,3 +471,121 @@ async fn acme_settings_in_the_configuration_are_checked_by_acme_and_named_from_t
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Staleness, the same for every vendor
+
+fn stale_payloads(events: &[v1::Event]) -> Vec<v1::LinkStale> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(v1::event::Payload::LinkStale(stale)) => Some(*stale),
+            _ => None,
+        })
+        .collect()
+}
+
+fn seconds(at: &Option<prost_types::Timestamp>) -> Option<i64> {
+    at.as_ref().map(|t| t.seconds)
+}
+
+/// With a one-hour window for every vendor: `link.stale` once when the hour has passed, not
+/// again however many sweeps follow, and again only after fresh data ended that stale period and
+/// another began. The sweep is driven by hand at chosen times.
+#[tokio::test]
+async fn every_vendor_reports_a_stale_link_once_per_stale_period() {
+    use chrono::{TimeDelta, Utc};
+    let plugins: Vec<_> = coverwatch::providers::vendors()
+        .into_iter()
+        .chain(coverwatch_tests::vendors::test_vendors())
+        .collect();
+    let window = Duration::from_secs(3600);
+    let stale_after = plugins
+        .iter()
+        .map(|p| (coverwatch_core::ProviderId::new(p.id()).unwrap(), window))
+        .collect();
+    let server = TestServer::start_with(
+        test_config().await,
+        coverwatch::Overrides {
+            plugins: Some(plugins),
+            worker: Some(coverwatch_tests::fast_worker()),
+            // Pushed out of the way: the test sweeps itself.
+            sweep: Some(coverwatch_engine::SweepConfig {
+                interval: Duration::from_secs(3600),
+                reevaluate_every: Duration::from_secs(3600),
+                stale_after,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = server.client(TENANT_A).await;
+    let engine = &server.app.engine;
+    let sweep = |at: chrono::DateTime<Utc>| async move {
+        engine.sweep(at).await.expect("sweep").stale_reported
+    };
+    let vendors = server.vendors();
+    assert!(vendors.iter().any(|v| v == coverwatch_vendor_acme::ID));
+    for id in &vendors {
+        let driver = Driver::of(id);
+        let started = Driver::start_link(&client, id, "user-stale").await;
+        let linked = driver.complete(&server, &client, &started).await;
+        let link_id = linked.link_id.as_str();
+        let link = get_link(&client, link_id).await;
+        let refreshed = link.last_refreshed_at;
+        assert!(refreshed.is_some(), "{id}");
+        assert_eq!(link.stale_since, None, "{id}");
+
+        // Only this vendor's link is live: the earlier ones are descoped below.
+        let t0 = Utc::now();
+        assert_eq!(
+            sweep(t0 + TimeDelta::minutes(30)).await,
+            0,
+            "{id}: in the window"
+        );
+        let stale_at = t0 + TimeDelta::hours(2);
+        assert_eq!(sweep(stale_at).await, 1, "{id}");
+        for hours in [3, 5, 24] {
+            assert_eq!(
+                sweep(t0 + TimeDelta::hours(hours)).await,
+                0,
+                "{id}: {hours} h"
+            );
+        }
+        let events = flows::link_events(&client, link_id).await;
+        let stale = stale_payloads(&events);
+        assert_eq!(stale.len(), 1, "{id}: {:?}", flows::kinds(&events));
+        assert_eq!(stale[0].last_refreshed_at, refreshed, "{id}");
+        let link = get_link(&client, link_id).await;
+        assert_eq!(
+            seconds(&link.stale_since),
+            Some(stale_at.timestamp()),
+            "{id}"
+        );
+        assert_eq!(link.state(), v1::LinkState::Active, "{id}: no state change");
+
+        // Fresh data (the carrier changed the policy, the vendor said so) ends the period.
+        driver.change_policy(&server, &linked).await;
+        let link = eventually("fresh data to end the stale period", DEADLINE, || async {
+            let link = get_link(&client, link_id).await;
+            link.stale_since.is_none().then_some(link)
+        })
+        .await;
+        let fresh = link.last_refreshed_at;
+        assert!(seconds(&fresh) >= seconds(&refreshed), "{id}");
+        let t1 = Utc::now();
+        assert_eq!(sweep(t1 + TimeDelta::minutes(30)).await, 0, "{id}");
+        assert_eq!(
+            sweep(t1 + TimeDelta::hours(2)).await,
+            1,
+            "{id}: a new period"
+        );
+        assert_eq!(sweep(t1 + TimeDelta::hours(3)).await, 0, "{id}");
+        let stale = stale_payloads(&flows::link_events(&client, link_id).await);
+        assert_eq!(stale.len(), 2, "{id}");
+        assert_eq!(stale[1].last_refreshed_at, fresh, "{id}");
+
+        descope(&client, link_id).await;
+    }
+    server.stop().await;
+}
