@@ -351,6 +351,72 @@ impl Driver {
         }
     }
 
+    /// Fresh data from the vendor with nothing a caller would call a change; returns once one
+    /// more `data.refreshed` of the link arrived and the inbox was worked off.
+    pub async fn refresh_without_change(
+        self,
+        server: &TestServer,
+        client: &Client,
+        linked: &Linked,
+    ) {
+        let refreshed = |events: &[v1::Event]| {
+            events
+                .iter()
+                .filter(|e| e.kind() == v1::EventKind::DataRefreshed)
+                .count()
+        };
+        let before = refreshed(&flows::link_events(client, &linked.link_id).await);
+        match self {
+            // Axle has no refresh on demand: the carrier changes a field coverwatch does not
+            // keep (an insured's date of birth), Axle announces the policy, it is read again.
+            Driver::Axle => {
+                let axle = sandbox(server).axle();
+                let mut insureds =
+                    axle.policy(&linked.policy_id).expect("the policy")["insureds"].clone();
+                insureds[0]["dateOfBirth"] = json!(format!("1985-04-{:02}", 1 + before % 28));
+                let outcome = axle
+                    .modify_policy(&linked.policy_id, &json!({ "insureds": insureds }))
+                    .expect("Axle modifies the policy");
+                assert!(outcome.event.is_some(), "Axle announces the policy");
+            }
+            // Canopy refreshes on the caller's request: a new pull of the same data.
+            Driver::Canopy => {
+                let deliveries = sandbox(server).deliveries();
+                let before = canopy_completes(&deliveries.entries());
+                client
+                    .clone()
+                    .refresh_link(v1::RefreshLinkRequest {
+                        link_id: linked.link_id.clone(),
+                    })
+                    .await
+                    .expect("RefreshLink");
+                deliveries
+                    .wait_until(DEADLINE, |all| {
+                        (canopy_completes(all) > before).then_some(())
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("the refresh pull never completed: {e:?}"));
+            }
+            // Acme refreshes on its own schedule; its simulator runs one now.
+            Driver::Acme => {
+                let (base, _) = acme_session(&linked.session_url);
+                let answer = acme_sim(
+                    &server.http,
+                    reqwest::Method::POST,
+                    &format!("{base}/_sim/accounts/{}/refresh", linked.account_id),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(answer["notified"], true, "a monitored account is notified");
+            }
+        }
+        eventually("one more data.refreshed", DEADLINE, || async {
+            (refreshed(&flows::link_events(client, &linked.link_id).await) > before).then_some(())
+        })
+        .await;
+        worked_off(server).await;
+    }
+
     /// The carrier cancels the policy; the vendor tells us.
     pub async fn cancel_policy(self, server: &TestServer, linked: &Linked) {
         match self {
@@ -393,12 +459,7 @@ impl Driver {
             .canopy_pull(server, linked)
             .expect("the link's pull exists");
         let deliveries = sandbox(server).deliveries();
-        let completes = |all: &[coverwatch_sandbox::DeliveryAttempt]| {
-            all.iter()
-                .filter(|a| a.event_type == "COMPLETE" && a.delivered())
-                .count()
-        };
-        let before = completes(&deliveries.entries());
+        let before = canopy_completes(&deliveries.entries());
         sandbox(server)
             .canopy()
             .apply(
@@ -407,7 +468,9 @@ impl Driver {
             )
             .expect("Canopy applies the scenario");
         deliveries
-            .wait_until(DEADLINE, |all| (completes(all) > before).then_some(()))
+            .wait_until(DEADLINE, |all| {
+                (canopy_completes(all) > before).then_some(())
+            })
             .await
             .unwrap_or_else(|e| panic!("the refresh pull never completed: {e:?}"));
         worked_off(server).await;
@@ -583,4 +646,11 @@ pub async fn worked_off(server: &TestServer) {
         (store.count_pending_deliveries().await.ok()? == 0).then_some(())
     })
     .await;
+}
+
+/// How many of Canopy's pulls ended: each pull's last delivery is its COMPLETE.
+fn canopy_completes(all: &[coverwatch_sandbox::DeliveryAttempt]) -> usize {
+    all.iter()
+        .filter(|a| a.event_type == "COMPLETE" && a.delivered())
+        .count()
 }

@@ -14,7 +14,8 @@
 //! * `POST /v1/grants` (API key) turns the code into an access token and an account id.
 //! * `GET /v1/accounts/{id}`, `GET /v1/policies/{id}` (access token) read the data;
 //!   `PUT`/`DELETE /v1/accounts/{id}/monitoring` start and stop monitoring. Only a monitored
-//!   account's changes are sent: `policy.changed` and `policy.cancelled`.
+//!   account's changes are sent: `policy.changed` and `policy.cancelled`, and `account.refreshed`
+//!   after a scheduled refresh (new data or not).
 //!
 //! * [`settings`]: `[vendors.acme]` → [`AcmeConfig`] (unknown keys refused, durations as
 //!   people write them, the bad field named).

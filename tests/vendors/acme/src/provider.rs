@@ -480,6 +480,12 @@ impl Provider for AcmeProvider {
                 ),
                 hinted: vec![],
             },
+            // A scheduled refresh: everything is read again, and the comparison says whether
+            // anything changed.
+            "account.refreshed" => Happening::DataChanged {
+                data: DataRef::All,
+                hinted: vec![],
+            },
             other => Happening::Vendor {
                 vendor_type: other.to_owned(),
             },

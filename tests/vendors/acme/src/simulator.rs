@@ -1,7 +1,8 @@
 //! Acme's side, simulated: the API, the hosted consent page and the webhook sender, as one axum
 //! [`Router`] ([`AcmeSimulator::router`]) that a test mounts on a local port
 //! ([`AcmeSimulator::start`]). Test controls live under `/_sim` (no credentials, like the
-//! embedded sandbox's `/_sandbox`): change a policy's premium, cancel it, read what Acme knows,
+//! embedded sandbox's `/_sandbox`): change a policy's premium, cancel it, run a refresh that finds
+//! nothing new, read what Acme knows,
 //! sign a body as Acme would.
 //!
 //! Webhooks are sent as a vendor sends them: after the change, from a task of their own, signed,
@@ -222,6 +223,7 @@ impl AcmeSimulator {
             .route("/_sim/accounts/{id}", get(sim_account))
             .route("/_sim/policies/{id}/premium", post(sim_premium))
             .route("/_sim/policies/{id}/cancel", post(sim_cancel))
+            .route("/_sim/accounts/{id}/refresh", post(sim_refresh))
             .route("/_sim/sign", post(sim_sign))
             .with_state(self.clone())
     }
@@ -719,4 +721,24 @@ async fn sim_cancel(State(sim): State<AcmeSimulator>, Path(id): Path<String>) ->
 /// its own (and the same body forged, to see the difference).
 async fn sim_sign(State(sim): State<AcmeSimulator>, body: axum::body::Bytes) -> Response {
     Json(json!({"signature": signature::header_value(sim.signing_secret(), &body)})).into_response()
+}
+
+/// Acme's scheduled refresh of a monitored account ran and found the carrier's data as it was:
+/// `account.refreshed` tells the account's notify URL that fresh data can be read.
+async fn sim_refresh(State(sim): State<AcmeSimulator>, Path(id): Path<String>) -> Response {
+    let notify = match sim.world().accounts.get(&id) {
+        Some(account) => account
+            .monitoring
+            .as_ref()
+            .map(|_| account.notify_url.clone()),
+        None => return error(StatusCode::NOT_FOUND, "not_found", "no such account"),
+    };
+    let notified = notify.is_some();
+    if let Some(url) = notify {
+        sim.notify(
+            url,
+            AcmeSimulator::event("account.refreshed", json!({"account": id})),
+        );
+    }
+    Json(json!({"notified": notified})).into_response()
 }
