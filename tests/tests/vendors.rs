@@ -588,3 +588,87 @@ async fn every_vendor_reports_a_stale_link_once_per_stale_period() {
     }
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Policy history, the same for every vendor
+
+async fn history(client: &Client, link_id: &str, policy_id: &str) -> Vec<v1::PolicyVersion> {
+    let mut versions = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .clone()
+            .get_policy_history(v1::GetPolicyHistoryRequest {
+                link_id: link_id.to_owned(),
+                policy_id: policy_id.to_owned(),
+                term: v1::PolicyTerm::Current as i32,
+                page_size: 100,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("GetPolicyHistory")
+            .into_inner();
+        versions.extend(page.versions);
+        if page.next_page_token.is_empty() {
+            return versions;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Refreshes that found nothing new add no version; a change adds exactly one, with the changes
+/// policy.updated carried, and the older version stays as it was. (The exact changes of each
+/// sandbox vendor's fixtures are asserted in requirements.rs.)
+#[tokio::test]
+async fn every_vendor_keeps_one_policy_version_per_change_and_none_per_unchanged_refresh() {
+    let server = TestServer::start_every_vendor(test_config().await).await;
+    let client = server.client(TENANT_A).await;
+    let vendors = server.vendors();
+    assert!(vendors.iter().any(|v| v == coverwatch_vendor_acme::ID));
+    for id in &vendors {
+        let driver = Driver::of(id);
+        let started = Driver::start_link(&client, id, "user-history").await;
+        let linked = driver.complete(&server, &client, &started).await;
+        let (link_id, policy_id) = (linked.link_id.as_str(), linked.policy_id.as_str());
+        let first = history(&client, link_id, policy_id).await;
+        assert_eq!(first.len(), 1, "{id}: {first:?}");
+        assert_eq!(first[0].version, 1, "{id}");
+        assert!(first[0].changes.is_empty(), "{id}");
+        let current = get_policy(&client, link_id, policy_id, v1::PolicyTerm::Current).await;
+        assert_eq!(first[0].policy, current.policy, "{id}");
+
+        driver
+            .refresh_without_change(&server, &client, &linked)
+            .await;
+        let events = flows::link_events(&client, link_id).await;
+        assert!(policy_updates(&events, policy_id).is_empty(), "{id}");
+        assert_eq!(history(&client, link_id, policy_id).await, first, "{id}");
+
+        driver.change_policy(&server, &linked).await;
+        let events = wait_for_event(&client, link_id, K::PolicyUpdated).await;
+        let updated = policy_updates(&events, policy_id)
+            .last()
+            .copied()
+            .cloned()
+            .expect("policy.updated of the policy");
+        // Whatever else the vendor sent about this change is worked off before reading.
+        coverwatch_tests::vendors::worked_off(&server).await;
+        let history = history(&client, link_id, policy_id).await;
+        assert_eq!(
+            history.len(),
+            2,
+            "{id}: one version for one change: {history:?}"
+        );
+        assert_eq!(
+            history[0], first[0],
+            "{id}: older versions stay as they were"
+        );
+        assert_eq!(history[1].version, 2, "{id}");
+        assert_eq!(history[1].changes, updated.changes, "{id}");
+        let current = get_policy(&client, link_id, policy_id, v1::PolicyTerm::Current).await;
+        assert_eq!(history[1].policy, current.policy, "{id}");
+        descope(&client, link_id).await;
+    }
+    server.stop().await;
+}
