@@ -313,6 +313,7 @@ pub async fn start_link(
             redirect_uri: redirect_uri.map(str::to_owned),
             replace_link_id: replace_link_id.map(str::to_owned),
             requirement_set_id: None,
+            provider_id: String::new(),
         })
         .await
         .expect("StartLink")

@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod fake_provider;
 pub mod flows;
 pub mod ingest_bench;
+pub mod vendors;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -223,6 +223,58 @@ async fn deliveries_are_listed_by_status_provider_and_link_and_read_raw() {
         .await,
         [d2.as_str()]
     );
+    // The registry name filters as the enum does, alone or agreeing with it.
+    assert_eq!(
+        list(
+            &mut admin,
+            v1::ListDeliveriesRequest {
+                provider_id: "canopy".into(),
+                ..all()
+            }
+        )
+        .await,
+        [d3.as_str()]
+    );
+    assert_eq!(
+        list(
+            &mut admin,
+            v1::ListDeliveriesRequest {
+                provider: v1::Provider::Axle as i32,
+                provider_id: "axle".into(),
+                ..all()
+            }
+        )
+        .await,
+        [d1.as_str(), d2.as_str()]
+    );
+    // A name no vendor is registered under, and a name that contradicts the enum, are refused
+    // naming the field, never read as "every provider".
+    for (provider, provider_id) in [(0, "nosuch"), (v1::Provider::Axle as i32, "canopy")] {
+        let refused = admin
+            .list_deliveries(v1::ListDeliveriesRequest {
+                provider,
+                provider_id: provider_id.into(),
+                ..all()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().starts_with("provider_id: "),
+            "{refused:?}"
+        );
+    }
+    let unknown = admin
+        .list_deliveries(v1::ListDeliveriesRequest {
+            provider_id: "nosuch".into(),
+            ..all()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.message().contains("axle, canopy"),
+        "lists the registered names: {unknown:?}"
+    );
 
     // Pages of one, in receipt order, without bodies.
     let mut seen = Vec::new();
@@ -272,6 +324,7 @@ async fn deliveries_are_listed_by_status_provider_and_link_and_read_raw() {
     assert_eq!(header("content-type"), Some("application/json"));
     assert_eq!(header("x-fake-signature"), Some("sig-123"));
     assert_eq!(got.provider(), v1::Provider::Axle);
+    assert_eq!(got.provider_id, "axle");
     assert_eq!(got.attempts, 1);
     assert_eq!(got.last_error, None);
     assert_eq!(got.link_id.as_deref(), Some(one.id.as_str()));

@@ -33,6 +33,7 @@ async fn start_link(client: &mut Client, user: &str) -> v1::Link {
             redirect_uri: None,
             replace_link_id: None,
             requirement_set_id: None,
+            provider_id: String::new(),
         })
         .await
         .expect("StartLink")

@@ -280,6 +280,7 @@ async fn an_oversized_message_is_refused_and_nothing_is_stored() {
             redirect_uri: None,
             replace_link_id: None,
             requirement_set_id: None,
+            provider_id: String::new(),
         })
         .await
         .expect_err("a 64 KiB request past a 16 KiB limit");

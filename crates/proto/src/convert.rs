@@ -136,6 +136,72 @@ pub fn optional_provider(value: i32, field: &str) -> Result<Option<ProviderId>, 
     enums::optional_provider_value(value, field)
 }
 
+/// The vendor a request names through its pair of fields: the `Provider` enum (`enum_field`,
+/// which only lists the vendors it was written for) and the registry name (`id_field`, which
+/// names any registered vendor). Either may be given; both given must name the same vendor.
+/// A name that is not among `registered` is refused naming `id_field`, with the registered
+/// names listed so the caller can correct it. `None` when neither is set: the caller decides
+/// whether that means "any" (a filter) or is an error (see [`required_provider_choice`]).
+///
+/// The enum alone is not checked against `registered`: a listed vendor that this deployment
+/// does not run is the engine's answer to give (`FAILED_PRECONDITION`), as it was before the
+/// string field existed.
+pub fn provider_choice<'a>(
+    enum_value: i32,
+    enum_field: &str,
+    id: &str,
+    id_field: &str,
+    registered: impl IntoIterator<Item = &'a ProviderId>,
+) -> Result<Option<ProviderId>, FieldError> {
+    let by_enum = enums::optional_provider_value(enum_value, enum_field)?;
+    if id.is_empty() {
+        return Ok(by_enum);
+    }
+    let registered: Vec<&ProviderId> = registered.into_iter().collect();
+    let Some(by_id) = registered.iter().find(|known| known.as_str() == id) else {
+        let names: Vec<&str> = registered.iter().map(|known| known.as_str()).collect();
+        return Err(FieldError::new(
+            id_field,
+            format!(
+                "{id:?} is not a registered provider (registered: {})",
+                names.join(", ")
+            ),
+        ));
+    };
+    if let Some(by_enum) = by_enum
+        && by_enum != **by_id
+    {
+        return Err(FieldError::new(
+            id_field,
+            format!(
+                "{id:?} disagrees with {enum_field} {} (`{by_enum}`); set one of them, or both to the same vendor",
+                v1::Provider::try_from(enum_value).map_or("?", |value| value.as_str_name())
+            ),
+        ));
+    }
+    Ok(Some((*by_id).clone()))
+}
+
+/// [`provider_choice`] for a request that must name a vendor: neither field set is refused
+/// naming the enum field, as before the string field existed.
+pub fn required_provider_choice<'a>(
+    enum_value: i32,
+    enum_field: &str,
+    id: &str,
+    id_field: &str,
+    registered: impl IntoIterator<Item = &'a ProviderId>,
+) -> Result<ProviderId, FieldError> {
+    provider_choice(enum_value, enum_field, id, id_field, registered)?.ok_or_else(|| {
+        FieldError::new(
+            enum_field,
+            format!(
+                "is required (got {} and no {id_field})",
+                v1::Provider::Unspecified.as_str_name()
+            ),
+        )
+    })
+}
+
 pub fn link_state(value: i32, field: &str) -> Result<LinkState, FieldError> {
     enums::enum_value::<v1::LinkState>(value, field)
 }
@@ -321,6 +387,54 @@ mod tests {
         let status = tonic::Status::from(FieldError::missing("provider"));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(status.message(), "provider: is required");
+    }
+
+    #[test]
+    fn a_provider_is_named_by_enum_or_registry_name_and_both_must_agree() {
+        let registered = [
+            ProviderId::from_static("acme"),
+            ProviderId::from_static("axle"),
+            ProviderId::from_static("canopy"),
+        ];
+        let choose = |value: v1::Provider, id: &str| {
+            provider_choice(value as i32, "provider", id, "provider_id", &registered)
+        };
+        let axle = Some(ProviderId::from_static("axle"));
+        assert_eq!(choose(v1::Provider::Unspecified, ""), Ok(None));
+        assert_eq!(choose(v1::Provider::Axle, ""), Ok(axle.clone()));
+        assert_eq!(choose(v1::Provider::Unspecified, "axle"), Ok(axle.clone()));
+        assert_eq!(choose(v1::Provider::Axle, "axle"), Ok(axle));
+        // A vendor the enum cannot name is reached by its name alone.
+        assert_eq!(
+            choose(v1::Provider::Unspecified, "acme"),
+            Ok(Some(ProviderId::from_static("acme")))
+        );
+
+        let unknown = choose(v1::Provider::Unspecified, "nosuch").unwrap_err();
+        assert_eq!(unknown.field, "provider_id");
+        assert!(
+            unknown.message.contains("acme, axle, canopy"),
+            "lists the registered names: {unknown}"
+        );
+        // Not a valid name at all is just as unknown, with the same field.
+        let malformed = choose(v1::Provider::Unspecified, "Axle").unwrap_err();
+        assert_eq!(malformed.field, "provider_id");
+
+        let clash = choose(v1::Provider::Canopy, "axle").unwrap_err();
+        assert_eq!(clash.field, "provider_id");
+        assert!(clash.message.contains("PROVIDER_CANOPY"), "{clash}");
+        // The enum's own errors still name the enum.
+        let bad_enum =
+            provider_choice(99, "provider", "axle", "provider_id", &registered).unwrap_err();
+        assert_eq!(bad_enum.field, "provider");
+
+        let missing =
+            required_provider_choice(0, "provider", "", "provider_id", &registered).unwrap_err();
+        assert_eq!(missing.field, "provider");
+        assert_eq!(
+            required_provider_choice(0, "provider", "canopy", "provider_id", &registered),
+            Ok(ProviderId::from_static("canopy"))
+        );
     }
 
     #[test]

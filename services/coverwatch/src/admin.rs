@@ -154,7 +154,8 @@ fn delivery(record: DeliveryRecord, full: bool) -> v1::Delivery {
     let body_purged = record.body_size.is_none();
     v1::Delivery {
         id: record.id.to_string(),
-        provider: v1::Provider::from(record.provider) as i32,
+        provider: v1::Provider::from(&record.provider) as i32,
+        provider_id: record.provider.to_string(),
         status: status_to_proto(record.status) as i32,
         dedupe_key: record.dedupe_key,
         tenant_id,
@@ -316,7 +317,14 @@ impl AdminService for AdminApi {
         let r = request.into_inner();
         let filter = DeliveryFilter {
             status: status_filter(r.status)?,
-            provider: convert::optional_provider(r.provider, "provider").map_err(field)?,
+            provider: convert::provider_choice(
+                r.provider,
+                "provider",
+                &r.provider_id,
+                "provider_id",
+                self.engine.providers().kinds(),
+            )
+            .map_err(field)?,
             link_id: convert::optional_link_id(r.link_id.as_deref(), "link_id").map_err(field)?,
             received_since: convert::optional_datetime(r.received_since.as_ref(), "received_since")
                 .map_err(field)?,

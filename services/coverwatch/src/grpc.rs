@@ -236,7 +236,14 @@ impl MonitoringService for MonitoringApi {
     ) -> Result<Response<v1::StartLinkResponse>, Status> {
         let tenant = self.tenant(&request).await?;
         let r = request.into_inner();
-        let provider: ProviderId = convert::provider(r.provider, "provider").map_err(field)?;
+        let provider: ProviderId = convert::required_provider_choice(
+            r.provider,
+            "provider",
+            &r.provider_id,
+            "provider_id",
+            self.engine.providers().kinds(),
+        )
+        .map_err(field)?;
         let started = self
             .engine
             .start_link(
@@ -307,7 +314,14 @@ impl MonitoringService for MonitoringApi {
         };
         let filter = LinkFilter {
             user_id: convert::optional_user_id(r.user_id.as_deref(), "user_id").map_err(field)?,
-            provider: convert::optional_provider(r.provider, "provider").map_err(field)?,
+            provider: convert::provider_choice(
+                r.provider,
+                "provider",
+                &r.provider_id,
+                "provider_id",
+                self.engine.providers().kinds(),
+            )
+            .map_err(field)?,
             states: convert::link_states(&r.states, "states").map_err(field)?,
             after,
             limit: u64::from(

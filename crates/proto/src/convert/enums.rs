@@ -137,6 +137,25 @@ pub(crate) fn provider_value(value: i32, field: &str) -> Result<ProviderId, Fiel
     })
 }
 
+/// The provider of a message read back from the wire (a `Link`, an `Event`): its
+/// `provider_id` when set, which must then agree with the enum; else the enum, required (a
+/// message from a server older than the string field).
+pub(crate) fn provider_of_message(value: i32, id: &str) -> Result<ProviderId, FieldError> {
+    let by_enum = optional_provider_value(value, "provider")?;
+    if id.is_empty() {
+        return provider_value(value, "provider");
+    }
+    let by_id =
+        ProviderId::new(id).map_err(|error| FieldError::new("provider_id", error.to_string()))?;
+    match by_enum {
+        Some(by_enum) if by_enum != by_id => Err(FieldError::new(
+            "provider_id",
+            format!("{id:?} disagrees with provider (`{by_enum}`)"),
+        )),
+        _ => Ok(by_id),
+    }
+}
+
 /// An optional provider enum field: `PROVIDER_UNSPECIFIED` is `None`, unknown values are refused.
 pub(crate) fn optional_provider_value(
     value: i32,

@@ -14,6 +14,7 @@ impl From<Link> for v1::Link {
             id: link.id.to_string(),
             user_id: link.user_id.to_string(),
             provider: super::enums::provider_i32(&link.provider),
+            provider_id: link.provider.to_string(),
             state: to_i32::<v1::LinkState>(link.state),
             metadata: link.metadata,
             session_url: link.session_url,
@@ -47,7 +48,7 @@ pub fn link_from_proto(link: v1::Link, tenant_id: TenantId) -> Result<Link, Fiel
         id: link_id(&link.id, "id")?,
         tenant_id,
         user_id: user_id(&link.user_id, "user_id")?,
-        provider: super::enums::provider_value(link.provider, "provider")?,
+        provider: super::enums::provider_of_message(link.provider, &link.provider_id)?,
         state: enum_value::<v1::LinkState>(link.state, "state")?,
         metadata: link.metadata,
         session_url: link.session_url,
@@ -118,6 +119,7 @@ mod tests {
         let proto = v1::Link::from(&link);
         assert_eq!(proto.id, link.id.to_string());
         assert_eq!(proto.provider, v1::Provider::Canopy as i32);
+        assert_eq!(proto.provider_id, "canopy");
         assert_eq!(proto.state, v1::LinkState::ReconnectRequired as i32);
         assert_eq!(
             link_from_proto(proto, link.tenant_id.clone()),
@@ -135,6 +137,42 @@ mod tests {
         let proto = v1::Link::from(&bare);
         assert_eq!(proto.last_refreshed_at, None);
         assert_eq!(link_from_proto(proto, bare.tenant_id.clone()), Ok(bare));
+    }
+
+    #[test]
+    fn a_vendor_the_enum_does_not_list_travels_by_name() {
+        let link = Link {
+            provider: ProviderId::from_static("acme"),
+            ..sample_link()
+        };
+        let proto = v1::Link::from(&link);
+        assert_eq!(proto.provider, v1::Provider::Unspecified as i32);
+        assert_eq!(proto.provider_id, "acme");
+        assert_eq!(
+            link_from_proto(proto, link.tenant_id.clone()),
+            Ok(link.clone())
+        );
+
+        // From a server older than provider_id: the enum alone.
+        let old = v1::Link {
+            provider_id: String::new(),
+            ..v1::Link::from(&sample_link())
+        };
+        assert_eq!(
+            link_from_proto(old, link.tenant_id.clone()).map(|l| l.provider),
+            Ok(ProviderId::from_static("canopy"))
+        );
+
+        let clash = v1::Link {
+            provider_id: "axle".into(),
+            ..v1::Link::from(&sample_link())
+        };
+        assert_eq!(
+            link_from_proto(clash, link.tenant_id.clone())
+                .unwrap_err()
+                .field,
+            "provider_id"
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn vendor_check_to_proto(
     };
     v1::VendorCheck {
         provider: super::enums::provider_i32(&provider),
+        provider_id: provider.to_string(),
         unavailable_reason,
         verdict,
     }

@@ -38,6 +38,7 @@ pub fn vendor_error_detail(error: &ProviderError) -> Option<v1::VendorErrorDetai
     };
     Some(v1::VendorErrorDetail {
         provider: super::enums::provider_i32(provider),
+        provider_id: provider.to_string(),
         http_status: vendor.http_status.map(i32::from),
         code: vendor.code.clone(),
         request_id: vendor.request_id.clone(),
@@ -99,6 +100,7 @@ mod tests {
             detail,
             v1::VendorErrorDetail {
                 provider: v1::Provider::Canopy.into(),
+                provider_id: "canopy".into(),
                 http_status: Some(400),
                 code: Some("MONITORING_INACTIVE".into()),
                 request_id: None,

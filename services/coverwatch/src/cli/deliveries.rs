@@ -84,6 +84,7 @@ async fn matching(
                 page_size: i32::try_from(left.min(MAX_PAGE)).unwrap_or(500),
                 page_token: page_token.clone(),
                 received_since: filter.since.map(coverwatch_proto::convert::timestamp),
+                provider_id: String::new(),
             }))
             .await
             .map_err(|s| refused(&s, KeyKind::Admin))?
@@ -161,7 +162,7 @@ fn print_table(deliveries: &[v1::Delivery]) -> Result<(), CliError> {
     for d in deliveries {
         table.add_row(vec![
             d.id.clone(),
-            output::provider(d.provider),
+            output::provider(d.provider, &d.provider_id),
             output::delivery_status(d.status),
             time(d.received_at.as_ref()),
             d.attempts.to_string(),
@@ -189,7 +190,7 @@ async fn show(mut admin: Admin, id: &str, json: bool) -> Result<(), CliError> {
         "{}",
         output::record(&[
             ("id", d.id.clone()),
-            ("provider", output::provider(d.provider)),
+            ("provider", output::provider(d.provider, &d.provider_id)),
             ("status", output::delivery_status(d.status)),
             ("dedupe key", clean(&d.dedupe_key)),
             ("tenant", output::or_dash(d.tenant_id.as_deref())),

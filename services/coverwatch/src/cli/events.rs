@@ -92,7 +92,7 @@ fn line(event: &v1::Event) -> String {
         time(event.recorded_at.as_ref()),
         output::event_kind(event.kind),
         event.link_id,
-        output::provider(event.provider),
+        output::provider(event.provider, &event.provider_id),
         short(&detail(event), 120),
     )
 }

@@ -59,7 +59,10 @@ pub async fn show(
         output::record(&[
             ("link", link.id.clone()),
             ("user", clean(&link.user_id)),
-            ("provider", output::provider(link.provider)),
+            (
+                "provider",
+                output::provider(link.provider, &link.provider_id)
+            ),
             ("state", output::link_state(link.state)),
             ("created", time(link.created_at.as_ref())),
             ("updated", time(link.updated_at.as_ref())),

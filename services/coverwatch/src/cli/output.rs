@@ -150,7 +150,12 @@ fn unprefixed(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_owned()
 }
 
-pub fn provider(value: i32) -> String {
+/// The vendor's registry name: `provider_id` when the server sent it (it names vendors the
+/// enum does not list), else the enum's name, for a server older than that field.
+pub fn provider(value: i32, id: &str) -> String {
+    if !id.is_empty() {
+        return id.to_owned();
+    }
     v1::Provider::try_from(value)
         .map(|p| unprefixed(p.as_str_name(), "PROVIDER_").to_lowercase())
         .unwrap_or_else(|_| format!("provider {value}"))
