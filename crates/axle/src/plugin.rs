@@ -163,6 +163,49 @@ mod tests {
         assert!(built.secret_headers.is_empty());
     }
 
+    fn path_of(err: AxleError) -> Result<String, String> {
+        match refusal(err) {
+            RemoteCheckError::Refused(e) => Ok(e.path),
+            RemoteCheckError::Unreachable { reason, .. } => Err(reason),
+        }
+    }
+
+    fn api(status: u16) -> AxleError {
+        AxleError::Api {
+            operation: "list_carriers",
+            status,
+            message: "nope".into(),
+            code: None,
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// 401 is Axle's documented answer to keys it does not accept
+    /// (docs.axle.insure/api-reference/overview), 429 its rate limit; the rest is HTTP's.
+    #[test]
+    fn each_answer_of_the_check_names_its_field_or_says_axle_was_not_reached() {
+        assert_eq!(path_of(api(401)), Ok("client_secret".into()));
+        assert_eq!(path_of(api(403)), Ok("client_id".into()));
+        assert_eq!(path_of(api(404)), Ok("base_url".into()));
+        assert_eq!(path_of(api(400)), Ok(String::new()));
+        let malformed = AxleError::Malformed {
+            operation: "list_carriers",
+            message: "the body is not JSON".into(),
+            request_id: None,
+        };
+        assert_eq!(path_of(malformed), Ok("base_url".into()));
+        for status in [408, 429, 500, 503] {
+            assert!(path_of(api(status)).is_err(), "{status}");
+        }
+        let down = AxleError::Transport {
+            operation: "list_carriers",
+            message: "connection refused".into(),
+            timeout: false,
+        };
+        assert!(path_of(down).unwrap_err().contains("connection refused"));
+    }
+
     #[test]
     fn the_shared_header_is_reported_secret_in_lowercase() {
         let built = AxlePlugin

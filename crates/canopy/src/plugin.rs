@@ -180,6 +180,54 @@ mod tests {
         assert_eq!(built.provider.kind().to_string(), ID);
     }
 
+    fn path_of(err: CanopyError) -> Result<String, String> {
+        match refusal(err) {
+            RemoteCheckError::Refused(e) => Ok(e.path),
+            RemoteCheckError::Unreachable { reason, .. } => Err(reason),
+        }
+    }
+
+    fn api(status: u16, code: &str) -> CanopyError {
+        CanopyError::Api {
+            status,
+            code: Some(code.into()),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// The answers of `get-webhooks` in Canopy's OpenAPI document (401 and 403 `UNAUTHORIZED`),
+    /// 403 `SUBSCRIPTION_INACTIVE` from the team's other routes, and what no document promises.
+    #[test]
+    fn each_answer_of_the_check_names_its_field_or_says_canopy_was_not_reached() {
+        assert_eq!(
+            path_of(api(401, "UNAUTHORIZED")),
+            Ok("client_secret".into())
+        );
+        assert_eq!(path_of(api(403, "UNAUTHORIZED")), Ok("team_id".into()));
+        assert_eq!(
+            path_of(api(403, "SUBSCRIPTION_INACTIVE")),
+            Ok("team_id".into())
+        );
+        assert_eq!(path_of(api(404, "NOT_FOUND")), Ok("team_id".into()));
+        assert_eq!(
+            path_of(CanopyError::Decode("no webhooks".into())),
+            Ok("base_url".into())
+        );
+        assert_eq!(
+            path_of(api(400, "INCORRECT_API_KEY_TYPE")),
+            Ok(String::new())
+        );
+        for status in [408, 429, 500, 502, 503] {
+            assert!(path_of(api(status, "INTERNAL_ERROR")).is_err(), "{status}");
+        }
+        let down = CanopyError::Transport {
+            message: "connection refused".into(),
+            kind: crate::error::TransportKind::Connect,
+        };
+        assert!(path_of(down).unwrap_err().contains("connection refused"));
+    }
+
     #[test]
     fn a_bad_signing_secret_is_named_with_its_index() {
         let simulator = Simulator {

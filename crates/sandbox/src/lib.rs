@@ -8,6 +8,12 @@
 //!   scenarios).
 //!
 //! Switching a client to the real vendor is only a change of base URL and credentials.
+//!
+//! Each simulator knows one default account (the credentials below) and can know more, from
+//! its configuration or added at run time ([`AxleSim::add_account`], [`CanopySim::add_team`],
+//! or the control API): each account sees only its own data, as two customers of the vendor
+//! would. Every API call is logged with the identifiers of the credentials it carried
+//! ([`CallLog`], `GET /_sandbox/calls`), never the secrets.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -346,7 +346,7 @@ impl CanopySim {
             .map(|w| engine::team_webhook(&team.team_id, &w.url, &w.signing_secret))
             .collect();
         {
-            let mut teams = self.teams();
+            let mut teams = self.teams_lock();
             teams.retain(|t| t.team_id != team.team_id);
             teams.push(team);
         }
@@ -354,16 +354,23 @@ impl CanopySim {
     }
 
     /// Every team the simulator knows, the default one first.
-    pub fn teams(&self) -> MutexGuard<'_, Vec<CanopyTeam>> {
+    pub fn teams(&self) -> Vec<CanopyTeam> {
+        self.teams_lock().clone()
+    }
+
+    fn teams_lock(&self) -> MutexGuard<'_, Vec<CanopyTeam>> {
         self.inner.teams.lock().expect("canopy teams poisoned")
     }
 
     pub(crate) fn team(&self, team_id: &str) -> Option<CanopyTeam> {
-        self.teams().iter().find(|t| t.team_id == team_id).cloned()
+        self.teams_lock()
+            .iter()
+            .find(|t| t.team_id == team_id)
+            .cloned()
     }
 
     pub(crate) fn team_for_alias(&self, alias: &str) -> Option<CanopyTeam> {
-        self.teams()
+        self.teams_lock()
             .iter()
             .find(|t| t.public_alias == alias)
             .cloned()
@@ -690,7 +697,7 @@ impl CanopySim {
     /// Forgets every pull, account, monitoring and token, and the webhooks registered through
     /// the API (the configured ones, and those of added teams, stay).
     pub fn reset(&self) {
-        let state = State::new(&self.teams());
+        let state = State::new(&self.teams_lock());
         *self.lock() = state;
         self.inner.hold.send_replace(false);
         self.bump();
