@@ -106,7 +106,7 @@ impl DetailCodec for AxleDetailCodec {
         Some(ProtoDetail::Axle(typed.into()))
     }
 
-    fn from_proto(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
+    fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
         match detail {
             ProtoDetail::Axle(axle) => Some(AxleEventDetail::from(axle.clone()).into()),
             _ => None,
@@ -187,7 +187,7 @@ mod tests {
 
             let proto = AxleDetailCodec.to_proto(vendor).unwrap();
             assert_eq!(proto, ProtoDetail::Axle(typed.clone().into()));
-            assert_eq!(AxleDetailCodec.from_proto(&proto).as_ref(), Some(vendor));
+            assert_eq!(AxleDetailCodec.to_core(&proto).as_ref(), Some(vendor));
         }
     }
 
@@ -202,7 +202,7 @@ mod tests {
         assert!(AxleEventDetail::try_from(&other).is_err());
         assert_eq!(AxleDetailCodec.to_proto(&other), None);
         let canopy = ProtoDetail::Canopy(v1::CanopyEventDetail::default());
-        assert_eq!(AxleDetailCodec.from_proto(&canopy), None);
+        assert_eq!(AxleDetailCodec.to_core(&canopy), None);
         assert_eq!(
             AxleEventDetail::try_from(&ProviderDetail::None),
             Err(DetailError::NoDetail)

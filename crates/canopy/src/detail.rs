@@ -104,7 +104,7 @@ impl DetailCodec for CanopyDetailCodec {
         Some(ProtoDetail::Canopy(typed.into()))
     }
 
-    fn from_proto(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
+    fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
         match detail {
             ProtoDetail::Canopy(canopy) => Some(CanopyEventDetail::from(canopy.clone()).into()),
             _ => None,
@@ -165,9 +165,9 @@ mod tests {
 
         let proto = CanopyDetailCodec.to_proto(vendor).unwrap();
         assert_eq!(proto, ProtoDetail::Canopy(typed.into()));
-        assert_eq!(CanopyDetailCodec.from_proto(&proto).as_ref(), Some(vendor));
+        assert_eq!(CanopyDetailCodec.to_core(&proto).as_ref(), Some(vendor));
         assert_eq!(
-            CanopyDetailCodec.from_proto(&ProtoDetail::Axle(v1::AxleEventDetail::default())),
+            CanopyDetailCodec.to_core(&ProtoDetail::Axle(v1::AxleEventDetail::default())),
             None
         );
     }

@@ -24,7 +24,7 @@ pub trait DetailCodec: Send + Sync {
     fn to_proto(&self, detail: &VendorDetail) -> Option<ProtoDetail>;
 
     /// The core detail of this vendor's arm; `None` for another vendor's arm.
-    fn from_proto(&self, detail: &ProtoDetail) -> Option<VendorDetail>;
+    fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail>;
 }
 
 /// The codecs of every vendor this build knows, by vendor. A vendor without one still has
@@ -62,12 +62,12 @@ impl DetailCodecs {
 
     /// The core detail of a proto oneof: [`ProviderDetail::None`] when unset or when no codec
     /// here reads that arm.
-    pub fn from_proto(&self, detail: Option<&ProtoDetail>) -> ProviderDetail {
+    pub fn to_core(&self, detail: Option<&ProtoDetail>) -> ProviderDetail {
         detail
             .and_then(|detail| {
                 self.by_provider
                     .values()
-                    .find_map(|codec| codec.from_proto(detail))
+                    .find_map(|codec| codec.to_core(detail))
             })
             .map_or(ProviderDetail::None, ProviderDetail::Vendor)
     }

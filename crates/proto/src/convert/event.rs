@@ -342,7 +342,7 @@ pub fn event_from_proto(
         occurred_at: required_datetime(event.occurred_at.as_ref(), "occurred_at")?,
         recorded_at: required_datetime(event.recorded_at.as_ref(), "recorded_at")?,
         payload,
-        detail: details.from_proto(event.provider_detail.as_ref()),
+        detail: details.to_core(event.provider_detail.as_ref()),
     })
 }
 
@@ -492,7 +492,7 @@ mod tests {
             }))
         }
 
-        fn from_proto(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
+        fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
             let ProtoDetail::Axle(axle) = detail else {
                 return None;
             };
