@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coverwatch_core::event::{AuthStatus, FailureReason, ProviderDetail, ReconnectReason};
+use coverwatch_axle::AxleEventDetail;
+use coverwatch_core::event::{AuthStatus, FailureReason, ReconnectReason};
 use coverwatch_core::policy::{
     Account, AccountSnapshot, Address, Carrier, ConnectionStatus, Policy, PolicySnapshot,
     PolicyStatus, PolicyTerm, PolicyType,
@@ -282,13 +283,16 @@ impl Provider for FakeProvider {
         Ok(ParsedWebhook {
             attribution: vec![attribution],
             occurred_at: None,
-            detail: ProviderDetail::Axle {
+            // Axle's detail whichever vendor the double plays: it is the one detail that
+            // carries the delivery's own event id, which tests read back to check ordering.
+            detail: AxleEventDetail {
                 event_id: body["id"].as_str().map(str::to_owned),
                 event_type: kind,
                 reference: None,
                 ignition_token: None,
                 result: None,
-            },
+            }
+            .into(),
             happenings: vec![happening],
         })
     }

@@ -2030,6 +2030,7 @@ async fn the_sweep_checks_links_again_as_expiration_comes_closer() {
 // The vendors' own verdicts next to ours
 
 fn axle_verdict(check: &v1::VendorCheck) -> &v1::AxleValidation {
+    assert_eq!(check.provider_id, "axle", "{check:?}");
     match &check.verdict {
         Some(v1::vendor_check::Verdict::Axle(axle)) => axle,
         other => panic!("expected Axle's validation, got {other:?} ({check:?})"),
@@ -2037,6 +2038,7 @@ fn axle_verdict(check: &v1::VendorCheck) -> &v1::AxleValidation {
 }
 
 fn canopy_verdict(check: &v1::VendorCheck) -> &v1::CanopyPolicyCheck {
+    assert_eq!(check.provider_id, "canopy", "{check:?}");
     match &check.verdict {
         Some(v1::vendor_check::Verdict::Canopy(canopy)) => canopy,
         other => panic!("expected Canopy's policy check, got {other:?} ({check:?})"),

@@ -5,6 +5,8 @@
 //! - [`client`]: the HTTP client: Axle's requests and `{success, data}` envelopes, sent through
 //!   the shared vendor executor (`coverwatch-vendor-http`: timeouts, retries, `Retry-After`),
 //!   typed errors that keep Axle's status and `x-axle-request-id`.
+//! - [`detail`]: [`AxleEventDetail`], Axle's typed event detail, its stored form and its arm
+//!   of the gRPC `Event` ([`detail_codec`]).
 //! - [`model`]: Axle's JSON, read leniently.
 //! - [`normalize`]: Axle objects → the core Policy and Account (pure).
 //! - [`webhook`]: authentication of raw deliveries and their normalization.
@@ -15,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+pub mod detail;
 pub mod error;
 pub mod model;
 pub mod normalize;
@@ -25,6 +28,7 @@ pub mod webhook;
 
 pub use client::AxleClient;
 pub use config::{AxleConfig, AxleSettings, ConfigError};
+pub use detail::{AxleEventDetail, detail_codec};
 pub use error::AxleError;
 pub use plugin::{AxlePlugin, plugin};
 pub use provider::AxleProvider;

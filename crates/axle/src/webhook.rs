@@ -6,9 +6,8 @@
 //! The payload is never trusted as data: monitoring events only say what to re-fetch.
 
 use crate::PROVIDER;
-use coverwatch_core::event::{
-    AuthStatus, FailureReason, FieldChange, ProviderDetail, ReconnectReason,
-};
+use crate::detail::AxleEventDetail;
+use coverwatch_core::event::{AuthStatus, FailureReason, FieldChange, ReconnectReason};
 use coverwatch_core::ids::LinkId;
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{
@@ -134,13 +133,14 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
     Ok(ParsedWebhook {
         attribution: attribution(&data),
         occurred_at: event.created_at.as_deref().and_then(parse_date),
-        detail: ProviderDetail::Axle {
+        detail: AxleEventDetail {
             event_id: event.id.clone(),
             event_type: event_type.clone(),
             reference: data.reference.clone(),
             ignition_token: ignition_token(&event_type, &data),
             result: data.result.clone(),
-        },
+        }
+        .into(),
         happenings: happening(&event_type, &data).into_iter().collect(),
     })
 }
@@ -644,14 +644,11 @@ mod tests {
                 json!({"token": "ign_d83jd7n2hd75jDh6E575x", "ref": "ign_d83jd7n2hd75jDh6E575x",
                        "authCode": "code", "result": result}),
             );
-            let ProviderDetail::Axle {
+            let AxleEventDetail {
                 ignition_token,
                 result: seen,
                 ..
-            } = &p.detail
-            else {
-                panic!("{:?}", p.detail)
-            };
+            } = AxleEventDetail::try_from(&p.detail).unwrap();
             assert_eq!(ignition_token.as_deref(), Some("ign_d83jd7n2hd75jDh6E575x"));
             assert_eq!(seen.as_deref(), Some(result));
             assert!(matches!(
@@ -661,17 +658,12 @@ mod tests {
         }
         // Only `token`: read.
         let p = parsed("ignition.opened", json!({"token": "ign_only"}));
-        assert!(matches!(&p.detail,
-            ProviderDetail::Axle { ignition_token: Some(t), .. } if t == "ign_only"));
+        let detail = AxleEventDetail::try_from(&p.detail).unwrap();
+        assert_eq!(detail.ignition_token.as_deref(), Some("ign_only"));
         // A monitoring event's `ref` is an account or policy, not an Ignition.
         let p = parsed("account.modified", json!({"ref": "acc_1"}));
-        assert!(matches!(
-            &p.detail,
-            ProviderDetail::Axle {
-                ignition_token: None,
-                ..
-            }
-        ));
+        let detail = AxleEventDetail::try_from(&p.detail).unwrap();
+        assert_eq!(detail.ignition_token, None);
     }
 
     #[test]
@@ -684,14 +676,14 @@ mod tests {
             matches!(only(&p), Happening::Vendor { vendor_type } if vendor_type == "policy-update.request-initiated")
         );
         assert_eq!(
-            p.detail,
-            ProviderDetail::Axle {
+            AxleEventDetail::try_from(&p.detail),
+            Ok(AxleEventDetail {
                 event_id: Some("evt_1".into()),
                 event_type: "policy-update.request-initiated".into(),
                 reference: Some("pol_9".into()),
                 ignition_token: None,
                 result: None,
-            }
+            })
         );
         assert_eq!(
             p.occurred_at,

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Months, NaiveTime, Utc};
+use coverwatch_axle::AxleEventDetail;
 use coverwatch_axle::{AxleConfig, AxleProvider};
 use coverwatch_core::backoff::Backoff;
-use coverwatch_core::event::{AuthStatus, FailureReason, ProviderDetail, ReconnectReason};
+use coverwatch_core::event::{AuthStatus, FailureReason, ReconnectReason};
 use coverwatch_core::ids::{LinkId, TenantId, UserId};
 use coverwatch_core::policy::{
     Account, Address, AppliesTo, Carrier, ConnectionStatus, Coverage, CoverageCode, DocumentInfo,
@@ -335,11 +336,9 @@ async fn simple_auto_links_and_normalizes_field_by_field() {
     // Nothing the caller does not know from link.session_opened.
     assert!(parsed.happenings.is_empty());
     assert_eq!(parsed.attribution, vec![Attribution::Link(request.link_id)]);
-    assert!(matches!(
-        &parsed.detail,
-        ProviderDetail::Axle { event_type, reference: Some(r), .. }
-            if event_type == "ignition.created" && r == &ignition
-    ));
+    let detail = AxleEventDetail::try_from(&parsed.detail).unwrap();
+    assert_eq!(detail.event_type, "ignition.created");
+    assert_eq!(detail.reference.as_ref(), Some(&ignition));
     assert!(parsed.occurred_at.is_some());
 
     let linked_at = h.sandbox.clock().now();

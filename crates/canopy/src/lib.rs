@@ -3,6 +3,8 @@
 //! * [`CanopyConfig`] / [`CanopyProvider::new`]: configuration, validated at start-up.
 //! * [`client`]: the API client (Basic auth, requests and answers; timeouts and retries are
 //!   the shared vendor executor's, `coverwatch-vendor-http`).
+//! * [`detail`]: [`CanopyEventDetail`], Canopy's typed event detail, its stored form and its
+//!   arm of the gRPC `Event` ([`detail_codec`]).
 //! * [`model`]: Canopy's JSON, read leniently.
 //! * [`normalize`]: a pull → the normalized account and policies (pure).
 //! * [`webhook`]: `canopy-signature` and the event types → normalized happenings.
@@ -16,6 +18,7 @@
 
 pub mod client;
 pub mod config;
+pub mod detail;
 pub mod error;
 pub mod model;
 pub mod normalize;
@@ -25,6 +28,7 @@ pub mod webhook;
 
 pub use client::CanopyClient;
 pub use config::{CanopyConfig, CanopySettings, StaleSignatures};
+pub use detail::{CanopyEventDetail, detail_codec};
 pub use error::CanopyError;
 pub use plugin::{CanopyPlugin, plugin};
 pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};

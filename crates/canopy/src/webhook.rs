@@ -2,8 +2,9 @@
 //! each event type into [`Happening`]s.
 
 use crate::PROVIDER;
+use crate::detail::CanopyEventDetail;
 use coverwatch_core::event::{
-    AuthStatus, FailureReason, FieldChange, ProviderDetail, ReconnectReason, VerificationOption,
+    AuthStatus, FailureReason, FieldChange, ReconnectReason, VerificationOption,
 };
 use coverwatch_core::ids::LinkId;
 use coverwatch_core::provider::ProviderError;
@@ -285,13 +286,14 @@ pub fn parse(webhook: &InboundWebhook) -> Result<ParsedWebhook, ProviderError> {
         attribution,
         // Canopy's envelope carries no event time.
         occurred_at: None,
-        detail: ProviderDetail::Canopy {
+        detail: CanopyEventDetail {
             event_type: body.event_type.clone(),
             pull_id,
             pull_status: body.status.clone(),
             monitoring_id,
             sequence,
-        },
+        }
+        .into(),
         // POLICY_AVAILABLE is deprecated and sent once per policy; the same data comes with
         // POLICIES_AVAILABLE, so it says nothing of its own.
         happenings: if body.event_type == "POLICY_AVAILABLE" {
@@ -899,14 +901,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            p.detail,
-            ProviderDetail::Canopy {
+            CanopyEventDetail::try_from(&p.detail),
+            Ok(CanopyEventDetail {
                 event_type: "AUTH_STATUS".into(),
                 pull_id: Some(PULL.into()),
                 pull_status: Some("IDENTITY_VERIFICATION_OPTIONS".into()),
                 monitoring_id: None,
                 sequence: Some(3),
-            }
+            })
         );
     }
 

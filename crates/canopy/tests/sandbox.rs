@@ -660,14 +660,11 @@ async fn a_link_session_is_completed_through_signed_webhooks() {
         };
         assert!(code.is_none());
         assert_eq!(*data, DataRef::Version(pull_id.clone()));
-        let coverwatch_core::event::ProviderDetail::Canopy {
+        let coverwatch_canopy::CanopyEventDetail {
             event_type,
             pull_id: detail_pull,
             ..
-        } = &parsed.detail
-        else {
-            panic!()
-        };
+        } = coverwatch_canopy::CanopyEventDetail::try_from(&parsed.detail).unwrap();
         assert_eq!(
             (event_type.as_str(), detail_pull.as_deref()),
             (event, Some(pull_id.as_str()))

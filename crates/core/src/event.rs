@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{EventId, LinkId, TenantId, UserId};
@@ -337,32 +338,180 @@ impl EventPayload {
     }
 }
 
-/// Vendor detail with no common meaning, typed per provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "provider", rename_all = "snake_case")]
+/// Vendor detail with no common meaning. Core names no vendor: a vendor crate keeps its own
+/// typed detail (`coverwatch_axle::detail::AxleEventDetail`) and converts it to and from
+/// [`VendorDetail`], so that adding a vendor touches nothing here.
+///
+/// Stored form (the `detail` column), unchanged from when core had one variant per vendor:
+/// `{"provider": "none"}`, or `{"provider": "<vendor>", "event_type": "...", <the vendor's
+/// own fields>}`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum ProviderDetail {
     /// The event did not come from a vendor delivery (for example a caller's request).
     #[default]
     None,
-    Axle {
-        event_id: Option<String>,
-        event_type: String,
-        /// The object the event refers to (`acc_…` or `pol_…`).
-        reference: Option<String>,
-        /// Ignition events: the Ignition session's token (`data.token`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ignition_token: Option<String>,
-        /// `ignition.completed`: how the session was completed (`link`, `manual`, `proxy`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        result: Option<String>,
+    Vendor(VendorDetail),
+}
+
+impl ProviderDetail {
+    pub fn vendor(&self) -> Option<&VendorDetail> {
+        match self {
+            ProviderDetail::None => None,
+            ProviderDetail::Vendor(vendor) => Some(vendor),
+        }
+    }
+}
+
+/// The stored tag of [`ProviderDetail::None`].
+const NO_PROVIDER: &str = "none";
+/// The keys the stored form gives to the vendor and the event type; a vendor's own fields
+/// cannot use them.
+const PROVIDER_KEY: &str = "provider";
+const EVENT_TYPE_KEY: &str = "event_type";
+
+/// One vendor's detail of one event: which vendor, its event type, and the vendor's other
+/// fields as a JSON object, to be read by the vendor crate's typed detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorDetail {
+    provider: ProviderId,
+    event_type: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl VendorDetail {
+    /// Refuses fields named like the keys the stored form keeps for the vendor and the event
+    /// type, which would otherwise be lost or overwritten on the way to the database.
+    pub fn new(
+        provider: ProviderId,
+        event_type: impl Into<String>,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, DetailError> {
+        for reserved in [PROVIDER_KEY, EVENT_TYPE_KEY] {
+            if fields.contains_key(reserved) {
+                return Err(DetailError::ReservedField(reserved));
+            }
+        }
+        Ok(Self {
+            provider,
+            event_type: event_type.into(),
+            fields,
+        })
+    }
+
+    /// A vendor's typed detail, which must serialize to a JSON object with a string
+    /// `event_type` field and no `provider` field.
+    pub fn from_typed<T: Serialize>(provider: ProviderId, detail: &T) -> Result<Self, DetailError> {
+        let serde_json::Value::Object(mut fields) =
+            serde_json::to_value(detail).map_err(|e| DetailError::Decode(e.to_string()))?
+        else {
+            return Err(DetailError::NotAnObject);
+        };
+        let event_type = match fields.remove(EVENT_TYPE_KEY) {
+            Some(serde_json::Value::String(event_type)) => event_type,
+            _ => return Err(DetailError::NoEventType),
+        };
+        Self::new(provider, event_type, fields)
+    }
+
+    /// The vendor's typed detail back, when this detail is `provider`'s and reads as `T`.
+    pub fn to_typed<T: DeserializeOwned>(&self, provider: &ProviderId) -> Result<T, DetailError> {
+        if &self.provider != provider {
+            return Err(DetailError::OtherProvider {
+                expected: provider.clone(),
+                found: self.provider.clone(),
+            });
+        }
+        let mut fields = self.fields.clone();
+        fields.insert(
+            EVENT_TYPE_KEY.to_owned(),
+            serde_json::Value::String(self.event_type.clone()),
+        );
+        serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| DetailError::Decode(e.to_string()))
+    }
+
+    pub fn provider(&self) -> &ProviderId {
+        &self.provider
+    }
+
+    /// The vendor's own event type, for example `policy.modified` or `MONITORING_RECONNECT`.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.fields
+    }
+}
+
+/// Why a detail does not convert.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetailError {
+    #[error("the event has no vendor detail")]
+    NoDetail,
+    #[error("the detail is `{found}`'s, not `{expected}`'s")]
+    OtherProvider {
+        expected: ProviderId,
+        found: ProviderId,
     },
-    Canopy {
-        event_type: String,
-        pull_id: Option<String>,
-        pull_status: Option<String>,
-        monitoring_id: Option<String>,
-        sequence: Option<i64>,
-    },
+    #[error("a vendor detail must be a JSON object")]
+    NotAnObject,
+    #[error("a vendor detail needs a string `event_type`")]
+    NoEventType,
+    #[error("`{0}` is reserved in a vendor detail")]
+    ReservedField(&'static str),
+    #[error("the vendor detail does not read: {0}")]
+    Decode(String),
+}
+
+impl Serialize for ProviderDetail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serde_json::Map::new();
+        match self {
+            ProviderDetail::None => {
+                map.insert(PROVIDER_KEY.to_owned(), NO_PROVIDER.into());
+            }
+            ProviderDetail::Vendor(vendor) => {
+                map.insert(PROVIDER_KEY.to_owned(), vendor.provider.as_str().into());
+                map.insert(EVENT_TYPE_KEY.to_owned(), vendor.event_type.clone().into());
+                map.extend(vendor.fields.clone());
+            }
+        }
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderDetail {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let provider = match fields.remove(PROVIDER_KEY) {
+            Some(serde_json::Value::String(provider)) => provider,
+            _ => {
+                return Err(D::Error::custom(
+                    "a provider detail needs a string `provider`",
+                ));
+            }
+        };
+        let event_type = fields.remove(EVENT_TYPE_KEY);
+        // `none` with no event type is the detail-less form; a vendor registered as `none`
+        // would still have its events' type, so the two cannot be confused.
+        if provider == NO_PROVIDER && event_type.is_none() {
+            return Ok(ProviderDetail::None);
+        }
+        let provider = ProviderId::new(provider).map_err(D::Error::custom)?;
+        let Some(serde_json::Value::String(event_type)) = event_type else {
+            return Err(D::Error::custom(format!(
+                "the `{provider}` detail needs a string `event_type`"
+            )));
+        };
+        Ok(ProviderDetail::Vendor(VendorDetail {
+            provider,
+            event_type,
+            fields,
+        }))
+    }
 }
 
 /// A stored event, as callers receive it.
@@ -392,6 +541,100 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events stored before vendor detail left core were written by a derived, provider-tagged
+    /// enum with one variant per vendor. Those rows must read unchanged, and be written back
+    /// the same way.
+    #[test]
+    fn details_stored_by_earlier_builds_read_and_write_back_the_same() {
+        let none: ProviderDetail = serde_json::from_str(r#"{"provider":"none"}"#).unwrap();
+        assert_eq!(none, ProviderDetail::None);
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            r#"{"provider":"none"}"#
+        );
+
+        for stored in [
+            r#"{"provider":"axle","event_id":"evt-1","event_type":"policy.modified","reference":"pol_1"}"#,
+            r#"{"provider":"axle","event_id":null,"event_type":"ignition.completed","reference":"ign_1","ignition_token":"ign_1","result":"manual"}"#,
+            r#"{"provider":"canopy","event_type":"MONITORING_RECONNECT","pull_id":"6f1c","pull_status":"NOT_AUTHENTICATED","monitoring_id":null,"sequence":4}"#,
+        ] {
+            let detail: ProviderDetail = serde_json::from_str(stored).unwrap();
+            let vendor = detail.vendor().expect("a vendor detail");
+            let original: serde_json::Value = serde_json::from_str(stored).unwrap();
+            assert_eq!(vendor.provider().as_str(), original["provider"]);
+            assert_eq!(vendor.event_type(), original["event_type"]);
+            assert_eq!(serde_json::to_value(&detail).unwrap(), original);
+        }
+        let canopy: ProviderDetail = serde_json::from_str(
+            r#"{"provider":"canopy","event_type":"COMPLETE","pull_id":null,"pull_status":null,"monitoring_id":null,"sequence":7}"#,
+        )
+        .unwrap();
+        assert_eq!(canopy.vendor().unwrap().fields()["sequence"], 7);
+    }
+
+    #[test]
+    fn malformed_details_are_refused() {
+        for bad in [
+            r#"{}"#,
+            r#"{"provider":7}"#,
+            r#"{"provider":"axle"}"#,
+            r#"{"provider":"axle","event_type":3}"#,
+            r#"{"provider":"Not A Name","event_type":"x"}"#,
+            r#"[]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ProviderDetail>(bad).is_err(),
+                "{bad} is refused"
+            );
+        }
+        // A vendor called `none` keeps its events' type, so it is not read as no detail.
+        let odd: ProviderDetail =
+            serde_json::from_str(r#"{"provider":"none","event_type":"x"}"#).unwrap();
+        assert_eq!(odd.vendor().unwrap().provider().as_str(), "none");
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Typed {
+        event_type: String,
+        count: Option<i64>,
+    }
+
+    #[test]
+    fn typed_details_convert_both_ways_and_only_for_their_vendor() {
+        let acme = ProviderId::from_static("acme");
+        let typed = Typed {
+            event_type: "thing.happened".into(),
+            count: Some(2),
+        };
+        let vendor = VendorDetail::from_typed(acme.clone(), &typed).unwrap();
+        assert_eq!(vendor.event_type(), "thing.happened");
+        assert!(!vendor.fields().contains_key("event_type"));
+        assert_eq!(vendor.to_typed::<Typed>(&acme), Ok(typed));
+        assert!(matches!(
+            vendor.to_typed::<Typed>(&ProviderId::from_static("axle")),
+            Err(DetailError::OtherProvider { .. })
+        ));
+
+        #[derive(Serialize)]
+        struct NoType {
+            count: i64,
+        }
+        assert_eq!(
+            VendorDetail::from_typed(acme.clone(), &NoType { count: 1 }),
+            Err(DetailError::NoEventType)
+        );
+        assert_eq!(
+            VendorDetail::from_typed(acme.clone(), &"text"),
+            Err(DetailError::NotAnObject)
+        );
+        let mut fields = serde_json::Map::new();
+        fields.insert("provider".into(), "axle".into());
+        assert_eq!(
+            VendorDetail::new(acme, "x", fields),
+            Err(DetailError::ReservedField("provider"))
+        );
+    }
 
     #[test]
     fn kinds_round_trip_and_match_their_payload_tags() {

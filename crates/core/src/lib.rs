@@ -14,7 +14,7 @@ pub mod requirements;
 pub mod telemetry;
 pub mod webhook;
 
-pub use event::{Event, EventKind, EventPayload, ProviderDetail};
+pub use event::{Event, EventKind, EventPayload, ProviderDetail, VendorDetail};
 pub use ids::{EventId, IdError, LinkId, TenantId, UserId};
 pub use link::{IllegalTransition, Link, LinkRequirements, LinkState};
 pub use plugin::{BuiltVendor, SettingsError, Simulator, VendorPlugin};

@@ -26,7 +26,7 @@ use prost_types::Timestamp;
 use crate::v1;
 
 pub use enums::{ProtoEnum, provider_of};
-pub use event::{event_from_proto, provider_detail, provider_detail_from_proto};
+pub use event::{event_from_proto, event_to_proto};
 pub use link::link_from_proto;
 pub use requirements::{
     requirement_set_from_proto, requirement_set_to_proto, vendor_check_to_proto,

@@ -1,8 +1,10 @@
 //! The coverwatch gRPC contract (package `coverwatch.v1`, sources in `proto/coverwatch/v1/`):
 //! generated prost messages, the tonic client and server, the descriptor set for reflection, and
-//! [`convert`]ions between these types and `coverwatch-core`.
+//! [`convert`]ions between these types and `coverwatch-core`, and the [`detail`] codecs through
+//! which vendor crates convert their own event detail.
 
 pub mod convert;
+pub mod detail;
 
 /// Generated from `proto/coverwatch/v1/*.proto`; the `.proto` comments are the API reference.
 pub mod v1 {

@@ -12,6 +12,7 @@ use coverwatch_core::backoff::Backoff;
 use coverwatch_engine::{
     Engine, EngineConfig, ProviderRegistry, RetentionConfig, SweepConfig, WorkerConfig,
 };
+use coverwatch_proto::detail::DetailCodecs;
 use coverwatch_proto::v1::admin_service_server::AdminServiceServer;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringServiceServer;
 use coverwatch_proto::v1::requirements_service_server::RequirementsServiceServer;
@@ -312,6 +313,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
         keys,
         shutdown_rx.clone(),
         limits.max_watch_streams_per_tenant as usize,
+        DetailCodecs::new(crate::providers::detail_codecs()),
     );
     let telemetry = Telemetry::new(engine.clone(), monitoring.open_streams());
     let api = MonitoringServiceServer::new(monitoring)

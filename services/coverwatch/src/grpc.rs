@@ -10,6 +10,7 @@ use coverwatch_core::provider::ReconnectStep;
 use coverwatch_core::{ProviderId, TenantId};
 use coverwatch_engine::{Engine, EngineError, EventQuery, LinkRequest, UnitFailure};
 use coverwatch_proto::convert::{self, FieldError};
+use coverwatch_proto::detail::DetailCodecs;
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::monitoring_service_server::MonitoringService;
 use coverwatch_store::{EventFilter, LinkFilter};
@@ -33,6 +34,8 @@ pub struct MonitoringApi {
     /// Open event streams end when this turns true, so that shutdown does not wait on them.
     shutdown: watch::Receiver<bool>,
     watch_streams: WatchStreams,
+    /// The vendors' codecs for the detail events carry (see `providers::detail_codecs`).
+    details: Arc<DetailCodecs>,
 }
 
 impl MonitoringApi {
@@ -41,12 +44,14 @@ impl MonitoringApi {
         keys: ApiKeys,
         shutdown: watch::Receiver<bool>,
         max_watch_streams_per_tenant: usize,
+        details: DetailCodecs,
     ) -> Self {
         Self {
             engine,
             keys,
             shutdown,
             watch_streams: WatchStreams::new(max_watch_streams_per_tenant),
+            details: Arc::new(details),
         }
     }
 
@@ -557,7 +562,10 @@ impl MonitoringService for MonitoringApi {
             .map_err(status)?;
         let next_cursor = events.last().map_or(query.after_cursor, |e| e.cursor);
         Ok(Response::new(v1::ListEventsResponse {
-            events: events.into_iter().map(Into::into).collect(),
+            events: events
+                .into_iter()
+                .map(|event| convert::event_to_proto(event, &self.details))
+                .collect(),
             next_cursor,
         }))
     }
@@ -594,6 +602,7 @@ impl MonitoringService for MonitoringApi {
             )
             .await?;
         let mut shutdown = self.shutdown.clone();
+        let details = Arc::clone(&self.details);
         let stopping = async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
@@ -603,7 +612,8 @@ impl MonitoringService for MonitoringApi {
             .map(move |item| {
                 // The stream owns the slot: dropping the stream frees it.
                 let _held = &slot;
-                item.map(Into::into).map_err(status)
+                item.map(|event| convert::event_to_proto(event, &details))
+                    .map_err(status)
             })
             .take_until(stopping)
             .chain(futures::stream::once(async {

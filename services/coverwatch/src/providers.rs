@@ -12,6 +12,7 @@ use std::sync::Arc;
 use coverwatch_core::VendorPlugin;
 use coverwatch_core::plugin::{SettingsError, Simulator};
 use coverwatch_engine::ProviderRegistry;
+use coverwatch_proto::detail::DetailCodec;
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError};
@@ -19,6 +20,21 @@ use crate::config::{Config, ConfigError};
 /// Every vendor this build knows, one line each.
 pub fn vendors() -> Vec<Arc<dyn VendorPlugin>> {
     vec![coverwatch_axle::plugin(), coverwatch_canopy::plugin()]
+}
+
+/// The codecs of the vendors' typed event detail (the `provider_detail` of a gRPC `Event`),
+/// one line per vendor that has a proto detail message; a vendor without one still has its
+/// events delivered, named by `provider_id`, with no detail.
+///
+/// A list of its own rather than a part of each plug-in: events are read long after they were
+/// stored, so a vendor's detail must render whether or not this deployment configures that
+/// vendor (or a test replaces the providers with doubles), while [`vendors`] is filtered by
+/// configuration. And `VendorPlugin` lives in core, which knows nothing of the proto.
+pub fn detail_codecs() -> Vec<Arc<dyn DetailCodec>> {
+    vec![
+        coverwatch_axle::detail_codec(),
+        coverwatch_canopy::detail_codec(),
+    ]
 }
 
 /// Whether this build carries the vendor simulators.

@@ -3,39 +3,34 @@
 
 use coverwatch_core::event::{FieldChange, PolicyChange, RuleOutcome, VerificationOption};
 use coverwatch_core::ids::TenantId;
-use coverwatch_core::{Event, EventPayload, ProviderDetail};
+use coverwatch_core::{Event, EventPayload};
 
 use super::enums::{enum_value, to_i32};
 use super::{
     FieldError, all, each, event_id, link_id, optional_datetime, optional_link_id,
     optional_timestamp, required, required_datetime, timestamp, user_id,
 };
+use crate::detail::DetailCodecs;
 use crate::v1;
-use crate::v1::event::{Payload, ProviderDetail as ProtoDetail};
+use crate::v1::event::Payload;
 
 // ---- core → proto ------------------------------------------------------------------------
 
-impl From<Event> for v1::Event {
-    fn from(event: Event) -> Self {
-        v1::Event {
-            cursor: event.cursor,
-            id: event.id.to_string(),
-            link_id: event.link_id.to_string(),
-            user_id: event.user_id.to_string(),
-            provider: super::enums::provider_i32(&event.provider),
-            provider_id: event.provider.to_string(),
-            kind: to_i32::<v1::EventKind>(event.kind()),
-            occurred_at: Some(timestamp(event.occurred_at)),
-            recorded_at: Some(timestamp(event.recorded_at)),
-            provider_detail: provider_detail(event.detail),
-            payload: Some(event.payload.into()),
-        }
-    }
-}
-
-impl From<&Event> for v1::Event {
-    fn from(event: &Event) -> Self {
-        event.clone().into()
+/// An event for the wire. There is no `From`: the vendor detail needs the vendors' codecs,
+/// and a conversion without them would silently drop it.
+pub fn event_to_proto(event: Event, details: &DetailCodecs) -> v1::Event {
+    v1::Event {
+        cursor: event.cursor,
+        id: event.id.to_string(),
+        link_id: event.link_id.to_string(),
+        user_id: event.user_id.to_string(),
+        provider: super::enums::provider_i32(&event.provider),
+        provider_id: event.provider.to_string(),
+        kind: to_i32::<v1::EventKind>(event.kind()),
+        occurred_at: Some(timestamp(event.occurred_at)),
+        recorded_at: Some(timestamp(event.recorded_at)),
+        provider_detail: details.to_proto(&event.detail),
+        payload: Some(event.payload.into()),
     }
 }
 
@@ -178,60 +173,7 @@ impl From<EventPayload> for Payload {
     }
 }
 
-/// The proto `provider_detail` oneof: unset for [`ProviderDetail::None`].
-pub fn provider_detail(detail: ProviderDetail) -> Option<ProtoDetail> {
-    match detail {
-        ProviderDetail::None => None,
-        ProviderDetail::Axle {
-            event_id,
-            event_type,
-            reference,
-            ignition_token,
-            result,
-        } => Some(ProtoDetail::Axle(v1::AxleEventDetail {
-            event_id,
-            event_type,
-            reference,
-            ignition_token,
-            result,
-        })),
-        ProviderDetail::Canopy {
-            event_type,
-            pull_id,
-            pull_status,
-            monitoring_id,
-            sequence,
-        } => Some(ProtoDetail::Canopy(v1::CanopyEventDetail {
-            event_type,
-            pull_id,
-            pull_status,
-            monitoring_id,
-            sequence,
-        })),
-    }
-}
-
 // ---- proto → core (for Rust callers and tests) -------------------------------------------
-
-pub fn provider_detail_from_proto(detail: Option<ProtoDetail>) -> ProviderDetail {
-    match detail {
-        None => ProviderDetail::None,
-        Some(ProtoDetail::Axle(axle)) => ProviderDetail::Axle {
-            event_id: axle.event_id,
-            event_type: axle.event_type,
-            reference: axle.reference,
-            ignition_token: axle.ignition_token,
-            result: axle.result,
-        },
-        Some(ProtoDetail::Canopy(canopy)) => ProviderDetail::Canopy {
-            event_type: canopy.event_type,
-            pull_id: canopy.pull_id,
-            pull_status: canopy.pull_status,
-            monitoring_id: canopy.monitoring_id,
-            sequence: canopy.sequence,
-        },
-    }
-}
 
 fn policy_change(value: v1::PolicyChange) -> Result<PolicyChange, FieldError> {
     Ok(PolicyChange {
@@ -371,7 +313,13 @@ impl TryFrom<Payload> for EventPayload {
 /// An event read back from the wire (for Rust callers and tests). The proto form has no
 /// tenant, since a caller only ever sees its own, so the tenant is supplied. `kind` must agree
 /// with the payload that is set.
-pub fn event_from_proto(event: v1::Event, tenant_id: TenantId) -> Result<Event, FieldError> {
+/// An event read back from the wire (for Rust callers and tests); `details` reads the vendor
+/// detail, which is left out for a vendor it has no codec for.
+pub fn event_from_proto(
+    event: v1::Event,
+    tenant_id: TenantId,
+    details: &DetailCodecs,
+) -> Result<Event, FieldError> {
     let kind = enum_value::<v1::EventKind>(event.kind, "kind")?;
     let payload = EventPayload::try_from(required(event.payload, "payload")?)?;
     if payload.kind() != kind {
@@ -394,21 +342,24 @@ pub fn event_from_proto(event: v1::Event, tenant_id: TenantId) -> Result<Event, 
         occurred_at: required_datetime(event.occurred_at.as_ref(), "occurred_at")?,
         recorded_at: required_datetime(event.recorded_at.as_ref(), "recorded_at")?,
         payload,
-        detail: provider_detail_from_proto(event.provider_detail),
+        detail: details.to_core(event.provider_detail.as_ref()),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use chrono::DateTime;
     use coverwatch_core::event::{
         AuthStatus, ChangeKind, DescopeReason, FailureReason, ReconnectReason, RuleResult,
     };
     use coverwatch_core::ids::{EventId, LinkId};
     use coverwatch_core::policy::PolicyStatus;
-    use coverwatch_core::{EventKind, ProviderId};
+    use coverwatch_core::{EventKind, ProviderDetail, ProviderId, VendorDetail};
 
     use super::*;
+    use crate::detail::{DetailCodec, ProtoDetail};
 
     /// One payload of every kind, with optional fields and lists filled in.
     fn every_payload() -> Vec<EventPayload> {
@@ -520,30 +471,54 @@ mod tests {
         payloads
     }
 
-    fn details() -> [ProviderDetail; 4] {
+    /// A stand-in for a vendor crate's codec (this crate cannot depend on one): it carries
+    /// the event type and `event_id` in Axle's arm.
+    struct AxleLike;
+
+    impl DetailCodec for AxleLike {
+        fn provider(&self) -> ProviderId {
+            ProviderId::from_static("axle")
+        }
+
+        fn to_proto(&self, detail: &VendorDetail) -> Option<ProtoDetail> {
+            Some(ProtoDetail::Axle(v1::AxleEventDetail {
+                event_type: detail.event_type().to_owned(),
+                event_id: detail
+                    .fields()
+                    .get("event_id")
+                    .and_then(|id| id.as_str())
+                    .map(str::to_owned),
+                ..Default::default()
+            }))
+        }
+
+        fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail> {
+            let ProtoDetail::Axle(axle) = detail else {
+                return None;
+            };
+            let mut fields = serde_json::Map::new();
+            fields.insert("event_id".into(), axle.event_id.clone().into());
+            VendorDetail::new(self.provider(), axle.event_type.clone(), fields).ok()
+        }
+    }
+
+    fn codecs() -> DetailCodecs {
+        DetailCodecs::new([Arc::new(AxleLike) as Arc<dyn DetailCodec>])
+    }
+
+    fn vendor_detail(provider: &'static str, event_type: &str, event_id: &str) -> ProviderDetail {
+        let mut fields = serde_json::Map::new();
+        fields.insert("event_id".into(), event_id.into());
+        ProviderDetail::Vendor(
+            VendorDetail::new(ProviderId::from_static(provider), event_type, fields).unwrap(),
+        )
+    }
+
+    fn details() -> [ProviderDetail; 3] {
         [
             ProviderDetail::None,
-            ProviderDetail::Axle {
-                event_id: Some("evt-axle-1".into()),
-                event_type: "policy.modified".into(),
-                reference: Some("pol_1".into()),
-                ignition_token: None,
-                result: None,
-            },
-            ProviderDetail::Axle {
-                event_id: Some("evt-axle-2".into()),
-                event_type: "ignition.completed".into(),
-                reference: Some("ign_1".into()),
-                ignition_token: Some("ign_1".into()),
-                result: Some("manual".into()),
-            },
-            ProviderDetail::Canopy {
-                event_type: "MONITORING_RECONNECT".into(),
-                pull_id: Some("6f1c".into()),
-                pull_status: Some("NOT_AUTHENTICATED".into()),
-                monitoring_id: None,
-                sequence: Some(4),
-            },
+            vendor_detail("axle", "policy.modified", "evt-axle-1"),
+            vendor_detail("axle", "ignition.completed", "evt-axle-2"),
         ]
     }
 
@@ -567,13 +542,46 @@ mod tests {
         for payload in every_payload() {
             for detail in details() {
                 let event = event(payload.clone(), detail);
-                let proto = v1::Event::from(&event);
+                let proto = event_to_proto(event.clone(), &codecs());
                 assert_eq!(proto.kind, to_i32::<v1::EventKind>(event.kind()));
                 assert_eq!(proto.cursor, 42);
-                let back = event_from_proto(proto, event.tenant_id.clone());
+                assert_eq!(
+                    proto.provider_detail.is_some(),
+                    event.detail.vendor().is_some()
+                );
+                let back = event_from_proto(proto, event.tenant_id.clone(), &codecs());
                 assert_eq!(back, Ok(event));
             }
         }
+    }
+
+    /// A vendor with no codec (a test-only vendor, one added without a proto arm) still has
+    /// its events delivered and named; only the detail is left out.
+    #[test]
+    fn a_vendor_without_a_codec_goes_out_without_detail() {
+        let event = Event {
+            provider: ProviderId::from_static("acme"),
+            ..event(
+                EventPayload::DataRefreshed { policies: 1 },
+                vendor_detail("acme", "thing.refreshed", "a-1"),
+            )
+        };
+        let proto = event_to_proto(event.clone(), &codecs());
+        assert_eq!(proto.provider_detail, None);
+        assert_eq!(proto.provider_id, "acme");
+        assert_eq!(proto.provider, v1::Provider::Unspecified as i32);
+        let back = event_from_proto(proto, event.tenant_id.clone(), &codecs()).unwrap();
+        assert_eq!(back.provider, event.provider);
+        assert_eq!(back.detail, ProviderDetail::None);
+        // Nor does a codec render another vendor's detail under its own arm.
+        assert_eq!(
+            codecs().to_proto(&vendor_detail("acme", "thing.refreshed", "a-1")),
+            None
+        );
+        assert_eq!(
+            DetailCodecs::default().to_proto(&vendor_detail("axle", "x", "1")),
+            None
+        );
     }
 
     #[test]
@@ -596,14 +604,14 @@ mod tests {
             ProviderDetail::None,
         );
         let tenant = event.tenant_id.clone();
-        let proto = v1::Event::from(&event);
+        let proto = event_to_proto(event.clone(), &codecs());
 
         let wrong_kind = v1::Event {
             kind: v1::EventKind::LinkStale.into(),
             ..proto.clone()
         };
         assert_eq!(
-            event_from_proto(wrong_kind, tenant.clone()).unwrap_err(),
+            event_from_proto(wrong_kind, tenant.clone(), &codecs()).unwrap_err(),
             FieldError::new(
                 "kind",
                 "is EVENT_KIND_LINK_STALE but the payload is EVENT_KIND_DATA_REFRESHED"
@@ -614,7 +622,7 @@ mod tests {
             ..proto.clone()
         };
         assert_eq!(
-            event_from_proto(no_payload, tenant.clone())
+            event_from_proto(no_payload, tenant.clone(), &codecs())
                 .unwrap_err()
                 .field,
             "payload"
@@ -624,20 +632,22 @@ mod tests {
             ..proto
         };
         assert_eq!(
-            event_from_proto(bad_id, tenant.clone()).unwrap_err(),
+            event_from_proto(bad_id, tenant.clone(), &codecs()).unwrap_err(),
             FieldError::new("id", "must start with `evt_`")
         );
 
-        let mut proto = v1::Event::from(&super::tests::event(
-            every_payload().swap_remove(9),
-            ProviderDetail::None,
-        ));
+        let mut proto = event_to_proto(
+            super::tests::event(every_payload().swap_remove(9), ProviderDetail::None),
+            &codecs(),
+        );
         let Some(Payload::PolicyUpdated(updated)) = proto.payload.as_mut() else {
             panic!("expected policy.updated");
         };
         updated.changes[1].kind = 0;
         assert_eq!(
-            event_from_proto(proto, tenant).unwrap_err().field,
+            event_from_proto(proto, tenant, &codecs())
+                .unwrap_err()
+                .field,
             "policy_updated.changes[1].kind"
         );
     }
