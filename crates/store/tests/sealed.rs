@@ -184,10 +184,6 @@ async fn secrets_are_sealed_and_read_back_in_clear() {
     // Read back through the store: callers see every value as it was given.
     let record = store.get_link(&tenant, &link).await.unwrap().unwrap();
     assert_eq!(record.link.session_url.as_deref(), Some(RECONNECT_URL));
-    // Re-sealed as it was: same settings, same version (no replica rebuilds its provider).
-    let reopened = store.connection(&connection.id).await.unwrap().unwrap();
-    assert_eq!(reopened.settings.expose(), &connection_settings);
-    assert_eq!(reopened.version, connection.version);
     let events = store
         .list_events(&tenant, 0, &EventFilter::default(), 10)
         .await
@@ -330,6 +326,10 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
 
     // The old key removed: everything still reads.
     let store = connect(&url, std::slice::from_ref(&new)).await;
+    // Re-sealed as it was: same settings, same version (no replica rebuilds its provider).
+    let reopened = store.connection(&connection.id).await.unwrap().unwrap();
+    assert_eq!(reopened.settings.expose(), &connection_settings);
+    assert_eq!(reopened.version, connection.version);
     let record = store.get_link(&tenant, &link).await.unwrap().unwrap();
     assert_eq!(record.link.session_url.as_deref(), Some(RECONNECT_URL));
     let access = store.link_access(&tenant, &link).await.unwrap();
