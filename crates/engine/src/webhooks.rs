@@ -59,6 +59,13 @@ impl Engine {
             return Err(IngestError::UnknownProvider(provider.to_owned()));
         }
         let (connection, implementation, known) = self.webhook_route(&kind, &webhook.path).await?;
+        let stored_path = webhook.path.clone();
+        let mut webhook = webhook;
+        if connection.is_some() && known.is_none() {
+            // The connection id in the path chose whose secrets check the delivery; for the
+            // vendor's own checks it arrived at that connection's one shared URL.
+            webhook.path = String::new();
+        }
         let authenticated = implementation
             .authenticate_webhook(&webhook)
             .map_err(IngestError::Unauthenticated)?;
@@ -74,7 +81,7 @@ impl Engine {
 
         let mut link = None;
         let mut caller_trace = None;
-        let mut path = webhook.path.clone();
+        let mut path = stored_path;
         if let Some((token, record)) = known {
             // The provider must read the same token from the path; if it reads another, the
             // delivery is not one we can attribute.

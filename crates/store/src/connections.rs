@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::{LinkState, ProviderId, TenantId};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     TransactionTrait,
@@ -147,14 +147,18 @@ impl Store {
         let plain = serde_json::to_vec(settings)
             .map_err(|e| StoreError::Database(format!("settings: {e}")))?;
         let now = now_ms();
-        let txn = self.db.begin().await?;
+        // Read before the transaction: on SQLite a transaction that reads and then writes
+        // cannot wait for another writer (its lock upgrade fails at once with "database is
+        // locked"), while one whose first statement writes queues for the lock. Tenants are
+        // never deleted, so the answer holds.
         if tenant::Entity::find_by_id(tenant.to_string())
-            .one(&txn)
+            .one(&self.db)
             .await?
             .is_none()
         {
             return Err(ConnectionError::TenantNotFound(tenant.clone()));
         }
+        let txn = self.db.begin().await?;
         let new_id = ConnectionId::new().to_string();
         let (key_id, sealed) = self.keyring.seal(
             &plain,
@@ -282,36 +286,46 @@ impl Store {
     /// Links that ended (descoped, exited, failed) keep its id; a delivery still waiting in
     /// the inbox for it fails and is dead-lettered with the reason once it is gone.
     pub async fn delete_connection(&self, id: &ConnectionId) -> Result<(), ConnectionError> {
-        let txn = self.db.begin().await?;
-        let exists = vendor_connection::Entity::find_by_id(id.to_string())
-            .one(&txn)
+        // One statement, so that the check and the delete cannot be told apart by a link
+        // created in between (and so that SQLite queues it behind other writers).
+        let in_use = Query::select()
+            .expr(Expr::val(1))
+            .from(link::Entity)
+            .and_where(link::Column::ConnectionId.eq(id.to_string()))
+            .and_where(link::Column::State.is_in(live_states()))
+            .to_owned();
+        let deleted = vendor_connection::Entity::delete_many()
+            .filter(vendor_connection::Column::Id.eq(id.to_string()))
+            .filter(Expr::exists(in_use).not())
+            .exec(&self.db)
             .await?
-            .is_some();
-        if !exists {
+            .rows_affected;
+        if deleted == 1 {
+            return Ok(());
+        }
+        // Nothing deleted: say why.
+        if vendor_connection::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
             return Err(ConnectionError::NotFound(*id));
         }
         let live = link::Entity::find()
             .filter(link::Column::ConnectionId.eq(id.to_string()))
             .filter(link::Column::State.is_in(live_states()));
-        let links = live.clone().count(&txn).await?;
-        if links > 0 {
-            let example = live
-                .order_by_asc(link::Column::Id)
-                .one(&txn)
-                .await?
-                .map(|l| l.id)
-                .unwrap_or_default();
-            return Err(ConnectionError::InUse {
-                id: *id,
-                links,
-                example,
-            });
-        }
-        vendor_connection::Entity::delete_by_id(id.to_string())
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(())
+        let links = live.clone().count(&self.db).await?;
+        let example = live
+            .order_by_asc(link::Column::Id)
+            .one(&self.db)
+            .await?
+            .map(|l| l.id)
+            .unwrap_or_default();
+        Err(ConnectionError::InUse {
+            id: *id,
+            links,
+            example,
+        })
     }
 }
 
