@@ -705,7 +705,7 @@ async fn vendor_connections_are_put_listed_shown_and_deleted_without_their_secre
     let listed = world
         .json(&["connections", "list", "--tenant", TENANT_A.0])
         .await;
-    assert_eq!(ids(&listed, "connections"), [id.clone()]);
+    assert_eq!(ids(&listed, "connections"), std::slice::from_ref(&id));
     let shown = world.ok(&["connections", "get", &id]).await;
     assert!(shown.contains(&id) && shown.contains("team_id"), "{shown}");
     for answer in [saved.to_string(), listed.to_string(), shown] {
