@@ -9,9 +9,10 @@
 //! apart here is what coverwatch does with the endpoint and the secrets, which is what these
 //! tests are about.
 //!
-//! Canopy behaviour relied on: every webhook of a team goes to the URL registered for it and is
-//! signed with that webhook's secret in `canopy-signature` ("Webhooks",
-//! https://docs.usecanopy.com/reference/webhooks); pull meta data set with `ccmeta-` link
+//! Canopy behaviour relied on: every webhook of a team goes to the URL registered for it
+//! ("Using Webhooks", https://docs.usecanopy.com/reference/about-webhooks) and is signed with
+//! that webhook's secret in `canopy-signature` ("Verifying Webhook Signatures",
+//! https://docs.usecanopy.com/reference/verifying-webhook-signatures); pull meta data set with `ccmeta-` link
 //! parameters comes back in every webhook of the pull ("Adding metadata to a pull",
 //! https://docs.usecanopy.com/reference/adding-metadata-to-a-pull).
 
@@ -407,6 +408,83 @@ async fn each_tenants_webhooks_land_on_its_own_links_and_a_cross_signed_delivery
         .await
         .unwrap();
     assert_eq!((again.id.as_str(), again.version), (a.id.as_str(), 2));
+    world.stop().await;
+}
+
+/// The URL a link's Axle session told Axle to send its webhooks to.
+fn axle_webhook_url(world: &World, session_url: &str) -> String {
+    let token = url::Url::parse(session_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .expect("the ignitionUri carries the session token")
+        .1
+        .into_owned();
+    sandbox(&world.server)
+        .axle()
+        .ignition(&token)
+        .expect("the simulator knows the session")
+        .webhook_uri
+        .expect("a webhookUri")
+}
+
+async fn post_axle(world: &World, url: &str, header: Option<(&str, &str)>, id: &str) -> u16 {
+    let mut request = world
+        .server
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(json!({"id": id, "type": "ignition.opened", "data": {}}).to_string());
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn an_axle_links_webhooks_are_authenticated_by_its_tenants_connection() {
+    // A shared header Axle was asked to add to this tenant's webhooks ("Custom webhook headers
+    // can be configured to support use cases like authentication",
+    // https://docs.axle.insure/guides/monitoring): only this tenant's connection knows it.
+    const HEADER: &str = "x-tenant-a-hook";
+    const VALUE: &str = "hook-secret-of-a-71c2e9";
+    let world = World::start().await;
+    let mut settings = plugin("axle")
+        .simulated_settings(&Simulator {
+            base_url: sandbox(&world.server).base_url(),
+            webhook_secret: "unused",
+        })
+        .expect("axle has a simulator");
+    settings["webhook_header_name"] = json!(HEADER);
+    settings["webhook_header_value"] = json!(VALUE);
+    let saved = world.put(TENANT_A.0, "axle", &settings).await.unwrap();
+    // Axle's webhook URLs are per link and handed over by coverwatch: nothing to register.
+    assert_eq!(saved.webhook_path, "");
+    let public: Value = serde_json::from_str(&saved.public_settings).unwrap();
+    assert_eq!(public["webhook_header_name"], HEADER);
+    assert!(public.get("webhook_header_value").is_none(), "{public}");
+
+    let (client_a, client_b) = (
+        world.server.client(TENANT_A).await,
+        world.server.client(TENANT_B).await,
+    );
+    let (a, b) = tokio::join!(
+        start_link(&client_a, v1::Provider::Axle, "user-a", None, None),
+        start_link(&client_b, v1::Provider::Axle, "user-b", None, None),
+    );
+    let url_a = axle_webhook_url(&world, &a.session_url);
+    let url_b = axle_webhook_url(&world, &b.session_url);
+    // A's link: its connection wants the header; B's (the default connection) does not.
+    assert_eq!(post_axle(&world, &url_a, None, "evt_a1").await, 401);
+    assert_eq!(
+        post_axle(&world, &url_a, Some((HEADER, "not-the-value")), "evt_a2").await,
+        401
+    );
+    assert_eq!(
+        post_axle(&world, &url_a, Some((HEADER, VALUE)), "evt_a3").await,
+        200
+    );
+    assert_eq!(post_axle(&world, &url_b, None, "evt_b1").await, 200);
     world.stop().await;
 }
 
