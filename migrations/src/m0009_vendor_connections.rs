@@ -2,6 +2,9 @@
 //! signing secrets), one per (tenant, provider). `settings` is the vendor's settings document
 //! as JSON, sealed with the key ring (AES-256-GCM; `key_id` names the key, the associated data
 //! binds the blob to the row's id, tenant and provider so it cannot be moved to another row).
+//! `secret_headers` lists (as a JSON array, in clear: they are names, not values) the request
+//! headers that carry a secret in this connection's webhooks (a shared header Axle adds), so
+//! that every replica masks them when an operator looks at a stored delivery.
 //! `version` grows with every change so that each replica can tell whether the provider it
 //! built from a connection is still current with one indexed read.
 //!
@@ -24,6 +27,7 @@ enum VendorConnections {
     Provider,
     Settings,
     KeyId,
+    SecretHeaders,
     Version,
     CreatedAt,
     UpdatedAt,
@@ -77,6 +81,11 @@ impl MigrationTrait for Migration {
                             .not_null(),
                     )
                     .col(ColumnDef::new(VendorConnections::KeyId).string().not_null())
+                    .col(
+                        ColumnDef::new(VendorConnections::SecretHeaders)
+                            .text()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(VendorConnections::Version)
                             .big_integer()

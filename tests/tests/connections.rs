@@ -485,6 +485,40 @@ async fn an_axle_links_webhooks_are_authenticated_by_its_tenants_connection() {
         200
     );
     assert_eq!(post_axle(&world, &url_b, None, "evt_b1").await, 200);
+
+    // An operator looking at the stored delivery sees the header masked: the connection named
+    // it secret, and every replica reads that from the database.
+    let listed = world
+        .admin
+        .clone()
+        .list_deliveries(v1::ListDeliveriesRequest {
+            provider: v1::Provider::Axle as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for delivery in listed {
+        let full = world
+            .admin
+            .clone()
+            .get_delivery(v1::GetDeliveryRequest {
+                delivery_id: delivery.id.clone(),
+            })
+            .await
+            .expect("GetDelivery")
+            .into_inner()
+            .delivery
+            .expect("a delivery");
+        let shown = format!("{full:?}");
+        assert!(!shown.contains(VALUE), "{shown}");
+        if let Some(header) = full.headers.iter().find(|h| h.name == HEADER) {
+            assert_eq!(header.value, coverwatch_engine::REDACTED);
+        }
+    }
     world.stop().await;
 }
 

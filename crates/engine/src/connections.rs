@@ -307,7 +307,7 @@ impl Engine {
         let record = self
             .inner
             .store
-            .put_connection(tenant, provider, &settings)
+            .put_connection(tenant, provider, &settings, &built.secret_headers)
             .await
             .map_err(connection_error)?;
         self.inner

@@ -138,14 +138,19 @@ fn live_states() -> [&'static str; 3] {
 impl Store {
     /// Create the tenant's connection to `provider`, or replace its settings: the id stays,
     /// the version grows by one. The settings are stored as given (the caller validated them).
+    /// `secret_headers`: the lowercase names of request headers that carry a secret in this
+    /// connection's webhooks, masked wherever stored deliveries are shown.
     pub async fn put_connection(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
         settings: &serde_json::Value,
+        secret_headers: &[String],
     ) -> Result<ConnectionRecord, ConnectionError> {
         let plain = serde_json::to_vec(settings)
             .map_err(|e| StoreError::Database(format!("settings: {e}")))?;
+        let secret_headers = serde_json::to_string(secret_headers)
+            .map_err(|e| StoreError::Database(format!("secret headers: {e}")))?;
         let now = now_ms();
         // Read before the transaction: on SQLite a transaction that reads and then writes
         // cannot wait for another writer (its lock upgrade fails at once with "database is
@@ -172,6 +177,7 @@ impl Store {
             provider: Set(provider.to_string()),
             settings: Set(sealed),
             key_id: Set(key_id),
+            secret_headers: Set(secret_headers.clone()),
             version: Set(1),
             created_at: Set(now),
             updated_at: Set(now),
@@ -199,6 +205,10 @@ impl Store {
             vendor_connection::Entity::update_many()
                 .col_expr(vendor_connection::Column::Settings, Expr::value(sealed))
                 .col_expr(vendor_connection::Column::KeyId, Expr::value(key_id))
+                .col_expr(
+                    vendor_connection::Column::SecretHeaders,
+                    Expr::value(secret_headers),
+                )
                 .col_expr(
                     vendor_connection::Column::Version,
                     Expr::col(vendor_connection::Column::Version).add(1),
@@ -247,6 +257,22 @@ impl Store {
             .into_tuple::<i64>()
             .one(&self.db)
             .await?)
+    }
+
+    /// Every header name any connection holds secret (see [`Store::put_connection`]).
+    pub async fn connection_secret_headers(&self) -> Result<Vec<String>> {
+        let lists: Vec<String> = vendor_connection::Entity::find()
+            .select_only()
+            .column(vendor_connection::Column::SecretHeaders)
+            .distinct()
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut names = std::collections::BTreeSet::new();
+        for list in lists {
+            names.extend(crate::parse_json::<Vec<String>>("secret headers", &list)?);
+        }
+        Ok(names.into_iter().collect())
     }
 
     /// A tenant's connections, by provider name, after `after`.

@@ -275,6 +275,7 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
             &tenant,
             &ProviderId::from_static("canopy"),
             &connection_settings,
+            &[],
         )
         .await
         .unwrap();

@@ -11,6 +11,9 @@ pub struct Model {
     pub settings: Vec<u8>,
     /// The key that sealed `settings`.
     pub key_id: String,
+    /// JSON array of lowercase header names whose values are secrets in this connection's
+    /// webhooks (names only).
+    pub secret_headers: String,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
