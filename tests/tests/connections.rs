@@ -864,3 +864,73 @@ async fn secrets_never_appear_in_answers_or_logs() {
     assert!(!format!("{record:?}").contains(SECRET_A));
     world.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A rotated secret on another replica
+
+#[tokio::test]
+async fn a_removed_secret_is_refused_on_another_replica_within_the_documented_bound() {
+    const OLD: &str = "whsec-replica-old-3c5e7a";
+    const NEW: &str = "whsec-replica-new-9d1b4f";
+    captured_logs();
+    let config = config().await;
+    // On PostgreSQL two replicas share the database; on SQLite there is one process by design,
+    // and the same assertions hold for it alone.
+    let two_replicas = config.database_url.starts_with("postgres");
+    let one = World::with(TestServer::start(config.clone(), None).await).await;
+    let two = if two_replicas {
+        Some(World::with(TestServer::start(config, None).await).await)
+    } else {
+        None
+    };
+    let other = two.as_ref().unwrap_or(&one);
+    let conn = one
+        .put(TENANT_A.0, "canopy", &one.canopy_settings(&[OLD, NEW]))
+        .await
+        .unwrap();
+    let client = one.server.client(TENANT_A).await;
+    let (_, meta) = pending_canopy_link(&client, "user-1").await;
+    // The other replica builds the connection's provider, with both secrets, and keeps it.
+    assert_eq!(
+        other
+            .post_signed(&conn.webhook_path, &auth_status(&pull_id(1), &meta), OLD)
+            .await,
+        200
+    );
+    one.put(TENANT_A.0, "canopy", &one.canopy_settings(&[NEW]))
+        .await
+        .unwrap();
+    let removed_at = std::time::Instant::now();
+    let bound = coverwatch_engine::CONNECTION_RECHECK_AFTER + std::time::Duration::from_secs(1);
+    let mut n = 2;
+    loop {
+        let status = other
+            .post_signed(&conn.webhook_path, &auth_status(&pull_id(n), &meta), OLD)
+            .await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            removed_at.elapsed() < bound,
+            "the removed secret is still taken after {:?}",
+            removed_at.elapsed()
+        );
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        other
+            .post_signed(
+                &conn.webhook_path,
+                &auth_status(&pull_id(n + 1), &meta),
+                NEW
+            )
+            .await,
+        200
+    );
+    if let Some(two) = two {
+        two.stop().await;
+    }
+    one.stop().await;
+}
