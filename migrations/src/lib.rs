@@ -12,6 +12,7 @@ mod m0005_sealed_deliveries;
 mod m0006_read_indexes;
 mod m0007_trace_context;
 mod m0008_tenants;
+mod m0009_vendor_connections;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_read_indexes::Migration),
             Box::new(m0007_trace_context::Migration),
             Box::new(m0008_tenants::Migration),
+            Box::new(m0009_vendor_connections::Migration),
         ]
     }
 }

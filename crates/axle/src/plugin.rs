@@ -42,6 +42,10 @@ impl VendorPlugin for AxlePlugin {
         &["base_url", "client_id", "client_secret"]
     }
 
+    fn secret_settings(&self) -> &'static [&'static str] {
+        &["client_secret", "webhook_header_value"]
+    }
+
     fn build(&self, settings: serde_json::Value) -> Result<BuiltVendor, SettingsError> {
         let config = decode_settings::<AxleSettings>(settings)?.into_config()?;
         let secret_headers = config

@@ -53,6 +53,10 @@ impl VendorPlugin for CanopyPlugin {
         ]
     }
 
+    fn secret_settings(&self) -> &'static [&'static str] {
+        &["client_secret", "signing_secrets", "consent_token"]
+    }
+
     fn build(&self, settings: serde_json::Value) -> Result<BuiltVendor, SettingsError> {
         let config = decode_settings::<CanopySettings>(settings)?.into_config()?;
         let provider =

@@ -115,6 +115,13 @@ prefixed_id!(
     ApiKeyId,
     "key_"
 );
+prefixed_id!(
+    /// One tenant's own account at one vendor (`conn_…`). Not a secret: it appears in the
+    /// webhook URL given to the vendor, and deliveries on it are still authenticated with the
+    /// connection's own secrets.
+    ConnectionId,
+    "conn_"
+);
 
 macro_rules! name_id {
     ($(#[$doc:meta])* $name:ident, max = $max:expr, allowed = $allowed:literal, $valid:expr) => {

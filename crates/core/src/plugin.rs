@@ -151,6 +151,12 @@ pub trait VendorPlugin: Send + Sync + 'static {
     /// The keys an operator must set for this vendor; named when no vendor is configured.
     fn required_settings(&self) -> &'static [&'static str];
 
+    /// The top-level settings keys that hold secrets (`client_secret`, `signing_secrets`): never
+    /// shown back, for example by the admin API's view of a tenant's vendor connection.
+    fn secret_settings(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Decode and validate `settings`, then build the provider. Called at start-up with the
     /// configuration's section, and callable at any time with settings from elsewhere (a
     /// tenant's stored vendor connection). Nothing is contacted.

@@ -147,26 +147,32 @@ impl Engine {
         filter: &DeliveryFilter,
     ) -> Result<DeliveryPage, EngineError> {
         let mut page = self.inner.store.list_deliveries(filter).await?;
+        let secret = self.secret_headers().await?;
         page.deliveries = page
             .deliveries
             .into_iter()
-            .map(|record| self.redact(record))
+            .map(|record| redact_delivery(record, &secret))
             .collect();
         Ok(page)
     }
 
     /// One stored delivery with its raw body (unless retention purged it), secrets masked.
     pub async fn get_delivery(&self, id: &DeliveryId) -> Result<DeliveryRecord, EngineError> {
+        let secret = self.secret_headers().await?;
         self.inner
             .store
             .get_delivery(id)
             .await?
-            .map(|record| self.redact(record))
+            .map(|record| redact_delivery(record, &secret))
             .ok_or_else(|| delivery_not_found(id))
     }
 
-    fn redact(&self, record: DeliveryRecord) -> DeliveryRecord {
-        redact_delivery(record, &self.inner.config.secret_headers)
+    /// The configured vendors' secret headers and those of every tenant's connection (read
+    /// each time: a connection put on another replica must be masked here at once).
+    async fn secret_headers(&self) -> Result<Vec<String>, EngineError> {
+        let mut names = self.inner.config.secret_headers.clone();
+        names.extend(self.inner.store.connection_secret_headers().await?);
+        Ok(names)
     }
 
     /// Put a dead, unmatched or done delivery back to `pending` with its attempts reset and
@@ -177,7 +183,7 @@ impl Engine {
             Replay::Replayed(record) => {
                 tracing::info!(delivery = %id, provider = %record.provider, "inbox: delivery replayed");
                 self.inner.inbox_wake.notify_one();
-                Ok(self.redact(record))
+                Ok(redact_delivery(record, &self.secret_headers().await?))
             }
             Replay::AlreadyPending(_) => Err(EngineError::FailedPrecondition(format!(
                 "delivery {id} is pending already: the worker will process it"

@@ -253,7 +253,7 @@ impl Engine {
         record: &LinkRecord,
         completion: Completion,
     ) -> Result<Prepared, EngineError> {
-        let provider = self.inner.providers.get(&record.link.provider)?.clone();
+        let provider = self.provider_of(record).await?;
         let grant = self.redeem(record, &provider, &completion).await?;
         self.prepare_grant(record, &provider, grant, completion.data)
             .await
@@ -345,7 +345,7 @@ impl Engine {
             return Ok(());
         }
         if old.link.state.is_linked() {
-            let provider = self.inner.providers.get(&old.link.provider)?.clone();
+            let provider = self.provider_of(&old).await?;
             let access = self.access(&old.link).await?;
             match provider.descope(&access).await {
                 Ok(()) => {}
@@ -374,7 +374,7 @@ impl Engine {
         happening: Happening,
     ) -> Result<Prepared, EngineError> {
         let link = &record.link;
-        let provider = self.inner.providers.get(&link.provider)?.clone();
+        let provider = self.provider_of(record).await?;
         Ok(match happening {
             Happening::AuthProgress {
                 status,

@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use coverwatch_core::ProviderId;
-use coverwatch_core::ids::DeliveryId;
+use coverwatch_core::ids::{ConnectionId, DeliveryId};
 use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
 use std::collections::{HashMap, HashSet};
@@ -577,7 +577,9 @@ impl Engine {
         &self,
         delivery: &ClaimedDelivery,
     ) -> Result<Result<Attributed, Outcome>, EngineError> {
-        let provider = self.inner.providers.get(&delivery.provider)?.clone();
+        let provider = self
+            .provider_for(&delivery.provider, delivery.connection_id.as_ref())
+            .await?;
         let inbound = InboundWebhook {
             path: delivery.path.clone(),
             headers: delivery.headers.clone(),
@@ -648,16 +650,25 @@ impl Engine {
                 None => Matched::None(format!("link {link} it was attributed to is gone")),
             });
         }
-        self.link_named_by(&delivery.provider, candidates).await
+        self.link_named_by(
+            &delivery.provider,
+            delivery.connection_id.as_ref(),
+            candidates,
+        )
+        .await
     }
 
     /// The first link of `provider` that one of the delivery's candidates proves it belongs to:
     /// a session proof whose hash we stored for the very link it names, or a vendor id recorded
     /// on a link after an earlier, proven delivery. A bare link id proves nothing (the end user
-    /// may have typed it into the session URL). Without a match, says why.
+    /// may have typed it into the session URL). Only links of `connection` (the endpoint that
+    /// took the delivery; `None`: the default connection) count: a delivery that arrived on
+    /// one connection's endpoint, authenticated with its secrets, says nothing about another
+    /// connection's links, and is kept unmatched instead. Without a match, says why.
     pub(crate) async fn link_named_by(
         &self,
         provider: &ProviderId,
+        connection: Option<&ConnectionId>,
         candidates: &[Attribution],
     ) -> Result<Matched, EngineError> {
         let store = &self.inner.store;
@@ -675,6 +686,10 @@ impl Engine {
                         .await?
                         .filter(|r| r.link.provider == *provider);
                     match owner {
+                        Some(record) if record.connection_id.as_ref() != connection => unproven
+                            .push(format!(
+                                "it names link {link}, which another vendor connection serves"
+                            )),
                         Some(record) if record.link.id == *link => {
                             return Ok(Matched::Link(Box::new(record)));
                         }
@@ -698,7 +713,13 @@ impl Engine {
                         .await?
                         .filter(|r| r.link.provider == *provider)
                     {
-                        return Ok(Matched::Link(Box::new(record)));
+                        if record.connection_id.as_ref() == connection {
+                            return Ok(Matched::Link(Box::new(record)));
+                        }
+                        unproven.push(format!(
+                            "its {kind} {value} belongs to a link another vendor connection serves"
+                        ));
+                        continue;
                     }
                     vendor_ids.push(format!("{kind} {value}"));
                 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod apply;
+mod connections;
 mod error;
 mod events;
 mod fanout;
@@ -29,6 +30,7 @@ use coverwatch_store::{GroupCommitConfig, IngestQueue, Store};
 use tokio::sync::{Notify, OwnedMutexGuard, watch};
 
 pub use admin::{REDACTED, RetentionConfig, redact_delivery};
+pub use connections::{ConnectionView, RECHECK_AFTER as CONNECTION_RECHECK_AFTER};
 pub use error::{EngineError, IngestError};
 pub use events::EventQuery;
 pub use fanout::StreamStats;
@@ -161,6 +163,8 @@ pub struct Engine {
 struct Inner {
     store: Store,
     providers: ProviderRegistry,
+    /// Providers built from tenants' own vendor connections.
+    connections: connections::ConnectionCache,
     config: EngineConfig,
     /// The highest event cursor this process has committed; streams wait on it.
     latest_event: watch::Sender<i64>,
@@ -194,6 +198,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 providers,
+                connections: connections::ConnectionCache::default(),
                 config,
                 latest_event,
                 fanout: Arc::new(fanout::Fanout::new(Arc::clone(&policy_cache))),

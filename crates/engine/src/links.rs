@@ -149,7 +149,9 @@ impl Engine {
     ) -> Result<StartedSession, EngineError> {
         validate_metadata(&request.metadata)?;
         validate_redirect(request.redirect_uri.as_deref(), "redirect_uri")?;
-        let provider = self.inner.providers.get(&request.provider)?.clone();
+        let (connection_id, provider) = self
+            .provider_for_new_link(tenant, &request.provider)
+            .await?;
         if let Some(old) = &request.replace_link_id {
             let old = self
                 .inner
@@ -211,6 +213,7 @@ impl Engine {
                     requirement_set_id: request.requirement_set_id,
                     created_at: Utc::now(),
                     caller_trace: crate::trace::current_traceparent(),
+                    connection_id,
                 },
                 NewEvent::now(EventPayload::SessionOpened {
                     url: session.url.clone(),
@@ -237,7 +240,7 @@ impl Engine {
             return Err(EngineError::invalid("auth_code", "must not be empty"));
         }
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(&record.link.provider)?.clone();
+        let provider = self.provider_of(&record).await?;
         if !provider.capabilities().one_time_completion_code {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} completes sessions from its own notices and has no one-time code to redeem \
@@ -300,7 +303,7 @@ impl Engine {
             )));
         }
         let link = &record.link;
-        let provider = self.inner.providers.get(&link.provider)?.clone();
+        let provider = self.provider_of(&record).await?;
         let access = self.access(link).await?;
         let (token, hash) = webhook_token();
         let (proof, proof_hash) = webhook_token();
@@ -355,7 +358,7 @@ impl Engine {
             return Ok(record.link);
         }
         if record.link.state.is_linked() {
-            let provider = self.inner.providers.get(&record.link.provider)?.clone();
+            let provider = self.provider_of(&record).await?;
             let access = self.access(&record.link).await?;
             provider.descope(&access).await?;
         }
@@ -395,7 +398,7 @@ impl Engine {
     /// Ask the vendor for fresh data now; the data arrives later by webhook.
     pub async fn refresh(&self, tenant: &TenantId, id: &LinkId) -> Result<Link, EngineError> {
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(&record.link.provider)?.clone();
+        let provider = self.provider_of(&record).await?;
         if !provider.capabilities().on_demand_refresh {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} has no on-demand refresh (capability on_demand_refresh); it refreshes on its own schedule",
@@ -421,7 +424,7 @@ impl Engine {
         step: ReconnectStep,
     ) -> Result<Link, EngineError> {
         let record = self.link_record(tenant, id).await?;
-        let provider = self.inner.providers.get(&record.link.provider)?.clone();
+        let provider = self.provider_of(&record).await?;
         if !provider.capabilities().in_app_reconnect {
             return Err(EngineError::FailedPrecondition(format!(
                 "{} has no in-app reconnect (capability in_app_reconnect); use StartReconnect",

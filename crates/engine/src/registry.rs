@@ -5,13 +5,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use coverwatch_core::{Provider, ProviderId};
+use coverwatch_core::{Provider, ProviderId, VendorPlugin};
 
 use crate::EngineError;
 
 #[derive(Clone, Default)]
 pub struct ProviderRegistry {
+    /// The deployment's default connection of each configured vendor.
     providers: BTreeMap<ProviderId, Arc<dyn Provider>>,
+    /// Every vendor of this build, configured or not: a tenant's own vendor connection is
+    /// built by its plug-in even where the deployment has no default connection to that vendor.
+    plugins: BTreeMap<ProviderId, Arc<dyn VendorPlugin>>,
 }
 
 impl ProviderRegistry {
@@ -32,6 +36,40 @@ impl ProviderRegistry {
         let previous = self.providers.insert(kind.clone(), provider);
         assert!(previous.is_none(), "provider `{kind}` is registered twice");
         self
+    }
+
+    /// Adds a vendor plug-in, so that tenants' own connections to it can be built.
+    ///
+    /// # Panics
+    /// When its id breaks the naming rule or is already registered (a wiring mistake).
+    pub fn with_plugin(mut self, plugin: Arc<dyn VendorPlugin>) -> Self {
+        let kind = ProviderId::from_static(plugin.id());
+        if let Err(error) = kind.validate() {
+            panic!("cannot register plug-in: {error}");
+        }
+        let previous = self.plugins.insert(kind.clone(), plugin);
+        assert!(previous.is_none(), "plug-in `{kind}` is registered twice");
+        self
+    }
+
+    /// The plug-in of a vendor, for building a tenant's connection to it.
+    pub fn plugin(&self, kind: &ProviderId) -> Option<&Arc<dyn VendorPlugin>> {
+        self.plugins.get(kind)
+    }
+
+    /// The registered plug-ins, in name order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<dyn VendorPlugin>> + '_ {
+        self.plugins.values()
+    }
+
+    /// The deployment's default connection to `kind`, if it has one.
+    pub fn default_for(&self, kind: &ProviderId) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(kind)
+    }
+
+    /// Whether `kind` is a vendor of this process at all (a default connection or a plug-in).
+    pub fn knows(&self, kind: &ProviderId) -> bool {
+        self.providers.contains_key(kind) || self.plugins.contains_key(kind)
     }
 
     pub fn get(&self, kind: &ProviderId) -> Result<&Arc<dyn Provider>, EngineError> {

@@ -343,7 +343,7 @@ impl Engine {
             reason,
         };
         let work = async {
-            let provider = self.inner.providers.get(provider_kind)?.clone();
+            let provider = self.provider_of(record).await?;
             let rules = match &record.link.requirements {
                 Some(attached) => {
                     self.requirement_set_named(tenant, "requirement_set_id", &attached.set_id)

@@ -2,8 +2,11 @@
 //! acknowledge. Processing happens later, in the inbox worker.
 
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
-use coverwatch_core::{LinkState, ProviderId};
-use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
+use std::sync::Arc;
+
+use coverwatch_core::ids::ConnectionId;
+use coverwatch_core::{LinkState, Provider, ProviderId};
+use coverwatch_store::{IngestQueue, Ingested, LinkRecord, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -52,28 +55,16 @@ impl Engine {
         let kind: ProviderId = provider
             .parse()
             .map_err(|_| IngestError::UnknownProvider(provider.to_owned()))?;
-        let implementation = match self.inner.providers.get(&kind) {
-            Ok(p) => p.clone(),
-            Err(_) => return Err(IngestError::UnknownProvider(provider.to_owned())),
-        };
-        let per_link = implementation.capabilities().per_link_webhook_url;
-        // A per-link URL ends in the token we issued (`webhook_url` in links.rs). Looking the
-        // token up before anything else means a delivery to a path we never issued costs one
-        // indexed read: no signature check, no body parse.
-        let mut known = None;
-        if per_link {
-            let token = webhook.path.trim_matches('/');
-            if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-                return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
-            }
-            let record = self
-                .inner
-                .store
-                .find_link_by_webhook_token(kind.clone(), &token_hash(token))
-                .await
-                .map_err(unavailable)?
-                .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
-            known = Some((token.to_owned(), record));
+        if !self.inner.providers.knows(&kind) {
+            return Err(IngestError::UnknownProvider(provider.to_owned()));
+        }
+        let (connection, implementation, known) = self.webhook_route(&kind, &webhook.path).await?;
+        let stored_path = webhook.path.clone();
+        let mut webhook = webhook;
+        if connection.is_some() && known.is_none() {
+            // The connection id in the path chose whose secrets check the delivery; for the
+            // vendor's own checks it arrived at that connection's one shared URL.
+            webhook.path = String::new();
         }
         let authenticated = implementation
             .authenticate_webhook(&webhook)
@@ -90,7 +81,7 @@ impl Engine {
 
         let mut link = None;
         let mut caller_trace = None;
-        let mut path = webhook.path.clone();
+        let mut path = stored_path;
         if let Some((token, record)) = known {
             // The provider must read the same token from the path; if it reads another, the
             // delivery is not one we can attribute.
@@ -137,7 +128,10 @@ impl Engine {
             // names no known link yet (or does not parse) is attributed when processed.
             // The same proof as when processed: a delivery naming a link it cannot prove is
             // not queued behind that link's deliveries either.
-            if let Matched::Link(record) = self.link_named_by(&kind, &parsed.attribution).await? {
+            if let Matched::Link(record) = self
+                .link_named_by(&kind, connection.as_ref(), &parsed.attribution)
+                .await?
+            {
                 link = Some((record.link.tenant_id, record.link.id));
                 caller_trace = record.caller_trace;
             }
@@ -146,6 +140,12 @@ impl Engine {
         let dedupe_key = match authenticated.vendor_event_id {
             Some(id) if !id.is_empty() => format!("id:{id}"),
             _ => format!("sha256:{}", hex::encode(Sha256::digest(&webhook.body))),
+        };
+        // Event ids are unique within one vendor account, not across the accounts of several
+        // tenants: a tenant connection's deliveries are deduplicated among themselves.
+        let dedupe_key = match &connection {
+            Some(id) => format!("{id}:{dedupe_key}"),
+            None => dedupe_key,
         };
         let sender_trace = webhook
             .headers
@@ -168,6 +168,7 @@ impl Engine {
                 body: webhook.body,
                 received_at: webhook.received_at,
                 trace_context,
+                connection_id: connection,
             })
             .instrument(span.clone())
             .await
@@ -188,7 +189,76 @@ impl Engine {
     }
 }
 
+/// Where a delivery's URL leads: the connection whose secrets authenticate it (`None`: the
+/// deployment's default), that connection's provider, and for a per-link URL its token and link.
+type Route = (
+    Option<ConnectionId>,
+    Arc<dyn Provider>,
+    Option<(String, LinkRecord)>,
+);
+
 impl Engine {
+    /// Read the path after `/webhooks/{provider}`:
+    /// - empty: the default connection's shared URL (vendors that send every webhook to one
+    ///   URL);
+    /// - a connection id: that connection's shared URL, for a vendor without per-link URLs;
+    /// - anything else: a per-link token we issued (`webhook_url` in links.rs); its link names
+    ///   the connection.
+    ///
+    /// A path that is none of these, or names another vendor's connection, is refused before
+    /// any signature check or parse: it costs one indexed read.
+    async fn webhook_route(&self, kind: &ProviderId, path: &str) -> Result<Route, IngestError> {
+        let unknown = || IngestError::Unauthenticated(WebhookRejection::UnknownPath);
+        let segment = path.trim_matches('/');
+        if segment.is_empty() {
+            let provider = self
+                .inner
+                .providers
+                .default_for(kind)
+                .ok_or_else(unknown)?
+                .clone();
+            if provider.capabilities().per_link_webhook_url {
+                return Err(unknown());
+            }
+            return Ok((None, provider, None));
+        }
+        if segment.len() > MAX_TOKEN_LEN {
+            return Err(unknown());
+        }
+        if let Ok(id) = segment.parse::<ConnectionId>() {
+            let provider = self
+                .provider_for(kind, Some(&id))
+                .await
+                .map_err(|e| match e {
+                    EngineError::Store(e) if e.is_unavailable() => IngestError::Unavailable(e),
+                    _ => unknown(),
+                })?;
+            if provider.capabilities().per_link_webhook_url {
+                return Err(unknown());
+            }
+            return Ok((Some(id), provider, None));
+        }
+        let record = self
+            .inner
+            .store
+            .find_link_by_webhook_token(kind.clone(), &token_hash(segment))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(unknown)?;
+        let provider = self.provider_of(&record).await.map_err(|e| match e {
+            EngineError::Store(e) if e.is_unavailable() => IngestError::Unavailable(e),
+            _ => unknown(),
+        })?;
+        if !provider.capabilities().per_link_webhook_url {
+            return Err(unknown());
+        }
+        Ok((
+            record.connection_id,
+            provider,
+            Some((segment.to_owned(), record)),
+        ))
+    }
+
     fn ingest_queue(&self) -> &IngestQueue {
         self.inner
             .ingest_queue

@@ -3,7 +3,7 @@
 //! matching no link (`unmatched`); every one of those keeps the raw delivery.
 
 use chrono::{DateTime, Utc};
-use coverwatch_core::ids::DeliveryId;
+use coverwatch_core::ids::{ConnectionId, DeliveryId};
 use coverwatch_core::{LinkId, ProviderId, TenantId};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, Statement};
 
@@ -60,6 +60,8 @@ pub struct NewDelivery {
     pub received_at: DateTime<Utc>,
     /// W3C `traceparent` of the ingest span, so that processing continues its trace.
     pub trace_context: Option<String>,
+    /// The vendor connection whose endpoint took it; `None`: the deployment's default.
+    pub connection_id: Option<ConnectionId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,9 @@ pub struct ClaimedDelivery {
     pub trace_context: Option<String>,
     /// Position in receipt order.
     pub seq: i64,
+    /// The vendor connection whose endpoint took it (its provider parses it, and only that
+    /// connection's links can be named by it); `None`: the deployment's default.
+    pub connection_id: Option<ConnectionId>,
 }
 
 fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedDelivery> {
@@ -110,6 +115,11 @@ fn claimed_from_model(keyring: &Keyring, model: inbox::Model) -> Result<ClaimedD
         attempts: model.attempts.max(0) as u32,
         trace_context: model.trace_context,
         seq: model.seq,
+        connection_id: model
+            .connection_id
+            .as_deref()
+            .map(|id| parse_column("connection id", id))
+            .transpose()?,
     })
 }
 

@@ -31,10 +31,11 @@ pub struct PreparedDelivery {
     received_at: i64,
     key_id: String,
     trace_context: Option<String>,
+    connection_id: Option<String>,
 }
 
 impl PreparedDelivery {
-    fn values(&self) -> [SimpleExpr; 14] {
+    fn values(&self) -> [SimpleExpr; 15] {
         let value = |v: Value| SimpleExpr::Value(v);
         [
             value(self.id.to_string().into()),
@@ -51,6 +52,7 @@ impl PreparedDelivery {
             value(self.received_at.into()),
             value(Some(self.key_id.clone()).into()),
             value(self.trace_context.clone().into()),
+            value(self.connection_id.clone().into()),
         ]
     }
 
@@ -75,12 +77,13 @@ impl PreparedDelivery {
             processed_at: Set(None),
             key_id: Set(Some(self.key_id)),
             trace_context: Set(self.trace_context),
+            connection_id: Set(self.connection_id),
         }
     }
 }
 
 /// The columns [`PreparedDelivery::values`] fills, in its order; the others start out NULL.
-const COLUMNS: [inbox::Column; 14] = [
+const COLUMNS: [inbox::Column; 15] = [
     inbox::Column::Id,
     inbox::Column::Provider,
     inbox::Column::DedupeKey,
@@ -95,9 +98,10 @@ const COLUMNS: [inbox::Column; 14] = [
     inbox::Column::NextAttemptAt,
     inbox::Column::KeyId,
     inbox::Column::TraceContext,
+    inbox::Column::ConnectionId,
 ];
 
-/// The most deliveries one batch may hold: 14 bound values each stays well below SQLite's
+/// The most deliveries one batch may hold: 15 bound values each stays well below SQLite's
 /// limit of 32,766 variables per statement (and PostgreSQL's 65,535).
 pub const MAX_INGEST_BATCH: usize = 1024;
 
@@ -173,6 +177,7 @@ impl Store {
             received_at: to_ms(new.received_at),
             key_id,
             trace_context: new.trace_context,
+            connection_id: new.connection_id.map(|id| id.to_string()),
         })
     }
 

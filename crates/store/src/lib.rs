@@ -6,6 +6,7 @@
 //! the delivery that caused them commit together or not at all.
 
 mod batch_tx;
+mod connections;
 mod consumers;
 pub mod crypto;
 mod deliveries;
@@ -31,6 +32,7 @@ use coverwatch_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement};
 
 pub use batch_tx::BatchTx;
+pub use connections::{ConnectionError, ConnectionPage, ConnectionRecord, ConnectionSettings};
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};
 pub use events::{EVENTS_CHANNEL, EventFilter, LoggedEvent, NewEvent};

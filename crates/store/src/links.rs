@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::provider::LinkAccess;
 use coverwatch_core::{
     Event, Link, LinkId, LinkRequirements, LinkState, ProviderId, TenantId, UserId,
@@ -31,6 +32,8 @@ pub struct LinkRecord {
     pub requirements_revision: Option<i64>,
     /// W3C `traceparent` of the gRPC call that opened the link's latest session, if traced.
     pub caller_trace: Option<String>,
+    /// The tenant's vendor connection that serves the link; `None`: the deployment's default.
+    pub connection_id: Option<ConnectionId>,
 }
 
 /// A link to create.
@@ -54,6 +57,8 @@ pub struct NewLink {
     /// W3C `traceparent` of the call creating the link, so that the vendor's later webhooks
     /// can be traced back to it.
     pub caller_trace: Option<String>,
+    /// The tenant's vendor connection that serves the link; `None`: the deployment's default.
+    pub connection_id: Option<ConnectionId>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -142,6 +147,11 @@ pub(crate) fn record_from_model(keyring: &Keyring, model: link::Model) -> Result
             .unwrap_or_default(),
         requirements_revision: model.requirements_revision,
         caller_trace: model.caller_trace,
+        connection_id: model
+            .connection_id
+            .as_deref()
+            .map(|id| parse_column("connection id", id))
+            .transpose()?,
     })
 }
 
@@ -178,6 +188,7 @@ impl Store {
             requirements_evaluated_at: Set(None),
             stale_since: Set(None),
             caller_trace: Set(new.caller_trace),
+            connection_id: Set(new.connection_id.map(|id| id.to_string())),
         };
         let txn = self.db.begin().await?;
         if let Some(set_id) = &new.requirement_set_id

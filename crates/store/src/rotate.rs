@@ -14,7 +14,7 @@ use sea_orm::{
 };
 
 use crate::crypto::sealed_text_key_id;
-use crate::entities::{event, inbox, link, link_credential};
+use crate::entities::{event, inbox, link, link_credential, vendor_connection};
 use crate::events::{KINDS_WITH_SECRET_URL, open_payload, seal_payload, secret_url};
 use crate::inbox::{open_body, open_headers, seal_delivery};
 use crate::links::{open_secrets, open_session_url, seal_secrets, seal_session_url};
@@ -32,14 +32,17 @@ pub enum SealedKind {
     EventUrls,
     /// Raw deliveries: headers and body.
     Deliveries,
+    /// Tenants' vendor connection settings (credentials, webhook signing secrets).
+    VendorConnections,
 }
 
 impl SealedKind {
-    pub const ALL: [SealedKind; 4] = [
+    pub const ALL: [SealedKind; 5] = [
         SealedKind::LinkSecrets,
         SealedKind::SessionUrls,
         SealedKind::EventUrls,
         SealedKind::Deliveries,
+        SealedKind::VendorConnections,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl SealedKind {
             SealedKind::SessionUrls => "session URLs",
             SealedKind::EventUrls => "event URLs",
             SealedKind::Deliveries => "deliveries",
+            SealedKind::VendorConnections => "vendor connections",
         }
     }
 }
@@ -144,6 +148,17 @@ impl Store {
         {
             *counts.entry(key).or_default() += n.max(0) as u64;
         }
+        for (key, n) in vendor_connection::Entity::find()
+            .select_only()
+            .column(vendor_connection::Column::KeyId)
+            .column_as(vendor_connection::Column::Id.count(), "n")
+            .group_by(vendor_connection::Column::KeyId)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?
+        {
+            *counts.entry(Some(key)).or_default() += n.max(0) as u64;
+        }
         for url in link::Entity::find()
             .select_only()
             .column(link::Column::SessionUrl)
@@ -209,6 +224,12 @@ impl Store {
                     .count(&self.db)
                     .await?
             }
+            SealedKind::VendorConnections => {
+                vendor_connection::Entity::find()
+                    .filter(vendor_connection::Column::KeyId.ne(self.keyring.active_key_id()))
+                    .count(&self.db)
+                    .await?
+            }
         };
         let mut state = ResealProgress {
             kind,
@@ -223,6 +244,9 @@ impl Store {
                 SealedKind::SessionUrls => self.reseal_session_urls(after.take(), batch).await?,
                 SealedKind::EventUrls => self.reseal_event_urls(after.take(), batch).await?,
                 SealedKind::Deliveries => self.reseal_deliveries(after.take(), batch).await?,
+                SealedKind::VendorConnections => {
+                    self.reseal_connections(after.take(), batch).await?
+                }
             };
             if checked == 0 {
                 break;
@@ -273,6 +297,48 @@ impl Store {
                 .filter(link_credential::Column::LinkId.eq(row.link_id.as_str()))
                 .filter(link_credential::Column::KeyId.eq(row.key_id.as_str()))
                 .filter(link_credential::Column::Ciphertext.eq(row.ciphertext.clone()))
+                .exec(&txn)
+                .await?;
+            resealed += result.rows_affected;
+        }
+        txn.commit().await?;
+        Ok((rows.len() as u64, resealed, last))
+    }
+
+    /// The settings are opened and sealed again as they are: same document, same version, so
+    /// no replica rebuilds a provider for it.
+    async fn reseal_connections(
+        &self,
+        after: Option<Cursor>,
+        batch: u64,
+    ) -> Result<(u64, u64, Option<Cursor>)> {
+        let mut query = vendor_connection::Entity::find()
+            .filter(vendor_connection::Column::KeyId.ne(self.keyring.active_key_id()));
+        if let Some(Cursor::Text(after)) = after {
+            query = query.filter(vendor_connection::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(vendor_connection::Column::Id)
+            .limit(batch)
+            .all(&self.db)
+            .await?;
+        let last = rows.last().map(|r| Cursor::Text(r.id.clone()));
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in &rows {
+            updates.push((row, crate::connections::reseal(&self.keyring, row)?));
+        }
+        let txn = self.db.begin().await?;
+        let mut resealed = 0;
+        for (row, (key_id, settings)) in updates {
+            let result = vendor_connection::Entity::update_many()
+                .set(vendor_connection::ActiveModel {
+                    key_id: Set(key_id),
+                    settings: Set(settings),
+                    ..Default::default()
+                })
+                .filter(vendor_connection::Column::Id.eq(row.id.as_str()))
+                .filter(vendor_connection::Column::Version.eq(row.version))
+                .filter(vendor_connection::Column::KeyId.eq(row.key_id.as_str()))
                 .exec(&txn)
                 .await?;
             resealed += result.rows_affected;

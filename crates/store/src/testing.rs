@@ -83,6 +83,7 @@ pub fn new_link(
         requirement_set_id: None,
         created_at: chrono::Utc::now(),
         caller_trace: None,
+        connection_id: None,
     }
 }
 

@@ -54,6 +54,7 @@ async fn new_link(store: &Store, user: &str) -> LinkId {
                 requirement_set_id: None,
                 created_at: Utc::now(),
                 caller_trace: None,
+                connection_id: None,
             },
             NewEvent::now(EventPayload::Exited { step: None }),
         )

@@ -32,6 +32,7 @@ async fn ingest(
         body: format!("{{\"id\":\"{key}\"}}").into_bytes(),
         received_at: Utc::now(),
         trace_context: None,
+        connection_id: None,
     };
     match store.ingest_delivery(delivery).await.unwrap() {
         Ingested::Stored(id) => id,
@@ -361,6 +362,7 @@ async fn list_filters_by_receipt_time_at_or_after_the_bound() {
             body: b"{}".to_vec(),
             received_at: at(base + offset),
             trace_context: None,
+            connection_id: None,
         };
         match store.ingest_delivery(delivery).await.unwrap() {
             Ingested::Stored(id) => ids.push(id),

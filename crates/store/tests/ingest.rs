@@ -55,6 +55,7 @@ fn delivery(key: &str) -> NewDelivery {
         body: format!(r#"{{"event_id":"{key}"}}"#).into_bytes(),
         received_at: Utc::now(),
         trace_context: None,
+        connection_id: None,
     }
 }
 

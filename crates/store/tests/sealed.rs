@@ -127,6 +127,7 @@ async fn fill(store: &Store, tenant: &TenantId, deliveries: usize) -> LinkId {
                 .into_bytes(),
                 received_at: Utc::now(),
                 trace_context: None,
+                connection_id: None,
             })
             .await
             .unwrap();
@@ -160,6 +161,7 @@ async fn insert_legacy_delivery(url: &str) -> String {
         processed_at: Set(Some(now)),
         key_id: Set(None),
         trace_context: Set(None),
+        connection_id: Set(None),
     })
     .exec(&db)
     .await
@@ -267,6 +269,16 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
         .await
         .unwrap();
     let link = fill(&store, &tenant, 5).await;
+    let connection_settings = serde_json::json!({"signing_secrets": ["whsec-of-a-connection"]});
+    let connection = store
+        .put_connection(
+            &tenant,
+            &ProviderId::from_static("canopy"),
+            &connection_settings,
+            &[],
+        )
+        .await
+        .unwrap();
     let legacy = insert_legacy_delivery(&url).await;
     // The check below can see a secret kept in clear: the legacy row is one.
     assert!(holds(&raw_contents(&url).await, LEGACY_CODE));
@@ -275,7 +287,11 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
     // The new key first, the old one still there to open what it sealed.
     let store = connect(&url, &[new.clone(), old.clone()]).await;
     let before = store.sealed_key_ids().await.unwrap();
-    assert_eq!(before.get(&Some("2025".to_owned())), Some(&9), "{before:?}");
+    assert_eq!(
+        before.get(&Some("2025".to_owned())),
+        Some(&10),
+        "{before:?}"
+    );
     assert_eq!(before.get(&None), Some(&1), "{before:?}");
     let mut progress = Vec::new();
     let report = store.reseal_all(2, |p| progress.push(p)).await.unwrap();
@@ -289,6 +305,7 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
             (SealedKind::SessionUrls, 1),
             (SealedKind::EventUrls, 2),
             (SealedKind::Deliveries, 6),
+            (SealedKind::VendorConnections, 1),
         ])
     );
     // Batches of two: the six deliveries took three, each reported.
@@ -300,7 +317,7 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
     assert_eq!(deliveries, [(2, 6, 2), (4, 6, 4), (6, 6, 6)]);
     assert_eq!(
         store.sealed_key_ids().await.unwrap(),
-        BTreeMap::from([(Some("2026".to_owned()), 10)])
+        BTreeMap::from([(Some("2026".to_owned()), 11)])
     );
     // Nothing left to do: a second run changes nothing.
     let again = store.reseal_all(500, |_| {}).await.unwrap();
@@ -310,6 +327,10 @@ async fn rotation_reseals_everything_and_the_old_key_can_be_removed() {
 
     // The old key removed: everything still reads.
     let store = connect(&url, std::slice::from_ref(&new)).await;
+    // Re-sealed as it was: same settings, same version (no replica rebuilds its provider).
+    let reopened = store.connection(&connection.id).await.unwrap().unwrap();
+    assert_eq!(reopened.settings.expose(), &connection_settings);
+    assert_eq!(reopened.version, connection.version);
     let record = store.get_link(&tenant, &link).await.unwrap().unwrap();
     assert_eq!(record.link.session_url.as_deref(), Some(RECONNECT_URL));
     let access = store.link_access(&tenant, &link).await.unwrap();

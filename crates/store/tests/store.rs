@@ -49,6 +49,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 requirement_set_id: None,
                 created_at: Utc::now(),
                 caller_trace: None,
+                connection_id: None,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -217,6 +218,7 @@ async fn a_delivery_is_stored_once_and_leased_to_one_worker() {
         body: br#"{"event_type":"COMPLETE"}"#.to_vec(),
         received_at: Utc::now(),
         trace_context: None,
+        connection_id: None,
     };
     assert!(matches!(
         store.ingest_delivery(delivery()).await.unwrap(),
@@ -295,6 +297,7 @@ async fn an_expired_lease_is_taken_over() {
             body: b"{}".to_vec(),
             received_at: Utc::now(),
             trace_context: None,
+            connection_id: None,
         })
         .await
         .unwrap();
@@ -660,6 +663,7 @@ async fn a_link_cannot_start_with_a_set_its_tenant_lacks() {
                 requirement_set_id: Some("nope".into()),
                 created_at: Utc::now(),
                 caller_trace: None,
+                connection_id: None,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -774,6 +778,7 @@ async fn trace_context_is_kept_on_links_and_deliveries() {
                 body: b"{}".to_vec(),
                 received_at: Utc::now(),
                 trace_context: trace_context.map(str::to_owned),
+                connection_id: None,
             })
             .await
             .unwrap();

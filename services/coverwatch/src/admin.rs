@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 
-use coverwatch_core::TenantId;
-use coverwatch_core::ids::{ApiKeyId, DeliveryId, IdError};
-use coverwatch_engine::Engine;
+use coverwatch_core::ids::{ApiKeyId, ConnectionId, DeliveryId, IdError};
+use coverwatch_core::provider::InvalidProviderId;
+use coverwatch_core::{ProviderId, TenantId};
+use coverwatch_engine::{ConnectionView, Engine};
 use coverwatch_proto::convert::{self, FieldError};
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::admin_service_server::AdminService;
@@ -236,6 +237,45 @@ fn tenant_page_token(value: &str) -> Result<Option<TenantId>, Status> {
         .ok_or_else(|| Status::invalid_argument("page_token: not a token returned by ListTenants"))
 }
 
+fn connection_id(value: &str) -> Result<ConnectionId, Status> {
+    convert::required_string(value, "connection_id").map_err(field)?;
+    value
+        .parse()
+        .map_err(|e: IdError| field(FieldError::new("connection_id", e.to_string())))
+}
+
+/// The page token of ListVendorConnections is `p` and the last listed provider.
+fn connection_page_token(value: &str) -> Result<Option<ProviderId>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .strip_prefix("p")
+        .and_then(|id| id.parse::<ProviderId>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument("page_token: not a token returned by ListVendorConnections")
+        })
+}
+
+fn vendor_connection(view: ConnectionView) -> v1::VendorConnection {
+    v1::VendorConnection {
+        id: view.id.to_string(),
+        tenant_id: view.tenant_id.to_string(),
+        provider: view.provider.to_string(),
+        version: view.version,
+        public_settings: serde_json::Value::Object(view.public_settings).to_string(),
+        webhook_path: view.webhook_path.unwrap_or_default(),
+        remote_check: match view.checked_remotely {
+            None => v1::RemoteCheck::Unspecified,
+            Some(true) => v1::RemoteCheck::Accepted,
+            Some(false) => v1::RemoteCheck::NotAvailable,
+        } as i32,
+        created_at: Some(convert::timestamp(view.created_at)),
+        updated_at: Some(convert::timestamp(view.updated_at)),
+    }
+}
+
 fn tenant_status(err: TenantError) -> Status {
     match err {
         TenantError::AlreadyExists(_) => Status::already_exists(err.to_string()),
@@ -309,6 +349,95 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn put_vendor_connection(
+        &self,
+        request: Request<v1::PutVendorConnectionRequest>,
+    ) -> Result<Response<v1::PutVendorConnectionResponse>, Status> {
+        self.authorize(&request).await?;
+        let r = request.into_inner();
+        let tenant = tenant_id(&r.tenant_id)?;
+        convert::required_string(&r.provider, "provider").map_err(field)?;
+        let provider: ProviderId = r
+            .provider
+            .parse()
+            .map_err(|e: InvalidProviderId| field(FieldError::new("provider", e.to_string())))?;
+        // serde_json's syntax errors name a line and column, never the text around them: the
+        // settings hold secrets.
+        let settings: serde_json::Value = serde_json::from_str(&r.settings).map_err(|e| {
+            field(FieldError::new(
+                "settings",
+                format!(
+                    "not a JSON object (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            ))
+        })?;
+        let view = self
+            .engine
+            .put_vendor_connection(&tenant, &provider, settings)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::PutVendorConnectionResponse {
+            connection: Some(vendor_connection(view)),
+        }))
+    }
+
+    async fn get_vendor_connection(
+        &self,
+        request: Request<v1::GetVendorConnectionRequest>,
+    ) -> Result<Response<v1::GetVendorConnectionResponse>, Status> {
+        self.authorize(&request).await?;
+        let id = connection_id(&request.get_ref().connection_id)?;
+        let view = self
+            .engine
+            .get_vendor_connection(&id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::GetVendorConnectionResponse {
+            connection: Some(vendor_connection(view)),
+        }))
+    }
+
+    async fn list_vendor_connections(
+        &self,
+        request: Request<v1::ListVendorConnectionsRequest>,
+    ) -> Result<Response<v1::ListVendorConnectionsResponse>, Status> {
+        self.authorize(&request).await?;
+        let r = request.into_inner();
+        let tenant = tenant_id(&r.tenant_id)?;
+        let limit = convert::page_size(
+            r.page_size,
+            DEFAULT_TENANT_PAGE,
+            MAX_TENANT_PAGE,
+            "page_size",
+        )
+        .map_err(field)?;
+        let after = connection_page_token(&r.page_token)?;
+        let (views, next) = self
+            .engine
+            .list_vendor_connections(&tenant, after.as_ref(), u64::from(limit))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ListVendorConnectionsResponse {
+            connections: views.into_iter().map(vendor_connection).collect(),
+            next_page_token: next.map(|p| format!("p{p}")).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_vendor_connection(
+        &self,
+        request: Request<v1::DeleteVendorConnectionRequest>,
+    ) -> Result<Response<v1::DeleteVendorConnectionResponse>, Status> {
+        self.authorize(&request).await?;
+        let id = connection_id(&request.get_ref().connection_id)?;
+        self.engine
+            .delete_vendor_connection(&id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::DeleteVendorConnectionResponse {}))
+    }
+
     async fn list_deliveries(
         &self,
         request: Request<v1::ListDeliveriesRequest>,

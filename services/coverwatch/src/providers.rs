@@ -238,6 +238,11 @@ pub async fn from_config(
         secret_headers.extend(built.secret_headers);
         registry = registry.register(built.provider);
     }
+    // Every plug-in, configured or not: a tenant may bring its own account at a vendor the
+    // deployment has no default connection to.
+    for plugin in plugins {
+        registry = registry.with_plugin(plugin.clone());
+    }
     Ok(Vendors {
         registry,
         secret_headers,

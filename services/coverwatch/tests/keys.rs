@@ -81,6 +81,7 @@ async fn fill(store: &Store, tenant: &TenantId) -> LinkId {
                 body: format!(r#"{{"n":{n}}}"#).into_bytes(),
                 received_at: Utc::now(),
                 trace_context: None,
+                connection_id: None,
             })
             .await
             .unwrap();

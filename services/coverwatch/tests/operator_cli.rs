@@ -41,6 +41,19 @@ impl World {
         }
     }
 
+    /// The service's own vendors against the embedded simulators (for commands the vendors
+    /// check, such as `connections put`).
+    async fn start_simulated() -> Self {
+        let mut config = test_config().await;
+        config.admin_api_key_sha256 = vec![hash_key(ADMIN_KEY)];
+        let database_url = config.database_url.clone();
+        Self {
+            server: TestServer::start(config, None).await,
+            axle: FakeProvider::default(),
+            database_url,
+        }
+    }
+
     async fn stop(self) {
         self.server.stop().await;
         coverwatch_store::testing::drop_database(&self.database_url).await;
@@ -628,5 +641,82 @@ async fn a_bad_key_or_address_exits_non_zero_with_a_clear_message() {
         .fails(&["deliveries", "list", "--addr", "localhost"], &[])
         .await;
     assert!(err.contains("expected host:port"), "{err}");
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_connections_are_put_listed_shown_and_deleted_without_their_secrets() {
+    const SIGNING_SECRET: &str = "whsec-of-the-cli-test-5e2d71";
+    let world = World::start_simulated().await;
+    let canopy = coverwatch::providers::vendors()
+        .into_iter()
+        .find(|p| p.id() == "canopy")
+        .expect("the canopy plug-in");
+    let settings = canopy
+        .simulated_settings(&coverwatch_core::plugin::Simulator {
+            base_url: coverwatch_tests::flows::sandbox(&world.server).base_url(),
+            webhook_secret: SIGNING_SECRET,
+        })
+        .expect("canopy has a simulator");
+    let dir = std::env::temp_dir();
+    let name = coverwatch_core::LinkId::new();
+    let good = dir.join(format!("{name}-canopy.json"));
+    std::fs::write(&good, settings.to_string()).unwrap();
+    let mut bad_settings = settings.clone();
+    bad_settings["signing_secrets"] = serde_json::json!([SIGNING_SECRET, ""]);
+    let bad = dir.join(format!("{name}-bad.json"));
+    std::fs::write(&bad, bad_settings.to_string()).unwrap();
+    let secrets = [
+        SIGNING_SECRET,
+        coverwatch_sandbox::canopy::DEFAULT_CLIENT_SECRET,
+    ];
+    let put = |file: &std::path::Path| {
+        [
+            "connections",
+            "put",
+            "--tenant",
+            TENANT_A.0,
+            "--provider",
+            "canopy",
+            "--settings-file",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([file.display().to_string()])
+        .collect::<Vec<String>>()
+    };
+
+    let err = world
+        .fails(
+            &put(&bad).iter().map(String::as_str).collect::<Vec<_>>(),
+            &[],
+        )
+        .await;
+    assert!(err.contains("settings.signing_secrets[1]"), "{err}");
+    assert!(secrets.iter().all(|s| !err.contains(s)), "{err}");
+
+    let saved = world
+        .json(&put(&good).iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let id = saved["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("conn_"), "{saved}");
+    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["webhook_path"], format!("/webhooks/canopy/{id}"));
+    let listed = world
+        .json(&["connections", "list", "--tenant", TENANT_A.0])
+        .await;
+    assert_eq!(ids(&listed, "connections"), std::slice::from_ref(&id));
+    let shown = world.ok(&["connections", "get", &id]).await;
+    assert!(shown.contains(&id) && shown.contains("team_id"), "{shown}");
+    for answer in [saved.to_string(), listed.to_string(), shown] {
+        assert!(secrets.iter().all(|s| !answer.contains(s)), "{answer}");
+    }
+
+    let deleted = world.ok(&["connections", "delete", &id]).await;
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let err = world.fails(&["connections", "get", &id], &[]).await;
+    assert!(err.contains("not found"), "{err}");
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
     world.stop().await;
 }

@@ -26,6 +26,9 @@ pub struct Model {
     pub key_id: Option<String>,
     /// W3C `traceparent` of the span that ingested the delivery; `None` while tracing is off.
     pub trace_context: Option<String>,
+    /// The vendor connection whose endpoint (and secrets) took the delivery; `None`: the
+    /// deployment's default connection.
+    pub connection_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -24,6 +24,8 @@ pub struct Model {
     pub stale_since: Option<i64>,
     /// W3C `traceparent` of the gRPC call that opened the link's latest session.
     pub caller_trace: Option<String>,
+    /// The tenant's vendor connection serving this link; `None`: the deployment's default.
+    pub connection_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

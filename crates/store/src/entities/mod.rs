@@ -11,3 +11,4 @@ pub mod link_external_id;
 pub mod policy_snapshot;
 pub mod requirement_set;
 pub mod tenant;
+pub mod vendor_connection;

@@ -1,8 +1,9 @@
-//! The operator CLI: `coverwatch deliveries|tenants|links|events …`, a client of a running server's gRPC
+//! The operator CLI: `coverwatch deliveries|tenants|connections|links|events …`, a client of a running server's gRPC
 //! API (AdminService with an admin key, MonitoringService with a tenant's API key). Tables for
 //! people, `--json` for scripts; every failure is one clear line on stderr and exit code 1.
 
 mod client;
+mod connections;
 mod deliveries;
 mod events;
 mod links;
@@ -35,6 +36,14 @@ pub enum OpsCommand {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// Give tenants their own vendor accounts: put, get, list and delete vendor connections
+    /// (AdminService: needs an admin key).
+    Connections {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
     /// Show a link: its state and latest policies (MonitoringService: a tenant's API key).
     Links {
         #[command(flatten)]
@@ -58,8 +67,8 @@ pub struct Connection {
     /// Default: `grpc_addr` of the configuration (a wildcard address read as loopback).
     #[arg(long, global = true, env = "COVERWATCH_ADDR")]
     pub addr: Option<String>,
-    /// An admin key (its SHA-256 is listed in `admin_api_key_sha256`), for `deliveries` and
-    /// `tenants`.
+    /// An admin key (its SHA-256 is listed in `admin_api_key_sha256`), for `deliveries`,
+    /// `tenants` and `connections`.
     #[arg(
         long,
         global = true,
@@ -197,6 +206,44 @@ pub enum KeyCommand {
     /// Revoke a key made by `key create`: it stops working on every replica.
     Revoke {
         /// The key's record id (`key_...`), as `tenants get` lists it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Create or replace a tenant's connection to a vendor. The settings are checked by the
+    /// vendor's plug-in (and by the vendor, where it has a cheap authenticated call) before
+    /// they are saved; a bad one is named by its path (`settings.client_secret`).
+    Put {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The vendor (`axle`, `canopy`).
+        #[arg(long)]
+        provider: String,
+        /// A JSON object with the vendor's settings, the keys of its `[vendors.<provider>]`
+        /// configuration section.
+        #[arg(long)]
+        settings_file: PathBuf,
+    },
+    /// Show one connection, without its secrets.
+    Get {
+        /// The connection (`conn_...`).
+        id: String,
+    },
+    /// List a tenant's connections by provider.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// At most this many connections.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Delete a connection no live link uses.
+    Delete {
+        /// The connection (`conn_...`).
         id: String,
     },
 }
@@ -352,6 +399,15 @@ pub async fn run(command: OpsCommand, config: &Path) -> Result<(), CliError> {
                 .await?
                 .admin(&connection)?;
             tenants::run(admin, command, connection.json).await
+        }
+        OpsCommand::Connections {
+            connection,
+            command,
+        } => {
+            let admin = client::Server::connect(&connection, config)
+                .await?
+                .admin(&connection)?;
+            connections::run(admin, command, connection.json).await
         }
         OpsCommand::Links {
             connection,

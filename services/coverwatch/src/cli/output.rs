@@ -20,6 +20,7 @@ pub const POLICY: &str = "coverwatch.v1.Policy";
 pub const EVENT: &str = "coverwatch.v1.Event";
 pub const TENANT: &str = "coverwatch.v1.Tenant";
 pub const API_KEY: &str = "coverwatch.v1.ApiKey";
+pub const VENDOR_CONNECTION: &str = "coverwatch.v1.VendorConnection";
 
 /// `message` in the proto3 JSON mapping: `.proto` field names, every field (defaults too, so
 /// scripts find what they look for), enums by name, 64-bit integers as numbers (cursors and
