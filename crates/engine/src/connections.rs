@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coverwatch_core::ids::ConnectionId;
-use coverwatch_core::plugin::{RemoteCheck, SettingsError};
-use coverwatch_core::{Provider, ProviderId, TenantId};
+use coverwatch_core::plugin::{RemoteCheck, RemoteCheckError, SettingsError};
+use coverwatch_core::{Provider, ProviderError, ProviderId, TenantId};
 use coverwatch_store::{ConnectionError, ConnectionRecord, LinkRecord, StoreError};
 
 use crate::{Engine, EngineError};
@@ -121,6 +121,22 @@ fn settings_error(err: SettingsError) -> EngineError {
     EngineError::InvalidArgument {
         field: err.path,
         message: err.reason,
+    }
+}
+
+/// A failed vendor check: wrong settings are the caller's to fix (INVALID_ARGUMENT naming the
+/// field); a vendor that could not be reached says nothing about them, so the caller is told to
+/// retry (UNAVAILABLE) rather than that its key is wrong. Nothing is saved either way.
+fn remote_check_error(provider: &ProviderId, err: RemoteCheckError) -> EngineError {
+    match err {
+        RemoteCheckError::Refused(e) => settings_error(e),
+        RemoteCheckError::Unreachable { vendor, reason } => {
+            EngineError::Provider(ProviderError::Unavailable {
+                provider: provider.clone(),
+                message: format!("could not check the settings with {vendor}: {reason}"),
+                vendor: Default::default(),
+            })
+        }
     }
 }
 
@@ -303,7 +319,7 @@ impl Engine {
         let remote = plugin
             .check_remote(settings.clone())
             .await
-            .map_err(settings_error)?;
+            .map_err(|e| remote_check_error(provider, e))?;
         let record = self
             .inner
             .store
