@@ -1,8 +1,8 @@
 //! Taking in a vendor delivery: authenticate the raw bytes, store them durably, and only then
 //! acknowledge. Processing happens later, in the inbox worker.
 
+use coverwatch_core::ProviderId;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
-use coverwatch_core::{LinkState, ProviderId};
 use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -66,14 +66,12 @@ impl Engine {
             if token.is_empty() || token.len() > MAX_TOKEN_LEN {
                 return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
             }
-            let record = self
-                .inner
-                .store
-                .find_link_by_webhook_token(kind.clone(), &token_hash(token))
+            let owner = self
+                .webhook_token_owner(&kind, &token_hash(token))
                 .await
                 .map_err(unavailable)?
                 .ok_or(IngestError::Unauthenticated(WebhookRejection::UnknownPath))?;
-            known = Some((token.to_owned(), record));
+            known = Some((token.to_owned(), owner));
         }
         let authenticated = implementation
             .authenticate_webhook(&webhook)
@@ -91,7 +89,7 @@ impl Engine {
         let mut link = None;
         let mut caller_trace = None;
         let mut path = webhook.path.clone();
-        if let Some((token, record)) = known {
+        if let Some((token, owner)) = known {
             // The provider must read the same token from the path; if it reads another, the
             // delivery is not one we can attribute.
             let provider_token = authenticated
@@ -101,16 +99,9 @@ impl Engine {
             if provider_token != Some(token.as_str()) {
                 return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
             }
-            if record.link.state == LinkState::Descoped {
+            if let Some(descoped_at) = owner.descoped_at {
                 // A descoped link's URL stays a bearer secret for as long as it is accepted:
                 // past the grace period nothing the vendor may still be retrying needs it.
-                let descoped_at = self
-                    .inner
-                    .store
-                    .descoped_at(&record.link.tenant_id, &record.link.id)
-                    .await
-                    .map_err(unavailable)?
-                    .unwrap_or(record.link.updated_at);
                 let grace = chrono::Duration::from_std(self.inner.config.descoped_token_grace)
                     .unwrap_or(chrono::Duration::MAX);
                 if descoped_at
@@ -119,10 +110,10 @@ impl Engine {
                 {
                     return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
                 }
-                tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
+                tracing::info!(link = %owner.link_id, "webhook for a descoped link; stored and ignored");
             }
-            link = Some((record.link.tenant_id, record.link.id));
-            caller_trace = record.caller_trace;
+            link = Some((owner.tenant_id.clone(), owner.link_id));
+            caller_trace = owner.caller_trace.clone();
             // The token is a bearer secret for this link's webhooks: it has done its job (the
             // delivery is attributed) and must not sit in the inbox or reach admin listings.
             path = path.replace(&token, REDACTED_TOKEN);

@@ -361,6 +361,30 @@ pub(crate) async fn settle<C: ConnectionTrait>(
     Ok(result.rows_affected == 1)
 }
 
+/// [`settle`], attributing the delivery to `link` in the same statement.
+pub(crate) async fn settle_attributed<C: ConnectionTrait>(
+    conn: &C,
+    id: &DeliveryId,
+    owner: &str,
+    status: DeliveryStatus,
+    tenant: &TenantId,
+    link: &LinkId,
+) -> Result<bool> {
+    let result = inbox::Entity::update_many()
+        .col_expr(inbox::Column::TenantId, Some(tenant.to_string()).into())
+        .col_expr(inbox::Column::LinkId, Some(link.to_string()).into())
+        .col_expr(inbox::Column::Status, status.as_str().into())
+        .col_expr(inbox::Column::ProcessedAt, Some(now_ms()).into())
+        .col_expr(inbox::Column::LastError, Option::<String>::None.into())
+        .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
+        .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
+        .filter(inbox::Column::Id.eq(id.to_string()))
+        .filter(inbox::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// Put a leased delivery back for another attempt at `retry_at`, only while `owner` still holds
 /// its lease.
 pub(crate) async fn retry<C: ConnectionTrait>(

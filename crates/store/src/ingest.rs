@@ -1,6 +1,6 @@
 //! Group-committed ingest: concurrent webhook deliveries are written by one multi-row
-//! `INSERT … ON CONFLICT DO NOTHING RETURNING` in one transaction, and each caller is answered
-//! only once that transaction has committed.
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING`, autocommitted (one statement, one transaction),
+//! and each caller is answered only once that statement has committed.
 //!
 //! Everything that can be done per delivery (the id, sealing headers and body) is done by the
 //! caller before its delivery is queued, so the writer does nothing but the database round trips.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use coverwatch_core::ids::DeliveryId;
 use sea_orm::sea_query::{OnConflict, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, EntityTrait, Set, TransactionTrait, TryInsertResult, Value};
+use sea_orm::{ConnectionTrait, EntityTrait, Set, TryInsertResult, Value};
 
 use crate::entities::inbox;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
@@ -194,7 +194,7 @@ impl Store {
         })
     }
 
-    /// Store `rows` in one transaction and answer each, in order. Should the batch fail for a
+    /// Store `rows` in one statement (one transaction) and answer each, in order. Should the batch fail for a
     /// reason other than the database being unreachable (one row breaking a constraint, a
     /// deadlock with another replica's batch), every row is tried again alone, so that each
     /// caller gets its own answer and one bad row costs the others nothing.
@@ -251,13 +251,14 @@ impl Store {
             }
         }
         let statement = self.backend().build(&insert);
-        let txn = self.db.begin().await?;
-        let inserted = txn.query_all(statement).await?;
+        // One statement is one transaction on both databases (autocommit): all of its rows or
+        // none, durable once it returns. An explicit BEGIN and COMMIT around it would only add
+        // two round trips per batch.
+        let inserted = self.db.query_all(statement).await?;
         let mut stored = HashSet::with_capacity(inserted.len());
         for row in inserted {
             stored.insert(row.try_get::<String>("", "id")?);
         }
-        txn.commit().await?;
         Ok(rows
             .iter()
             .map(|row| {
