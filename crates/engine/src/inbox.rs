@@ -264,25 +264,22 @@ impl Engine {
             }
             let lease_until = Utc::now()
                 + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
-            // Side by side: one round trip each, and the next round waits for all of them.
-            let claims = futures::future::join_all(following.iter().map(|link| {
-                self.inner
-                    .store
-                    .claim_next_of_link(owner, link, lease_until)
-            }))
-            .await;
-            for (link, claimed) in following.iter().zip(claims) {
-                match claimed {
-                    Ok(Some(delivery)) => {
-                        held.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(delivery.id);
-                        round.push(delivery);
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        tracing::debug!(%link, error = %err, "inbox: next delivery of the link left to the next claim");
-                    }
+            // One statement for all of them: a round trip (and a statement for the database to
+            // run) per round, not per link.
+            match self
+                .inner
+                .store
+                .claim_next_of_links(owner, &following, lease_until)
+                .await
+            {
+                Ok(claimed) => {
+                    held.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(claimed.iter().map(|d| d.id));
+                    round.extend(claimed);
+                }
+                Err(err) => {
+                    tracing::debug!(links = following.len(), error = %err, "inbox: next deliveries of the links left to the next claim");
                 }
             }
         }
