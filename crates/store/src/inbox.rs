@@ -244,13 +244,21 @@ impl Store {
                 vec!["?"; links.len()].join(", "),
             ),
         };
-        let mut values: Vec<sea_orm::Value> = vec![
-            owner.into(),
-            to_ms(lease_until).into(),
-            now.into(),
-            now.into(),
-        ];
-        values.extend(links.iter().map(|link| link.to_string().into()));
+        let mut values: Vec<sea_orm::Value> = vec![owner.into(), to_ms(lease_until).into()];
+        let times = [now.into(), now.into()];
+        let links = links.iter().map(|link| link.to_string().into());
+        // PostgreSQL's placeholders are numbered (the links' from $5 on); SQLite's `?` are
+        // taken in the order they appear, and the links' come before the times'.
+        match backend {
+            DatabaseBackend::Postgres => {
+                values.extend(times);
+                values.extend(links);
+            }
+            _ => {
+                values.extend(links);
+                values.extend(times);
+            }
+        }
         let stmt =
             Statement::from_sql_and_values(backend, sql.replace("{links}", &placeholders), values);
         let mut rows = inbox::Entity::find()
