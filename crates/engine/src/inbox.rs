@@ -11,7 +11,7 @@ use coverwatch_core::provider::ProviderError;
 use coverwatch_core::webhook::{Attribution, InboundWebhook};
 use std::collections::{HashMap, HashSet};
 
-use coverwatch_core::{Event, Link, LinkId};
+use coverwatch_core::{Event, Link, LinkId, TenantId};
 use coverwatch_store::{
     BatchTx, ClaimedDelivery, DeliveryStatus, LinkRecord, SESSION_PROOF_KIND, StoreError,
     WEBHOOK_TOKEN_KIND,
@@ -68,10 +68,11 @@ enum Outcome {
     Failed { error: String, transient: bool },
 }
 
-/// A parsed delivery and the link it is about.
+/// A parsed delivery and the link it is about (read under the link's lock when staged).
 struct Attributed {
     parsed: coverwatch_core::webhook::ParsedWebhook,
-    record: Box<LinkRecord>,
+    tenant: TenantId,
+    link: LinkId,
 }
 
 /// A delivery whose vendor calls are made, waiting for the round's transaction.
@@ -263,25 +264,22 @@ impl Engine {
             }
             let lease_until = Utc::now()
                 + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(60));
-            // Side by side: one round trip each, and the next round waits for all of them.
-            let claims = futures::future::join_all(following.iter().map(|link| {
-                self.inner
-                    .store
-                    .claim_next_of_link(owner, link, lease_until)
-            }))
-            .await;
-            for (link, claimed) in following.iter().zip(claims) {
-                match claimed {
-                    Ok(Some(delivery)) => {
-                        held.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(delivery.id);
-                        round.push(delivery);
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        tracing::debug!(%link, error = %err, "inbox: next delivery of the link left to the next claim");
-                    }
+            // One statement for all of them: a round trip (and a statement for the database to
+            // run) per round, not per link.
+            match self
+                .inner
+                .store
+                .claim_next_of_links(owner, &following, lease_until)
+                .await
+            {
+                Ok(claimed) => {
+                    held.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(claimed.iter().map(|d| d.id));
+                    round.extend(claimed);
+                }
+                Err(err) => {
+                    tracing::debug!(links = following.len(), error = %err, "inbox: next deliveries of the links left to the next claim");
                 }
             }
         }
@@ -319,13 +317,11 @@ impl Engine {
         for (delivery, attributed) in attributed {
             if let (Ok(found), None) = (&attributed, &delivery.link) {
                 // Attributed only now: the span could not name the link when it began.
-                span_of(&delivery.id).record("link_id", display(found.record.link.id));
+                span_of(&delivery.id).record("link_id", display(found.link));
             }
             match attributed {
                 Err(outcome) => outcomes.push((delivery, outcome)),
-                Ok(found) if !in_round.insert(found.record.link.id) => {
-                    result.deferred.push(delivery)
-                }
+                Ok(found) if !in_round.insert(found.link) => result.deferred.push(delivery),
                 Ok(found) => ready.push((delivery, found)),
             }
         }
@@ -557,7 +553,7 @@ impl Engine {
     ) -> Result<Box<Staged>, Outcome> {
         let limit = self.inner.config.worker.process_timeout;
         match isolated(limit, self.try_stage(owner, delivery, found)).await {
-            Ok(Ok(staged)) => Ok(staged),
+            Ok(Ok(staged)) => staged,
             Ok(Err(err)) => Err(failed(err)),
             Err(failure) => Err(self.contained(delivery, failure)),
         }
@@ -596,10 +592,32 @@ impl Engine {
             }
             Err(err) => return Err(err.into()),
         };
-        Ok(match self.attribute(delivery, &parsed.attribution).await? {
-            Matched::Link(record) => Ok(Attributed { parsed, record }),
-            Matched::None(reason) => Err(Outcome::Unmatched(reason)),
-        })
+        if let Some((tenant, link)) = &delivery.link {
+            // Set at ingest only from a per-link URL token or through `link_named_by`, so it
+            // was proven then. The link is read once, under its lock, when staged.
+            return Ok(Ok(Attributed {
+                parsed,
+                tenant: tenant.clone(),
+                link: *link,
+            }));
+        }
+        Ok(
+            match self
+                .link_named_by(
+                    &delivery.provider,
+                    delivery.connection_id.as_ref(),
+                    &parsed.attribution,
+                )
+                .await?
+            {
+                Matched::Link(record) => Ok(Attributed {
+                    parsed,
+                    tenant: record.link.tenant_id,
+                    link: record.link.id,
+                }),
+                Matched::None(reason) => Err(Outcome::Unmatched(reason)),
+            },
+        )
     }
 
     async fn try_stage(
@@ -607,13 +625,19 @@ impl Engine {
         owner: &str,
         delivery: &ClaimedDelivery,
         found: Attributed,
-    ) -> Result<Box<Staged>, EngineError> {
-        let Attributed { parsed, record } = found;
-        let working = self.lock_link(record.link.id).await;
-        // Read again under the lock: another delivery of this link may have just changed it.
-        let record = self
-            .link_record(&record.link.tenant_id, &record.link.id)
-            .await?;
+    ) -> Result<Result<Box<Staged>, Outcome>, EngineError> {
+        let Attributed {
+            parsed,
+            tenant,
+            link,
+        } = found;
+        let working = self.lock_link(link).await;
+        // Read under the lock: another delivery of this link may have just changed it.
+        let Some(record) = self.inner.store.get_link(&tenant, &link).await? else {
+            return Ok(Err(Outcome::Unmatched(format!(
+                "link {link} it was attributed to is gone"
+            ))));
+        };
         let mut prepared = Vec::with_capacity(parsed.happenings.len());
         for happening in parsed.happenings {
             prepared.push(self.prepare(&record, happening).await?);
@@ -627,35 +651,13 @@ impl Engine {
             occurred_at: parsed.occurred_at.unwrap_or(delivery.received_at),
         };
         let prepared = self.commit_folds(&record.link, prepared, &origin).await?;
-        Ok(Box::new(Staged {
+        Ok(Ok(Box::new(Staged {
             link: record.link,
             prepared,
             origin,
             retry,
             working,
-        }))
-    }
-
-    /// The link a delivery is about: named by its URL, else by what the vendor put in it.
-    async fn attribute(
-        &self,
-        delivery: &ClaimedDelivery,
-        candidates: &[Attribution],
-    ) -> Result<Matched, EngineError> {
-        if let Some((tenant, link)) = &delivery.link {
-            // Set at ingest only from a per-link URL token or through `link_named_by`, so it
-            // was proven then.
-            return Ok(match self.inner.store.get_link(tenant, link).await? {
-                Some(record) => Matched::Link(Box::new(record)),
-                None => Matched::None(format!("link {link} it was attributed to is gone")),
-            });
-        }
-        self.link_named_by(
-            &delivery.provider,
-            delivery.connection_id.as_ref(),
-            candidates,
-        )
-        .await
+        })))
     }
 
     /// The first link of `provider` that one of the delivery's candidates proves it belongs to:

@@ -15,6 +15,7 @@ mod policy_cache;
 mod registry;
 mod requirements;
 pub mod telemetry;
+mod token_cache;
 pub mod trace;
 mod webhooks;
 
@@ -109,6 +110,14 @@ pub const DEFAULT_POLICY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Policies of about a kilobyte each: some ten megabytes at most.
 pub const DEFAULT_POLICY_CACHE_CAPACITY: usize = 10_000;
 
+/// Five seconds: a token is read from the database at most once per link and period, and a
+/// link's state changed by another replica is seen here that late at most (exact for this
+/// process's own changes; see `token_cache`).
+pub const DEFAULT_WEBHOOK_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Tokens of that many links sending within the period are answered from memory (an entry is
+/// a few hundred bytes).
+pub const DEFAULT_WEBHOOK_TOKEN_CACHE_CAPACITY: usize = 50_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The public base URL of the webhook listener, as vendors reach it.
@@ -135,6 +144,12 @@ pub struct EngineConfig {
     pub policy_cache_ttl: Duration,
     /// Most policies kept in memory for `GetPolicy`.
     pub policy_cache_capacity: usize,
+    /// How long a per-link webhook token's link may be answered from memory (zero: always
+    /// from the database). Exact for this process's changes; for another replica's, the bound
+    /// on how old the link's state can be, never longer than `descoped_token_grace`.
+    pub webhook_token_cache_ttl: Duration,
+    /// Most webhook tokens kept in memory.
+    pub webhook_token_cache_capacity: usize,
 }
 
 impl EngineConfig {
@@ -150,6 +165,8 @@ impl EngineConfig {
             ingest: GroupCommitConfig::default(),
             policy_cache_ttl: DEFAULT_POLICY_CACHE_TTL,
             policy_cache_capacity: DEFAULT_POLICY_CACHE_CAPACITY,
+            webhook_token_cache_ttl: DEFAULT_WEBHOOK_TOKEN_CACHE_TTL,
+            webhook_token_cache_capacity: DEFAULT_WEBHOOK_TOKEN_CACHE_CAPACITY,
         }
     }
 }
@@ -173,6 +190,8 @@ struct Inner {
     /// Recently read policies, forgotten as soon as an event of their link is committed or
     /// read here.
     policy_cache: Arc<policy_cache::PolicyCache>,
+    /// Recently looked-up per-link webhook tokens, forgotten when their link changes state here.
+    token_cache: token_cache::TokenCache,
     /// Wakes the inbox worker when a delivery was stored.
     inbox_wake: Notify,
     /// One lock per link being worked on in this process. Vendor calls happen outside any
@@ -194,12 +213,18 @@ impl Engine {
             config.policy_cache_ttl,
             config.policy_cache_capacity,
         ));
+        let token_cache = token_cache::TokenCache::new(
+            config.webhook_token_cache_ttl,
+            config.webhook_token_cache_capacity,
+            config.descoped_token_grace,
+        );
         Self {
             inner: Arc::new(Inner {
                 store,
                 providers,
                 connections: connections::ConnectionCache::default(),
                 config,
+                token_cache,
                 latest_event,
                 fanout: Arc::new(fanout::Fanout::new(Arc::clone(&policy_cache))),
                 policy_cache,
@@ -256,6 +281,8 @@ impl Engine {
         self.inner
             .policy_cache
             .invalidate(events.iter().map(|e| &e.link_id));
+        // Before the commit's caller is answered: a descoped link's token is read again.
+        self.inner.token_cache.invalidate(events);
         telemetry::events_appended(events);
         if let Some(max) = events.iter().map(|e| e.cursor).max() {
             self.advance_latest(max);

@@ -1,17 +1,19 @@
 //! Taking in a vendor delivery: authenticate the raw bytes, store them durably, and only then
 //! acknowledge. Processing happens later, in the inbox worker.
 
+use coverwatch_core::ProviderId;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use std::sync::Arc;
 
 use coverwatch_core::ids::ConnectionId;
-use coverwatch_core::{LinkState, Provider, ProviderId};
-use coverwatch_store::{IngestQueue, Ingested, LinkRecord, NewDelivery, StoreError};
+use coverwatch_core::Provider;
+use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::inbox::Matched;
 use crate::links::token_hash;
+use crate::token_cache::TokenOwner;
 use crate::{Engine, EngineError, IngestError};
 
 /// The largest delivery we store. Vendor events are small JSON documents; anything near this is
@@ -82,7 +84,7 @@ impl Engine {
         let mut link = None;
         let mut caller_trace = None;
         let mut path = stored_path;
-        if let Some((token, record)) = known {
+        if let Some((token, owner)) = known {
             // The provider must read the same token from the path; if it reads another, the
             // delivery is not one we can attribute.
             let provider_token = authenticated
@@ -92,16 +94,9 @@ impl Engine {
             if provider_token != Some(token.as_str()) {
                 return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
             }
-            if record.link.state == LinkState::Descoped {
+            if let Some(descoped_at) = owner.descoped_at {
                 // A descoped link's URL stays a bearer secret for as long as it is accepted:
                 // past the grace period nothing the vendor may still be retrying needs it.
-                let descoped_at = self
-                    .inner
-                    .store
-                    .descoped_at(&record.link.tenant_id, &record.link.id)
-                    .await
-                    .map_err(unavailable)?
-                    .unwrap_or(record.link.updated_at);
                 let grace = chrono::Duration::from_std(self.inner.config.descoped_token_grace)
                     .unwrap_or(chrono::Duration::MAX);
                 if descoped_at
@@ -110,10 +105,10 @@ impl Engine {
                 {
                     return Err(IngestError::Unauthenticated(WebhookRejection::UnknownPath));
                 }
-                tracing::info!(link = %record.link.id, "webhook for a descoped link; stored and ignored");
+                tracing::info!(link = %owner.link_id, "webhook for a descoped link; stored and ignored");
             }
-            link = Some((record.link.tenant_id, record.link.id));
-            caller_trace = record.caller_trace;
+            link = Some((owner.tenant_id.clone(), owner.link_id));
+            caller_trace = owner.caller_trace.clone();
             // The token is a bearer secret for this link's webhooks: it has done its job (the
             // delivery is attributed) and must not sit in the inbox or reach admin listings.
             path = path.replace(&token, REDACTED_TOKEN);
@@ -194,7 +189,7 @@ impl Engine {
 type Route = (
     Option<ConnectionId>,
     Arc<dyn Provider>,
-    Option<(String, LinkRecord)>,
+    Option<(String, Arc<TokenOwner>)>,
 );
 
 impl Engine {
@@ -238,14 +233,15 @@ impl Engine {
             }
             return Ok((Some(id), provider, None));
         }
-        let record = self
-            .inner
-            .store
-            .find_link_by_webhook_token(kind.clone(), &token_hash(segment))
+        let owner = self
+            .webhook_token_owner(kind, &token_hash(segment))
             .await
             .map_err(unavailable)?
             .ok_or_else(unknown)?;
-        let provider = self.provider_of(&record).await.map_err(|e| match e {
+        let provider = self
+            .provider_for(kind, owner.connection_id.as_ref())
+            .await
+            .map_err(|e| match e {
             EngineError::Store(e) if e.is_unavailable() => IngestError::Unavailable(e),
             _ => unknown(),
         })?;
@@ -253,9 +249,9 @@ impl Engine {
             return Err(unknown());
         }
         Ok((
-            record.connection_id,
+            owner.connection_id,
             provider,
-            Some((segment.to_owned(), record)),
+            Some((segment.to_owned(), owner)),
         ))
     }
 

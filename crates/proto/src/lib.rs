@@ -102,6 +102,10 @@ mod tests {
                 "EnableTenant",
                 "CreateApiKey",
                 "RevokeApiKey",
+                "PutVendorConnection",
+                "GetVendorConnection",
+                "ListVendorConnections",
+                "DeleteVendorConnection",
             ]
         );
         assert_eq!(
@@ -278,6 +282,7 @@ mod tests {
             [
                 "AdminService.ListDeliveries",
                 "AdminService.ListTenants",
+                "AdminService.ListVendorConnections",
                 "MonitoringService.GetPolicyHistory",
                 "MonitoringService.ListLinks",
                 "RequirementsService.ListRequirementSets",

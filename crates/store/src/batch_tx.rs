@@ -7,6 +7,8 @@
 //! the cursor-order lock, which the batch so holds only for that statement and the commit
 //! (PostgreSQL): other replicas' batches do all the rest of their work at the same time.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{Event, LinkId, TenantId};
@@ -29,6 +31,10 @@ pub struct BatchTx {
     keyring: std::sync::Arc<crate::Keyring>,
     /// The events of the savepoints released so far, written by [`BatchTx::commit`].
     events: PendingEvents,
+    /// The links' rows as locked at the start (PostgreSQL), each handed to the first savepoint
+    /// on its link instead of being read again: only this transaction can change a row it
+    /// holds locked, and the first savepoint on a link is the first to change it.
+    locked: std::sync::Mutex<HashMap<String, link::Model>>,
 }
 
 impl Store {
@@ -40,24 +46,27 @@ impl Store {
     /// other in a cycle.
     pub async fn begin_batch(&self, links: &[LinkId]) -> Result<BatchTx> {
         let txn = self.db.begin().await?;
+        let mut locked = HashMap::new();
         if txn.get_database_backend() == DatabaseBackend::Postgres && !links.is_empty() {
             let mut ids: Vec<String> = links.iter().map(ToString::to_string).collect();
             ids.sort();
             ids.dedup();
-            link::Entity::find()
-                .select_only()
-                .column(link::Column::Id)
+            // Whole rows: the savepoints take them from here instead of reading each again.
+            for row in link::Entity::find()
                 .filter(link::Column::Id.is_in(ids))
                 .order_by_asc(link::Column::Id)
                 .lock_exclusive()
-                .into_tuple::<String>()
                 .all(&txn)
-                .await?;
+                .await?
+            {
+                locked.insert(row.id.clone(), row);
+            }
         }
         Ok(BatchTx {
             txn,
             keyring: self.keyring.clone(),
             events: PendingEvents::default(),
+            locked: std::sync::Mutex::new(locked),
         })
     }
 }
@@ -76,7 +85,16 @@ impl BatchTx {
             held: Vec::new(),
             batch: self.events.clone(),
         };
-        LinkTx::open(savepoint, self.keyring.clone(), tenant, id, appends).await
+        let locked = self
+            .locked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.to_string())
+            .filter(|row| row.tenant_id == tenant.as_str());
+        match locked {
+            Some(row) => LinkTx::opened(savepoint, self.keyring.clone(), row, appends).map(Some),
+            None => LinkTx::open(savepoint, self.keyring.clone(), tenant, id, appends).await,
+        }
     }
 
     /// Settle a leased delivery (dead-lettered or unmatched) with the batch; `false` when

@@ -213,7 +213,74 @@ const CLAIM_NEXT_OF_LINK_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, le
        AND next_attempt_at <= $4 AND (lease_expires_at IS NULL OR lease_expires_at < $5) \
      RETURNING *";
 
+/// [`CLAIM_NEXT_OF_LINK_POSTGRES`] for several links in one statement: the oldest pending
+/// delivery of each, under the same conditions (no SKIP LOCKED, for the same reason; a row
+/// settled meanwhile by whoever held it is not leased again). `{links}` is a list of
+/// placeholders from the sixth on.
+const CLAIM_NEXT_OF_LINKS_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+     WHERE seq IN (SELECT min(i.seq) FROM inbox i WHERE i.link_id IN ({links}) AND i.status = 'pending' GROUP BY i.link_id) \
+       AND status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
+     RETURNING *";
+
+const CLAIM_NEXT_OF_LINKS_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
+     WHERE seq IN (SELECT min(i.seq) FROM inbox i WHERE i.link_id IN ({links}) AND i.status = 'pending' GROUP BY i.link_id) \
+       AND status = 'pending' AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
+     RETURNING *";
+
 impl Store {
+    /// [`Store::claim_next_of_link`] for each of `links`, in one round trip: the deliveries
+    /// leased, in receipt order (at most one per link).
+    pub async fn claim_next_of_links(
+        &self,
+        owner: &str,
+        links: &[LinkId],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let backend = self.backend();
+        let (sql, placeholders) = match backend {
+            DatabaseBackend::Postgres => (
+                CLAIM_NEXT_OF_LINKS_POSTGRES,
+                (0..links.len())
+                    .map(|i| format!("${}", i + 5))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            _ => (
+                CLAIM_NEXT_OF_LINKS_SQLITE,
+                vec!["?"; links.len()].join(", "),
+            ),
+        };
+        let mut values: Vec<sea_orm::Value> = vec![owner.into(), to_ms(lease_until).into()];
+        let times = [now.into(), now.into()];
+        let links = links.iter().map(|link| link.to_string().into());
+        // PostgreSQL's placeholders are numbered (the links' from $5 on); SQLite's `?` are
+        // taken in the order they appear, and the links' come before the times'.
+        match backend {
+            DatabaseBackend::Postgres => {
+                values.extend(times);
+                values.extend(links);
+            }
+            _ => {
+                values.extend(links);
+                values.extend(times);
+            }
+        }
+        let stmt =
+            Statement::from_sql_and_values(backend, sql.replace("{links}", &placeholders), values);
+        let mut rows = inbox::Entity::find()
+            .from_raw_sql(stmt)
+            .all(&self.db)
+            .await?;
+        rows.sort_by_key(|row| row.seq);
+        rows.into_iter()
+            .map(|row| claimed_from_model(&self.keyring, row))
+            .collect()
+    }
+
     /// Lease the link's oldest pending delivery, if it is ready and nobody holds it: a worker
     /// that has just settled one of the link's deliveries goes on with the next without a full
     /// claim, which would scan past every delivery waiting behind it.
@@ -362,6 +429,30 @@ pub(crate) async fn settle<C: ConnectionTrait>(
         .col_expr(inbox::Column::Status, status.as_str().into())
         .col_expr(inbox::Column::ProcessedAt, Some(now_ms()).into())
         .col_expr(inbox::Column::LastError, error.map(str::to_owned).into())
+        .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
+        .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
+        .filter(inbox::Column::Id.eq(id.to_string()))
+        .filter(inbox::Column::LeaseOwner.eq(owner))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// [`settle`], attributing the delivery to `link` in the same statement.
+pub(crate) async fn settle_attributed<C: ConnectionTrait>(
+    conn: &C,
+    id: &DeliveryId,
+    owner: &str,
+    status: DeliveryStatus,
+    tenant: &TenantId,
+    link: &LinkId,
+) -> Result<bool> {
+    let result = inbox::Entity::update_many()
+        .col_expr(inbox::Column::TenantId, Some(tenant.to_string()).into())
+        .col_expr(inbox::Column::LinkId, Some(link.to_string()).into())
+        .col_expr(inbox::Column::Status, status.as_str().into())
+        .col_expr(inbox::Column::ProcessedAt, Some(now_ms()).into())
+        .col_expr(inbox::Column::LastError, Option::<String>::None.into())
         .col_expr(inbox::Column::LeaseOwner, Option::<String>::None.into())
         .col_expr(inbox::Column::LeaseExpiresAt, Option::<i64>::None.into())
         .filter(inbox::Column::Id.eq(id.to_string()))

@@ -1,6 +1,6 @@
 //! Group-committed ingest: concurrent webhook deliveries are written by one multi-row
-//! `INSERT … ON CONFLICT DO NOTHING RETURNING` in one transaction, and each caller is answered
-//! only once that transaction has committed.
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING`, autocommitted (one statement, one transaction),
+//! and each caller is answered only once that statement has committed.
 //!
 //! Everything that can be done per delivery (the id, sealing headers and body) is done by the
 //! caller before its delivery is queued, so the writer does nothing but the database round trips.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use coverwatch_core::ids::DeliveryId;
 use sea_orm::sea_query::{OnConflict, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, EntityTrait, Set, TransactionTrait, TryInsertResult, Value};
+use sea_orm::{ConnectionTrait, EntityTrait, Set, TryInsertResult, Value};
 
 use crate::entities::inbox;
 use crate::group_commit::{GroupCommitConfig, GroupCommitter};
@@ -100,6 +100,22 @@ const COLUMNS: [inbox::Column; 15] = [
     inbox::Column::TraceContext,
     inbox::Column::ConnectionId,
 ];
+
+/// The batch insert on PostgreSQL: one array per column, so that the statement's text is the same
+/// whatever the batch's size. sqlx prepares each statement text once per connection and keeps
+/// it; a `VALUES` list of as many rows as the batch holds is a new text for every size, and so
+/// one more round trip (and a plan) for most batches. The rows are inserted in the arrays'
+/// order (`ORDER BY n`), which is arrival order: `seq` is taken in that order.
+const INSERT_BATCH_POSTGRES: &str = "INSERT INTO inbox (id, provider, dedupe_key, tenant_id, link_id, path, headers, \
+       body, status, attempts, received_at, next_attempt_at, key_id, trace_context, connection_id) \
+     SELECT d.id, d.provider, d.dedupe_key, d.tenant_id, d.link_id, d.path, d.headers, d.body, 'pending', 0, \
+       d.received_at, d.received_at, d.key_id, d.trace_context, d.connection_id \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+       $8::bytea[], $9::int8[], $10::text[], $11::text[], $12::text[]) WITH ORDINALITY \
+       AS d(id, provider, dedupe_key, tenant_id, link_id, path, headers, body, received_at, key_id, trace_context, connection_id, n) \
+     ORDER BY d.n \
+     ON CONFLICT (provider, dedupe_key) DO NOTHING \
+     RETURNING id";
 
 /// The most deliveries one batch may hold: 15 bound values each stays well below SQLite's
 /// limit of 32,766 variables per statement (and PostgreSQL's 65,535).
@@ -199,7 +215,7 @@ impl Store {
         })
     }
 
-    /// Store `rows` in one transaction and answer each, in order. Should the batch fail for a
+    /// Store `rows` in one statement (one transaction) and answer each, in order. Should the batch fail for a
     /// reason other than the database being unreachable (one row breaking a constraint, a
     /// deadlock with another replica's batch), every row is tried again alone, so that each
     /// caller gets its own answer and one bad row costs the others nothing.
@@ -234,6 +250,47 @@ impl Store {
         // Two copies of one delivery in a batch: only the first is written; the database would
         // skip the second anyway, this only keeps it out of the statement.
         let mut seen = HashSet::with_capacity(rows.len());
+        if self.backend() == sea_orm::DatabaseBackend::Postgres {
+            let unique: Vec<&PreparedDelivery> = rows
+                .iter()
+                .filter(|row| seen.insert((row.provider.as_str(), row.dedupe_key.as_str())))
+                .collect();
+            let column = |f: &dyn Fn(&PreparedDelivery) -> String| -> Vec<String> {
+                unique.iter().map(|row| f(row)).collect()
+            };
+            let optional =
+                |f: &dyn Fn(&PreparedDelivery) -> Option<String>| -> Vec<Option<String>> {
+                    unique.iter().map(|row| f(row)).collect()
+                };
+            // One statement, autocommitted: one transaction (see below).
+            let inserted: Vec<String> = sqlx::query_scalar(INSERT_BATCH_POSTGRES)
+                .bind(column(&|r| r.id.to_string()))
+                .bind(column(&|r| r.provider.clone()))
+                .bind(column(&|r| r.dedupe_key.clone()))
+                .bind(optional(&|r| r.tenant_id.clone()))
+                .bind(optional(&|r| r.link_id.clone()))
+                .bind(column(&|r| r.path.clone()))
+                .bind(column(&|r| r.headers.clone()))
+                .bind(
+                    unique
+                        .iter()
+                        .map(|row| row.body.clone())
+                        .collect::<Vec<Option<Vec<u8>>>>(),
+                )
+                .bind(
+                    unique
+                        .iter()
+                        .map(|row| row.received_at)
+                        .collect::<Vec<i64>>(),
+                )
+                .bind(optional(&|r| Some(r.key_id.clone())))
+                .bind(optional(&|r| r.trace_context.clone()))
+                .bind(optional(&|r| r.connection_id.clone()))
+                .fetch_all(self.db.get_postgres_connection_pool())
+                .await?;
+            let stored: HashSet<String> = inserted.into_iter().collect();
+            return Ok(answers(rows, &stored));
+        }
         let mut insert = Query::insert();
         insert
             .into_table(inbox::Entity)
@@ -256,22 +313,27 @@ impl Store {
             }
         }
         let statement = self.backend().build(&insert);
-        let txn = self.db.begin().await?;
-        let inserted = txn.query_all(statement).await?;
+        // One statement is one transaction on both databases (autocommit): all of its rows or
+        // none, durable once it returns. An explicit BEGIN and COMMIT around it would only add
+        // two round trips per batch.
+        let inserted = self.db.query_all(statement).await?;
         let mut stored = HashSet::with_capacity(inserted.len());
         for row in inserted {
             stored.insert(row.try_get::<String>("", "id")?);
         }
-        txn.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                if stored.contains(&row.id.to_string()) {
-                    Ingested::Stored(row.id)
-                } else {
-                    Ingested::Duplicate
-                }
-            })
-            .collect())
+        Ok(answers(rows, &stored))
     }
+}
+
+/// Each row's answer, given the ids the insert returned (the others were already stored).
+fn answers(rows: &[PreparedDelivery], stored: &HashSet<String>) -> Vec<Ingested> {
+    rows.iter()
+        .map(|row| {
+            if stored.contains(&row.id.to_string()) {
+                Ingested::Stored(row.id)
+            } else {
+                Ingested::Duplicate
+            }
+        })
+        .collect()
 }

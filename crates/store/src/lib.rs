@@ -168,6 +168,9 @@ impl ConnectOptions {
     }
 }
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is lent out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The store: a connection pool plus the keyring that seals vendor secrets.
 #[derive(Clone)]
 pub struct Store {
@@ -200,6 +203,9 @@ impl Store {
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(options.max_connections.clamp(1, 8))
                 .acquire_timeout(options.acquire_timeout)
+                // A file opened in this process does not go away while idle: sqlx's default ping
+                // before lending a connection out would only cost a trip to its worker thread.
+                .test_before_acquire(false)
                 .connect_with(connect)
                 .await?;
             sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool)
@@ -208,6 +214,21 @@ impl Store {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(options.max_connections.max(2))
                 .acquire_timeout(options.acquire_timeout)
+                // sqlx pings every connection before lending it out by default: a round trip
+                // per statement outside a transaction, as many as the statements themselves on
+                // the ingest path. Only a connection idle for a while is pinged (what a restarted
+                // server or a dropped network leaves behind); one lent out under load that has
+                // died fails its statement, which callers already answer as unavailable (`503`,
+                // the worker's retry), and the pool replaces it.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_IF_IDLE_FOR {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(connect)
                 .await?;
             sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, PendingEvent, insert_event};
-use crate::inbox::{DeliveryStatus, settle};
+use crate::inbox::{DeliveryStatus, settle_attributed};
 use crate::links::{
     LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets, seal_session_url,
 };
@@ -94,14 +94,24 @@ impl LinkTx {
             txn.rollback().await?;
             return Ok(None);
         };
-        Ok(Some(LinkTx {
+        Self::opened(txn, keyring, model, appends).map(Some)
+    }
+
+    /// A link transaction on a row `txn` already holds locked, as it reads there.
+    pub(crate) fn opened(
+        txn: DatabaseTransaction,
+        keyring: std::sync::Arc<Keyring>,
+        model: link::Model,
+        appends: Appends,
+    ) -> Result<LinkTx> {
+        Ok(LinkTx {
             record: record_from_model(&keyring, model)?,
             txn,
             keyring,
             changed: false,
             policies_changed: false,
             appends,
-        }))
+        })
     }
 }
 
@@ -416,20 +426,20 @@ impl LinkTx {
     /// Mark the delivery that caused this change as done, in this transaction. Fails (and so
     /// the whole transaction must be dropped) when `owner` no longer holds its lease.
     pub async fn settle_delivery(&mut self, id: &DeliveryId, owner: &str) -> Result<()> {
+        // The delivery is attributed to the link in the same statement that settles it: one
+        // round trip per delivery instead of two. Should the lease be lost, the attribution is
+        // undone with the rest of this transaction.
         let link = &self.record.link;
-        crate::entities::inbox::Entity::update_many()
-            .col_expr(
-                crate::entities::inbox::Column::TenantId,
-                Some(link.tenant_id.to_string()).into(),
-            )
-            .col_expr(
-                crate::entities::inbox::Column::LinkId,
-                Some(link.id.to_string()).into(),
-            )
-            .filter(crate::entities::inbox::Column::Id.eq(id.to_string()))
-            .exec(&self.txn)
-            .await?;
-        if settle(&self.txn, id, owner, DeliveryStatus::Done, None).await? {
+        if settle_attributed(
+            &self.txn,
+            id,
+            owner,
+            DeliveryStatus::Done,
+            &link.tenant_id,
+            &link.id,
+        )
+        .await?
+        {
             Ok(())
         } else {
             Err(StoreError::Database(format!(

@@ -798,3 +798,95 @@ async fn trace_context_is_kept_on_links_and_deliveries() {
         .expect("the link's next delivery");
     assert_eq!(next.trace_context, None);
 }
+
+#[tokio::test]
+async fn the_next_deliveries_of_several_links_are_claimed_in_one_statement_oldest_first() {
+    let store = store().await;
+    let a = tenant("tenant-a");
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let (one, two, three) = (
+        new_link(&store, &a, "u1").await,
+        new_link(&store, &a, "u2").await,
+        new_link(&store, &a, "u3").await,
+    );
+    let deliver = |link: LinkId, key: &'static str| {
+        let (store, a) = (store.clone(), a.clone());
+        async move {
+            match store
+                .ingest_delivery(NewDelivery {
+                    provider: ProviderId::from_static("axle"),
+                    dedupe_key: key.into(),
+                    link: Some((a, link)),
+                    path: String::new(),
+                    headers: Vec::new(),
+                    body: key.as_bytes().to_vec(),
+                    received_at: Utc::now(),
+                    trace_context: None,
+                    connection_id: None,
+                })
+                .await
+                .unwrap()
+            {
+                Ingested::Stored(id) => id,
+                Ingested::Duplicate => panic!("{key} stored twice"),
+            }
+        }
+    };
+    let one_first = deliver(one, "one-1").await;
+    let one_second = deliver(one, "one-2").await;
+    let one_third = deliver(one, "one-3").await;
+    let two_first = deliver(two, "two-1").await;
+    let two_second = deliver(two, "two-2").await;
+    let three_first = deliver(three, "three-1").await;
+    let lease = Utc::now() + Duration::seconds(30);
+
+    // Each link's oldest is taken by the first claim; settle two of them and leave the third
+    // link's leased.
+    let first = store.claim_deliveries("w", lease, 10).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![one_first, two_first, three_first]);
+    for id in [one_first, two_first] {
+        assert!(
+            store
+                .settle_delivery(&id, "w", DeliveryStatus::Done, None)
+                .await
+                .unwrap()
+        );
+    }
+
+    // One statement: the next of each link, oldest first and one per link; the third link's
+    // oldest is still leased, so nothing of it is taken.
+    let next = store
+        .claim_next_of_links("w", &[one, two, three], lease)
+        .await
+        .unwrap();
+    let ids: Vec<_> = next.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![one_second, two_second]);
+    assert!(next.iter().all(|d| d.attempts == 1));
+
+    // Settled rows are not leased again, and a link with nothing pending gives nothing.
+    for id in [one_second, two_second] {
+        assert!(
+            store
+                .settle_delivery(&id, "w", DeliveryStatus::Done, None)
+                .await
+                .unwrap()
+        );
+    }
+    let next = store
+        .claim_next_of_links("w", &[two, one], lease)
+        .await
+        .unwrap();
+    let ids: Vec<_> = next.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![one_third]);
+    assert!(
+        store
+            .claim_next_of_links("w", &[], lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -231,6 +231,7 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     };
     engine_config.descoped_token_grace =
         Duration::from_secs(config.webhooks.descoped_token_grace_hours * 3_600);
+    engine_config.webhook_token_cache_ttl = Duration::from_millis(config.webhooks.token_cache_ms);
     engine_config.secret_headers = vendors.secret_headers;
     if let Some(poll) = overrides.stream_poll {
         engine_config.stream_poll = poll;

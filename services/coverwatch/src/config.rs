@@ -349,12 +349,17 @@ pub struct WebhookSettings {
     /// Hours a descoped link's webhook URL is still accepted (deliveries are stored and
     /// ignored); after them it is refused with 401 like an unknown one. 0: refused at once.
     pub descoped_token_grace_hours: u64,
+    /// How long a per-link webhook token's link may be answered from memory (0: every
+    /// delivery reads it). Exact for this replica's changes; another replica's change of the
+    /// link is seen within this bound, never longer than the grace above.
+    pub token_cache_ms: u64,
 }
 
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             descoped_token_grace_hours: 7 * 24,
+            token_cache_ms: coverwatch_engine::DEFAULT_WEBHOOK_TOKEN_CACHE_TTL.as_millis() as u64,
         }
     }
 }
@@ -720,6 +725,13 @@ impl Config {
                 "webhooks.descoped_token_grace_hours",
                 self.webhooks.descoped_token_grace_hours.to_string(),
                 "must be at most 8760 hours (a year)",
+            ));
+        }
+        if self.webhooks.token_cache_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "webhooks.token_cache_ms",
+                self.webhooks.token_cache_ms.to_string(),
+                "must be at most 60000 ms",
             ));
         }
         if let Some(key) = &self.dev_api_key
