@@ -5,8 +5,8 @@ use coverwatch_core::ProviderId;
 use coverwatch_core::webhook::{InboundWebhook, WebhookRejection};
 use std::sync::Arc;
 
-use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::Provider;
+use coverwatch_core::ids::ConnectionId;
 use coverwatch_store::{IngestQueue, Ingested, NewDelivery, StoreError};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -242,9 +242,9 @@ impl Engine {
             .provider_for(kind, owner.connection_id.as_ref())
             .await
             .map_err(|e| match e {
-            EngineError::Store(e) if e.is_unavailable() => IngestError::Unavailable(e),
-            _ => unknown(),
-        })?;
+                EngineError::Store(e) if e.is_unavailable() => IngestError::Unavailable(e),
+                _ => unknown(),
+            })?;
         if !provider.capabilities().per_link_webhook_url {
             return Err(unknown());
         }
