@@ -1047,6 +1047,160 @@ async fn a_bad_setting_is_refused_naming_the_field_and_nothing_is_saved() {
     world.stop().await;
 }
 
+/// A base URL nothing listens on: a port bound and released.
+fn closed_base_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// `err` is INVALID_ARGUMENT naming `field`, without repeating `secret`.
+fn assert_names(err: &tonic::Status, field: &str, secret: &str) {
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with(&format!("settings.{field}: ")),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(secret), "{}", err.message());
+}
+
+// Vendor behaviour relied on: Canopy answers a key it does not know with 401 and a team the
+// key does not belong to with 403 (`GET /teams/{teamId}/webhooks`,
+// https://docs.usecanopy.com/reference/get-webhooks); Axle answers wrong client credentials
+// with 401 ("Authentication", https://docs.axle.insure/api-reference/authentication).
+#[tokio::test]
+async fn settings_the_vendor_refuses_or_cannot_check_are_not_saved_and_good_ones_are_checked() {
+    const WRONG: &str = "not-the-key-secret-4b1e";
+    const TEAM_B: &str = "c3a2e8b4-3d9f-4e5a-9b7c-2f4d6a8b0c13";
+    let world = World::start().await;
+    let sim = sandbox(&world.server);
+    sim.canopy().add_team(CanopyTeam::new(
+        TEAM_B,
+        "canopy-client-of-b",
+        "canopy-key-secret-of-b",
+        "team-b-link",
+    ));
+    let canopy = world.canopy_settings(&[SECRET_A]);
+    let axle = world.axle_settings(&AxleAccount::new(
+        coverwatch_sandbox::axle::DEFAULT_CLIENT_ID,
+        coverwatch_sandbox::axle::DEFAULT_CLIENT_SECRET,
+    ));
+
+    // A key secret the vendor does not know.
+    let mut wrong = canopy.clone();
+    wrong["client_secret"] = json!(WRONG);
+    let err = world.put(TENANT_A.0, "canopy", &wrong).await.unwrap_err();
+    assert_names(&err, "client_secret", WRONG);
+    let mut wrong = axle.clone();
+    wrong["client_secret"] = json!(WRONG);
+    let err = world.put(TENANT_A.0, "axle", &wrong).await.unwrap_err();
+    assert_names(&err, "client_secret", WRONG);
+
+    // A team that exists, but not the key's.
+    let mut other_team = canopy.clone();
+    other_team["team_id"] = json!(TEAM_B);
+    let err = world
+        .put(TENANT_A.0, "canopy", &other_team)
+        .await
+        .unwrap_err();
+    assert_names(
+        &err,
+        "team_id",
+        coverwatch_sandbox::canopy::DEFAULT_CLIENT_SECRET,
+    );
+
+    // A vendor that cannot be reached says nothing about the settings: try again later.
+    let closed = closed_base_url();
+    let mut unreachable = canopy.clone();
+    unreachable["base_url"] = json!(format!("{closed}/canopy/api/v1.0.0"));
+    let err = world
+        .put(TENANT_A.0, "canopy", &unreachable)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let mut unreachable = axle.clone();
+    unreachable["base_url"] = json!(format!("{closed}/axle"));
+    let err = world
+        .put(TENANT_A.0, "axle", &unreachable)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // Nothing was saved: the tenant has no connection, and its next link uses the deployment's
+    // default account.
+    assert!(world.list(TENANT_A.0).await.is_empty());
+    let since = sim.calls().all().last().map_or(0, |c| c.seq);
+    let client = world.server.client(TENANT_A).await;
+    let started = start_link(&client, v1::Provider::Canopy, "user-1", None, None).await;
+    let path = url::Url::parse(&started.session_url)
+        .unwrap()
+        .path()
+        .to_owned();
+    assert!(
+        path.ends_with(&format!(
+            "/c/{}",
+            coverwatch_sandbox::canopy::DEFAULT_PUBLIC_ALIAS
+        )),
+        "{path}"
+    );
+    start_link(&client, v1::Provider::Axle, "user-1", None, None).await;
+    let used: Vec<_> = sim
+        .calls()
+        .all()
+        .into_iter()
+        .filter(|c| c.seq > since && c.client_id.is_some())
+        .collect();
+    assert!(!used.is_empty());
+    assert!(
+        used.iter().all(|c| {
+            let id = c.client_id.as_deref();
+            id == Some(coverwatch_sandbox::canopy::DEFAULT_CLIENT_ID)
+                || id == Some(coverwatch_sandbox::axle::DEFAULT_CLIENT_ID)
+        }),
+        "{used:#?}"
+    );
+
+    // Good settings: saved, and the answer says the vendor accepted them.
+    let since = sim.calls().all().last().map_or(0, |c| c.seq);
+    let saved_canopy = world.put(TENANT_A.0, "canopy", &canopy).await.unwrap();
+    assert_eq!(saved_canopy.remote_check(), v1::RemoteCheck::Accepted);
+    let saved_axle = world.put(TENANT_A.0, "axle", &axle).await.unwrap();
+    assert_eq!(saved_axle.remote_check(), v1::RemoteCheck::Accepted);
+    // The check was a call to each vendor, authenticated with the settings' key.
+    let checks: Vec<_> = sim
+        .calls()
+        .all()
+        .into_iter()
+        .filter(|c| c.seq > since)
+        .map(|c| (c.vendor, c.client_id, c.status))
+        .collect();
+    assert!(
+        checks.contains(&(
+            "canopy",
+            Some(coverwatch_sandbox::canopy::DEFAULT_CLIENT_ID.to_owned()),
+            200
+        )),
+        "{checks:?}"
+    );
+    assert!(
+        checks.contains(&(
+            "axle",
+            Some(coverwatch_sandbox::axle::DEFAULT_CLIENT_ID.to_owned()),
+            200
+        )),
+        "{checks:?}"
+    );
+    assert_eq!(world.list(TENANT_A.0).await.len(), 2);
+    // Read back, the connection says nothing of a check: only the put asked the vendor.
+    assert_eq!(
+        world.get(&saved_canopy.id).await.unwrap().remote_check(),
+        v1::RemoteCheck::Unspecified
+    );
+    world.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Rotation with deliveries in flight
 
