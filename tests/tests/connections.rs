@@ -29,8 +29,12 @@ use coverwatch_engine::ProviderRegistry;
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
 use coverwatch_sandbox::axle::AxleAccount;
 use coverwatch_sandbox::canopy::CanopyTeam;
+use coverwatch_sandbox::canopy::fixtures::{GOOD_PASSWORD, TestLogin};
+use coverwatch_sandbox::{Sandbox, SandboxConfig};
 use coverwatch_tests::fake_provider::FakeProvider;
-use coverwatch_tests::flows::{DEADLINE, get_link, link_events, sandbox, start_link};
+use coverwatch_tests::flows::{
+    Browser, DEADLINE, get_link, link_events, sandbox, start_link, wait_for_state,
+};
 use coverwatch_tests::vendors::Driver;
 use coverwatch_tests::{
     Client, TENANT_A, TENANT_B, TestServer, eventually, fast_worker, test_config, v1,
@@ -1421,4 +1425,83 @@ async fn a_removed_secret_is_refused_on_another_replica_within_the_documented_bo
         two.stop().await;
     }
     one.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stale-link sweep covers vendors reached only through tenants' connections
+
+#[tokio::test]
+async fn a_link_of_a_vendor_without_a_default_connection_is_swept_for_staleness() {
+    captured_logs();
+    // A deployment whose only default is the test vendor: Canopy is reached only through the
+    // tenant's own connection, to a Canopy of its own (a sandbox the service did not start).
+    let canopy_vendor = Sandbox::start(SandboxConfig::for_tests()).await.unwrap();
+    let server = TestServer::start_with(
+        config().await,
+        Overrides {
+            providers: Some(
+                ProviderRegistry::new()
+                    .register(Arc::new(FakeProvider::default()))
+                    .with_plugin(plugin("canopy")),
+            ),
+            worker: Some(fast_worker()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let world = World::with(server).await;
+    let mut settings = plugin("canopy")
+        .simulated_settings(&Simulator {
+            base_url: canopy_vendor.base_url(),
+            webhook_secret: SECRET_A,
+        })
+        .expect("canopy has a simulator");
+    settings["signing_secrets"] = json!([SECRET_A]);
+    let conn = world.put(TENANT_A.0, "canopy", &settings).await.unwrap();
+    canopy_vendor.canopy().register_webhook(
+        &world.server.http_url(&conn.webhook_path),
+        Some(SECRET_A),
+        &[],
+    );
+
+    // The end-user completes the widget; the team's webhooks make the link ACTIVE.
+    let client = world.server.client(TENANT_A).await;
+    let started = start_link(&client, v1::Provider::Canopy, "user-1", None, None).await;
+    let link = started.link.expect("a link").id;
+    let browser = Browser::new();
+    let widget = browser.get(&started.session_url).await;
+    assert_eq!(widget.status, 200, "{}", widget.html);
+    let submitted = browser
+        .submit(
+            &widget,
+            "login",
+            &[
+                ("consent", "yes"),
+                ("insurerName", "statefarm"),
+                ("username", TestLogin::Good.username()),
+                ("password", GOOD_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(submitted.status, 303, "{}", submitted.html);
+    let active = wait_for_state(&client, &link, v1::LinkState::Active).await;
+    assert!(active.last_refreshed_at.is_some(), "{active:?}");
+
+    // Long after the connection's provider expects fresh data, the sweep reports the link.
+    let engine = &world.server.app.engine;
+    let later = Utc::now() + chrono::Duration::days(400);
+    let report = engine.sweep(later).await.expect("sweep");
+    assert_eq!(report.stale_reported, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let stale = link_events(&client, &link)
+        .await
+        .iter()
+        .filter(|e| e.kind() == v1::EventKind::LinkStale)
+        .count();
+    assert_eq!(stale, 1);
+    // Once per stale period: the next round does not report it again.
+    let again = engine.sweep(later).await.expect("sweep");
+    assert_eq!(again.stale_reported, 0, "{again:?}");
+    world.stop().await;
+    canopy_vendor.shutdown().await;
 }

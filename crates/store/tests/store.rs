@@ -694,7 +694,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
         let store = store.clone();
         async move {
             store
-                .stale_candidates(ProviderId::from_static("axle"), before, 10)
+                .stale_candidates(ProviderId::from_static("axle"), None, before, 10)
                 .await
                 .unwrap()
                 .into_iter()
@@ -706,7 +706,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
     assert_eq!(due(refreshed + Duration::hours(1)).await, [link]);
     assert!(
         store
-            .stale_candidates(ProviderId::from_static("canopy"), Utc::now(), 10)
+            .stale_candidates(ProviderId::from_static("canopy"), None, Utc::now(), 10)
             .await
             .unwrap()
             .is_empty(),
