@@ -515,13 +515,14 @@ async fn stored_canopy_deliveries(world: &World) -> Vec<v1::Delivery> {
         .deliveries
 }
 
-// Vendor behaviour relied on: a Canopy API key belongs to one team and a team's pulls are
-// reached under `/teams/{teamId}/…` with that team's key ("Authentication",
-// https://docs.usecanopy.com/reference/authentication); each team's webhooks go to the URLs
-// registered for that team, signed with that webhook's secret ("Using Webhooks",
-// https://docs.usecanopy.com/reference/about-webhooks). Axle clients authenticate every call
-// with their own `x-client-id` / `x-client-secret` and see only what they created
-// ("Authentication", https://docs.axle.insure/api-reference/authentication).
+// Vendor behaviour relied on: every Canopy request is authenticated with an API key of one
+// team (Client ID and Client Secret, HTTP Basic; "Authentication",
+// https://docs.usecanopy.com/reference/authentication-guide) and a team's pulls are reached
+// under `/teams/{teamId}/…`; each team's webhooks go to the URLs registered for that team,
+// signed with that webhook's secret ("Using Webhooks",
+// https://docs.usecanopy.com/reference/about-webhooks). Every Axle request carries its
+// client's own `x-client-id` / `x-client-secret` (API reference "Overview", Authentication,
+// https://docs.axle.insure/api-reference).
 #[tokio::test]
 async fn two_tenants_with_their_own_canopy_teams_and_axle_clients_use_only_their_own() {
     let world = World::start().await;
@@ -1079,7 +1080,7 @@ fn assert_names(err: &tonic::Status, field: &str, secret: &str) {
 // Vendor behaviour relied on: Canopy answers a key it does not know with 401 and a team the
 // key does not belong to with 403 (`GET /teams/{teamId}/webhooks`,
 // https://docs.usecanopy.com/reference/get-webhooks); Axle answers wrong client credentials
-// with 401 ("Authentication", https://docs.axle.insure/api-reference/authentication).
+// with 401 ("Overview", Authentication, https://docs.axle.insure/api-reference).
 #[tokio::test]
 async fn settings_the_vendor_refuses_or_cannot_check_are_not_saved_and_good_ones_are_checked() {
     const WRONG: &str = "not-the-key-secret-4b1e";
