@@ -4,10 +4,11 @@
 //! refused by field with nothing saved, signing-secret rotation with deliveries in flight, and
 //! no secret in an answer or a log line.
 //!
-//! Until the simulators know several vendor accounts, both tenants' connections point at the
-//! one embedded Canopy simulator, each with signing secrets of its own: what keeps the tenants
-//! apart here is what coverwatch does with the endpoint and the secrets, which is what these
-//! tests are about.
+//! `two_tenants_with_their_own_canopy_teams_and_axle_clients_use_only_their_own` gives each
+//! tenant its own Canopy team and Axle client (separate accounts of the simulators) and reads
+//! the simulators' call logs to prove which credentials each link used. The other tests point
+//! both tenants at the simulator's default team, each with signing secrets of its own: what
+//! keeps the tenants apart there is what coverwatch does with the endpoint and the secrets.
 //!
 //! Canopy behaviour relied on: every webhook of a team goes to the URL registered for it
 //! ("Using Webhooks", https://docs.usecanopy.com/reference/about-webhooks) and is signed with
@@ -26,8 +27,15 @@ use coverwatch_core::plugin::Simulator;
 use coverwatch_core::{ProviderId, VendorPlugin};
 use coverwatch_engine::ProviderRegistry;
 use coverwatch_proto::v1::admin_service_client::AdminServiceClient;
+use coverwatch_sandbox::axle::AxleAccount;
+use coverwatch_sandbox::canopy::CanopyTeam;
+use coverwatch_sandbox::canopy::fixtures::{GOOD_PASSWORD, TestLogin};
+use coverwatch_sandbox::{Sandbox, SandboxConfig};
 use coverwatch_tests::fake_provider::FakeProvider;
-use coverwatch_tests::flows::{DEADLINE, link_events, sandbox, start_link};
+use coverwatch_tests::flows::{
+    Browser, DEADLINE, get_link, link_events, sandbox, start_link, wait_for_state,
+};
+use coverwatch_tests::vendors::Driver;
 use coverwatch_tests::{
     Client, TENANT_A, TENANT_B, TestServer, eventually, fast_worker, test_config, v1,
 };
@@ -411,6 +419,337 @@ async fn each_tenants_webhooks_land_on_its_own_links_and_a_cross_signed_delivery
     world.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// 1b. Two tenants, each with its own Canopy team and Axle client (separate vendor accounts)
+
+/// One tenant's own vendor accounts, as the vendors would have issued them.
+struct Accounts {
+    team: CanopyTeam,
+    signing_secret: &'static str,
+    axle: AxleAccount,
+}
+
+impl World {
+    /// Settings for `team`'s key on the embedded Canopy simulator, signed with `secret`.
+    fn team_settings(&self, team: &CanopyTeam, secret: &str) -> Value {
+        let mut settings = self.canopy_settings(&[secret]);
+        settings["team_id"] = json!(team.team_id);
+        settings["client_id"] = json!(team.client_id);
+        settings["client_secret"] = json!(team.client_secret);
+        settings["public_alias"] = json!(team.public_alias);
+        settings
+    }
+
+    /// Settings for `account` on the embedded Axle simulator.
+    fn axle_settings(&self, account: &AxleAccount) -> Value {
+        let mut settings = plugin("axle")
+            .simulated_settings(&Simulator {
+                base_url: sandbox(&self.server).base_url(),
+                webhook_secret: "unused",
+            })
+            .expect("axle has a simulator");
+        settings["client_id"] = json!(account.client_id);
+        settings["client_secret"] = json!(account.client_secret);
+        settings
+    }
+}
+
+/// A tenant's connections once saved: its Canopy connection (and so its webhook path).
+struct Connected {
+    canopy: v1::VendorConnection,
+}
+
+/// Saves `accounts` as `tenant`'s connections, then registers the Canopy team's webhook at
+/// the connection's own path, as an operator does once PutVendorConnection named it.
+async fn connect(world: &World, tenant: &str, accounts: &Accounts) -> Connected {
+    let canopy_settings = world.team_settings(&accounts.team, accounts.signing_secret);
+    let axle_settings = world.axle_settings(&accounts.axle);
+    let (canopy, axle) = tokio::join!(
+        world.put(tenant, "canopy", &canopy_settings),
+        world.put(tenant, "axle", &axle_settings),
+    );
+    let (canopy, axle) = (
+        canopy.expect("Canopy connection"),
+        axle.expect("Axle connection"),
+    );
+    assert_eq!(canopy.remote_check(), v1::RemoteCheck::Accepted);
+    assert_eq!(axle.remote_check(), v1::RemoteCheck::Accepted);
+    // Registering again under the same team id keeps the team and adds its webhook.
+    sandbox(&world.server)
+        .canopy()
+        .add_team(accounts.team.clone().with_webhook(
+            world.server.http_url(&canopy.webhook_path),
+            accounts.signing_secret,
+        ));
+    Connected { canopy }
+}
+
+/// The Canopy pull the simulator made for `link_id` (by the link id our session URL put in
+/// the pull's meta data).
+fn pull_of(world: &World, link_id: &str) -> String {
+    let canopy = sandbox(&world.server).canopy();
+    canopy
+        .pull_ids()
+        .into_iter()
+        .find(|id| {
+            canopy
+                .pull(id)
+                .is_some_and(|p| p.meta_data["coverwatch_link_id"].as_str() == Some(link_id))
+        })
+        .unwrap_or_else(|| panic!("no pull of {link_id}"))
+}
+
+/// Every Canopy delivery coverwatch stored, with the link it was applied to.
+async fn stored_canopy_deliveries(world: &World) -> Vec<v1::Delivery> {
+    world
+        .admin
+        .clone()
+        .list_deliveries(v1::ListDeliveriesRequest {
+            provider: v1::Provider::Canopy as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries
+}
+
+// Vendor behaviour relied on: every Canopy request is authenticated with an API key of one
+// team (Client ID and Client Secret, HTTP Basic; "Authentication",
+// https://docs.usecanopy.com/reference/authentication-guide) and a team's pulls are reached
+// under `/teams/{teamId}/…`; each team's webhooks go to the URLs registered for that team,
+// signed with that webhook's secret ("Using Webhooks",
+// https://docs.usecanopy.com/reference/about-webhooks). Every Axle request carries its
+// client's own `x-client-id` / `x-client-secret` (API reference "Overview", Authentication,
+// https://docs.axle.insure/api-reference).
+#[tokio::test]
+async fn two_tenants_with_their_own_canopy_teams_and_axle_clients_use_only_their_own() {
+    let world = World::start().await;
+    let sim = sandbox(&world.server);
+    let a = Accounts {
+        team: CanopyTeam::new(
+            "a1e0c6f2-1b7d-4c3e-9f5a-0d2b4e6f8a01",
+            "canopy-client-of-a",
+            "canopy-key-secret-of-a-5e21",
+            "tenant-a-link",
+        ),
+        signing_secret: SECRET_A,
+        axle: AxleAccount::new("cli_tenant_a", "axle-secret-of-a-9c04"),
+    };
+    let b = Accounts {
+        team: CanopyTeam::new(
+            "b2f1d7a3-2c8e-4d4f-8a6b-1e3c5f7a9b02",
+            "canopy-client-of-b",
+            "canopy-key-secret-of-b-7d38",
+            "tenant-b-link",
+        ),
+        signing_secret: SECRET_B,
+        axle: AxleAccount::new("cli_tenant_b", "axle-secret-of-b-2b6f"),
+    };
+    for accounts in [&a, &b] {
+        sim.canopy().add_team(accounts.team.clone());
+        sim.axle().add_account(accounts.axle.clone());
+    }
+    // Calls before this point are the deployment's own start-up, on its default accounts.
+    let since = sim.calls().all().last().map_or(0, |c| c.seq);
+    let (conn_a, conn_b) = tokio::join!(
+        connect(&world, TENANT_A.0, &a),
+        connect(&world, TENANT_B.0, &b)
+    );
+    assert_ne!(conn_a.canopy.webhook_path, conn_b.canopy.webhook_path);
+
+    // Both tenants link with both vendors at the same time, each end-user completing the
+    // vendor's session; the vendors' webhooks tell coverwatch the outcome.
+    let (client_a, client_b) = (
+        world.server.client(TENANT_A).await,
+        world.server.client(TENANT_B).await,
+    );
+    let link = |client: Client, driver: Driver, user: &'static str| {
+        let server = &world.server;
+        let id = ProviderId::from_static(match driver {
+            Driver::Canopy => "canopy",
+            _ => "axle",
+        });
+        async move {
+            let started = Driver::start_link(&client, &id, user).await;
+            driver.complete(server, &client, &started).await
+        }
+    };
+    let (canopy_a, canopy_b, axle_a, axle_b) = tokio::join!(
+        link(client_a.clone(), Driver::Canopy, "user-a"),
+        link(client_b.clone(), Driver::Canopy, "user-b"),
+        link(client_a.clone(), Driver::Axle, "user-a"),
+        link(client_b.clone(), Driver::Axle, "user-b"),
+    );
+
+    // Canopy: every call was made with a tenant's own key, under that key's own team, and the
+    // calls about a tenant's pull were made with that tenant's key only.
+    let canopy_calls: Vec<_> = sim
+        .calls()
+        .of("canopy")
+        .into_iter()
+        .filter(|c| c.seq > since)
+        .collect();
+    let (pull_a, pull_b) = (
+        pull_of(&world, &canopy_a.link_id),
+        pull_of(&world, &canopy_b.link_id),
+    );
+    for (own, pull, other) in [(&a, &pull_a, &b), (&b, &pull_b, &a)] {
+        let mine: Vec<_> = canopy_calls
+            .iter()
+            .filter(|c| c.client_id.as_deref() == Some(own.team.client_id.as_str()))
+            .collect();
+        assert!(
+            mine.iter().any(|c| c.path.contains(pull.as_str())),
+            "no call about {pull} with its tenant's key: {canopy_calls:#?}"
+        );
+        for call in &mine {
+            assert_eq!(
+                call.team_id.as_deref().unwrap_or(&own.team.team_id),
+                own.team.team_id,
+                "{call:?}"
+            );
+            assert_eq!(call.status / 100, 2, "{call:?}");
+        }
+        for call in canopy_calls
+            .iter()
+            .filter(|c| c.path.contains(pull.as_str()))
+        {
+            assert_eq!(
+                call.client_id.as_deref(),
+                Some(own.team.client_id.as_str()),
+                "a call about {pull}: {call:?}"
+            );
+        }
+        assert!(
+            !canopy_calls.iter().any(
+                |c| c.team_id.as_deref() == Some(other.team.team_id.as_str())
+                    && c.client_id.as_deref() == Some(own.team.client_id.as_str())
+            ),
+            "{canopy_calls:#?}"
+        );
+    }
+    let tenants_keys = [a.team.client_id.as_str(), b.team.client_id.as_str()];
+    assert!(
+        canopy_calls.iter().all(|c| c
+            .client_id
+            .as_deref()
+            .is_some_and(|id| tenants_keys.contains(&id))),
+        "a call with the deployment's key or none: {canopy_calls:#?}"
+    );
+
+    // Axle: the same, by client id and by the accounts and policies each link got.
+    let axle_calls: Vec<_> = sim
+        .calls()
+        .of("axle")
+        .into_iter()
+        // The hosted Ignition pages are the end-user's browser, not coverwatch, calling.
+        .filter(|c| c.seq > since && !c.path.starts_with("/ignition-ui"))
+        .collect();
+    for (own, linked) in [(&a, &axle_a), (&b, &axle_b)] {
+        let about: Vec<_> = axle_calls
+            .iter()
+            .filter(|c| c.path.contains(&linked.account_id) || c.path.contains(&linked.policy_id))
+            .collect();
+        assert!(
+            !about.is_empty(),
+            "no call about {linked:?}: {axle_calls:#?}"
+        );
+        for call in about {
+            assert_eq!(
+                call.client_id.as_deref(),
+                Some(own.axle.client_id.as_str()),
+                "{call:?}"
+            );
+            assert_eq!(call.status / 100, 2, "{call:?}");
+        }
+        assert!(
+            axle_calls.iter().any(
+                |c| c.client_id.as_deref() == Some(own.axle.client_id.as_str())
+                    && c.path == "/ignition"
+            ),
+            "{axle_calls:#?}"
+        );
+    }
+    let tenants_clients = [a.axle.client_id.as_str(), b.axle.client_id.as_str()];
+    assert!(
+        axle_calls.iter().all(|c| c
+            .client_id
+            .as_deref()
+            .is_some_and(|id| tenants_clients.contains(&id))),
+        "a call with the deployment's client or none: {axle_calls:#?}"
+    );
+
+    // Each team's webhooks went to its own connection's endpoint, and each stored delivery
+    // reached only its own tenant's link.
+    let sent = sim.deliveries().filtered(Some("canopy"), None);
+    for (pull, conn) in [(&pull_a, &conn_a), (&pull_b, &conn_b)] {
+        let of_pull: Vec<_> = sent
+            .iter()
+            .filter(|d| d.vendor == "canopy")
+            .filter(|d| d.json().is_some_and(|b| b["pull_id"] == pull.as_str()))
+            .collect();
+        assert!(!of_pull.is_empty(), "no webhook of {pull}");
+        for delivery in of_pull {
+            assert_eq!(
+                delivery.url,
+                world.server.http_url(&conn.canopy.webhook_path),
+                "{delivery:?}"
+            );
+            assert_eq!(delivery.status, Some(200), "{delivery:?}");
+        }
+    }
+    let stored = stored_canopy_deliveries(&world).await;
+    for (linked, conn, tenant) in [
+        (&canopy_a, &conn_a, TENANT_A.0),
+        (&canopy_b, &conn_b, TENANT_B.0),
+    ] {
+        let to_link: Vec<_> = stored
+            .iter()
+            .filter(|d| d.link_id.as_deref() == Some(linked.link_id.as_str()))
+            .collect();
+        assert!(!to_link.is_empty(), "no delivery applied to {linked:?}");
+        for delivery in to_link {
+            // `path` is what followed `/webhooks/canopy/`: the connection's id.
+            assert_eq!(delivery.path, conn.canopy.id, "{delivery:?}");
+            assert_eq!(delivery.tenant_id.as_deref(), Some(tenant), "{delivery:?}");
+        }
+    }
+    assert_eq!(
+        get_link(&client_a, &canopy_a.link_id).await.state(),
+        v1::LinkState::Active
+    );
+    assert_eq!(
+        get_link(&client_b, &canopy_b.link_id).await.state(),
+        v1::LinkState::Active
+    );
+
+    // One of A's genuine webhooks, signed with A's secret, sent to B's endpoint: refused,
+    // nothing stored.
+    let genuine = sent
+        .iter()
+        .find(|d| d.vendor == "canopy" && d.json().is_some_and(|b| b["pull_id"] == pull_a.as_str()))
+        .expect("a webhook of A's pull");
+    let before = world.stored_deliveries().await;
+    assert_eq!(
+        world
+            .post_signed(
+                &conn_b.canopy.webhook_path,
+                genuine.body.as_bytes(),
+                SECRET_A
+            )
+            .await,
+        401
+    );
+    assert_eq!(
+        world.stored_deliveries().await,
+        before,
+        "a refused delivery is stored"
+    );
+    world.stop().await;
+}
+
 /// The URL a link's Axle session told Axle to send its webhooks to.
 fn axle_webhook_url(world: &World, session_url: &str) -> String {
     let token = url::Url::parse(session_url)
@@ -500,7 +839,13 @@ async fn an_axle_links_webhooks_are_authenticated_by_its_tenants_connection() {
         .expect("ListDeliveries")
         .into_inner()
         .deliveries;
-    assert_eq!(listed.len(), 2, "{listed:?}");
+    // The simulator's own webhooks of B's session (its default connection wants no header)
+    // may be among them by now; the two taken above must be.
+    let sent_here = listed
+        .iter()
+        .filter(|d| d.dedupe_key.ends_with("id:evt_a3") || d.dedupe_key.ends_with("id:evt_b1"))
+        .count();
+    assert_eq!(sent_here, 2, "{listed:?}");
     for delivery in listed {
         let full = world
             .admin
@@ -709,6 +1054,160 @@ async fn a_bad_setting_is_refused_naming_the_field_and_nothing_is_saved() {
     assert_eq!(
         world.get(&unused.id).await.unwrap_err().code(),
         Code::NotFound
+    );
+    world.stop().await;
+}
+
+/// A base URL nothing listens on: a port bound and released.
+fn closed_base_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// `err` is INVALID_ARGUMENT naming `field`, without repeating `secret`.
+fn assert_names(err: &tonic::Status, field: &str, secret: &str) {
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with(&format!("settings.{field}: ")),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(secret), "{}", err.message());
+}
+
+// Vendor behaviour relied on: Canopy answers a key it does not know with 401 and a team the
+// key does not belong to with 403 (`GET /teams/{teamId}/webhooks`,
+// https://docs.usecanopy.com/reference/get-webhooks); Axle answers wrong client credentials
+// with 401 ("Overview", Authentication, https://docs.axle.insure/api-reference).
+#[tokio::test]
+async fn settings_the_vendor_refuses_or_cannot_check_are_not_saved_and_good_ones_are_checked() {
+    const WRONG: &str = "not-the-key-secret-4b1e";
+    const TEAM_B: &str = "c3a2e8b4-3d9f-4e5a-9b7c-2f4d6a8b0c13";
+    let world = World::start().await;
+    let sim = sandbox(&world.server);
+    sim.canopy().add_team(CanopyTeam::new(
+        TEAM_B,
+        "canopy-client-of-b",
+        "canopy-key-secret-of-b",
+        "team-b-link",
+    ));
+    let canopy = world.canopy_settings(&[SECRET_A]);
+    let axle = world.axle_settings(&AxleAccount::new(
+        coverwatch_sandbox::axle::DEFAULT_CLIENT_ID,
+        coverwatch_sandbox::axle::DEFAULT_CLIENT_SECRET,
+    ));
+
+    // A key secret the vendor does not know.
+    let mut wrong = canopy.clone();
+    wrong["client_secret"] = json!(WRONG);
+    let err = world.put(TENANT_A.0, "canopy", &wrong).await.unwrap_err();
+    assert_names(&err, "client_secret", WRONG);
+    let mut wrong = axle.clone();
+    wrong["client_secret"] = json!(WRONG);
+    let err = world.put(TENANT_A.0, "axle", &wrong).await.unwrap_err();
+    assert_names(&err, "client_secret", WRONG);
+
+    // A team that exists, but not the key's.
+    let mut other_team = canopy.clone();
+    other_team["team_id"] = json!(TEAM_B);
+    let err = world
+        .put(TENANT_A.0, "canopy", &other_team)
+        .await
+        .unwrap_err();
+    assert_names(
+        &err,
+        "team_id",
+        coverwatch_sandbox::canopy::DEFAULT_CLIENT_SECRET,
+    );
+
+    // A vendor that cannot be reached says nothing about the settings: try again later.
+    let closed = closed_base_url();
+    let mut unreachable = canopy.clone();
+    unreachable["base_url"] = json!(format!("{closed}/canopy/api/v1.0.0"));
+    let err = world
+        .put(TENANT_A.0, "canopy", &unreachable)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let mut unreachable = axle.clone();
+    unreachable["base_url"] = json!(format!("{closed}/axle"));
+    let err = world
+        .put(TENANT_A.0, "axle", &unreachable)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    // Nothing was saved: the tenant has no connection, and its next link uses the deployment's
+    // default account.
+    assert!(world.list(TENANT_A.0).await.is_empty());
+    let since = sim.calls().all().last().map_or(0, |c| c.seq);
+    let client = world.server.client(TENANT_A).await;
+    let started = start_link(&client, v1::Provider::Canopy, "user-1", None, None).await;
+    let path = url::Url::parse(&started.session_url)
+        .unwrap()
+        .path()
+        .to_owned();
+    assert!(
+        path.ends_with(&format!(
+            "/c/{}",
+            coverwatch_sandbox::canopy::DEFAULT_PUBLIC_ALIAS
+        )),
+        "{path}"
+    );
+    start_link(&client, v1::Provider::Axle, "user-1", None, None).await;
+    let used: Vec<_> = sim
+        .calls()
+        .all()
+        .into_iter()
+        .filter(|c| c.seq > since && c.client_id.is_some())
+        .collect();
+    assert!(!used.is_empty());
+    assert!(
+        used.iter().all(|c| {
+            let id = c.client_id.as_deref();
+            id == Some(coverwatch_sandbox::canopy::DEFAULT_CLIENT_ID)
+                || id == Some(coverwatch_sandbox::axle::DEFAULT_CLIENT_ID)
+        }),
+        "{used:#?}"
+    );
+
+    // Good settings: saved, and the answer says the vendor accepted them.
+    let since = sim.calls().all().last().map_or(0, |c| c.seq);
+    let saved_canopy = world.put(TENANT_A.0, "canopy", &canopy).await.unwrap();
+    assert_eq!(saved_canopy.remote_check(), v1::RemoteCheck::Accepted);
+    let saved_axle = world.put(TENANT_A.0, "axle", &axle).await.unwrap();
+    assert_eq!(saved_axle.remote_check(), v1::RemoteCheck::Accepted);
+    // The check was a call to each vendor, authenticated with the settings' key.
+    let checks: Vec<_> = sim
+        .calls()
+        .all()
+        .into_iter()
+        .filter(|c| c.seq > since)
+        .map(|c| (c.vendor, c.client_id, c.status))
+        .collect();
+    assert!(
+        checks.contains(&(
+            "canopy",
+            Some(coverwatch_sandbox::canopy::DEFAULT_CLIENT_ID.to_owned()),
+            200
+        )),
+        "{checks:?}"
+    );
+    assert!(
+        checks.contains(&(
+            "axle",
+            Some(coverwatch_sandbox::axle::DEFAULT_CLIENT_ID.to_owned()),
+            200
+        )),
+        "{checks:?}"
+    );
+    assert_eq!(world.list(TENANT_A.0).await.len(), 2);
+    // Read back, the connection says nothing of a check: only the put asked the vendor.
+    assert_eq!(
+        world.get(&saved_canopy.id).await.unwrap().remote_check(),
+        v1::RemoteCheck::Unspecified
     );
     world.stop().await;
 }
@@ -933,4 +1432,83 @@ async fn a_removed_secret_is_refused_on_another_replica_within_the_documented_bo
         two.stop().await;
     }
     one.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stale-link sweep covers vendors reached only through tenants' connections
+
+#[tokio::test]
+async fn a_link_of_a_vendor_without_a_default_connection_is_swept_for_staleness() {
+    captured_logs();
+    // A deployment whose only default is the test vendor: Canopy is reached only through the
+    // tenant's own connection, to a Canopy of its own (a sandbox the service did not start).
+    let canopy_vendor = Sandbox::start(SandboxConfig::for_tests()).await.unwrap();
+    let server = TestServer::start_with(
+        config().await,
+        Overrides {
+            providers: Some(
+                ProviderRegistry::new()
+                    .register(Arc::new(FakeProvider::default()))
+                    .with_plugin(plugin("canopy")),
+            ),
+            worker: Some(fast_worker()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let world = World::with(server).await;
+    let mut settings = plugin("canopy")
+        .simulated_settings(&Simulator {
+            base_url: canopy_vendor.base_url(),
+            webhook_secret: SECRET_A,
+        })
+        .expect("canopy has a simulator");
+    settings["signing_secrets"] = json!([SECRET_A]);
+    let conn = world.put(TENANT_A.0, "canopy", &settings).await.unwrap();
+    canopy_vendor.canopy().register_webhook(
+        &world.server.http_url(&conn.webhook_path),
+        Some(SECRET_A),
+        &[],
+    );
+
+    // The end-user completes the widget; the team's webhooks make the link ACTIVE.
+    let client = world.server.client(TENANT_A).await;
+    let started = start_link(&client, v1::Provider::Canopy, "user-1", None, None).await;
+    let link = started.link.expect("a link").id;
+    let browser = Browser::new();
+    let widget = browser.get(&started.session_url).await;
+    assert_eq!(widget.status, 200, "{}", widget.html);
+    let submitted = browser
+        .submit(
+            &widget,
+            "login",
+            &[
+                ("consent", "yes"),
+                ("insurerName", "statefarm"),
+                ("username", TestLogin::Good.username()),
+                ("password", GOOD_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(submitted.status, 303, "{}", submitted.html);
+    let active = wait_for_state(&client, &link, v1::LinkState::Active).await;
+    assert!(active.last_refreshed_at.is_some(), "{active:?}");
+
+    // Long after the connection's provider expects fresh data, the sweep reports the link.
+    let engine = &world.server.app.engine;
+    let later = Utc::now() + chrono::Duration::days(400);
+    let report = engine.sweep(later).await.expect("sweep");
+    assert_eq!(report.stale_reported, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let stale = link_events(&client, &link)
+        .await
+        .iter()
+        .filter(|e| e.kind() == v1::EventKind::LinkStale)
+        .count();
+    assert_eq!(stale, 1);
+    // Once per stale period: the next round does not report it again.
+    let again = engine.sweep(later).await.expect("sweep");
+    assert_eq!(again.stale_reported, 0, "{again:?}");
+    world.stop().await;
+    canopy_vendor.shutdown().await;
 }

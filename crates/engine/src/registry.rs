@@ -78,8 +78,22 @@ impl ProviderRegistry {
             .ok_or_else(|| EngineError::ProviderNotConfigured(kind.clone()))
     }
 
-    /// The registered vendors, in name order.
+    /// The vendors with a default connection, in name order.
     pub fn kinds(&self) -> impl Iterator<Item = &ProviderId> + '_ {
         self.providers.keys()
+    }
+
+    /// Every vendor of this process, with a default connection or only a plug-in (reached
+    /// through tenants' own connections), in name order.
+    pub fn vendors(&self) -> Vec<ProviderId> {
+        let mut all: Vec<ProviderId> = self
+            .providers
+            .keys()
+            .chain(self.plugins.keys())
+            .cloned()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use coverwatch_core::change::diff_policies;
 use coverwatch_core::event::{EventPayload, PolicyChange};
+use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::policy::PolicyTerm;
 use coverwatch_core::provider::{ProviderError, StoredVendorData, VendorVerdict};
 use coverwatch_core::requirements::{
@@ -473,27 +474,46 @@ impl Engine {
     /// a database error ends the round early (every other link would meet it too).
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
-        for kind in self.inner.providers.kinds() {
-            let window = self.stale_window(kind)?;
-            let Some(before) = chrono::TimeDelta::from_std(window)
-                .ok()
-                .and_then(|w| now.checked_sub_signed(w))
-            else {
-                continue;
-            };
-            let due = self
-                .inner
-                .store
-                .stale_candidates(kind.clone(), before, SWEEP_PAGE)
-                .await?;
-            for link in due {
-                let check = self.sweep_stale_link(&link, window, now);
-                if self
-                    .sweep_unit(&link, "stale check", check, &mut report)
-                    .await?
-                    == Some(true)
-                {
-                    report.stale_reported += 1;
+        // Every vendor, not only those with a default connection: a vendor reached only through
+        // tenants' own connections has links that go stale too. Each connection's links are
+        // looked at with the window of the provider that serves them.
+        for kind in self.inner.providers.vendors() {
+            let mut scopes = Vec::new();
+            if self.inner.providers.default_for(&kind).is_some() {
+                scopes.push((None, self.stale_window(&kind)?));
+            }
+            for id in self.inner.store.connection_ids_of(&kind).await? {
+                match self.connection_stale_window(&kind, &id).await {
+                    Ok(window) => scopes.push((Some(id), window)),
+                    Err(err) if database_may_recover(&err) => return Err(err),
+                    // One connection that no longer builds (or was deleted since the list was
+                    // read) must not keep the others' links from being swept.
+                    Err(err) => {
+                        tracing::warn!(connection = %id, provider = %kind, error = %err, "sweep: no stale window for a vendor connection; its links are skipped this round");
+                    }
+                }
+            }
+            for (connection, window) in scopes {
+                let Some(before) = chrono::TimeDelta::from_std(window)
+                    .ok()
+                    .and_then(|w| now.checked_sub_signed(w))
+                else {
+                    continue;
+                };
+                let due = self
+                    .inner
+                    .store
+                    .stale_candidates(kind.clone(), connection.as_ref(), before, SWEEP_PAGE)
+                    .await?;
+                for link in due {
+                    let check = self.sweep_stale_link(&link, window, now);
+                    if self
+                        .sweep_unit(&link, "stale check", check, &mut report)
+                        .await?
+                        == Some(true)
+                    {
+                        report.stale_reported += 1;
+                    }
                 }
             }
         }
@@ -622,7 +642,25 @@ impl Engine {
         }
     }
 
-    /// How long links of `kind` may go without fresh data.
+    /// How long links of a tenant's connection `id` to `kind` may go without fresh data: the
+    /// configured window of the vendor if there is one, else the connection's own provider's.
+    async fn connection_stale_window(
+        &self,
+        kind: &ProviderId,
+        id: &ConnectionId,
+    ) -> Result<Duration, EngineError> {
+        if let Some(window) = self.inner.config.sweep.stale_after.get(kind) {
+            return Ok(*window);
+        }
+        Ok(self
+            .provider_for(kind, Some(id))
+            .await?
+            .capabilities()
+            .expected_refresh_interval)
+    }
+
+    /// How long links of `kind` served by the deployment's default connection may go without
+    /// fresh data.
     pub fn stale_window(&self, kind: &ProviderId) -> Result<Duration, EngineError> {
         Ok(match self.inner.config.sweep.stale_after.get(kind) {
             Some(window) => *window,

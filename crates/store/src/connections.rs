@@ -248,6 +248,22 @@ impl Store {
             .transpose()
     }
 
+    /// The ids of every connection to `provider`, whatever its tenant, in id order: the sweep
+    /// looks at each connection's links with that connection's own stale window.
+    pub async fn connection_ids_of(&self, provider: &ProviderId) -> Result<Vec<ConnectionId>> {
+        vendor_connection::Entity::find()
+            .select_only()
+            .column(vendor_connection::Column::Id)
+            .filter(vendor_connection::Column::Provider.eq(provider.as_str()))
+            .order_by_asc(vendor_connection::Column::Id)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?
+            .iter()
+            .map(|id| parse_column("connection id", id))
+            .collect()
+    }
+
     /// The current version of a connection, `None` once deleted: one primary-key read, for a
     /// replica to tell whether a provider it built is still current.
     pub async fn connection_version(&self, id: &ConnectionId) -> Result<Option<i64>> {

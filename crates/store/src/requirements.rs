@@ -1,6 +1,7 @@
 //! A tenant's requirement sets, and the queries the engine's periodic sweep runs over links.
 
 use chrono::{DateTime, Utc};
+use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::requirements::RequirementSet;
 use coverwatch_core::{LinkId, LinkState, ProviderId, TenantId};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -217,17 +218,26 @@ impl Store {
             .collect()
     }
 
-    /// ACTIVE links of `provider` with no fresh data since `before` (counting from creation
-    /// when none ever came) that have not been reported stale yet.
+    /// ACTIVE links of `provider` served by `connection` (`None`: the deployment's default
+    /// connection) with no fresh data since `before` (counting from creation when none ever
+    /// came) that have not been reported stale yet. Scoped by connection because each
+    /// connection's provider has its own refresh interval (Canopy's follows the connection's
+    /// monitoring settings), so each has its own stale window.
     pub async fn stale_candidates(
         &self,
         provider: ProviderId,
+        connection: Option<&ConnectionId>,
         before: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<DueLink>> {
         let before = to_ms(before);
+        let served_by = match connection {
+            Some(id) => link::Column::ConnectionId.eq(id.to_string()),
+            None => link::Column::ConnectionId.is_null(),
+        };
         let rows = link::Entity::find()
             .filter(link::Column::Provider.eq(provider.as_str()))
+            .filter(served_by)
             .filter(link::Column::State.eq(LinkState::Active.as_str()))
             .filter(link::Column::StaleSince.is_null())
             .filter(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
 use coverwatch_core::event::EventPayload;
+use coverwatch_core::ids::ConnectionId;
 use coverwatch_core::policy::{
     Carrier, Policy, PolicySnapshot, PolicyStatus, PolicyTerm, PolicyType,
 };
@@ -33,6 +34,16 @@ fn tenant(name: &str) -> TenantId {
 }
 
 async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
+    new_link_of(store, tenant, user, None).await
+}
+
+/// A new link served by `connection` (`None`: the deployment's default connection).
+async fn new_link_of(
+    store: &Store,
+    tenant: &TenantId,
+    user: &str,
+    connection: Option<ConnectionId>,
+) -> LinkId {
     let id = LinkId::new();
     store
         .create_link(
@@ -49,7 +60,7 @@ async fn new_link(store: &Store, tenant: &TenantId, user: &str) -> LinkId {
                 requirement_set_id: None,
                 created_at: Utc::now(),
                 caller_trace: None,
-                connection_id: None,
+                connection_id: connection,
             },
             NewEvent::now(EventPayload::SessionOpened {
                 url: "https://vendor.example/s".into(),
@@ -694,7 +705,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
         let store = store.clone();
         async move {
             store
-                .stale_candidates(ProviderId::from_static("axle"), before, 10)
+                .stale_candidates(ProviderId::from_static("axle"), None, before, 10)
                 .await
                 .unwrap()
                 .into_iter()
@@ -706,7 +717,7 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
     assert_eq!(due(refreshed + Duration::hours(1)).await, [link]);
     assert!(
         store
-            .stale_candidates(ProviderId::from_static("canopy"), Utc::now(), 10)
+            .stale_candidates(ProviderId::from_static("canopy"), None, Utc::now(), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -726,6 +737,53 @@ async fn stale_candidates_are_active_links_without_fresh_data_not_yet_reported()
         fresh.link.stale_since, None,
         "fresh data ends the stale period"
     );
+}
+
+#[tokio::test]
+async fn stale_candidates_are_scoped_to_the_connection_that_serves_the_link() {
+    let store = store().await;
+    let a = tenant("tenant-a");
+    store
+        .ensure_tenants(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let axle = ProviderId::from_static("axle");
+    let conn = store
+        .put_connection(&a, &axle, &serde_json::json!({"client_id": "cli_a"}), &[])
+        .await
+        .unwrap();
+    assert_eq!(store.connection_ids_of(&axle).await.unwrap(), [conn.id]);
+    assert!(
+        store
+            .connection_ids_of(&ProviderId::from_static("canopy"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let refreshed = Utc::now() - Duration::hours(30);
+    let by_default = new_link(&store, &a, "user-1").await;
+    let by_conn = new_link_of(&store, &a, "user-2", Some(conn.id)).await;
+    for link in [&by_default, &by_conn] {
+        let mut tx = store.begin_link_update(&a, link).await.unwrap().unwrap();
+        tx.set_state(LinkState::Active);
+        tx.set_refreshed_at(refreshed);
+        tx.commit().await.unwrap();
+    }
+    let due = |connection: Option<ConnectionId>| {
+        let (store, axle) = (store.clone(), axle.clone());
+        async move {
+            store
+                .stale_candidates(axle, connection.as_ref(), Utc::now(), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| d.link_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(due(None).await, [by_default]);
+    assert_eq!(due(Some(conn.id)).await, [by_conn]);
+    assert!(due(Some(ConnectionId::new())).await.is_empty());
 }
 
 #[tokio::test]
