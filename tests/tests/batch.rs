@@ -192,6 +192,23 @@ async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their
 
     batches.hold.store(false, Ordering::SeqCst);
     batches.wait_for_batch_of(&deliveries, true).await;
+    // The hook runs just before the commit, so the batch may still be committing: wait until
+    // its events show (they commit together, so one link's event showing means all do).
+    eventually("the batch of six to commit", DEADLINE, || async {
+        for (i, link) in links.iter().enumerate() {
+            if i != 1
+                && i != 2
+                && count(
+                    &vendor_event_ids(&client, link).await,
+                    &format!("evt-change-{i}"),
+                ) == 0
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     // The batch with all six committed: the four healthy deliveries' events are there, once;
     // the failing and the panicking one left nothing.
     for (i, link) in links.iter().enumerate() {
