@@ -24,6 +24,7 @@ pub mod normalize;
 pub mod plugin;
 pub mod provider;
 pub mod validation;
+pub mod verdict;
 pub mod webhook;
 
 pub use client::AxleClient;
@@ -32,6 +33,9 @@ pub use detail::{AxleEventDetail, detail_codec};
 pub use error::AxleError;
 pub use plugin::{AxlePlugin, plugin};
 pub use provider::AxleProvider;
+pub use verdict::{
+    AxlePolicyValidation, AxleValidation, AxleValidationStatus, SentRule, UnsentRule,
+};
 
 /// This vendor's name: its registry key, its stored form and its metric label.
 pub const PROVIDER: coverwatch_core::ProviderId = coverwatch_core::ProviderId::from_static("axle");

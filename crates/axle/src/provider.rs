@@ -1,15 +1,16 @@
 //! [`AxleProvider`]: Axle behind the core [`Provider`] trait.
 
 use crate::PROVIDER;
+use crate::verdict::AxleValidation;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use coverwatch_core::policy::PolicyTerm;
 use coverwatch_core::provider::{
-    AxleValidation, Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession,
-    LinkSessionRequest, Provider, ProviderError, ProviderId, RejectionKind, StoredVendorData,
-    VendorErrorInfo, VendorVerdict,
+    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
+    Provider, ProviderError, ProviderId, RejectionKind, StoredVendorData, VendorErrorInfo,
+    VendorVerdict,
 };
 use coverwatch_core::requirements::Rule;
 use coverwatch_core::webhook::{
@@ -386,11 +387,12 @@ impl Provider for AxleProvider {
             })?;
             policies.push(read);
         }
-        Ok(VendorVerdict::Axle(AxleValidation {
+        Ok(AxleValidation {
             rules_sent,
             rules_not_sent,
             policies,
-        }))
+        }
+        .into())
     }
 
     async fn descope(&self, access: &LinkAccess) -> Result<(), ProviderError> {

@@ -17,7 +17,7 @@
 //! an input (`expiration-date-comparison` takes "an input date"), but the reference documents no
 //! input on a rule, so sending one would be a guess.
 
-use coverwatch_core::provider::{AxlePolicyValidation, AxleValidationStatus, SentRule, UnsentRule};
+use crate::verdict::{AxlePolicyValidation, AxleValidationStatus, SentRule, UnsentRule};
 use coverwatch_core::requirements::Rule;
 use serde_json::Value;
 

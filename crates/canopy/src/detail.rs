@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use coverwatch_core::event::{DetailError, VendorDetail};
+use coverwatch_core::provider::VendorVerdict;
 use coverwatch_core::{ProviderDetail, ProviderId};
-use coverwatch_proto::detail::{DetailCodec, ProtoDetail};
+use coverwatch_proto::detail::{DetailCodec, ProtoDetail, ProtoVerdict};
 use coverwatch_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +91,7 @@ impl From<v1::CanopyEventDetail> for CanopyEventDetail {
     }
 }
 
-/// Canopy's arm of the gRPC `Event.provider_detail`.
+/// Canopy's arms of the gRPC `Event.provider_detail` and `VendorCheck.verdict`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CanopyDetailCodec;
 
@@ -109,6 +110,10 @@ impl DetailCodec for CanopyDetailCodec {
             ProtoDetail::Canopy(canopy) => Some(CanopyEventDetail::from(canopy.clone()).into()),
             _ => None,
         }
+    }
+
+    fn verdict_to_proto(&self, verdict: &VendorVerdict) -> Option<ProtoVerdict> {
+        crate::verdict::verdict_to_proto(verdict)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod model;
 pub mod normalize;
 pub mod plugin;
 pub mod provider;
+pub mod verdict;
 pub mod webhook;
 
 pub use client::CanopyClient;
@@ -32,6 +33,7 @@ pub use detail::{CanopyEventDetail, detail_codec};
 pub use error::CanopyError;
 pub use plugin::{CanopyPlugin, plugin};
 pub use provider::{CanopyProvider, META_QUERY_PREFIX, PULL_JWT_SECRET, RECONNECT_PULL_SECRET};
+pub use verdict::{CanopyCheckStatus, CanopyPolicyCheck};
 pub use webhook::{
     EXTERNAL_INITIAL_PULL, EXTERNAL_MONITORING, EXTERNAL_PULL, LINK_ID_META_KEY, SESSION_META_KEY,
     SIGNATURE_HEADER,

@@ -1,14 +1,14 @@
 //! `impl Provider for CanopyProvider`: Canopy's pulls and monitorings behind the common trait.
 
 use crate::PROVIDER;
+use crate::verdict::{CanopyCheckStatus, CanopyPolicyCheck};
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use coverwatch_core::provider::{
-    CanopyCheckStatus, CanopyPolicyCheck, Capabilities, Completion, FetchedData, LinkAccess,
-    LinkGrant, LinkSession, LinkSessionRequest, Provider, ProviderError, ProviderId,
-    RECONNECT_SECRET, ReconnectOutcome, ReconnectStep, RejectionKind, StoredVendorData,
-    VendorErrorInfo, VendorVerdict,
+    Capabilities, Completion, FetchedData, LinkAccess, LinkGrant, LinkSession, LinkSessionRequest,
+    Provider, ProviderError, ProviderId, RECONNECT_SECRET, ReconnectOutcome, ReconnectStep,
+    RejectionKind, StoredVendorData, VendorErrorInfo, VendorVerdict,
 };
 use coverwatch_core::requirements::Rule;
 use coverwatch_core::webhook::{
@@ -620,7 +620,7 @@ impl Provider for CanopyProvider {
         stored: &StoredVendorData,
     ) -> Result<VendorVerdict, ProviderError> {
         stored_policy_check(stored)
-            .map(VendorVerdict::Canopy)
+            .map(VendorVerdict::from)
             .map_err(|message| ProviderError::Malformed {
                 provider: PROVIDER,
                 message,

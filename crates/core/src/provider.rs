@@ -246,85 +246,69 @@ pub struct StoredVendorData {
     pub account: Option<serde_json::Value>,
 }
 
-/// A vendor's own verdict on a link's policies, typed per provider, shown next to coverwatch's
-/// requirement evaluation so that a caller can compare the two.
+/// A vendor's own verdict on a link's policies, shown next to coverwatch's requirement
+/// evaluation so that a caller can compare the two. Core carries it untyped, like
+/// [`crate::event::VendorDetail`]: the vendor crate that makes one knows its typed form
+/// (`coverwatch_axle::AxleValidation`, ...) and its arm of the gRPC `VendorCheck.verdict`, so
+/// that a new vendor adds its verdict without an edit here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VendorVerdict {
-    Axle(AxleValidation),
-    Canopy(CanopyPolicyCheck),
+pub struct VendorVerdict {
+    provider: ProviderId,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a vendor's typed verdict does not turn into a [`VendorVerdict`] or back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerdictError {
+    #[error("the verdict is `{found}`'s, not `{expected}`'s")]
+    OtherProvider {
+        expected: ProviderId,
+        found: ProviderId,
+    },
+    #[error("a vendor verdict must be a JSON object")]
+    NotAnObject,
+    #[error("the vendor verdict does not read: {0}")]
+    Decode(String),
 }
 
 impl VendorVerdict {
-    pub fn provider(&self) -> ProviderId {
-        match self {
-            VendorVerdict::Axle(_) => ProviderId::from_static("axle"),
-            VendorVerdict::Canopy(_) => ProviderId::from_static("canopy"),
+    pub fn new(provider: ProviderId, fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        Self { provider, fields }
+    }
+
+    /// A vendor's typed verdict, which must serialize to a JSON object.
+    pub fn from_typed<T: Serialize>(
+        provider: ProviderId,
+        verdict: &T,
+    ) -> Result<Self, VerdictError> {
+        match serde_json::to_value(verdict).map_err(|e| VerdictError::Decode(e.to_string()))? {
+            serde_json::Value::Object(fields) => Ok(Self::new(provider, fields)),
+            _ => Err(VerdictError::NotAnObject),
         }
     }
-}
 
-/// A rule status of Axle's Policy Validation (`pass`, `fail`, `caution`, `unknown`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AxleValidationStatus {
-    Pass,
-    Fail,
-    Caution,
-    Unknown,
-}
+    /// The typed verdict back, for the vendor that made it; another vendor's is an error.
+    pub fn to_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        provider: &ProviderId,
+    ) -> Result<T, VerdictError> {
+        if &self.provider != provider {
+            return Err(VerdictError::OtherProvider {
+                expected: provider.clone(),
+                found: self.provider.clone(),
+            });
+        }
+        serde_json::from_value(serde_json::Value::Object(self.fields.clone()))
+            .map_err(|e| VerdictError::Decode(e.to_string()))
+    }
 
-/// A requirement rule sent to Axle as one of its documented validation rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentRule {
-    /// The requirement rule, as `RuleOutcome::rule` names it.
-    pub requirement: String,
-    /// The Axle rule sent for it (`policy-active`).
-    pub vendor_rule: String,
-}
+    pub fn provider(&self) -> &ProviderId {
+        &self.provider
+    }
 
-/// A requirement rule that was not sent to the vendor, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsentRule {
-    pub requirement: String,
-    pub reason: String,
-}
-
-/// What Axle's Validate Policy answered, per policy of the link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AxleValidation {
-    pub rules_sent: Vec<SentRule>,
-    pub rules_not_sent: Vec<UnsentRule>,
-    pub policies: Vec<AxlePolicyValidation>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AxlePolicyValidation {
-    /// Axle's policy id (`pol_…`).
-    pub policy_id: String,
-    /// The overall status (`pass`, `fail` or `caution`).
-    pub overall: AxleValidationStatus,
-    /// Each rule's status from the answer's `summary`, by Axle rule name.
-    pub rules: Vec<(String, AxleValidationStatus)>,
-}
-
-/// A Canopy Policy Check status (`NONE`, `COMPLIANT`, `NOT_COMPLIANT`, `REVIEW_REQUIRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CanopyCheckStatus {
-    None,
-    Compliant,
-    NotCompliant,
-    ReviewRequired,
-}
-
-/// Canopy's Policy Check as stored with the link's latest pull.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanopyPolicyCheck {
-    /// The pull the verdict was read from.
-    pub pull_id: Option<String>,
-    /// The pull's `policy_check_status`; `None` when the pull does not carry one.
-    pub pull_status: Option<CanopyCheckStatus>,
-    /// Each policy's `policy_check.status`, by Canopy policy id; `None` when the policy has no
-    /// `policy_check`.
-    pub policies: Vec<(String, Option<CanopyCheckStatus>)>,
+    pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.fields
+    }
 }
 
 /// One step of an in-app reconnect.
@@ -493,6 +477,40 @@ pub trait Provider: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Typed {
+        overall: String,
+        rules: Vec<(String, Option<String>)>,
+    }
+
+    #[test]
+    fn a_verdict_reads_back_only_as_its_own_vendors() {
+        let typed = Typed {
+            overall: "pass".into(),
+            rules: vec![("policy-active".into(), None)],
+        };
+        let third = ProviderId::from_static("third");
+        let verdict = VendorVerdict::from_typed(third.clone(), &typed).unwrap();
+        assert_eq!(verdict.provider(), &third);
+        assert_eq!(verdict.fields()["overall"], "pass");
+        assert_eq!(verdict.to_typed::<Typed>(&third), Ok(typed));
+        assert_eq!(
+            verdict
+                .to_typed::<Typed>(&ProviderId::from_static("other"))
+                .unwrap_err()
+                .to_string(),
+            "the verdict is `third`'s, not `other`'s"
+        );
+        assert!(matches!(
+            VendorVerdict::new(third.clone(), Default::default()).to_typed::<Typed>(&third),
+            Err(VerdictError::Decode(_))
+        ));
+        assert_eq!(
+            VendorVerdict::from_typed(third, &"pass"),
+            Err(VerdictError::NotAnObject)
+        );
+    }
 
     #[test]
     fn provider_names_are_short_lowercase_words() {

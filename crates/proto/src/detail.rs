@@ -1,6 +1,7 @@
-//! Vendor event detail on the wire. Core carries a vendor's detail untyped
-//! ([`VendorDetail`]); each vendor crate knows its own typed form and its arm of the
-//! `Event.provider_detail` oneof, and implements [`DetailCodec`] for it. This crate never
+//! Vendor event detail and vendor verdicts on the wire. Core carries a vendor's detail
+//! ([`VendorDetail`]) and its verdict on a link ([`VendorVerdict`]) untyped; each vendor crate
+//! knows its own typed forms and its arms of the `Event.provider_detail` and
+//! `VendorCheck.verdict` oneofs, and implements [`DetailCodec`] for them. This crate never
 //! names a vendor crate (they depend on it): the service hands their codecs in as
 //! [`DetailCodecs`].
 
@@ -9,11 +10,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use coverwatch_core::event::VendorDetail;
+use coverwatch_core::provider::VendorVerdict;
 use coverwatch_core::{ProviderDetail, ProviderId};
 
 pub use crate::v1::event::ProviderDetail as ProtoDetail;
+pub use crate::v1::vendor_check::Verdict as ProtoVerdict;
 
-/// One vendor's conversions between its core detail and its arm of the proto oneof.
+/// One vendor's conversions between its core detail (and verdict) and its arms of the proto
+/// oneofs. The verdict lives on the same trait rather than in a second registry so that a
+/// vendor still registers its wire forms with one line in `providers::detail_codecs`, and a
+/// vendor without a check of its own simply keeps the default.
 pub trait DetailCodec: Send + Sync {
     /// The vendor whose detail this converts.
     fn provider(&self) -> ProviderId;
@@ -25,6 +31,13 @@ pub trait DetailCodec: Send + Sync {
 
     /// The core detail of this vendor's arm; `None` for another vendor's arm.
     fn to_core(&self, detail: &ProtoDetail) -> Option<VendorDetail>;
+
+    /// The `VendorCheck.verdict` arm for one of this vendor's verdicts; `None` when the vendor
+    /// has no arm (it gives no verdicts) or the verdict does not read as its typed form. A
+    /// verdict is only ever sent, never read back, so there is no reverse conversion.
+    fn verdict_to_proto(&self, _verdict: &VendorVerdict) -> Option<ProtoVerdict> {
+        None
+    }
 }
 
 /// The codecs of every vendor this build knows, by vendor. A vendor without one still has
@@ -70,6 +83,13 @@ impl DetailCodecs {
                     .find_map(|codec| codec.to_core(detail))
             })
             .map_or(ProviderDetail::None, ProviderDetail::Vendor)
+    }
+
+    /// The proto arm of a vendor's verdict; `None` for a vendor with no codec here or no arm.
+    pub fn verdict_to_proto(&self, verdict: &VendorVerdict) -> Option<ProtoVerdict> {
+        self.by_provider
+            .get(verdict.provider())?
+            .verdict_to_proto(verdict)
     }
 
     /// The vendors with a codec, in name order.

@@ -305,16 +305,21 @@ pub async fn start(config: Config, overrides: Overrides) -> anyhow::Result<App> 
     let admin = AdminServiceServer::new(AdminApi::new(engine.clone(), admin_keys))
         .max_decoding_message_size(decode_limit)
         .max_encoding_message_size(encode_limit);
-    let requirements =
-        RequirementsServiceServer::new(RequirementsApi::new(engine.clone(), keys.clone()))
-            .max_decoding_message_size(decode_limit)
-            .max_encoding_message_size(encode_limit);
+    // One set of codecs for both edges: event detail and vendor verdicts.
+    let codecs = DetailCodecs::new(crate::providers::detail_codecs());
+    let requirements = RequirementsServiceServer::new(RequirementsApi::new(
+        engine.clone(),
+        keys.clone(),
+        codecs.clone(),
+    ))
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(encode_limit);
     let monitoring = MonitoringApi::new(
         engine.clone(),
         keys,
         shutdown_rx.clone(),
         limits.max_watch_streams_per_tenant as usize,
-        DetailCodecs::new(crate::providers::detail_codecs()),
+        codecs,
     );
     let telemetry = Telemetry::new(engine.clone(), monitoring.open_streams());
     let api = MonitoringServiceServer::new(monitoring)

@@ -1,8 +1,11 @@
 //! The RequirementsService edge: authenticate, decode, call the engine, encode.
 
+use std::sync::Arc;
+
 use coverwatch_core::requirements::RequirementSet;
 use coverwatch_engine::{Engine, LinkEvaluation, VendorCheck};
 use coverwatch_proto::convert::{self, FieldError};
+use coverwatch_proto::detail::DetailCodecs;
 use coverwatch_proto::v1;
 use coverwatch_proto::v1::put_requirement_set_request::Definition;
 use coverwatch_proto::v1::requirements_service_server::RequirementsService;
@@ -20,11 +23,17 @@ const MAX_JSON_BYTES: usize = 256 * 1024;
 pub struct RequirementsApi {
     engine: Engine,
     keys: ApiKeys,
+    /// The vendors' codecs, for the arm of a vendor verdict (see `providers::detail_codecs`).
+    codecs: Arc<DetailCodecs>,
 }
 
 impl RequirementsApi {
-    pub fn new(engine: Engine, keys: ApiKeys) -> Self {
-        Self { engine, keys }
+    pub fn new(engine: Engine, keys: ApiKeys, codecs: DetailCodecs) -> Self {
+        Self {
+            engine,
+            keys,
+            codecs: Arc::new(codecs),
+        }
     }
 }
 
@@ -180,11 +189,13 @@ impl RequirementsService for RequirementsApi {
             .await
             .map_err(status)?;
         let vendor_check = evaluation.vendor.take().map(|check| match check {
-            VendorCheck::Available(verdict) => {
-                convert::vendor_check_to_proto(verdict.provider(), Ok(verdict))
-            }
+            VendorCheck::Available(verdict) => convert::vendor_check_to_proto(
+                verdict.provider().clone(),
+                Ok(verdict),
+                &self.codecs,
+            ),
             VendorCheck::Unavailable { provider, reason } => {
-                convert::vendor_check_to_proto(provider, Err(reason))
+                convert::vendor_check_to_proto(provider, Err(reason), &self.codecs)
             }
         });
         Ok(Response::new(v1::EvaluateLinkResponse {

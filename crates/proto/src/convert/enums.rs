@@ -6,7 +6,6 @@ use coverwatch_core::event::{
     AuthStatus, ChangeKind, DescopeReason, FailureReason, ReconnectReason, RuleResult,
 };
 use coverwatch_core::policy::{ConnectionStatus, InsuredRole, PartyKind, PolicyStatus, PolicyTerm};
-use coverwatch_core::provider::{AxleValidationStatus, CanopyCheckStatus};
 use coverwatch_core::requirements::OverallStatus;
 use coverwatch_core::{EventKind, LinkState, ProviderId};
 
@@ -165,20 +164,6 @@ pub(crate) fn optional_provider_value(
         .map_err(|_| FieldError::new(field, format!("unknown Provider value {value}")))?;
     Ok(provider_of(proto))
 }
-
-enum_pair!(AxleValidationStatus <=> AxleValidationStatus {
-    Pass <=> Pass,
-    Fail <=> Fail,
-    Caution <=> Caution,
-    Unknown <=> Unknown,
-});
-
-enum_pair!(CanopyPolicyCheckStatus <=> CanopyCheckStatus {
-    None <=> None,
-    Compliant <=> Compliant,
-    NotCompliant <=> NotCompliant,
-    ReviewRequired <=> ReviewRequired,
-});
 
 enum_pair!(LinkState <=> LinkState {
     Pending <=> Pending,
@@ -429,8 +414,6 @@ mod tests {
         assert_pairs_one_to_one::<v1::DescopeReason>(2);
         assert_pairs_one_to_one::<v1::ChangeKind>(18);
         assert_pairs_one_to_one::<v1::RuleResult>(3);
-        assert_pairs_one_to_one::<v1::AxleValidationStatus>(4);
-        assert_pairs_one_to_one::<v1::CanopyPolicyCheckStatus>(4);
     }
 
     #[test]

@@ -10,72 +10,30 @@ use coverwatch_core::requirements::{RequirementSet, Rule};
 use super::enums::{enum_value, to_i32};
 use super::policy::{named_policy_type, policy_type_to_proto};
 use super::{FieldError, each, indexed, timestamp};
+use crate::detail::DetailCodecs;
 use crate::v1;
 use crate::v1::rule::Rule as Kind;
 
-/// The vendor's verdict on a link, or (`Err`) why there is none.
+/// The vendor's verdict on a link, or (`Err`) why there is none. The verdict's arm comes from
+/// the vendor's codec; a verdict no codec here can show goes out as unavailable, saying so,
+/// rather than as a check with neither a verdict nor a reason.
 pub fn vendor_check_to_proto(
     provider: ProviderId,
     verdict: Result<VendorVerdict, String>,
+    codecs: &DetailCodecs,
 ) -> v1::VendorCheck {
-    use v1::vendor_check::Verdict;
     let (verdict, unavailable_reason) = match verdict {
         Err(reason) => (None, Some(reason)),
-        Ok(VendorVerdict::Axle(axle)) => (
-            Some(Verdict::Axle(v1::AxleValidation {
-                rules_sent: axle
-                    .rules_sent
-                    .into_iter()
-                    .map(|r| v1::AxleRuleSent {
-                        requirement: r.requirement,
-                        axle_rule: r.vendor_rule,
-                    })
-                    .collect(),
-                rules_not_sent: axle
-                    .rules_not_sent
-                    .into_iter()
-                    .map(|r| v1::RuleNotSent {
-                        requirement: r.requirement,
-                        reason: r.reason,
-                    })
-                    .collect(),
-                policies: axle
-                    .policies
-                    .into_iter()
-                    .map(|p| v1::AxlePolicyValidation {
-                        policy_id: p.policy_id,
-                        overall: to_i32::<v1::AxleValidationStatus>(p.overall),
-                        rules: p
-                            .rules
-                            .into_iter()
-                            .map(|(rule, status)| v1::AxleRuleStatus {
-                                rule,
-                                status: to_i32::<v1::AxleValidationStatus>(status),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            })),
-            None,
-        ),
-        Ok(VendorVerdict::Canopy(canopy)) => {
-            let status = |s: Option<_>| s.map_or(0, to_i32::<v1::CanopyPolicyCheckStatus>);
-            (
-                Some(Verdict::Canopy(v1::CanopyPolicyCheck {
-                    pull_id: canopy.pull_id,
-                    pull_status: status(canopy.pull_status),
-                    policies: canopy
-                        .policies
-                        .into_iter()
-                        .map(|(policy_id, s)| v1::CanopyPolicyCheckResult {
-                            policy_id,
-                            status: status(s),
-                        })
-                        .collect(),
-                })),
+        Ok(verdict) => match codecs.verdict_to_proto(&verdict) {
+            Some(arm) => (Some(arm), None),
+            None => (
                 None,
-            )
-        }
+                Some(format!(
+                    "this build cannot show provider `{}`'s verdict",
+                    verdict.provider()
+                )),
+            ),
+        },
     };
     v1::VendorCheck {
         provider: super::enums::provider_i32(&provider),
@@ -288,6 +246,82 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// A vendor whose verdict shows through the Canopy arm, to test the dispatch without a
+    /// vendor crate (this crate cannot depend on one).
+    struct ThirdCodec;
+
+    impl crate::detail::DetailCodec for ThirdCodec {
+        fn provider(&self) -> ProviderId {
+            ProviderId::from_static("third")
+        }
+        fn to_proto(
+            &self,
+            _: &coverwatch_core::event::VendorDetail,
+        ) -> Option<crate::detail::ProtoDetail> {
+            None
+        }
+        fn to_core(
+            &self,
+            _: &crate::detail::ProtoDetail,
+        ) -> Option<coverwatch_core::event::VendorDetail> {
+            None
+        }
+        fn verdict_to_proto(&self, verdict: &VendorVerdict) -> Option<crate::detail::ProtoVerdict> {
+            let pull_id = verdict.fields().get("pull")?.as_str()?.to_owned();
+            Some(crate::detail::ProtoVerdict::Canopy(v1::CanopyPolicyCheck {
+                pull_id: Some(pull_id),
+                ..Default::default()
+            }))
+        }
+    }
+
+    #[test]
+    fn a_vendor_check_takes_its_arm_from_the_vendors_codec() {
+        use std::sync::Arc;
+        let codecs =
+            DetailCodecs::new([Arc::new(ThirdCodec) as Arc<dyn crate::detail::DetailCodec>]);
+        let third = ProviderId::from_static("third");
+        let mut fields = serde_json::Map::new();
+        fields.insert("pull".into(), "pull-9".into());
+        let check = vendor_check_to_proto(
+            third.clone(),
+            Ok(VendorVerdict::new(third.clone(), fields.clone())),
+            &codecs,
+        );
+        assert_eq!(check.provider_id, "third");
+        assert_eq!(check.unavailable_reason, None);
+        let Some(v1::vendor_check::Verdict::Canopy(arm)) = check.verdict else {
+            panic!("no arm: {check:?}");
+        };
+        assert_eq!(arm.pull_id.as_deref(), Some("pull-9"));
+
+        // No codec for the vendor, or a codec that cannot read the verdict: unavailable,
+        // saying why, never a check with neither verdict nor reason.
+        let unknown = ProviderId::from_static("fourth");
+        for (provider, verdict) in [
+            (unknown.clone(), VendorVerdict::new(unknown, fields)),
+            (third.clone(), VendorVerdict::new(third, Default::default())),
+        ] {
+            let check = vendor_check_to_proto(provider.clone(), Ok(verdict), &codecs);
+            assert_eq!(check.verdict, None);
+            assert_eq!(
+                check.unavailable_reason.as_deref(),
+                Some(format!("this build cannot show provider `{provider}`'s verdict").as_str())
+            );
+        }
+
+        let refused = vendor_check_to_proto(
+            ProviderId::from_static("third"),
+            Err("no stored pull".into()),
+            &codecs,
+        );
+        assert_eq!(refused.verdict, None);
+        assert_eq!(
+            refused.unavailable_reason.as_deref(),
+            Some("no stored pull")
+        );
     }
 
     #[test]
