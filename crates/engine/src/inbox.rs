@@ -75,6 +75,9 @@ struct Attributed {
     link: LinkId,
 }
 
+/// A link's in-process lock and the link as read under it (`None`: no such link of the tenant).
+type LinkRead = (OwnedMutexGuard<()>, Option<LinkRecord>);
+
 /// A delivery whose vendor calls are made, waiting for the round's transaction.
 struct Staged {
     link: Link,
@@ -325,10 +328,42 @@ impl Engine {
                 Ok(found) => ready.push((delivery, found)),
             }
         }
+        // The round's links read in one query, each under its in-process lock taken first (the
+        // read must see what the last delivery of its link changed). A link whose lock another
+        // task holds right now is left to its own delivery's stage, which waits for the lock
+        // and reads the link itself, so that one busy link does not hold up the round's reads.
+        let mut guards: HashMap<LinkId, OwnedMutexGuard<()>> = ready
+            .iter()
+            .filter_map(|(_, found)| Some((found.link, self.try_lock_link(found.link)?)))
+            .collect();
+        let wanted: Vec<(TenantId, LinkId)> = ready
+            .iter()
+            .filter(|(_, found)| guards.contains_key(&found.link))
+            .map(|(_, found)| (found.tenant.clone(), found.link))
+            .collect();
+        let mut read = match self.inner.store.get_links(&wanted).await {
+            Ok(read) => Some(read),
+            Err(err) => {
+                // Each stage reads its link itself and fails alone if the database is away.
+                tracing::debug!(error = %err, links = wanted.len(), "inbox: the round's links are read one by one");
+                None
+            }
+        };
+        let ready: Vec<_> = ready
+            .into_iter()
+            .map(|(delivery, found)| {
+                let pre = match (guards.remove(&found.link), read.as_mut()) {
+                    (Some(guard), Some(read)) => Some((guard, read.remove(&found.link))),
+                    _ => None,
+                };
+                (delivery, found, pre)
+            })
+            .collect();
+        drop(guards);
         let steps = futures::stream::iter(ready)
-            .map(|(delivery, found)| async {
+            .map(|(delivery, found, pre)| async {
                 let step = self
-                    .stage(owner, &delivery, found)
+                    .stage(owner, &delivery, found, pre)
                     .instrument(span_of(&delivery.id))
                     .await;
                 (delivery, step)
@@ -400,30 +435,25 @@ impl Engine {
                 Err(outcome) => outcomes.push((delivery, outcome)),
             }
         }
-        let mut lost = Vec::new();
+        // Queued with the batch: all of its settlements are written in one statement at commit.
         for (delivery, outcome) in &outcomes {
-            match self.record_outcome(owner, &batch, delivery, outcome).await {
-                Ok(true) => done_links.extend(delivery.link.as_ref().map(|(_, l)| *l)),
-                Ok(false) => lost.push(delivery.id),
-                Err(err) => {
-                    // A statement outside any savepoint failed: the batch cannot commit.
-                    tracing::warn!(delivery = %delivery.id, error = %err, count = ids.len(), "inbox: could not record an outcome; the whole batch is tried again");
-                    result.unsettled = ids;
-                    return result;
-                }
-            }
+            self.record_outcome(owner, &batch, delivery, outcome);
         }
-        let committed = match &config.before_batch_commit {
-            Some(hook) => (hook.0)(&ids),
-            None => Ok(()),
+        // Settled before the hook, so that it sees the batch as it is just before the commit.
+        let committed = match batch.settle().await {
+            Ok(()) => match &config.before_batch_commit {
+                Some(hook) => (hook.0)(&ids),
+                None => Ok(()),
+            },
+            Err(err) => Err(err.to_string()),
         };
         let committed = match committed {
             Ok(()) => batch.commit().await.map_err(|e| e.to_string()),
             Err(err) => Err(err),
         };
         drop(working);
-        let events = match committed {
-            Ok(events) => events,
+        let (events, lost) = match committed {
+            Ok(commit) => (commit.events, commit.lost),
             Err(err) => {
                 // Nothing of the batch happened: every delivery in it is tried again.
                 tracing::warn!(error = %err, count = ids.len(), "inbox: the batch did not commit; all of its deliveries are tried again");
@@ -458,6 +488,12 @@ impl Engine {
                 span.record("otel.status_code", "ERROR");
             }
         }
+        done_links.extend(
+            outcomes
+                .iter()
+                .filter(|(delivery, _)| !lost.contains(&delivery.id))
+                .filter_map(|(delivery, _)| delivery.link.as_ref().map(|(_, l)| *l)),
+        );
         for id in lost {
             tracing::warn!(delivery = %id, "inbox: lease lost before settling; the new owner finishes it");
         }
@@ -492,24 +528,22 @@ impl Engine {
         }
     }
 
-    /// Write what became of a delivery that was not applied, with the batch; `false` when its
-    /// lease was lost meanwhile.
-    async fn record_outcome(
+    /// Write what became of a delivery that was not applied, with the batch (written when it
+    /// commits, which tells whether its lease was lost meanwhile).
+    fn record_outcome(
         &self,
         owner: &str,
         batch: &BatchTx,
         delivery: &ClaimedDelivery,
         outcome: &Outcome,
-    ) -> Result<bool, StoreError> {
+    ) {
         let config = &self.inner.config.worker;
         let id = delivery.id;
         let attempts = delivery.attempts;
         match outcome {
             Outcome::Unmatched(reason) => {
                 tracing::warn!(delivery = %id, provider = %delivery.provider, %reason, "inbox: delivery matches no link; kept as unmatched");
-                batch
-                    .settle_delivery(&id, owner, DeliveryStatus::Unmatched, Some(reason))
-                    .await
+                batch.settle_delivery(&id, owner, DeliveryStatus::Unmatched, Some(reason));
             }
             Outcome::Failed { error, transient }
                 if *transient && attempts < config.max_attempts =>
@@ -520,13 +554,11 @@ impl Engine {
                 let retry_at = Utc::now()
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1));
                 tracing::info!(delivery = %id, attempts, %error, retry_in_ms = delay.as_millis() as u64, "inbox: will retry");
-                batch.retry_delivery(&id, owner, error, retry_at).await
+                batch.retry_delivery(&id, owner, error, retry_at);
             }
             Outcome::Failed { error, .. } => {
                 tracing::error!(delivery = %id, attempts, %error, "inbox: delivery dead-lettered");
-                batch
-                    .settle_delivery(&id, owner, DeliveryStatus::Dead, Some(error))
-                    .await
+                batch.settle_delivery(&id, owner, DeliveryStatus::Dead, Some(error));
             }
         }
     }
@@ -550,9 +582,10 @@ impl Engine {
         owner: &str,
         delivery: &ClaimedDelivery,
         found: Attributed,
+        pre: Option<LinkRead>,
     ) -> Result<Box<Staged>, Outcome> {
         let limit = self.inner.config.worker.process_timeout;
-        match isolated(limit, self.try_stage(owner, delivery, found)).await {
+        match isolated(limit, self.try_stage(owner, delivery, found, pre)).await {
             Ok(Ok(staged)) => staged,
             Ok(Err(err)) => Err(failed(err)),
             Err(failure) => Err(self.contained(delivery, failure)),
@@ -625,15 +658,23 @@ impl Engine {
         owner: &str,
         delivery: &ClaimedDelivery,
         found: Attributed,
+        pre: Option<LinkRead>,
     ) -> Result<Result<Box<Staged>, Outcome>, EngineError> {
         let Attributed {
             parsed,
             tenant,
             link,
         } = found;
-        let working = self.lock_link(link).await;
-        // Read under the lock: another delivery of this link may have just changed it.
-        let Some(record) = self.inner.store.get_link(&tenant, &link).await? else {
+        let (working, record) = match pre {
+            Some(read) => read,
+            None => {
+                let working = self.lock_link(link).await;
+                // Read under the lock: another delivery of this link may have just changed it.
+                let record = self.inner.store.get_link(&tenant, &link).await?;
+                (working, record)
+            }
+        };
+        let Some(record) = record else {
             return Ok(Err(Outcome::Unmatched(format!(
                 "link {link} it was attributed to is gone"
             ))));

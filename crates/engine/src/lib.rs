@@ -252,26 +252,33 @@ impl Engine {
         &self.inner.providers
     }
 
+    /// [`Self::lock_link`] without waiting: `None` while another task of this process works on
+    /// `link`.
+    pub(crate) fn try_lock_link(&self, link: LinkId) -> Option<OwnedMutexGuard<()>> {
+        self.link_lock(link).try_lock_owned().ok()
+    }
+
+    fn link_lock(&self, link: LinkId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .inner
+            .link_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match locks.get(&link).and_then(Weak::upgrade) {
+            Some(lock) => lock,
+            None => {
+                locks.retain(|_, lock| lock.strong_count() > 0);
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(link, Arc::downgrade(&lock));
+                lock
+            }
+        }
+    }
+
     /// Wait until no other task of this process works on `link`; the work is ours while the
     /// guard lives.
     pub(crate) async fn lock_link(&self, link: LinkId) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .inner
-                .link_locks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match locks.get(&link).and_then(Weak::upgrade) {
-                Some(lock) => lock,
-                None => {
-                    locks.retain(|_, lock| lock.strong_count() > 0);
-                    let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(link, Arc::downgrade(&lock));
-                    lock
-                }
-            }
-        };
-        lock.lock_owned().await
+        self.link_lock(link).lock_owned().await
     }
 
     /// Called after every commit that appended events, before any stream is woken.

@@ -20,9 +20,9 @@ use sea_orm::{
 use crate::entities::link;
 
 use crate::events::insert_pending_events;
-use crate::inbox::{DeliveryStatus, retry, settle};
-use crate::link_tx::{Appends, PendingEvents};
-use crate::{LinkTx, Result, Store};
+use crate::inbox::{DeliveryStatus, Settlement, SettlementKind, settle_all};
+use crate::link_tx::{Appends, PendingEvents, PendingSettlements};
+use crate::{LinkTx, Result, Store, StoreError, to_ms};
 
 /// An open batch transaction. It holds its links' rows from its start, so keep it short: never
 /// hold one across a vendor call.
@@ -31,6 +31,11 @@ pub struct BatchTx {
     keyring: std::sync::Arc<crate::Keyring>,
     /// The events of the savepoints released so far, written by [`BatchTx::commit`].
     events: PendingEvents,
+    /// The settlements of the savepoints released so far and of the deliveries settled without
+    /// changes, written by [`BatchTx::commit`] in one statement.
+    settlements: PendingSettlements,
+    /// Deliveries settled without changes whose lease was found lost by [`BatchTx::settle`].
+    lost: std::sync::Mutex<Vec<DeliveryId>>,
     /// The links' rows as locked at the start (PostgreSQL), each handed to the first savepoint
     /// on its link instead of being read again: only this transaction can change a row it
     /// holds locked, and the first savepoint on a link is the first to change it.
@@ -66,6 +71,8 @@ impl Store {
             txn,
             keyring: self.keyring.clone(),
             events: PendingEvents::default(),
+            settlements: PendingSettlements::default(),
+            lost: std::sync::Mutex::default(),
             locked: std::sync::Mutex::new(locked),
         })
     }
@@ -84,6 +91,8 @@ impl BatchTx {
         let appends = Appends::ToBatch {
             held: Vec::new(),
             batch: self.events.clone(),
+            settle: None,
+            settlements: self.settlements.clone(),
         };
         let locked = self
             .locked
@@ -97,36 +106,97 @@ impl BatchTx {
         }
     }
 
-    /// Settle a leased delivery (dead-lettered or unmatched) with the batch; `false` when
-    /// `owner` no longer holds its lease.
-    pub async fn settle_delivery(
+    /// Settle a leased delivery (dead-lettered or unmatched) with the batch: written at commit,
+    /// where [`BatchCommit::lost`] names it if `owner` no longer holds its lease by then.
+    pub fn settle_delivery(
         &self,
         id: &DeliveryId,
         owner: &str,
         status: DeliveryStatus,
         error: Option<&str>,
-    ) -> Result<bool> {
-        settle(&self.txn, id, owner, status, error).await
+    ) {
+        self.queue(Settlement {
+            id: *id,
+            owner: owner.to_owned(),
+            kind: SettlementKind::Settled(status),
+            error: error.map(str::to_owned),
+        });
     }
 
-    /// Put a leased delivery back for a retry at `retry_at`, with the batch; `false` when
-    /// `owner` no longer holds its lease.
-    pub async fn retry_delivery(
+    /// Put a leased delivery back for a retry at `retry_at`, with the batch: written at commit,
+    /// where [`BatchCommit::lost`] names it if `owner` no longer holds its lease by then.
+    pub fn retry_delivery(
         &self,
         id: &DeliveryId,
         owner: &str,
         error: &str,
         retry_at: DateTime<Utc>,
-    ) -> Result<bool> {
-        retry(&self.txn, id, owner, error, retry_at).await
+    ) {
+        self.queue(Settlement {
+            id: *id,
+            owner: owner.to_owned(),
+            kind: SettlementKind::Retry(to_ms(retry_at)),
+            error: Some(error.to_owned()),
+        });
     }
 
-    /// Write the events of every savepoint released into the batch (taking the cursor-order
-    /// lock), then commit. Returns those events with their cursors, in the order appended.
-    pub async fn commit(self) -> Result<Vec<Event>> {
+    fn queue(&self, settlement: Settlement) {
+        self.settlements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(settlement);
+    }
+
+    /// Write the settlements queued so far in one statement (the lease-owner fence kept per
+    /// row). [`BatchTx::commit`] writes whatever is still queued; calling this first lets the
+    /// caller learn of a lost lease before it decides to commit.
+    ///
+    /// A delivery whose changes were applied must not have them committed once its lease is
+    /// lost (its new owner applies them): should any such delivery's settlement find the lease
+    /// gone, this fails naming them, and the batch must be dropped (rolled back). A lost lease
+    /// of a delivery settled without changes only leaves it to its new owner
+    /// ([`BatchCommit::lost`]).
+    pub async fn settle(&self) -> Result<()> {
+        let settlements =
+            std::mem::take(&mut *self.settlements.lock().unwrap_or_else(|p| p.into_inner()));
+        let lost = settle_all(&self.txn, &settlements).await?;
+        let applied_lost: Vec<String> = settlements
+            .iter()
+            .filter(|s| matches!(s.kind, SettlementKind::Applied { .. }) && lost.contains(&s.id))
+            .map(|s| s.id.to_string())
+            .collect();
+        if !applied_lost.is_empty() {
+            return Err(StoreError::Database(format!(
+                "lease on deliveries {} was lost before they were settled; the batch must not commit",
+                applied_lost.join(", ")
+            )));
+        }
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(lost);
+        Ok(())
+    }
+
+    /// Settle the deliveries still queued ([`BatchTx::settle`]), write the events of every
+    /// savepoint released into the batch (taking the cursor-order lock), then commit. On an
+    /// error nothing of the batch is committed.
+    pub async fn commit(self) -> Result<BatchCommit> {
+        self.settle().await?;
         let pending = std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()));
         let events = insert_pending_events(&self.txn, pending).await?;
         self.txn.commit().await?;
-        Ok(events)
+        let lost = std::mem::take(&mut *self.lost.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(BatchCommit { events, lost })
     }
+}
+
+/// What a committed batch wrote.
+#[derive(Debug)]
+pub struct BatchCommit {
+    /// The events written, with their cursors, in the order appended.
+    pub events: Vec<Event>,
+    /// Deliveries settled without changes whose lease was lost before the commit: left to
+    /// their new owner, unchanged.
+    pub lost: Vec<DeliveryId>,
 }

@@ -482,3 +482,120 @@ pub(crate) async fn retry<C: ConnectionTrait>(
         .await?;
     Ok(result.rows_affected == 1)
 }
+
+/// What becomes of one leased delivery, held until its batch commits and then written with the
+/// batch's other settlements in one statement (see [`settle_all`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Settlement {
+    pub(crate) id: DeliveryId,
+    pub(crate) owner: String,
+    pub(crate) kind: SettlementKind,
+    pub(crate) error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum SettlementKind {
+    /// Processed: its changes are in the batch, and it is attributed to their link.
+    Applied { tenant: TenantId, link: LinkId },
+    /// Dead-lettered or unmatched.
+    Settled(DeliveryStatus),
+    /// Put back for another attempt at this time (ms).
+    Retry(i64),
+}
+
+/// The whole round's settlements in one statement on PostgreSQL, one row of a JSON array per
+/// delivery, the lease-owner fence kept per row: a row whose lease was lost is not changed, and
+/// is missing from what the statement returns. One parameter of one type whatever the round's
+/// size, so that the statement's text (and the plan sqlx prepares once per connection) is the
+/// same for every round. A leased row is `pending`, so a retry writing `pending` changes nothing
+/// of its status, and `processed_at` is left alone for it as before.
+const SETTLE_ALL_POSTGRES: &str = "UPDATE inbox SET status = s.status, \
+       processed_at = CASE WHEN s.status = 'pending' THEN inbox.processed_at ELSE $2 END, \
+       last_error = s.error, next_attempt_at = COALESCE(s.next_attempt_at, inbox.next_attempt_at), \
+       tenant_id = COALESCE(s.tenant_id, inbox.tenant_id), link_id = COALESCE(s.link_id, inbox.link_id), \
+       lease_owner = NULL, lease_expires_at = NULL \
+     FROM jsonb_to_recordset($1::text::jsonb) \
+       AS s(id text, owner text, status text, error text, next_attempt_at int8, tenant_id text, link_id text) \
+     WHERE inbox.id = s.id AND inbox.lease_owner = s.owner \
+     RETURNING inbox.id";
+
+/// Write `settlements` in `conn`; returns the ids that were not settled because their lease is
+/// no longer their owner's.
+pub(crate) async fn settle_all<C: ConnectionTrait>(
+    conn: &C,
+    settlements: &[Settlement],
+) -> Result<Vec<DeliveryId>> {
+    if settlements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lost = Vec::new();
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        let rows: Vec<serde_json::Value> = settlements
+            .iter()
+            .map(|s| {
+                let (status, next, tenant, link) = match &s.kind {
+                    SettlementKind::Applied { tenant, link } => (
+                        DeliveryStatus::Done,
+                        None,
+                        Some(tenant.to_string()),
+                        Some(link.to_string()),
+                    ),
+                    SettlementKind::Settled(status) => (*status, None, None, None),
+                    SettlementKind::Retry(at) => (DeliveryStatus::Pending, Some(*at), None, None),
+                };
+                serde_json::json!({
+                    "id": s.id.to_string(),
+                    "owner": s.owner,
+                    "status": status.as_str(),
+                    "error": s.error,
+                    "next_attempt_at": next,
+                    "tenant_id": tenant,
+                    "link_id": link,
+                })
+            })
+            .collect();
+        let json = serde_json::Value::Array(rows).to_string();
+        let stmt = Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            SETTLE_ALL_POSTGRES,
+            [json.into(), now_ms().into()],
+        );
+        let mut settled = std::collections::HashSet::new();
+        for row in conn.query_all(stmt).await? {
+            settled.insert(row.try_get::<String>("", "id")?);
+        }
+        lost.extend(
+            settlements
+                .iter()
+                .filter(|s| !settled.contains(&s.id.to_string()))
+                .map(|s| s.id),
+        );
+        return Ok(lost);
+    }
+    // SQLite runs in-process: a statement per delivery costs no round trip, so the simplest
+    // correct form is the single-row statements.
+    for s in settlements {
+        let settled = match &s.kind {
+            SettlementKind::Applied { tenant, link } => {
+                settle_attributed(conn, &s.id, &s.owner, DeliveryStatus::Done, tenant, link).await?
+            }
+            SettlementKind::Settled(status) => {
+                settle(conn, &s.id, &s.owner, *status, s.error.as_deref()).await?
+            }
+            SettlementKind::Retry(at) => {
+                retry(
+                    conn,
+                    &s.id,
+                    &s.owner,
+                    s.error.as_deref().unwrap_or_default(),
+                    from_ms(*at),
+                )
+                .await?
+            }
+        };
+        if !settled {
+            lost.push(s.id);
+        }
+    }
+    Ok(lost)
+}

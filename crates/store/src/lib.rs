@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use coverwatch_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement};
 
-pub use batch_tx::BatchTx;
+pub use batch_tx::{BatchCommit, BatchTx};
 pub use connections::{ConnectionError, ConnectionPage, ConnectionRecord, ConnectionSettings};
 pub use crypto::{Keyring, KeyringError};
 pub use deliveries::{DeliveryFilter, DeliveryPage, DeliveryRecord, Replay};

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 
 use crate::entities::{link, link_credential, link_external_id};
 use crate::events::{NewEvent, PendingEvent, insert_event};
-use crate::inbox::{DeliveryStatus, settle_attributed};
+use crate::inbox::{DeliveryStatus, Settlement, SettlementKind, settle_attributed};
 use crate::links::{
     LinkRecord, insert_external_id, open_secrets, record_from_model, seal_secrets, seal_session_url,
 };
@@ -47,8 +47,15 @@ pub(crate) enum Appends {
     ToBatch {
         held: Vec<PendingEvent>,
         batch: PendingEvents,
+        /// The delivery this savepoint settles, handed to the batch with the events (the batch
+        /// settles all of its deliveries in one statement at commit) and dropped with them.
+        settle: Option<Settlement>,
+        settlements: PendingSettlements,
     },
 }
+
+/// A batch's settlements, written in one statement when it commits.
+pub(crate) type PendingSettlements = std::sync::Arc<std::sync::Mutex<Vec<Settlement>>>;
 
 /// A batch's events, from the savepoints released into it, in the order they were appended.
 pub(crate) type PendingEvents = std::sync::Arc<std::sync::Mutex<Vec<PendingEvent>>>;
@@ -424,12 +431,26 @@ impl LinkTx {
     }
 
     /// Mark the delivery that caused this change as done, in this transaction. Fails (and so
-    /// the whole transaction must be dropped) when `owner` no longer holds its lease.
+    /// the whole transaction must be dropped) when `owner` no longer holds its lease. Inside a
+    /// batch the settlement is written with the batch's others when it commits, and the batch
+    /// refuses to commit should the lease be lost by then (see `BatchTx::commit`).
     pub async fn settle_delivery(&mut self, id: &DeliveryId, owner: &str) -> Result<()> {
+        let link = &self.record.link;
+        if let Appends::ToBatch { settle, .. } = &mut self.appends {
+            *settle = Some(Settlement {
+                id: *id,
+                owner: owner.to_owned(),
+                kind: SettlementKind::Applied {
+                    tenant: link.tenant_id.clone(),
+                    link: link.id,
+                },
+                error: None,
+            });
+            return Ok(());
+        }
         // The delivery is attributed to the link in the same statement that settles it: one
         // round trip per delivery instead of two. Should the lease be lost, the attribution is
         // undone with the rest of this transaction.
-        let link = &self.record.link;
         if settle_attributed(
             &self.txn,
             id,
@@ -491,9 +512,19 @@ impl LinkTx {
             record.link.updated_at = crate::from_ms(now);
         }
         self.txn.commit().await?;
-        if let Appends::ToBatch { held, batch } = self.appends {
-            // Released into the batch: its events are the batch's now.
+        if let Appends::ToBatch {
+            held,
+            batch,
+            settle,
+            settlements,
+        } = self.appends
+        {
+            // Released into the batch: its events and settlement are the batch's now.
             batch.lock().unwrap_or_else(|p| p.into_inner()).extend(held);
+            settlements
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(settle);
         }
         Ok(record)
     }

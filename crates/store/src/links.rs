@@ -223,6 +223,36 @@ impl Store {
             .transpose()
     }
 
+    /// [`Store::get_link`] for several links in one query: the records found, by link id (a
+    /// link missing, or of another tenant than the one asked with, is left out).
+    pub async fn get_links(
+        &self,
+        links: &[(TenantId, LinkId)],
+    ) -> Result<std::collections::HashMap<LinkId, LinkRecord>> {
+        if links.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let tenants: std::collections::HashMap<String, &TenantId> = links
+            .iter()
+            .map(|(tenant, link)| (link.to_string(), tenant))
+            .collect();
+        let mut found = std::collections::HashMap::with_capacity(links.len());
+        for row in link::Entity::find()
+            .filter(link::Column::Id.is_in(tenants.keys().cloned()))
+            .all(&self.db)
+            .await?
+        {
+            if tenants
+                .get(&row.id)
+                .is_some_and(|tenant| tenant.as_str() == row.tenant_id)
+            {
+                let record = record_from_model(&self.keyring, row)?;
+                found.insert(record.link.id, record);
+            }
+        }
+        Ok(found)
+    }
+
     /// A link by id alone, for vendor deliveries that carry our link id (authenticated by the
     /// vendor's signature, not by a tenant's key).
     pub async fn find_link_by_id_any_tenant(&self, id: &LinkId) -> Result<Option<LinkRecord>> {

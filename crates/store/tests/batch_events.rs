@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use coverwatch_core::event::EventPayload;
+use coverwatch_core::ids::DeliveryId;
 use coverwatch_core::{EventId, LinkId, LinkState, ProviderId, TenantId};
-use coverwatch_store::{ConnectOptions, EventFilter, NewEvent, NewLink, Store, testing};
+use coverwatch_store::{
+    ConnectOptions, DeliveryStatus, EventFilter, Ingested, NewDelivery, NewEvent, NewLink, Store,
+    testing,
+};
 
 struct Db {
     store: Store,
@@ -124,7 +128,7 @@ async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order
         kept.push(tx.append_event(completed()).await.unwrap().id);
         tx.commit().await.unwrap();
     }
-    let written = batch.commit().await.unwrap();
+    let written = batch.commit().await.unwrap().events;
     assert_eq!(written.iter().map(|e| e.id).collect::<Vec<_>>(), kept);
     let cursors: Vec<i64> = written.iter().map(|e| e.cursor).collect();
     assert!(
@@ -195,7 +199,7 @@ async fn a_batch_at_work_does_not_hold_up_other_appenders_and_commits_in_cursor_
         vec![(alone.cursor, alone.id)]
     );
 
-    let written = batch.commit().await.unwrap();
+    let written = batch.commit().await.unwrap().events;
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].id, in_batch);
     assert!(
@@ -206,5 +210,147 @@ async fn a_batch_at_work_does_not_hold_up_other_appenders_and_commits_in_cursor_
         log_after(store, alone.cursor).await,
         vec![(written[0].cursor, in_batch)]
     );
+    db.drop().await;
+}
+
+/// A pending delivery of `link` (or of no link yet), stored and leased to `owner`.
+async fn leased(store: &Store, key: &str, link: Option<LinkId>, owner: &str) -> DeliveryId {
+    let stored = store
+        .ingest_delivery(NewDelivery {
+            provider: ProviderId::from_static("axle"),
+            dedupe_key: format!("id:{key}"),
+            link: link.map(|link| (tenant(), link)),
+            path: "token".into(),
+            headers: vec![],
+            body: key.as_bytes().to_vec(),
+            received_at: Utc::now(),
+            trace_context: None,
+            connection_id: None,
+        })
+        .await
+        .unwrap();
+    let Ingested::Stored(id) = stored else {
+        panic!("{key} stored twice")
+    };
+    let claimed = store
+        .claim_deliveries(owner, Utc::now() + chrono::Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    assert!(
+        claimed.iter().any(|d| d.id == id),
+        "{key} leased to {owner}"
+    );
+    id
+}
+
+/// Another worker takes over `id`, as after its lease ran out.
+async fn take_over(store: &Store, id: DeliveryId) {
+    store
+        .renew_leases("w", &[id], Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("thief", Utc::now() + chrono::Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+}
+
+async fn status(store: &Store, id: &DeliveryId) -> (DeliveryStatus, Option<String>) {
+    let row = store.get_delivery(id).await.unwrap().unwrap();
+    (row.status, row.last_error)
+}
+
+/// The batch settles its deliveries in one statement at commit, each only while its lease is
+/// still the worker's: one settled without changes whose lease was lost is left to its new
+/// owner and named to the caller, while the rest of the batch commits.
+#[tokio::test]
+async fn a_batch_settles_at_commit_and_names_a_lost_lease_without_failing_the_rest() {
+    let db = Db::new().await;
+    let store = &db.store;
+    let link = new_link(store, "settled").await;
+    let applied = leased(store, "applied", Some(link), "w").await;
+    let retried = leased(store, "retried", None, "w").await;
+    let lost = leased(store, "lost", None, "w").await;
+    take_over(store, lost).await;
+
+    let batch = store.begin_batch(&[link]).await.unwrap();
+    let mut tx = batch
+        .begin_link_update(&tenant(), &link)
+        .await
+        .unwrap()
+        .unwrap();
+    let event = tx.append_event(completed()).await.unwrap().id;
+    tx.settle_delivery(&applied, "w").await.unwrap();
+    tx.commit().await.unwrap();
+    batch.retry_delivery(&retried, "w", "vendor busy", Utc::now());
+    batch.settle_delivery(&lost, "w", DeliveryStatus::Unmatched, Some("no link"));
+    let commit = batch.commit().await.unwrap();
+
+    assert_eq!(commit.lost, vec![lost]);
+    assert_eq!(
+        commit.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![event]
+    );
+    assert_eq!(status(store, &applied).await, (DeliveryStatus::Done, None));
+    assert_eq!(
+        status(store, &retried).await,
+        (DeliveryStatus::Pending, Some("vendor busy".to_owned()))
+    );
+    assert_eq!(
+        status(store, &lost).await,
+        (DeliveryStatus::Pending, None),
+        "the new owner's delivery is left alone"
+    );
+    db.drop().await;
+}
+
+/// A delivery whose changes are in the batch but whose lease was lost before the commit must not
+/// have them committed (its new owner applies them): the batch commits nothing, and says which.
+#[tokio::test]
+async fn a_batch_whose_applied_delivery_lost_its_lease_commits_nothing() {
+    let db = Db::new().await;
+    let store = &db.store;
+    let link = new_link(store, "lost").await;
+    let state = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .get_link(&tenant(), &link)
+                .await
+                .unwrap()
+                .unwrap()
+                .link
+                .state
+        }
+    };
+    let before = state(store).await;
+    assert_ne!(before, LinkState::Active);
+    let start = log_after(store, 0).await.last().unwrap().0;
+    let applied = leased(store, "applied", Some(link), "w").await;
+    let other = leased(store, "other", None, "w").await;
+    take_over(store, applied).await;
+
+    let batch = store.begin_batch(&[link]).await.unwrap();
+    let mut tx = batch
+        .begin_link_update(&tenant(), &link)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.append_event(completed()).await.unwrap();
+    tx.set_state(LinkState::Active);
+    tx.settle_delivery(&applied, "w").await.unwrap();
+    tx.commit().await.unwrap();
+    batch.settle_delivery(&other, "w", DeliveryStatus::Dead, Some("gave up"));
+    let err = batch.commit().await.unwrap_err().to_string();
+
+    assert!(err.contains(&applied.to_string()), "{err}");
+    assert!(log_after(store, start).await.is_empty(), "no event written");
+    assert_eq!(state(store).await, before, "the link's change undone");
+    assert_eq!(
+        status(store, &applied).await,
+        (DeliveryStatus::Pending, None)
+    );
+    assert_eq!(status(store, &other).await, (DeliveryStatus::Pending, None));
     db.drop().await;
 }
