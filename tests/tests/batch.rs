@@ -1,12 +1,15 @@
 //! Batched processing (issue 14): a worker claims a batch of deliveries, makes their vendor
-//! calls side by side and commits all their changes in one transaction, each delivery in a
-//! savepoint of its own. One delivery failing (a vendor fault, a panic) fails alone: the rest of
-//! its batch commits once and it is retried by itself; a batch whose commit fails leaves nothing
-//! behind, and every delivery of it is applied exactly once afterwards; one link's deliveries
-//! claimed together are still applied one after another, in the order they were received.
+//! calls side by side and commits all their changes in one transaction. One delivery failing (a
+//! vendor fault or a panic before the transaction, an error or a panic inside it) fails alone:
+//! the rest of its batch commits once and it is retried by itself; a batch whose commit fails
+//! leaves nothing behind, and every delivery of it is applied exactly once afterwards; one
+//! link's deliveries claimed together are still applied one after another, in the order they
+//! were received.
 //!
 //! A commit hook of the worker records each batch's deliveries and, while `hold` is set, fails
-//! the commit: that is how the tests gather deliveries into one batch and break its commit.
+//! the commit: that is how the tests gather deliveries into one batch and break its commit. An
+//! apply hook fails or panics named deliveries once their changes are in the batch's
+//! transaction.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coverwatch::Overrides;
-use coverwatch_engine::{BatchCommitHook, ProviderRegistry, WorkerConfig};
+use coverwatch_engine::{ApplyHook, BatchCommitHook, ProviderRegistry, WorkerConfig};
 use coverwatch_tests::fake_provider::FakeProvider;
 use coverwatch_tests::flows::{link_events, wait_for_state};
 use coverwatch_tests::{Client, TENANT_A, TestServer, eventually, fast_worker, test_config, v1};
@@ -30,9 +33,29 @@ type Seen = (BTreeSet<String>, bool);
 struct Batches {
     hold: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Deliveries whose changes fail, or panic, once written into the batch's transaction.
+    fail_apply: Arc<Mutex<BTreeSet<String>>>,
+    panic_apply: Arc<Mutex<BTreeSet<String>>>,
+    /// Every delivery the apply hook saw, in order.
+    applied: Arc<Mutex<Vec<String>>>,
 }
 
 impl Batches {
+    fn apply_hook(&self) -> ApplyHook {
+        let batches = self.clone();
+        ApplyHook(Arc::new(move |id| {
+            let id = id.to_string();
+            batches.applied.lock().unwrap().push(id.clone());
+            if batches.panic_apply.lock().unwrap().contains(&id) {
+                panic!("injected: applying delivery {id} panics");
+            }
+            if batches.fail_apply.lock().unwrap().contains(&id) {
+                return Err(format!("injected: applying delivery {id} fails"));
+            }
+            Ok(())
+        }))
+    }
+
     fn hook(&self) -> BatchCommitHook {
         let batches = self.clone();
         BatchCommitHook(Arc::new(move |ids| {
@@ -87,6 +110,7 @@ async fn server(fake: &FakeProvider, batches: &Batches) -> TestServer {
             providers: Some(registry),
             worker: Some(WorkerConfig {
                 before_batch_commit: Some(batches.hook()),
+                after_apply: Some(batches.apply_hook()),
                 // Rejected batches count as attempts; the faults here must not dead-letter.
                 max_attempts: 1_000,
                 ..fast_worker()
@@ -248,6 +272,117 @@ async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their
         state.failing_fetching.clear();
         state.panic_fetching.clear();
     }
+    for k in [1, 2] {
+        let event_id = format!("evt-change-{k}");
+        eventually(&format!("{event_id} applied"), DEADLINE, || async {
+            let ids = vendor_event_ids(&client, &links[k]).await;
+            (count(&ids, &event_id) > 0).then_some(())
+        })
+        .await;
+    }
+    for (i, link) in links.iter().enumerate() {
+        let ids = vendor_event_ids(&client, link).await;
+        assert_eq!(
+            count(&ids, &format!("evt-change-{i}")),
+            1,
+            "link {i}: {ids:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A delivery whose changes fail or panic inside the batch's transaction, after they were
+/// written there, leaves nothing of them: there is no savepoint per delivery, so the batch is
+/// rolled back and run again without it, and the others' changes commit exactly once.
+#[tokio::test]
+async fn a_delivery_failing_inside_the_batch_transaction_fails_alone_and_the_rest_commit_once() {
+    const LINKS: usize = 6;
+    let fake = FakeProvider::default();
+    let batches = Batches::default();
+    let server = server(&fake, &batches).await;
+    let client = server.client(TENANT_A).await;
+    let mut links = Vec::new();
+    for i in 0..LINKS {
+        let link = client
+            .clone()
+            .start_link(v1::StartLinkRequest {
+                provider: v1::Provider::Axle as i32,
+                user_id: format!("user-{i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("StartLink")
+            .into_inner()
+            .link
+            .expect("a link");
+        deliver(
+            &server,
+            &fake.webhook_url(&link.id),
+            json!({"id": format!("evt-complete-{i}"), "type": "completed", "account": format!("acc-{i}")}),
+        )
+        .await;
+        wait_for_state(&client, &link.id, v1::LinkState::Active).await;
+        links.push(link.id);
+    }
+
+    // Held, so that the six deliveries end up claimed together.
+    batches.hold.store(true, Ordering::SeqCst);
+    let mut deliveries = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        let id = deliver(
+            &server,
+            &fake.webhook_url(link),
+            json!({"id": format!("evt-change-{i}"), "type": "changed", "account": format!("acc-{i}")}),
+        )
+        .await;
+        match i {
+            1 => batches.fail_apply.lock().unwrap().insert(id.clone()),
+            2 => batches.panic_apply.lock().unwrap().insert(id.clone()),
+            _ => false,
+        };
+        deliveries.push(id);
+    }
+    batches.wait_for_batch_of(&deliveries, false).await;
+    let applied_before = batches.applied.lock().unwrap().len();
+    batches.hold.store(false, Ordering::SeqCst);
+    batches.wait_for_batch_of(&deliveries, true).await;
+    eventually("the batch of six to commit", DEADLINE, || async {
+        for (i, link) in links.iter().enumerate() {
+            if i != 1
+                && i != 2
+                && count(
+                    &vendor_event_ids(&client, link).await,
+                    &format!("evt-change-{i}"),
+                ) == 0
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // The faulty two got as far as the batch's transaction, and left nothing there; the four
+    // healthy ones, applied again after each fault, are there once.
+    let applied: Vec<String> = batches.applied.lock().unwrap()[applied_before..].to_vec();
+    for k in [1, 2] {
+        assert!(
+            applied.contains(&deliveries[k]),
+            "delivery {k} was applied in the batch before it failed: {applied:?}"
+        );
+    }
+    for (i, link) in links.iter().enumerate() {
+        let ids = vendor_event_ids(&client, link).await;
+        let expected = usize::from(i != 1 && i != 2);
+        assert_eq!(
+            count(&ids, &format!("evt-change-{i}")),
+            expected,
+            "link {i}: {ids:?}"
+        );
+    }
+
+    // Once the fault is gone, each of the two is applied, once.
+    batches.fail_apply.lock().unwrap().clear();
+    batches.panic_apply.lock().unwrap().clear();
     for k in [1, 2] {
         let event_id = format!("evt-change-{k}");
         eventually(&format!("{event_id} applied"), DEADLINE, || async {

@@ -46,7 +46,9 @@ impl Origin {
     }
 }
 
-/// A happening with its vendor calls already made.
+/// A happening with its vendor calls already made. Cloned so that a batch run again (see
+/// `Engine::run_round`) applies it again without calling the vendor again.
+#[derive(Clone)]
 pub(crate) enum Prepared {
     Auth {
         status: AuthStatus,
@@ -104,6 +106,7 @@ pub(crate) enum Prepared {
 }
 
 /// The account a link followed before the end-user signed in to another one.
+#[derive(Clone)]
 pub(crate) struct SwitchedAccount {
     /// The vendor's identity of the previous account (`LinkGrant::account_key`).
     pub account_key: String,

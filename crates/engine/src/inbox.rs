@@ -113,7 +113,7 @@ impl Engine {
     /// batches of its own under a lease owner of its own, exactly as that many replicas would:
     /// the claim never gives two of them deliveries of one link at once, and a batch takes the
     /// cursor-order lock only to append its events and commit, so their batches overlap for
-    /// everything else (vendor calls, reads, savepoints). On SQLite there is one loop: it has
+    /// everything else (vendor calls, reads, their changes). On SQLite there is one loop: it has
     /// one writer, which a second loop would only wait for.
     pub async fn run_inbox_worker(&self, shutdown: watch::Receiver<bool>) {
         let config = &self.inner.config.worker;
@@ -290,8 +290,7 @@ impl Engine {
     }
 
     /// One round: the vendor calls of every delivery side by side (bounded, outside any
-    /// transaction), then all their changes and outcomes in one transaction, each delivery's
-    /// changes in a savepoint of its own.
+    /// transaction), then all their changes and outcomes in one transaction.
     async fn run_round(&self, owner: &str, round: Vec<ClaimedDelivery>) -> RoundResult {
         let config = &self.inner.config.worker;
         let started = std::time::Instant::now();
@@ -387,52 +386,77 @@ impl Engine {
             .map(|(d, _)| d.id)
             .chain(outcomes.iter().map(|(d, _)| d.id))
             .collect();
-        let links: Vec<LinkId> = staged.iter().map(|(_, item)| item.link.id).collect();
-        let store = &self.inner.store;
-        let batch = match store.begin_batch(&links).await {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::warn!(error = %err, count = ids.len(), "inbox: cannot open the batch transaction; retried once the database answers again");
-                result.unsettled = ids;
-                return result;
-            }
-        };
         // Held until the batch is durable: nothing else in this process reads these links
         // before their changes are.
         let mut working = Vec::with_capacity(staged.len());
+        let mut pending = Vec::with_capacity(staged.len());
+        for (delivery, item) in staged {
+            working.push(item.working);
+            pending.push((delivery, item.link, item.prepared, item.origin, item.retry));
+        }
+        // The deliveries' changes share the batch's transaction without a savepoint each (see
+        // `BatchTx`). When one does not finish, the batch is rolled back and run again without
+        // it, from the vendor results already fetched: its failure stays its own, at the cost of
+        // redoing the others' statements, which is rare next to two round trips per delivery
+        // every time. Each run leaves one delivery out, so there are at most as many runs as
+        // deliveries.
+        let store = &self.inner.store;
+        let batch = loop {
+            let links: Vec<LinkId> = pending.iter().map(|(_, link, ..)| link.id).collect();
+            let batch = match store.begin_batch(&links).await {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(error = %err, count = ids.len(), "inbox: cannot open the batch transaction; retried once the database answers again");
+                    result.unsettled = ids;
+                    return result;
+                }
+            };
+            let mut unfinished = None;
+            for (at, (delivery, link, prepared, origin, retry)) in pending.iter().enumerate() {
+                // Its events are written (and get their cursors) when the batch commits.
+                let applied = self
+                    .apply_in_batch(
+                        &batch,
+                        delivery,
+                        link,
+                        prepared.clone(),
+                        origin,
+                        retry.is_none(),
+                    )
+                    .await;
+                if let Err(outcome) = applied {
+                    unfinished = Some((at, outcome));
+                    break;
+                }
+            }
+            let Some((at, outcome)) = unfinished else {
+                break batch;
+            };
+            if let Err(err) = batch.rollback().await {
+                tracing::warn!(error = %err, count = ids.len(), "inbox: cannot roll the batch back; retried once the database answers again");
+                result.unsettled = ids;
+                return result;
+            }
+            let (delivery, ..) = pending.remove(at);
+            tracing::debug!(delivery = %delivery.id, left = pending.len(), "inbox: a delivery's changes did not finish; the batch runs again without it");
+            outcomes.push((delivery, outcome));
+        };
         let mut done_links = Vec::new();
         let mut done = Vec::new();
-        for (delivery, item) in staged {
-            let Staged {
-                link,
-                prepared,
-                origin,
-                retry,
-                working: guard,
-            } = item;
-            working.push(guard);
-            match self
-                .apply_in_batch(&batch, &delivery, &link, prepared, &origin, retry.is_none())
-                .await
-            {
-                // Its events are written (and get their cursors) when the batch commits.
-                Ok(_) => {
-                    match retry {
-                        // What could be applied is; the rest is tried again with the delivery.
-                        Some(error) => outcomes.push((
-                            delivery,
-                            Outcome::Failed {
-                                error,
-                                transient: true,
-                            },
-                        )),
-                        None => {
-                            done.push((delivery.id, delivery.provider));
-                            done_links.extend(delivery.link.as_ref().map(|(_, l)| *l));
-                        }
-                    }
+        for (delivery, _, _, _, retry) in pending {
+            match retry {
+                // What could be applied is; the rest is tried again with the delivery.
+                Some(error) => outcomes.push((
+                    delivery,
+                    Outcome::Failed {
+                        error,
+                        transient: true,
+                    },
+                )),
+                None => {
+                    done.push((delivery.id, delivery.provider));
+                    done_links.extend(delivery.link.as_ref().map(|(_, l)| *l));
                 }
-                Err(outcome) => outcomes.push((delivery, outcome)),
             }
         }
         // Queued with the batch: all of its settlements are written in one statement at commit.
@@ -501,8 +525,8 @@ impl Engine {
         result
     }
 
-    /// Apply one staged delivery in a savepoint of `batch`, as a unit of its own: an error, a
-    /// panic or a hang undoes only this delivery's changes and becomes its failure.
+    /// Apply one staged delivery in `batch`, as a unit of its own: an error, a panic or a hang
+    /// becomes its failure (and poisons the batch, which the caller then runs again without it).
     async fn apply_in_batch(
         &self,
         batch: &BatchTx,
@@ -519,6 +543,10 @@ impl Engine {
                 .await?
                 .ok_or_else(|| EngineError::link_not_found(link.id))?;
             let (_, events) = apply_prepared(tx, prepared, origin, settle).await?;
+            if let Some(hook) = &self.inner.config.worker.after_apply {
+                (hook.0)(&delivery.id)
+                    .map_err(|e| EngineError::Store(coverwatch_store::StoreError::Database(e)))?;
+            }
             Ok::<_, EngineError>(events)
         };
         match isolated(limit, work).await {

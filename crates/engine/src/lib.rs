@@ -68,6 +68,22 @@ pub struct WorkerConfig {
     pub process_timeout: Duration,
     /// Runs just before a batch commits; an error fails the commit (tests inject faults here).
     pub before_batch_commit: Option<BatchCommitHook>,
+    /// Runs with each delivery once its changes are written into the batch's transaction; an
+    /// error (or a panic) fails that delivery there (tests inject faults here).
+    pub after_apply: Option<ApplyHook>,
+}
+
+/// A check run with a delivery's id once its changes are in the batch's transaction.
+#[derive(Clone)]
+pub struct ApplyHook(pub Arc<ApplyCheck>);
+
+/// What an [`ApplyHook`] runs: `Err` fails the delivery with that message.
+pub type ApplyCheck = dyn Fn(&coverwatch_core::ids::DeliveryId) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for ApplyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApplyHook")
+    }
 }
 
 /// A check run with a batch's delivery ids just before the batch commits.
@@ -97,6 +113,7 @@ impl Default for WorkerConfig {
             idle_poll: Duration::from_millis(500),
             process_timeout: Duration::from_secs(300),
             before_batch_commit: None,
+            after_apply: None,
         }
     }
 }

@@ -100,8 +100,8 @@ pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<
 }
 
 /// Take the cursor-order lock for the rest of the transaction `conn` is in (PostgreSQL; SQLite
-/// has one writer at a time anyway). A batch takes it once in its outer transaction, after its
-/// savepoints: a lock taken inside a savepoint is released when that savepoint rolls back.
+/// has one writer at a time anyway). A batch takes it once, just before it commits, so that it
+/// holds the lock only for its events' insert and the commit.
 pub(crate) async fn take_append_lock<C: ConnectionTrait>(conn: &C) -> Result<()> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute(Statement::from_sql_and_values(

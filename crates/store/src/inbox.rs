@@ -216,11 +216,22 @@ const CLAIM_NEXT_OF_LINK_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, le
 /// [`CLAIM_NEXT_OF_LINK_POSTGRES`] for several links in one statement: the oldest pending
 /// delivery of each, under the same conditions (no SKIP LOCKED, for the same reason; a row
 /// settled meanwhile by whoever held it is not leased again). `{links}` is a list of
-/// placeholders from the sixth on.
-const CLAIM_NEXT_OF_LINKS_POSTGRES: &str = "UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
-     WHERE seq IN (SELECT min(i.seq) FROM inbox i WHERE i.link_id IN ({links}) AND i.status = 'pending' GROUP BY i.link_id) \
-       AND status = 'pending' AND next_attempt_at <= $3 AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
-     RETURNING *";
+/// placeholders from the fifth on.
+///
+/// Written so that its plan cannot go wrong: each link's oldest pending delivery is one probe of
+/// `inbox_pending_by_link`, found once (a materialized CTE), then each row is taken by its key.
+/// Written as `seq IN (SELECT min(seq) … GROUP BY link_id)`, the planner, trusting estimates of
+/// one pending row, chose a nested loop that ran the grouping once per pending delivery of the
+/// whole inbox: 7 ms on average and up to 200 ms a claim during a burst of 2,000 deliveries, the
+/// largest single cost of processing them.
+const CLAIM_NEXT_OF_LINKS_POSTGRES: &str = "WITH next AS MATERIALIZED ( \
+       SELECT (SELECT i.seq FROM inbox i WHERE i.link_id = l.id AND i.status = 'pending' ORDER BY i.seq LIMIT 1) AS seq \
+       FROM unnest(ARRAY[{links}]::text[]) AS l(id)) \
+     UPDATE inbox SET lease_owner = $1, lease_expires_at = $2, attempts = inbox.attempts + 1 \
+     FROM next WHERE inbox.seq = next.seq \
+       AND inbox.status = 'pending' AND inbox.next_attempt_at <= $3 \
+       AND (inbox.lease_expires_at IS NULL OR inbox.lease_expires_at < $4) \
+     RETURNING inbox.*";
 
 const CLAIM_NEXT_OF_LINKS_SQLITE: &str = "UPDATE inbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
      WHERE seq IN (SELECT min(i.seq) FROM inbox i WHERE i.link_id IN ({links}) AND i.status = 'pending' GROUP BY i.link_id) \

@@ -27,7 +27,7 @@ use crate::{Keyring, Result, Store, StoreError, now_ms, to_ms};
 /// An open transaction holding the lock on one link. Never hold one across a vendor call:
 /// other writers of the same link (and on SQLite, every writer) wait for it.
 pub struct LinkTx {
-    txn: DatabaseTransaction,
+    txn: Txn,
     keyring: std::sync::Arc<Keyring>,
     record: LinkRecord,
     changed: bool,
@@ -41,23 +41,72 @@ pub struct LinkTx {
 pub(crate) enum Appends {
     /// Written at once, taking the cursor-order lock until commit (a transaction of its own).
     Now,
-    /// Held, and handed to the enclosing batch when this savepoint is released; the batch writes
-    /// them all under the cursor-order lock just before it commits (see `BatchTx::commit`).
-    /// Dropped with the savepoint when it rolls back.
+    /// Held, and handed to the enclosing batch by [`LinkTx::commit`]; the batch writes them all
+    /// under the cursor-order lock just before it commits (see `BatchTx::commit`).
     ToBatch {
         held: Vec<PendingEvent>,
         batch: PendingEvents,
-        /// The delivery this savepoint settles, handed to the batch with the events (the batch
-        /// settles all of its deliveries in one statement at commit) and dropped with them.
+        /// The delivery this change settles, handed to the batch with the events (the batch
+        /// settles all of its deliveries in one statement at commit).
         settle: Option<Settlement>,
         settlements: PendingSettlements,
     },
 }
 
+/// The transaction a [`LinkTx`] writes in.
+pub(crate) enum Txn {
+    /// Its own, committed by [`LinkTx::commit`].
+    Own(DatabaseTransaction),
+    /// The enclosing batch's, without a savepoint: a savepoint and its release are two round
+    /// trips per delivery, the largest per-delivery cost left in a batch. So a change that does
+    /// not finish (an error, a panic, a timeout) cannot be undone alone: it poisons the batch,
+    /// which must then be rolled back (`BatchTx::commit` refuses) and redone without it.
+    Batch {
+        txn: std::sync::Arc<DatabaseTransaction>,
+        poison: Poison,
+    },
+}
+
+impl std::ops::Deref for Txn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        match self {
+            Txn::Own(txn) => txn,
+            Txn::Batch { txn, .. } => txn,
+        }
+    }
+}
+
+/// Marks a batch poisoned when dropped armed: a link change in the batch's transaction ended
+/// without [`LinkTx::commit`], leaving whatever it had written half done.
+pub(crate) struct Poison {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    armed: bool,
+}
+
+impl Poison {
+    pub(crate) fn armed(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { flag, armed: true }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Poison {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// A batch's settlements, written in one statement when it commits.
 pub(crate) type PendingSettlements = std::sync::Arc<std::sync::Mutex<Vec<Settlement>>>;
 
-/// A batch's events, from the savepoints released into it, in the order they were appended.
+/// A batch's events, from the link changes committed into it, in the order they were appended.
 pub(crate) type PendingEvents = std::sync::Arc<std::sync::Mutex<Vec<PendingEvent>>>;
 
 impl Store {
@@ -68,14 +117,21 @@ impl Store {
         id: &LinkId,
     ) -> Result<Option<LinkTx>> {
         let txn = self.db.begin().await?;
-        LinkTx::open(txn, self.keyring.clone(), tenant, id, Appends::Now).await
+        LinkTx::open(
+            Txn::Own(txn),
+            self.keyring.clone(),
+            tenant,
+            id,
+            Appends::Now,
+        )
+        .await
     }
 }
 
 impl LinkTx {
-    /// Lock the link's row in `txn` (a transaction, or a savepoint of a batch) and read it.
+    /// Lock the link's row in `txn` (its own transaction, or a batch's) and read it.
     pub(crate) async fn open(
-        txn: DatabaseTransaction,
+        txn: Txn,
         keyring: std::sync::Arc<Keyring>,
         tenant: &TenantId,
         id: &LinkId,
@@ -94,11 +150,15 @@ impl LinkTx {
                     sea_orm::sea_query::Expr::col(link::Column::UpdatedAt).into(),
                 )
                 .filter(link::Column::Id.eq(id.to_string()))
-                .exec(&txn)
+                .exec(&*txn)
                 .await?;
         }
-        let Some(model) = query.one(&txn).await? else {
-            txn.rollback().await?;
+        let Some(model) = query.one(&*txn).await? else {
+            match txn {
+                Txn::Own(txn) => txn.rollback().await?,
+                // Nothing was changed: the batch may go on.
+                Txn::Batch { poison, .. } => poison.disarm(),
+            }
             return Ok(None);
         };
         Self::opened(txn, keyring, model, appends).map(Some)
@@ -106,7 +166,7 @@ impl LinkTx {
 
     /// A link transaction on a row `txn` already holds locked, as it reads there.
     pub(crate) fn opened(
-        txn: DatabaseTransaction,
+        txn: Txn,
         keyring: std::sync::Arc<Keyring>,
         model: link::Model,
         appends: Appends,
@@ -173,7 +233,7 @@ impl LinkTx {
     ) -> Result<Option<StoredRequirementSet>> {
         let stored = match set_id {
             Some(id) => Some(
-                read_set(&self.txn, &self.record.link.tenant_id, id, true)
+                read_set(&*self.txn, &self.record.link.tenant_id, id, true)
                     .await?
                     .ok_or_else(|| StoreError::RequirementSetNotFound(id.to_owned()))?,
             ),
@@ -194,7 +254,7 @@ impl LinkTx {
         match &self.record.link.requirements {
             Some(attached) => {
                 read_set(
-                    &self.txn,
+                    &*self.txn,
                     &self.record.link.tenant_id,
                     &attached.set_id,
                     true,
@@ -229,7 +289,7 @@ impl LinkTx {
     pub async fn current_policies(&self) -> Result<Vec<Policy>> {
         let link = &self.record.link;
         Ok(
-            latest_policies(&self.txn, &link.tenant_id, &link.id, PolicyTerm::Current)
+            latest_policies(&*self.txn, &link.tenant_id, &link.id, PolicyTerm::Current)
                 .await?
                 .into_iter()
                 .map(|stored| stored.policy)
@@ -257,7 +317,7 @@ impl LinkTx {
                 kind.clone(),
                 value.clone(),
             ))
-            .one(&self.txn)
+            .one(&*self.txn)
             .await?;
             match existing {
                 Some(row) if row.link_id == self.record.link.id.to_string() => {}
@@ -269,7 +329,7 @@ impl LinkTx {
                     });
                 }
                 None => {
-                    insert_external_id(&self.txn, &self.record.link, kind, value).await?;
+                    insert_external_id(&*self.txn, &self.record.link, kind, value).await?;
                     added = true;
                 }
             }
@@ -287,7 +347,7 @@ impl LinkTx {
             .filter(link_external_id::Column::Kind.eq(kind))
             .filter(link_external_id::Column::Value.eq(value))
             .filter(link_external_id::Column::LinkId.eq(link.id.to_string()))
-            .exec(&self.txn)
+            .exec(&*self.txn)
             .await?;
         Ok(())
     }
@@ -307,7 +367,7 @@ impl LinkTx {
                 crate::entities::policy_snapshot::Column::PolicyExternalId
                     .is_in(external_ids.iter().cloned()),
             )
-            .exec(&self.txn)
+            .exec(&*self.txn)
             .await?;
         self.policies_changed = true;
         Ok(())
@@ -326,7 +386,7 @@ impl LinkTx {
             .filter(link_external_id::Column::Kind.eq(kind))
             .filter(link_external_id::Column::TenantId.eq(link.tenant_id.to_string()))
             .filter(link_external_id::Column::LinkId.eq(from.to_string()))
-            .exec(&self.txn)
+            .exec(&*self.txn)
             .await?;
         Ok(result.rows_affected)
     }
@@ -338,7 +398,7 @@ impl LinkTx {
     ) -> Result<()> {
         let id = self.record.link.id;
         let existing = link_credential::Entity::find_by_id(id.to_string())
-            .one(&self.txn)
+            .one(&*self.txn)
             .await?;
         let mut all = match &existing {
             Some(row) => open_secrets(&self.keyring, &id, row)?,
@@ -360,11 +420,11 @@ impl LinkTx {
         };
         if existing.is_some() {
             link_credential::Entity::update(model)
-                .exec(&self.txn)
+                .exec(&*self.txn)
                 .await?;
         } else {
             link_credential::Entity::insert(model)
-                .exec(&self.txn)
+                .exec(&*self.txn)
                 .await?;
         }
         Ok(())
@@ -374,7 +434,7 @@ impl LinkTx {
     pub async fn retain_secrets(&mut self, keep: &[&str]) -> Result<()> {
         let id = self.record.link.id;
         let Some(row) = link_credential::Entity::find_by_id(id.to_string())
-            .one(&self.txn)
+            .one(&*self.txn)
             .await?
         else {
             return Ok(());
@@ -395,7 +455,7 @@ impl LinkTx {
     /// returned here has no cursor yet (0): the batch's commit answers the written events.
     pub async fn append_event(&mut self, event: NewEvent) -> Result<Event> {
         match &mut self.appends {
-            Appends::Now => insert_event(&self.txn, &self.keyring, &self.record.link, event).await,
+            Appends::Now => insert_event(&*self.txn, &self.keyring, &self.record.link, event).await,
             Appends::ToBatch { held, .. } => {
                 let pending = PendingEvent::seal(&self.keyring, &self.record.link, event)?;
                 let event = pending.event().clone();
@@ -412,7 +472,7 @@ impl LinkTx {
     ) -> Result<SnapshotOutcome<Policy>> {
         let link = &self.record.link;
         let outcome =
-            save_policy(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await?;
+            save_policy(&*self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await?;
         if snapshot.term == PolicyTerm::Current
             && !matches!(outcome, SnapshotOutcome::Unchanged { .. })
         {
@@ -427,7 +487,7 @@ impl LinkTx {
         fetched_at: DateTime<Utc>,
     ) -> Result<SnapshotOutcome<Account>> {
         let link = &self.record.link;
-        save_account(&self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await
+        save_account(&*self.txn, &link.tenant_id, &link.id, snapshot, fetched_at).await
     }
 
     /// Mark the delivery that caused this change as done, in this transaction. Fails (and so
@@ -452,7 +512,7 @@ impl LinkTx {
         // round trip per delivery instead of two. Should the lease be lost, the attribution is
         // undone with the rest of this transaction.
         if settle_attributed(
-            &self.txn,
+            &*self.txn,
             id,
             owner,
             DeliveryStatus::Done,
@@ -469,8 +529,8 @@ impl LinkTx {
         }
     }
 
-    /// Write the link and commit; inside a batch, release the link's savepoint into the batch
-    /// (it becomes durable with the batch's commit).
+    /// Write the link and commit; inside a batch, hand the change to the batch (it becomes
+    /// durable with the batch's commit).
     pub async fn commit(self) -> Result<LinkRecord> {
         let mut record = self.record;
         if self.changed {
@@ -507,11 +567,14 @@ impl LinkTx {
                 updated_at: Set(now),
                 ..Default::default()
             })
-            .exec(&self.txn)
+            .exec(&*self.txn)
             .await?;
             record.link.updated_at = crate::from_ms(now);
         }
-        self.txn.commit().await?;
+        match self.txn {
+            Txn::Own(txn) => txn.commit().await?,
+            Txn::Batch { poison, .. } => poison.disarm(),
+        }
         if let Appends::ToBatch {
             held,
             batch,

@@ -1,6 +1,7 @@
 //! A batch transaction's events (SQLite by default, PostgreSQL when
 //! `COVERWATCH_TEST_DATABASE_URL` is set): they are written when the batch commits, in the order
-//! they were appended, only for the savepoints released into it; and on PostgreSQL the batch
+//! they were appended, only for the link changes committed into it (one left unfinished makes the batch refuse to
+//! commit); and on PostgreSQL the batch
 //! takes the cursor-order lock only then, so other writers append while it works, and cursor
 //! order stays commit order.
 
@@ -86,14 +87,10 @@ async fn log_after(store: &Store, after: i64) -> Vec<(i64, EventId)> {
 }
 
 #[tokio::test]
-async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order() {
+async fn a_batch_writes_the_events_of_its_link_changes_at_commit_in_order() {
     let db = Db::new().await;
     let store = &db.store;
-    let links = [
-        new_link(store, "one").await,
-        new_link(store, "two").await,
-        new_link(store, "three").await,
-    ];
+    let links = [new_link(store, "one").await, new_link(store, "two").await];
     let start = log_after(store, 0).await.last().unwrap().0;
 
     let batch = store.begin_batch(&links).await.unwrap();
@@ -110,24 +107,26 @@ async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order
         tx.commit().await.unwrap();
     }
     {
-        // Rolled back: its event must never be written.
         let mut tx = batch
             .begin_link_update(&tenant(), &links[1])
-            .await
-            .unwrap()
-            .unwrap();
-        tx.append_event(completed()).await.unwrap();
-        drop(tx);
-    }
-    {
-        let mut tx = batch
-            .begin_link_update(&tenant(), &links[2])
             .await
             .unwrap()
             .unwrap();
         kept.push(tx.append_event(completed()).await.unwrap().id);
         tx.commit().await.unwrap();
     }
+    assert!(
+        batch
+            .begin_link_update(&tenant(), &LinkId::new())
+            .await
+            .unwrap()
+            .is_none(),
+        "no such link"
+    );
+    assert!(
+        !batch.is_poisoned(),
+        "looking for a missing link changes nothing"
+    );
     let written = batch.commit().await.unwrap().events;
     assert_eq!(written.iter().map(|e| e.id).collect::<Vec<_>>(), kept);
     let cursors: Vec<i64> = written.iter().map(|e| e.cursor).collect();
@@ -139,7 +138,7 @@ async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order
     assert_eq!(
         logged,
         written.iter().map(|e| (e.cursor, e.id)).collect::<Vec<_>>(),
-        "the log holds exactly the released savepoints' events, with the cursors answered"
+        "the log holds exactly the committed link changes' events, with the cursors answered"
     );
     assert_eq!(
         store
@@ -151,6 +150,84 @@ async fn a_batch_writes_the_events_of_its_released_savepoints_at_commit_in_order
             .state,
         LinkState::Active
     );
+    db.drop().await;
+}
+
+/// A link change dropped unfinished (an error or a panic half way) leaves the batch's
+/// transaction with half of its writes, and there is no savepoint to undo them alone: the batch
+/// refuses to commit, and rolling it back leaves nothing of any of its changes.
+#[tokio::test]
+async fn a_batch_with_an_unfinished_link_change_refuses_to_commit_and_rolls_back_whole() {
+    let db = Db::new().await;
+    let store = &db.store;
+    let links = [new_link(store, "one").await, new_link(store, "two").await];
+    let start = log_after(store, 0).await.last().unwrap().0;
+    let state = |link: LinkId| {
+        let store = store.clone();
+        async move {
+            store
+                .get_link(&tenant(), &link)
+                .await
+                .unwrap()
+                .unwrap()
+                .link
+                .state
+        }
+    };
+    let before = state(links[0]).await;
+    assert_ne!(before, LinkState::Active);
+
+    for finish in [true, false] {
+        let batch = store.begin_batch(&links).await.unwrap();
+        let mut tx = batch
+            .begin_link_update(&tenant(), &links[0])
+            .await
+            .unwrap()
+            .unwrap();
+        tx.append_event(completed()).await.unwrap();
+        tx.set_state(LinkState::Active);
+        tx.commit().await.unwrap();
+        let mut tx = batch
+            .begin_link_update(&tenant(), &links[1])
+            .await
+            .unwrap()
+            .unwrap();
+        tx.append_event(completed()).await.unwrap();
+        tx.set_state(LinkState::Active);
+        drop(tx);
+        assert!(batch.is_poisoned());
+        let err = if finish {
+            batch.commit().await.unwrap_err().to_string()
+        } else {
+            batch.settle().await.unwrap_err().to_string()
+        };
+        assert!(err.contains("did not finish"), "{err}");
+    }
+    assert!(log_after(store, start).await.is_empty(), "no event written");
+    assert_eq!(
+        state(links[0]).await,
+        before,
+        "the finished change undone too"
+    );
+    assert_eq!(state(links[1]).await, before);
+
+    // And the batch run again without the unfinished change commits the rest.
+    let batch = store.begin_batch(&links[..1]).await.unwrap();
+    let mut tx = batch
+        .begin_link_update(&tenant(), &links[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let event = tx.append_event(completed()).await.unwrap().id;
+    tx.set_state(LinkState::Active);
+    tx.commit().await.unwrap();
+    let written = batch.commit().await.unwrap().events;
+    assert_eq!(
+        written.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![event]
+    );
+    assert_eq!(state(links[0]).await, LinkState::Active);
+    assert_eq!(state(links[1]).await, before);
     db.drop().await;
 }
 
