@@ -685,4 +685,7 @@ pub async fn run(settings: &Settings, report: &Report) {
         );
     }
     server.stop().await;
+    // The server's database: a benchmark's main thread keeps its locals to the process's end,
+    // when they are not dropped.
+    coverwatch_store::testing::drop_databases_of_this_thread();
 }

@@ -9,8 +9,63 @@ use sqlx::Connection as _;
 /// The variable that points the test suite at PostgreSQL.
 pub const TEST_DATABASE_URL_VAR: &str = "COVERWATCH_TEST_DATABASE_URL";
 
-/// The URL of a new, empty database.
+/// The URL of a new, empty database. It is dropped when the thread that asked for it ends (a
+/// test's thread ends with the test, passed or failed) or at
+/// [`drop_databases_of_this_thread`], whichever comes first.
 pub async fn fresh_database_url() -> String {
+    let url = create_database().await;
+    CREATED.with(|created| created.borrow_mut().0.push(url.clone()));
+    url
+}
+
+thread_local! {
+    static CREATED: std::cell::RefCell<Created> = const { std::cell::RefCell::new(Created(Vec::new())) };
+}
+
+/// The databases a thread made, dropped with the thread's locals. A test that panics half way
+/// never reaches its own clean-up, and a server under test holds its database to the end; the
+/// thread's end comes after both.
+struct Created(Vec<String>);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let urls = std::mem::take(&mut self.0);
+        if !urls.is_empty() {
+            drop_all(urls);
+        }
+    }
+}
+
+/// Drop every database this thread made so far, now: for a program's main thread (a benchmark),
+/// whose locals are not dropped when the process exits.
+pub fn drop_databases_of_this_thread() {
+    let urls = CREATED.with(|created| std::mem::take(&mut created.borrow_mut().0));
+    drop_all(urls);
+}
+
+fn drop_all(urls: Vec<String>) {
+    if urls.is_empty() {
+        return;
+    }
+    // On a thread of its own: the caller may be inside a runtime (which cannot start another)
+    // or past its runtime's end (a thread's locals are dropped after the test's runtime).
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            for url in &urls {
+                drop_database(url).await;
+            }
+        });
+    })
+    .join();
+}
+
+async fn create_database() -> String {
     let name = format!("cw_test_{}", uuid_like());
     match std::env::var(TEST_DATABASE_URL_VAR) {
         Ok(server) if !server.trim().is_empty() => {

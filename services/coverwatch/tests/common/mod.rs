@@ -24,10 +24,38 @@ pub fn command(workdir: &std::path::Path, database_url: &str) -> Command {
     cmd
 }
 
+/// A directory of the test's own, removed when the test's thread ends.
 pub fn workdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cw-cli-{}", std::process::id()));
+    static MADE_SO_FAR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE_SO_FAR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cw-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    remove_when_the_test_ends(dir.clone());
     dir
+}
+
+thread_local! {
+    static MADE: std::cell::RefCell<Made> = const { std::cell::RefCell::new(Made(Vec::new())) };
+}
+
+/// Files and directories a test's thread made, removed with the thread's locals: after the
+/// test, passed or failed (a failed test never reaches its own clean-up).
+struct Made(Vec<std::path::PathBuf>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+fn remove_when_the_test_ends(path: std::path::PathBuf) {
+    MADE.with(|made| made.borrow_mut().0.push(path));
 }
 
 /// Where the stdout (its log) of the child with this process id is kept.
@@ -36,10 +64,12 @@ pub fn server_log(pid: u32) -> std::path::PathBuf {
 }
 
 /// The stdout line that starts with `prefix`, waiting at most `deadline`. The child's stdout is
-/// read to its end and copied to [`server_log`], so a failed test can be diagnosed from it.
+/// read to its end and copied to [`server_log`] (kept until the test ends), so that a test can
+/// read what the server logged.
 pub fn wait_for_line(child: &mut Child, prefix: &str, deadline: Duration) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let log = std::fs::File::create(server_log(child.id())).ok();
+    remove_when_the_test_ends(server_log(child.id()));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         use std::io::Write;
