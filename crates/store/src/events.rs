@@ -99,60 +99,18 @@ pub(crate) fn open_payload(keyring: &Keyring, id: &str, stored: &str) -> Result<
     Ok(payload)
 }
 
-/// Take the cursor-order lock for the rest of the transaction `conn` is in (PostgreSQL; SQLite
-/// has one writer at a time anyway). A batch takes it once, just before it commits, so that it
-/// holds the lock only for its events' insert and the commit.
-pub(crate) async fn take_append_lock<C: ConnectionTrait>(conn: &C) -> Result<()> {
-    if conn.get_database_backend() == DatabaseBackend::Postgres {
-        conn.execute(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [EVENT_APPEND_LOCK.into()],
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
 pub(crate) async fn insert_event<C: ConnectionTrait>(
     conn: &C,
     keyring: &Keyring,
     link: &Link,
     new: NewEvent,
 ) -> Result<Event> {
-    take_append_lock(conn).await?;
-    insert_event_under_lock(conn, keyring, link, new).await
-}
-
-/// [`insert_event`] in a transaction that already holds the cursor-order lock.
-pub(crate) async fn insert_event_under_lock<C: ConnectionTrait>(
-    conn: &C,
-    keyring: &Keyring,
-    link: &Link,
-    new: NewEvent,
-) -> Result<Event> {
-    let PendingEvent { row, event } = PendingEvent::seal(keyring, link, new)?;
-    let result = event::Entity::insert(row).exec(conn).await?;
-    notify_appended(conn, result.last_insert_id).await?;
-    Ok(Event {
-        cursor: result.last_insert_id,
-        ..event
-    })
-}
-
-/// Announce `cursor` to every replica listening, at commit: their streams wake at once instead
-/// of at their next poll. Never delivered if the transaction rolls back. A cursor stands for
-/// every one below it, since those committed first (the cursor-order lock).
-async fn notify_appended<C: ConnectionTrait>(conn: &C, cursor: i64) -> Result<()> {
-    if conn.get_database_backend() == DatabaseBackend::Postgres {
-        conn.execute(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [EVENTS_CHANNEL.into(), cursor.to_string().into()],
-        ))
-        .await?;
-    }
-    Ok(())
+    let pending = PendingEvent::seal(keyring, link, new)?;
+    let id = pending.event.id;
+    insert_pending_events(conn, vec![pending])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Database(format!("event {id} was not written")))
 }
 
 /// An event sealed and ready to be written, still without its cursor: a batch holds its
@@ -227,7 +185,9 @@ pub(crate) async fn insert_pending_events<C: ConnectionTrait>(
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    take_append_lock(conn).await?;
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        return insert_pending_events_postgres(conn, pending).await;
+    }
     let mut written = Vec::with_capacity(pending.len());
     for chunk in pending.chunks(PENDING_EVENTS_PER_INSERT) {
         let mut insert =
@@ -236,27 +196,93 @@ pub(crate) async fn insert_pending_events<C: ConnectionTrait>(
         let rows = conn
             .query_all(conn.get_database_backend().build(&insert))
             .await?;
-        let mut cursors = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
-            cursors.insert(
-                row.try_get::<String>("", "id")?,
-                row.try_get::<i64>("", "cursor")?,
-            );
-        }
-        for p in chunk {
+        written.extend(with_cursors(chunk, rows)?);
+    }
+    Ok(written)
+}
+
+/// The lock, the insert and the notification of [`insert_pending_events`] in one statement:
+/// three round trips were three waits for every other appender, since the lock is held from the
+/// first of them to the commit.
+///
+/// The lock is taken before any cursor is drawn: the rows to insert come out of a join with the
+/// one-row `locked`, which cannot yield a row before `locked` is computed, and the cursors are
+/// drawn (the column's default) as the rows reach the insert, in the events' order (`ORDER BY
+/// n`). The notification names the highest cursor written, once.
+const INSERT_PENDING_EVENTS_POSTGRES: &str = "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($1) AS held), \
+     written AS (INSERT INTO events (id, tenant_id, link_id, user_id, provider, kind, occurred_at, \
+         recorded_at, payload, detail, delivery_id) \
+       SELECT e.r->>'id', e.r->>'tenant_id', e.r->>'link_id', e.r->>'user_id', e.r->>'provider', \
+         e.r->>'kind', (e.r->>'occurred_at')::int8, (e.r->>'recorded_at')::int8, e.r->>'payload', \
+         e.r->>'detail', e.r->>'delivery_id' \
+       FROM locked, jsonb_array_elements($2::text::jsonb) WITH ORDINALITY AS e(r, n) \
+       ORDER BY e.n \
+       RETURNING id, cursor), \
+     notified AS MATERIALIZED (SELECT pg_notify($3, max(cursor)::text) FROM written) \
+     SELECT written.id, written.cursor FROM written, notified";
+
+async fn insert_pending_events_postgres<C: ConnectionTrait>(
+    conn: &C,
+    pending: Vec<PendingEvent>,
+) -> Result<Vec<Event>> {
+    fn set<T: Clone + Into<sea_orm::Value>>(value: &sea_orm::ActiveValue<T>) -> Option<T> {
+        value.try_as_ref().cloned()
+    }
+    let rows: Vec<serde_json::Value> = pending
+        .iter()
+        .map(|p| {
+            let r = &p.row;
+            serde_json::json!({
+                "id": set(&r.id),
+                "tenant_id": set(&r.tenant_id),
+                "link_id": set(&r.link_id),
+                "user_id": set(&r.user_id),
+                "provider": set(&r.provider),
+                "kind": set(&r.kind),
+                "occurred_at": set(&r.occurred_at),
+                "recorded_at": set(&r.recorded_at),
+                "payload": set(&r.payload),
+                "detail": set(&r.detail),
+                "delivery_id": set(&r.delivery_id).flatten(),
+            })
+        })
+        .collect();
+    let rows = conn
+        .query_all(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            INSERT_PENDING_EVENTS_POSTGRES,
+            [
+                EVENT_APPEND_LOCK.into(),
+                serde_json::Value::Array(rows).to_string().into(),
+                EVENTS_CHANNEL.into(),
+            ],
+        ))
+        .await?;
+    with_cursors(&pending, rows)
+}
+
+/// `pending` with the cursors `rows` (id, cursor) gave them, in `pending`'s order; each must
+/// have been written.
+fn with_cursors(pending: &[PendingEvent], rows: Vec<sea_orm::QueryResult>) -> Result<Vec<Event>> {
+    let mut cursors = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        cursors.insert(
+            row.try_get::<String>("", "id")?,
+            row.try_get::<i64>("", "cursor")?,
+        );
+    }
+    pending
+        .iter()
+        .map(|p| {
             let cursor = *cursors.get(&p.event.id.to_string()).ok_or_else(|| {
                 StoreError::Database(format!("event {} was not written", p.event.id))
             })?;
-            written.push(Event {
+            Ok(Event {
                 cursor,
                 ..p.event.clone()
-            });
-        }
-    }
-    if let Some(last) = written.iter().map(|e| e.cursor).max() {
-        notify_appended(conn, last).await?;
-    }
-    Ok(written)
+            })
+        })
+        .collect()
 }
 
 /// A stored event as read, before its payload is opened and its columns parsed.
