@@ -156,16 +156,15 @@ fn count(ids: &[String], id: &str) -> usize {
     ids.iter().filter(|i| *i == id).count()
 }
 
-#[tokio::test]
-async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their_batch_commits_once()
- {
-    const LINKS: usize = 6;
-    let fake = FakeProvider::default();
-    let batches = Batches::default();
-    let server = server(&fake, &batches).await;
-    let client = server.client(TENANT_A).await;
+/// `n` Axle-shaped links of `client`'s tenant, each completed (`acc-{i}`) and active.
+async fn active_links(
+    server: &TestServer,
+    fake: &FakeProvider,
+    client: &Client,
+    n: usize,
+) -> Vec<String> {
     let mut links = Vec::new();
-    for i in 0..LINKS {
+    for i in 0..n {
         let link = client
             .clone()
             .start_link(v1::StartLinkRequest {
@@ -179,14 +178,57 @@ async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their
             .link
             .expect("a link");
         deliver(
-            &server,
+            server,
             &fake.webhook_url(&link.id),
             json!({"id": format!("evt-complete-{i}"), "type": "completed", "account": format!("acc-{i}")}),
         )
         .await;
-        wait_for_state(&client, &link.id, v1::LinkState::Active).await;
+        wait_for_state(client, &link.id, v1::LinkState::Active).await;
         links.push(link.id);
     }
+    links
+}
+
+/// Wait until every link but those at `except` shows its `evt-change-{i}` (a batch's changes
+/// commit together, so the batch may still be committing when its hook has run).
+async fn wait_for_changes_but(client: &Client, links: &[String], except: &[usize]) {
+    eventually("the batch's changes to show", DEADLINE, || async {
+        for (i, link) in links.iter().enumerate() {
+            if !except.contains(&i)
+                && count(
+                    &vendor_event_ids(client, link).await,
+                    &format!("evt-change-{i}"),
+                ) == 0
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Each link's `evt-change-{i}` applied exactly once.
+async fn assert_each_change_once(client: &Client, links: &[String]) {
+    for (i, link) in links.iter().enumerate() {
+        let ids = vendor_event_ids(client, link).await;
+        assert_eq!(
+            count(&ids, &format!("evt-change-{i}")),
+            1,
+            "link {i}: {ids:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their_batch_commits_once()
+ {
+    const LINKS: usize = 6;
+    let fake = FakeProvider::default();
+    let batches = Batches::default();
+    let server = server(&fake, &batches).await;
+    let client = server.client(TENANT_A).await;
+    let links = active_links(&server, &fake, &client, LINKS).await;
     {
         let mut state = fake.state.lock().unwrap();
         state.failing_fetching.insert("acc-1".into());
@@ -218,21 +260,7 @@ async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their
     batches.wait_for_batch_of(&deliveries, true).await;
     // The hook runs just before the commit, so the batch may still be committing: wait until
     // its events show (they commit together, so one link's event showing means all do).
-    eventually("the batch of six to commit", DEADLINE, || async {
-        for (i, link) in links.iter().enumerate() {
-            if i != 1
-                && i != 2
-                && count(
-                    &vendor_event_ids(&client, link).await,
-                    &format!("evt-change-{i}"),
-                ) == 0
-            {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_changes_but(&client, &links, &[1, 2]).await;
     // The batch with all six committed: the four healthy deliveries' events are there, once;
     // the failing and the panicking one left nothing.
     for (i, link) in links.iter().enumerate() {
@@ -280,14 +308,7 @@ async fn one_failing_and_one_panicking_delivery_fail_alone_and_the_rest_of_their
         })
         .await;
     }
-    for (i, link) in links.iter().enumerate() {
-        let ids = vendor_event_ids(&client, link).await;
-        assert_eq!(
-            count(&ids, &format!("evt-change-{i}")),
-            1,
-            "link {i}: {ids:?}"
-        );
-    }
+    assert_each_change_once(&client, &links).await;
     server.stop().await;
 }
 
@@ -301,29 +322,7 @@ async fn a_delivery_failing_inside_the_batch_transaction_fails_alone_and_the_res
     let batches = Batches::default();
     let server = server(&fake, &batches).await;
     let client = server.client(TENANT_A).await;
-    let mut links = Vec::new();
-    for i in 0..LINKS {
-        let link = client
-            .clone()
-            .start_link(v1::StartLinkRequest {
-                provider: v1::Provider::Axle as i32,
-                user_id: format!("user-{i}"),
-                ..Default::default()
-            })
-            .await
-            .expect("StartLink")
-            .into_inner()
-            .link
-            .expect("a link");
-        deliver(
-            &server,
-            &fake.webhook_url(&link.id),
-            json!({"id": format!("evt-complete-{i}"), "type": "completed", "account": format!("acc-{i}")}),
-        )
-        .await;
-        wait_for_state(&client, &link.id, v1::LinkState::Active).await;
-        links.push(link.id);
-    }
+    let links = active_links(&server, &fake, &client, LINKS).await;
 
     // Held, so that the six deliveries end up claimed together.
     batches.hold.store(true, Ordering::SeqCst);
@@ -345,21 +344,7 @@ async fn a_delivery_failing_inside_the_batch_transaction_fails_alone_and_the_res
     batches.wait_for_batch_of(&deliveries, false).await;
     batches.hold.store(false, Ordering::SeqCst);
     batches.wait_for_batch_of(&deliveries, true).await;
-    eventually("the batch of six to commit", DEADLINE, || async {
-        for (i, link) in links.iter().enumerate() {
-            if i != 1
-                && i != 2
-                && count(
-                    &vendor_event_ids(&client, link).await,
-                    &format!("evt-change-{i}"),
-                ) == 0
-            {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_changes_but(&client, &links, &[1, 2]).await;
     // The faulty two got as far as the batch's transaction (the hook runs there only), and left
     // nothing there; the four healthy ones, applied again after each fault, are there once.
     let applied: Vec<String> = batches.applied.lock().unwrap().clone();
@@ -390,14 +375,7 @@ async fn a_delivery_failing_inside_the_batch_transaction_fails_alone_and_the_res
         })
         .await;
     }
-    for (i, link) in links.iter().enumerate() {
-        let ids = vendor_event_ids(&client, link).await;
-        assert_eq!(
-            count(&ids, &format!("evt-change-{i}")),
-            1,
-            "link {i}: {ids:?}"
-        );
-    }
+    assert_each_change_once(&client, &links).await;
     server.stop().await;
 }
 

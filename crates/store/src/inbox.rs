@@ -520,14 +520,19 @@ pub(crate) enum SettlementKind {
 /// size, so that the statement's text (and the plan sqlx prepares once per connection) is the
 /// same for every round. A leased row is `pending`, so a retry writing `pending` changes nothing
 /// of its status, and `processed_at` is left alone for it as before.
-const SETTLE_ALL_POSTGRES: &str = "UPDATE inbox SET status = s.status, \
+///
+/// The rows are found through the `id` index (`inbox.id = ANY(…)`): joined on `id` alone, the
+/// planner, which guesses 100 rows for the JSON array, hashed it against a scan of the whole
+/// inbox (0.3 to 0.7 ms a round on a young inbox of a few thousand rows, and growing with it).
+const SETTLE_ALL_POSTGRES: &str = "WITH s AS MATERIALIZED (SELECT * FROM jsonb_to_recordset($1::text::jsonb) \
+       AS s(id text, owner text, status text, error text, next_attempt_at int8, tenant_id text, link_id text)) \
+     UPDATE inbox SET status = s.status, \
        processed_at = CASE WHEN s.status = 'pending' THEN inbox.processed_at ELSE $2 END, \
        last_error = s.error, next_attempt_at = COALESCE(s.next_attempt_at, inbox.next_attempt_at), \
        tenant_id = COALESCE(s.tenant_id, inbox.tenant_id), link_id = COALESCE(s.link_id, inbox.link_id), \
        lease_owner = NULL, lease_expires_at = NULL \
-     FROM jsonb_to_recordset($1::text::jsonb) \
-       AS s(id text, owner text, status text, error text, next_attempt_at int8, tenant_id text, link_id text) \
-     WHERE inbox.id = s.id AND inbox.lease_owner = s.owner \
+     FROM s \
+     WHERE inbox.id = ANY(ARRAY(SELECT id FROM s)) AND inbox.id = s.id AND inbox.lease_owner = s.owner \
      RETURNING inbox.id";
 
 /// Write `settlements` in `conn`; returns the ids that were not settled because their lease is

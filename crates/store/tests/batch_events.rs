@@ -86,6 +86,17 @@ async fn log_after(store: &Store, after: i64) -> Vec<(i64, EventId)> {
         .collect()
 }
 
+/// The link's state as stored now.
+async fn state(store: &Store, link: LinkId) -> LinkState {
+    store
+        .get_link(&tenant(), &link)
+        .await
+        .unwrap()
+        .unwrap()
+        .link
+        .state
+}
+
 #[tokio::test]
 async fn a_batch_writes_the_events_of_its_link_changes_at_commit_in_order() {
     let db = Db::new().await;
@@ -140,16 +151,7 @@ async fn a_batch_writes_the_events_of_its_link_changes_at_commit_in_order() {
         written.iter().map(|e| (e.cursor, e.id)).collect::<Vec<_>>(),
         "the log holds exactly the committed link changes' events, with the cursors answered"
     );
-    assert_eq!(
-        store
-            .get_link(&tenant(), &links[0])
-            .await
-            .unwrap()
-            .unwrap()
-            .link
-            .state,
-        LinkState::Active
-    );
+    assert_eq!(state(store, links[0]).await, LinkState::Active);
     db.drop().await;
 }
 
@@ -162,19 +164,7 @@ async fn a_batch_with_an_unfinished_link_change_refuses_to_commit_and_rolls_back
     let store = &db.store;
     let links = [new_link(store, "one").await, new_link(store, "two").await];
     let start = log_after(store, 0).await.last().unwrap().0;
-    let state = |link: LinkId| {
-        let store = store.clone();
-        async move {
-            store
-                .get_link(&tenant(), &link)
-                .await
-                .unwrap()
-                .unwrap()
-                .link
-                .state
-        }
-    };
-    let before = state(links[0]).await;
+    let before = state(store, links[0]).await;
     assert_ne!(before, LinkState::Active);
 
     for finish in [true, false] {
@@ -205,11 +195,11 @@ async fn a_batch_with_an_unfinished_link_change_refuses_to_commit_and_rolls_back
     }
     assert!(log_after(store, start).await.is_empty(), "no event written");
     assert_eq!(
-        state(links[0]).await,
+        state(store, links[0]).await,
         before,
         "the finished change undone too"
     );
-    assert_eq!(state(links[1]).await, before);
+    assert_eq!(state(store, links[1]).await, before);
 
     // And the batch run again without the unfinished change commits the rest.
     let batch = store.begin_batch(&links[..1]).await.unwrap();
@@ -226,8 +216,8 @@ async fn a_batch_with_an_unfinished_link_change_refuses_to_commit_and_rolls_back
         written.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![event]
     );
-    assert_eq!(state(links[0]).await, LinkState::Active);
-    assert_eq!(state(links[1]).await, before);
+    assert_eq!(state(store, links[0]).await, LinkState::Active);
+    assert_eq!(state(store, links[1]).await, before);
     db.drop().await;
 }
 
@@ -389,19 +379,7 @@ async fn a_batch_whose_applied_delivery_lost_its_lease_commits_nothing() {
     let db = Db::new().await;
     let store = &db.store;
     let link = new_link(store, "lost").await;
-    let state = |store: &Store| {
-        let store = store.clone();
-        async move {
-            store
-                .get_link(&tenant(), &link)
-                .await
-                .unwrap()
-                .unwrap()
-                .link
-                .state
-        }
-    };
-    let before = state(store).await;
+    let before = state(store, link).await;
     assert_ne!(before, LinkState::Active);
     let start = log_after(store, 0).await.last().unwrap().0;
     let applied = leased(store, "applied", Some(link), "w").await;
@@ -423,7 +401,7 @@ async fn a_batch_whose_applied_delivery_lost_its_lease_commits_nothing() {
 
     assert!(err.contains(&applied.to_string()), "{err}");
     assert!(log_after(store, start).await.is_empty(), "no event written");
-    assert_eq!(state(store).await, before, "the link's change undone");
+    assert_eq!(state(store, link).await, before, "the link's change undone");
     assert_eq!(
         status(store, &applied).await,
         (DeliveryStatus::Pending, None)
